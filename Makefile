@@ -1,0 +1,20 @@
+# Quick start: `make demo` (MNIST-1D double descent, about 5 minutes on 2 CPU cores) and `make test`.
+PY := .venv/bin/python
+OUT ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
+
+.PHONY: venv demo test bench clean
+
+venv:
+	@bash scripts/bootstrap.sh
+
+demo: venv
+	$(PY) -m experiments.double_descent --preset mnist1d --out $(OUT)
+
+test: venv
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+bench: venv
+	$(PY) -m benchmarks.members
+
+clean:
+	rm -rf .venv runs

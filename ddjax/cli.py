@@ -1,0 +1,86 @@
+"""The command line every experiment shares:
+
+  python -m experiments.NAME [--preset P] [--out DIR] [--resume] [--dry-run] [key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ddjax import config as cfglib
+from ddjax.members import expand
+
+
+@dataclass
+class Preset:
+  """A named starting point: config, sweep, and what running it should give."""
+  config: cfglib.Config
+  sweep: dict[str, list] = field(default_factory=dict)
+  about: str = ''  # the expected result and run time, shown by --help
+
+
+class _Parser(argparse.ArgumentParser):
+  def error(self, message):  # one line, exit status 2
+    self.exit(2, f'error: {message} (see --help)\n')
+
+
+def _fail(message: str) -> None:
+  print(f'error: {message}', file=sys.stderr)
+  raise SystemExit(2)
+
+
+def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
+         after: Callable[[Path], None] | None = None) -> Path | None:
+  """Parses argv, validates everything before any work, runs the sweep, then calls `after(out)`."""
+  default = next(iter(presets))
+  keys_help = '\n'.join(f'  --preset {p}: {pr.about}' for p, pr in presets.items())
+  parser = _Parser(
+      prog=f'python -m experiments.{name}', formatter_class=argparse.RawDescriptionHelpFormatter,
+      description=f'Presets:\n{keys_help}\n\nKeys (key=value; sweeps a,b,c  a..b  a..b..s) with the defaults of '
+                  f'preset {default}:\n{cfglib.describe(presets[default].config, presets[default].sweep)}')
+  parser.add_argument('--preset', default=default, help=f'one of: {", ".join(presets)} (default {default})')
+  parser.add_argument('--out', type=Path, help='output directory (default runs/NAME-PRESET-TIME)')
+  parser.add_argument('--resume', action='store_true', help='continue the run in --out')
+  parser.add_argument('--dry-run', action='store_true', help='print the jobs and members, train nothing')
+  parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+  parser.add_argument('overrides', nargs='*', metavar='key=value')
+  args = parser.parse_args(argv)
+
+  if args.preset not in presets:
+    _fail(f"unknown preset {args.preset!r}: allowed presets are {', '.join(presets)}")
+  preset = presets[args.preset]
+  try:
+    cfg, sweep = cfglib.apply_overrides(preset.config, preset.sweep, args.overrides)
+  except cfglib.ConfigError as e:
+    _fail(str(e))
+  jobs = expand(cfg, sweep)
+  out = args.out or Path('runs') / f'{name}-{args.preset}-{time.strftime("%Y%m%d-%H%M%S")}'
+  if args.dry_run:
+    for job in jobs:
+      widths = sorted({m['model.width'] for m in job.members})
+      print(f'job {job.index}: {job.static or "(no static keys swept)"}: {len(job.members)} members, '
+            f'widths {widths}')
+    return None
+  if out.exists() and not out.is_dir():
+    _fail(f'--out {out} exists and is not a directory')
+  if (out / 'run.json').exists() and not args.resume:
+    _fail(f'--out {out} already holds a run; pass --resume to continue it or choose another --out')
+  if args.resume and not (out / 'run.json').exists():
+    _fail(f'--resume: no run found in {out}')
+  if args.resume:
+    if (out / 'results.parquet').exists():
+      print(f'{out} is complete; nothing to resume')
+      if after:
+        after(out)
+      return out / 'results.parquet'
+  from ddjax.run import run  # imports jax: only once the input is known to be good
+  path = run(cfg, sweep, jobs, out, progress=not args.no_progress)
+  print(f'results: {path}')
+  if after:
+    after(out)
+  return path

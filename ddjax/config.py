@@ -1,0 +1,244 @@
+"""Typed configs, dotted `key=value` overrides and sweep values.
+
+A run is described by a `Config` (one concrete value per key) plus a `sweep` dict that maps dotted keys to
+lists of values. Sweep values on the command line:
+
+    a,b,c        a list
+    a..b         inclusive integer range (also a..b..s with step s, integers or floats)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+  """A bad key or value; its message is a single line meant for the user."""
+
+
+def _f(default, help: str, choices: tuple | None = None):
+  return field(default=default, metadata={'help': help, 'choices': choices})
+
+
+@dataclass
+class DataConfig:
+  name: str = _f('mnist1d', 'dataset', ('mnist1d',))
+  num_samples: int = _f(5000, 'examples generated before the train/test split')
+  train_split: float = _f(0.8, 'fraction of the examples used for training')
+  seed: int = _f(42, 'seed of the dataset generator (static: one data set per job)')
+  noise: float = _f(0.0, 'probability that a training label is replaced by a random incorrect one')
+  noise_seed: int | None = _f(None, 'seed of the label-noise draw (default: seed)')
+
+
+@dataclass
+class ModelConfig:
+  name: str = _f('cnn1d', 'architecture', ('mlp', 'cnn1d', 'resnet1d'))
+  width: int = _f(16, 'base width (hidden units or channels of the first stage)')
+  seed: int | None = _f(None, 'seed of the parameter init (default: seed)')
+  conv: str = _f('auto', 'convolution form: lax, im2col, or auto (im2col on CPU, lax elsewhere)',
+                 ('auto', 'lax', 'im2col'))
+
+
+@dataclass
+class OptimConfig:
+  name: str = _f('adam', 'optimizer', ('adam', 'adamw', 'sgd'))
+  lr: float = _f(1e-3, 'learning rate')
+  wd: float = _f(0.0, 'weight decay (L2 for adam and sgd, decoupled and scaled by lr for adamw)')
+  momentum: float = _f(0.9, 'SGD momentum')
+  b1: float = _f(0.9, 'Adam beta1')
+  b2: float = _f(0.999, 'Adam beta2')
+  eps: float = _f(1e-8, 'Adam epsilon')
+
+
+@dataclass
+class TrainConfig:
+  epochs: int = _f(100, 'training epochs')
+  batch_size: int = _f(100, 'minibatch size (the last partial batch of an epoch is dropped)')
+  batch_seed: int | None = _f(None, 'seed of the batch order (default: seed)')
+  eval_points: int = _f(30, 'log-spaced evaluation epochs (the last epoch is always evaluated)')
+  eval_every: int = _f(0, 'also evaluate every N epochs (0: only the log-spaced grid)')
+  eval_batch: int = _f(1000, 'examples per forward pass during evaluation')
+  strategy: str = _f('vmap', 'how members of a bucket execute: vmap or map (lax.map)', ('vmap', 'map'))
+  map_batch: int = _f(1, 'with strategy=map: members vmapped together in each map step')
+  bucket_ratio: float = _f(1.25, 'target padded/useful FLOP ratio of the width buckets')
+  max_buckets: int = _f(8, 'most width buckets (compiled programs) per job')
+
+
+@dataclass
+class Config:
+  seed: int = _f(0, 'base seed of a member (init, batch order and label noise unless set apart)')
+  data: DataConfig = field(default_factory=DataConfig)
+  model: ModelConfig = field(default_factory=ModelConfig)
+  optim: OptimConfig = field(default_factory=OptimConfig)
+  train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# Keys whose values can differ between members of one compiled step; every other key makes separate jobs.
+MEMBER_KEYS = frozenset({
+    'seed', 'model.width', 'model.seed', 'train.batch_seed', 'data.noise', 'data.noise_seed',
+    'optim.lr', 'optim.wd', 'optim.momentum', 'optim.b1', 'optim.b2', 'optim.eps'})
+
+
+def fields(cfg: Any, prefix: str = '') -> dict[str, dataclasses.Field]:
+  """Dotted key -> dataclass field, for every leaf of a config."""
+  out = {}
+  for f in dataclasses.fields(cfg):
+    value = getattr(cfg, f.name)
+    if dataclasses.is_dataclass(value):
+      out.update(fields(value, prefix + f.name + '.'))
+    else:
+      out[prefix + f.name] = f
+  return out
+
+
+def get(cfg: Any, key: str) -> Any:
+  for part in key.split('.'):
+    cfg = getattr(cfg, part)
+  return cfg
+
+
+def replace(cfg: Any, key: str, value: Any) -> Any:
+  """A copy of `cfg` with dotted `key` set to `value`."""
+  head, _, rest = key.partition('.')
+  if rest:
+    return dataclasses.replace(cfg, **{head: replace(getattr(cfg, head), rest, value)})
+  return dataclasses.replace(cfg, **{head: value})
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+  return dataclasses.asdict(cfg)
+
+
+def to_json(cfg: Any) -> str:
+  return json.dumps(to_dict(cfg), sort_keys=True)
+
+
+def _base_type(tp) -> tuple[type, bool]:
+  """(scalar type, whether None is allowed) of a field annotation."""
+  if isinstance(tp, str):
+    tp = eval(tp, {'int': int, 'float': float, 'str': str, 'bool': bool, 'None': None})
+  args = typing.get_args(tp)
+  if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+    inner = [a for a in args if a is not type(None)]
+    return inner[0], True
+  return tp, False
+
+
+def parse_scalar(key: str, f: dataclasses.Field, text: str) -> Any:
+  """Parses one value for field `f`; raises ConfigError naming the key and what is allowed."""
+  tp, nullable = _base_type(f.type)
+  text = text.strip()
+  if nullable and text.lower() in ('none', 'null'):
+    return None
+  try:
+    if tp is bool:
+      low = text.lower()
+      if low not in ('true', 'false', '1', '0', 'yes', 'no'):
+        raise ValueError
+      value = low in ('true', '1', 'yes')
+    elif tp is int:
+      value = int(text)
+    elif tp is float:
+      value = float(text)
+    else:
+      value = text.strip('\'"')
+  except ValueError:
+    allowed = {int: 'an integer', float: 'a number', bool: 'true or false'}.get(tp, 'a string')
+    raise ConfigError(f"bad value {text!r} for {key}: expected {allowed}"
+                      + (' or none' if nullable else '')) from None
+  choices = f.metadata.get('choices')
+  if choices and value not in choices:
+    raise ConfigError(f"bad value {text!r} for {key}: allowed values are {', '.join(map(str, choices))}")
+  return value
+
+
+def parse_values(key: str, f: dataclasses.Field, text: str) -> list[Any] | Any:
+  """A scalar for a plain value, a list for a sweep (`a,b,c`, `a..b`, `a..b..s`)."""
+  if ',' in text:
+    parts = [p for p in text.split(',')]
+    if any(not p.strip() for p in parts):
+      raise ConfigError(f"bad sweep {text!r} for {key}: empty value in the list")
+    return [parse_scalar(key, f, p) for p in parts]
+  if '..' in text:
+    tp, _ = _base_type(f.type)
+    pieces = text.split('..')
+    if tp not in (int, float) or len(pieces) not in (2, 3):
+      raise ConfigError(f"bad sweep {text!r} for {key}: ranges a..b or a..b..s need a numeric key")
+    lo, hi = (parse_scalar(key, f, p) for p in pieces[:2])
+    step = parse_scalar(key, f, pieces[2]) if len(pieces) == 3 else 1
+    if step <= 0 or hi < lo:
+      raise ConfigError(f"bad sweep {text!r} for {key}: need a <= b and a step > 0")
+    count = int(round((hi - lo) / step + 1e-9)) + 1 if tp is float else (hi - lo) // step + 1
+    values = [lo + i * step for i in range(count)]
+    return [round(v, 12) for v in values] if tp is float else values
+  return parse_scalar(key, f, text)
+
+
+def apply_overrides(cfg: Config, sweep: dict[str, list], overrides: list[str]
+                    ) -> tuple[Config, dict[str, list]]:
+  """Applies `key=value` strings; a list value sets a sweep, a scalar clears any sweep of that key."""
+  known = fields(cfg)
+  sweep = dict(sweep)
+  for item in overrides:
+    key, eq, text = item.partition('=')
+    key = key.strip()
+    if not eq or not key:
+      raise ConfigError(f"bad override {item!r}: expected key=value (see --help for the keys)")
+    if key not in known:
+      near = difflib.get_close_matches(key, known, n=1)
+      hint = f"did you mean {near[0]}? " if near else ''
+      raise ConfigError(f"unknown key {key!r}: {hint}known keys: {', '.join(sorted(known))}")
+    value = parse_values(key, known[key], text)
+    if isinstance(value, list):
+      if not value:
+        raise ConfigError(f"bad sweep {text!r} for {key}: no values")
+      sweep[key] = value
+      cfg = replace(cfg, key, value[0])
+    else:
+      sweep.pop(key, None)
+      cfg = replace(cfg, key, value)
+  validate(cfg, sweep)
+  return cfg, sweep
+
+
+def validate(cfg: Config, sweep: dict[str, list]) -> None:
+  """Checks ranges that types cannot express, for the base config and every swept value."""
+  rules = {
+      'model.width': (lambda v: v >= 1, 'must be >= 1'),
+      'data.noise': (lambda v: 0.0 <= v < 1.0, 'must be in [0, 1)'),
+      'data.train_split': (lambda v: 0.0 < v < 1.0, 'must be in (0, 1)'),
+      'data.num_samples': (lambda v: v >= 20, 'must be >= 20'),
+      'optim.lr': (lambda v: v > 0, 'must be > 0'),
+      'optim.wd': (lambda v: v >= 0, 'must be >= 0'),
+      'train.epochs': (lambda v: v >= 1, 'must be >= 1'),
+      'train.batch_size': (lambda v: v >= 1, 'must be >= 1'),
+      'train.eval_points': (lambda v: v >= 1, 'must be >= 1'),
+      'train.eval_every': (lambda v: v >= 0, 'must be >= 0'),
+      'train.eval_batch': (lambda v: v >= 1, 'must be >= 1'),
+      'train.map_batch': (lambda v: v >= 1, 'must be >= 1'),
+      'train.bucket_ratio': (lambda v: v >= 1.0, 'must be >= 1'),
+      'train.max_buckets': (lambda v: v >= 1, 'must be >= 1'),
+  }
+  for key, (ok, what) in rules.items():
+    for v in sweep.get(key, [get(cfg, key)]):
+      if not ok(v):
+        raise ConfigError(f"bad value {v!r} for {key}: {what}")
+
+
+def describe(cfg: Config, sweep: dict[str, list]) -> str:
+  """One line per key: name, current value or sweep, help text (for --help)."""
+  lines = []
+  for key, f in fields(cfg).items():
+    value = sweep.get(key, get(cfg, key))
+    shown = ','.join(map(str, value)) if isinstance(value, list) else str(value)
+    if len(shown) > 40:
+      shown = shown[:37] + '...'
+    tag = ' [member axis]' if key in MEMBER_KEYS else ''
+    lines.append(f"  {key:<20} {shown:<40} {f.metadata.get('help', '')}{tag}")
+  return '\n'.join(lines)

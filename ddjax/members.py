@@ -1,0 +1,99 @@
+"""A sweep -> jobs (one per combination of static keys) x members (one per combination of member keys).
+
+Member keys (width, seeds, lr, wd, label noise, ...) can differ inside one compiled step; every other key changes
+shapes or the program and makes a separate job. Within a job, widths are grouped into buckets padded to their own
+maximum; `plan_buckets` picks contiguous buckets by an exact dynamic programme over the cost model.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from ddjax import config as cfglib
+
+# Per-member scalars that the train step reads, and the config key each comes from (None: a derived seed).
+HP_KEYS = {
+    'width': 'model.width', 'noise': 'data.noise', 'lr': 'optim.lr', 'wd': 'optim.wd',
+    'momentum': 'optim.momentum', 'b1': 'optim.b1', 'b2': 'optim.b2', 'eps': 'optim.eps',
+}
+
+
+@dataclass
+class Job:
+  index: int
+  config: cfglib.Config            # static keys resolved; member keys hold the first member's values
+  static: dict[str, object]        # the swept static keys of this job
+  members: list[dict[str, object]]  # per member: every member key's value (dotted names)
+
+
+def member_hp(member: dict[str, object]) -> dict[str, float | int]:
+  """The numbers the step needs: hyperparameters plus the three derived seeds."""
+  hp = {name: member[key] for name, key in HP_KEYS.items()}
+  seed = member['seed']
+  hp['model_seed'] = member['model.seed'] if member['model.seed'] is not None else seed
+  hp['batch_seed'] = member['train.batch_seed'] if member['train.batch_seed'] is not None else seed
+  hp['noise_seed'] = member['data.noise_seed'] if member['data.noise_seed'] is not None else seed
+  return hp
+
+
+def expand(cfg: cfglib.Config, sweep: dict[str, list]) -> list[Job]:
+  """Cartesian product of the sweep, split into jobs over static keys."""
+  static_keys = [k for k in sweep if k not in cfglib.MEMBER_KEYS]
+  member_keys = [k for k in sweep if k in cfglib.MEMBER_KEYS]
+  jobs = []
+  for i, combo in enumerate(itertools.product(*(sweep[k] for k in static_keys))):
+    job_cfg = cfg
+    for k, v in zip(static_keys, combo):
+      job_cfg = cfglib.replace(job_cfg, k, v)
+    members = []
+    for mcombo in itertools.product(*(sweep[k] for k in member_keys)):
+      m = {k: cfglib.get(job_cfg, k) for k in sorted(cfglib.MEMBER_KEYS)}
+      m.update(zip(member_keys, mcombo))
+      members.append(m)
+    jobs.append(Job(i, job_cfg, dict(zip(static_keys, combo)), members))
+  return jobs
+
+
+def padded_ratio(buckets: Sequence[Sequence[int]], cost: Callable[[int], float]) -> float:
+  """Padded/useful cost of members with these widths, each bucket padded to its maximum."""
+  padded = sum(len(b) * cost(max(b)) for b in buckets)
+  useful = sum(cost(w) for b in buckets for w in b)
+  return padded / useful
+
+
+def best_buckets(widths: Sequence[int], n_buckets: int, cost: Callable[[int], float]) -> list[list[int]]:
+  """The contiguous split of sorted `widths` (repeats allowed) into at most n_buckets with least padded cost."""
+  distinct = sorted(set(widths))
+  count = [sum(1 for w in widths if w == d) for d in distinct]
+  n, inf = len(distinct), float('inf')
+  n_buckets = min(n_buckets, n)
+  prefix = [0] + list(itertools.accumulate(count))
+  # best[b][j]: least cost of the first j distinct widths in b buckets; cut[b][j]: start of the last bucket.
+  best = [[inf] * (n + 1) for _ in range(n_buckets + 1)]
+  cut = [[0] * (n + 1) for _ in range(n_buckets + 1)]
+  best[0][0] = 0.0
+  for b in range(1, n_buckets + 1):
+    for j in range(1, n + 1):
+      for i in range(j):
+        c = best[b - 1][i] + (prefix[j] - prefix[i]) * cost(distinct[j - 1])
+        if c < best[b][j]:
+          best[b][j], cut[b][j] = c, i
+  b = min(range(1, n_buckets + 1), key=lambda k: (best[k][n], k))
+  bounds, j = [], n
+  while j > 0:
+    i = cut[b][j]
+    bounds.append((i, j))
+    j, b = i, b - 1
+  return [[w for w in sorted(widths) if distinct[i] <= w <= distinct[j - 1]] for i, j in reversed(bounds)]
+
+
+def plan_buckets(widths: Sequence[int], cost: Callable[[int], float], target_ratio: float = 1.25,
+                 max_buckets: int = 8) -> list[list[int]]:
+  """The fewest buckets whose padded/useful cost is <= target_ratio (at most max_buckets)."""
+  for n in range(1, max_buckets + 1):
+    buckets = best_buckets(widths, n, cost)
+    if padded_ratio(buckets, cost) <= target_ratio or n >= len(set(widths)):
+      return buckets
+  return best_buckets(widths, max_buckets, cost)

@@ -1,0 +1,150 @@
+"""Width-masked models. Each takes (x, width, train) and is padded to `max_width`.
+
+`width` is a traced scalar per member; the masks it implies act on parameters (see layers.py). `macs(width)` gives
+multiply-accumulates per example of the dense width-`width` model, the cost model of the width buckets.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from ddjax.nn.layers import MaskedBatchNorm, MaskedConv, MaskedDense, channel_mask
+
+
+class MLP(nn.Module):
+  """x (B, D) -> [Dense(width) -> ReLU] x depth -> Dense(num_classes)."""
+  max_width: int
+  num_classes: int = 10
+  depth: int = 2
+  input_shape: Sequence[int] = (40,)
+  conv: str = 'im2col'  # unused; every model takes it
+
+  @nn.compact
+  def __call__(self, x, width, train: bool = False):
+    x = x.reshape(x.shape[0], -1)
+    in_mask = jnp.ones(x.shape[-1])
+    hidden = channel_mask(self.max_width, width)
+    for i in range(self.depth):
+      x = nn.relu(MaskedDense(self.max_width, name=f'dense{i}')(x, in_mask, hidden))
+      in_mask = hidden
+    return MaskedDense(self.num_classes, name='head')(x, in_mask, jnp.ones(self.num_classes))
+
+  def macs(self, width: int) -> float:
+    d = math.prod(self.input_shape)
+    return d * width + (self.depth - 1) * width * width + width * self.num_classes
+
+
+class CNN1D(nn.Module):
+  """MNIST-1D's 3-layer CNN: Conv(5,s2,p1)-ReLU-Conv(3,s2,p1)-ReLU-Conv(3,s2,p1)-ReLU-Dense(num_classes)."""
+  max_width: int
+  num_classes: int = 10
+  input_shape: Sequence[int] = (40,)
+  conv: str = 'im2col'
+
+  LAYERS = ((5, 2, 1), (3, 2, 1), (3, 2, 1))  # (kernel, stride, padding)
+
+  @nn.compact
+  def __call__(self, x, width, train: bool = False):
+    x = x.reshape(x.shape[0], -1, 1) if x.ndim == 2 else x
+    in_mask = jnp.ones(x.shape[-1])
+    mask = channel_mask(self.max_width, width)
+    for i, (k, s, p) in enumerate(self.LAYERS):
+      conv = MaskedConv(self.max_width, (k,), s, p, form=self.conv, name=f'conv{i}')
+      x = nn.relu(conv(x, in_mask, mask))
+      in_mask = mask
+    # The head contracts (L, C) directly: a (L, C, classes) kernel is the flatten-then-Dense of PyTorch.
+    in_mask = jnp.broadcast_to(mask, x.shape[1:])
+    return MaskedDense(self.num_classes, name='head')(x, in_mask, jnp.ones(self.num_classes))
+
+  def macs(self, width: int) -> float:
+    length, cin, total = self.input_shape[0], (self.input_shape[1] if len(self.input_shape) > 1 else 1), 0
+    for k, s, p in self.LAYERS:
+      length = (length + 2 * p - k) // s + 1
+      total += length * k * cin * width
+      cin = width
+    return total + length * width * self.num_classes
+
+
+class PreActBlock(nn.Module):
+  """BN-ReLU-conv3(s)-BN-ReLU-conv3; shortcut conv1x1(s) on relu(bn1(x)) when shape changes, else x."""
+  features: int
+  stride: int
+  ndim: int
+  conv: str
+
+  @nn.compact
+  def __call__(self, x, in_mask, out_mask, train: bool):
+    k3, k1 = (3,) * self.ndim, (1,) * self.ndim
+    out = nn.relu(MaskedBatchNorm(name='bn1')(x, in_mask, train))
+    if self.stride != 1 or x.shape[-1] != self.features:
+      shortcut = MaskedConv(self.features, k1, self.stride, 0, use_bias=False, form=self.conv,
+                            name='shortcut')(out, in_mask, out_mask)
+    else:
+      shortcut = x
+    out = MaskedConv(self.features, k3, self.stride, 1, use_bias=False, form=self.conv,
+                     name='conv1')(out, in_mask, out_mask)
+    out = nn.relu(MaskedBatchNorm(name='bn2')(out, out_mask, train))
+    out = MaskedConv(self.features, k3, 1, 1, use_bias=False, form=self.conv,
+                     name='conv2')(out, out_mask, out_mask)
+    return out + shortcut
+
+
+class PreActResNet(nn.Module):
+  """Pre-activation ResNet with stage widths width * stage_mults (ResNet18k: ndim=2, blocks 2,2,2,2, mults 1,2,4,8).
+
+  Stem conv3 (no bias, nothing after it), stages of PreActBlocks, global average pool, Dense with bias.
+  """
+  max_width: int
+  num_classes: int = 10
+  input_shape: Sequence[int] = (40,)
+  conv: str = 'im2col'
+  stage_blocks: Sequence[int] = (1, 1, 1)
+  stage_mults: Sequence[int] = (1, 2, 4)
+  stage_strides: Sequence[int] = (1, 2, 2)
+  ndim: int = 1
+
+  @nn.compact
+  def __call__(self, x, width, train: bool = False):
+    if x.ndim == self.ndim + 1:
+      x = x[..., None]
+    k3 = (3,) * self.ndim
+    mask = channel_mask(self.max_width, width)
+    x = MaskedConv(self.max_width, k3, 1, 1, use_bias=False, form=self.conv, name='stem')(
+        x, jnp.ones(x.shape[-1]), mask)
+    for s, (blocks, mult, stride) in enumerate(zip(self.stage_blocks, self.stage_mults, self.stage_strides)):
+      out_mask = channel_mask(self.max_width * mult, width * mult)
+      for b in range(blocks):
+        x = PreActBlock(self.max_width * mult, stride if b == 0 else 1, self.ndim, self.conv,
+                        name=f'stage{s}_block{b}')(x, mask, out_mask, train)
+        mask = out_mask
+    x = x.mean(axis=tuple(range(1, 1 + self.ndim)))
+    return MaskedDense(self.num_classes, name='head')(x, mask, jnp.ones(self.num_classes))
+
+  def macs(self, width: int) -> float:
+    spatial = list(self.input_shape[:self.ndim])
+    cin = self.input_shape[self.ndim] if len(self.input_shape) > self.ndim else 1
+    k3 = 3 ** self.ndim
+    total = math.prod(spatial) * k3 * cin * width
+    cin = width
+    for blocks, mult, stride in zip(self.stage_blocks, self.stage_mults, self.stage_strides):
+      for b in range(blocks):
+        s = stride if b == 0 else 1
+        cout = width * mult
+        spatial = [(n + 2 - 3) // s + 1 for n in spatial]
+        pix = math.prod(spatial)
+        total += pix * k3 * cin * cout + pix * k3 * cout * cout
+        if s != 1 or cin != cout:
+          total += pix * cin * cout
+        cin = cout
+    return total + cin * self.num_classes
+
+
+MODELS = {'mlp': MLP, 'cnn1d': CNN1D, 'resnet1d': PreActResNet}
+
+
+def make_model(name: str, max_width: int, input_shape: Sequence[int], num_classes: int, conv: str) -> nn.Module:
+  return MODELS[name](max_width=max_width, num_classes=num_classes, input_shape=tuple(input_shape), conv=conv)

@@ -1,0 +1,154 @@
+"""Runs the jobs of a sweep: buckets, the epoch loop, evaluation at log points, part files, compaction."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from ddjax import config as cfglib
+from ddjax import results
+from ddjax.data import load_dataset
+from ddjax.members import Job, member_hp, padded_ratio, plan_buckets
+from ddjax.nn.models import make_model
+from ddjax.train import StepSpec, bucket_fns
+
+PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'numpy', 'orbax-checkpoint', 'pyarrow')
+
+
+def versions() -> dict[str, str]:
+  out = {}
+  for name in PACKAGES:
+    try:
+      out[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      pass
+  return out
+
+
+def device_name() -> str:
+  d = jax.devices()[0]
+  return f'{d.platform}:{d.device_kind} x{jax.device_count()}'
+
+
+def eval_epochs(epochs: int, points: int, every: int) -> list[int]:
+  """Log-spaced epochs 1..epochs (the last always included), plus every `every` epochs."""
+  grid = {int(round(e)) for e in np.logspace(0, math.log10(epochs), points)} if epochs > 1 else set()
+  if every:
+    grid |= set(range(every, epochs + 1, every))
+  return sorted((grid | {epochs}) - {0})
+
+
+def conv_form(cfg: cfglib.Config) -> str:
+  if cfg.model.conv != 'auto':
+    return cfg.model.conv
+  return 'im2col' if jax.default_backend() == 'cpu' else 'lax'
+
+
+class Bucket:
+  """Members padded to one width: their stacked state, hyperparameters, labels and compiled programs."""
+
+  def __init__(self, job: Job, member_ids: list[int], data, num_classes: int, input_shape):
+    cfg = job.config
+    self.member_ids = member_ids
+    self.width = max(job.members[i]['model.width'] for i in member_ids)
+    model = make_model(cfg.model.name, self.width, input_shape, num_classes, conv_form(cfg))
+    self.spec = StepSpec(model, cfg.optim.name, cfg.train.batch_size, num_classes, cfg.train.eval_batch,
+                         cfg.train.strategy, cfg.train.map_batch)
+    self.fns = bucket_fns(self.spec)
+    rows = [member_hp(job.members[i]) for i in member_ids]
+    self.hp = {k: jnp.asarray([r[k] for r in rows],
+                              jnp.int32 if k in ('width', 'model_seed', 'batch_seed', 'noise_seed') else jnp.float32)
+               for k in rows[0]}
+    self.state = self.fns.init(self.hp, data['x_train'][0])
+    self.labels = self.fns.labels(self.hp, data['y_train'])
+
+  def train_epoch(self, data, epoch: int):
+    self.state, loss = self.fns.epoch(self.state, self.hp, self.labels, data['x_train'], jnp.int32(epoch))
+    return loss
+
+  def evaluate(self, data) -> dict[str, np.ndarray]:
+    m = self.fns.evaluate(self.state, self.hp, self.labels, data['x_train'], data['x_test'], data['y_test'])
+    return {k: np.asarray(v) for k, v in m.items()}
+
+
+def _member_rows(job: Job, buckets: list[Bucket], meta: dict[str, Any]) -> list[dict[str, Any]]:
+  rows = []
+  for b, bucket in enumerate(buckets):
+    for i in bucket.member_ids:
+      rows.append({'job': job.index, 'member': i, **job.members[i], **job.static,
+                   'bucket': b, 'bucket_width': bucket.width, **meta})
+  return sorted(rows, key=lambda r: r['member'])
+
+
+def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=print) -> None:
+  """Trains every member of `job` and writes its part files under `out`."""
+  cfg = job.config
+  t0 = time.time()
+  ds = load_dataset(cfg.data)
+  data = {'x_train': jnp.asarray(ds.x_train), 'y_train': jnp.asarray(ds.y_train),
+          'x_test': jnp.asarray(ds.x_test), 'y_test': jnp.asarray(ds.y_test)}
+  widths = sorted(m['model.width'] for m in job.members)
+  cost = make_model(cfg.model.name, max(widths), ds.input_shape, ds.num_classes, 'lax').macs
+  plan = plan_buckets(widths, cost, cfg.train.bucket_ratio, cfg.train.max_buckets)
+  order = sorted(range(len(job.members)), key=lambda i: job.members[i]['model.width'])
+  groups, start = [], 0
+  for b in plan:
+    groups.append(order[start:start + len(b)])
+    start += len(b)
+  log(f'job {job.index + 1}/{n_jobs} {job.static or ""}: {len(job.members)} members in {len(plan)} buckets '
+      f'padded to {[max(b) for b in plan]}; padded/useful FLOPs {padded_ratio(plan, cost):.3f} '
+      f'(one bucket: {padded_ratio([widths], cost):.3f}); conv={conv_form(cfg)}, strategy={cfg.train.strategy}')
+  buckets = [Bucket(job, g, data, ds.num_classes, ds.input_shape) for g in groups]
+  meta = {'config': cfglib.to_json(cfg), 'versions': str(versions()), 'device': device_name(),
+          'wall_time_s': float('nan'), 'padded_ratio': padded_ratio(plan, cost)}
+  results.write_members(out, job.index, _member_rows(job, buckets, meta))
+
+  evals = set(eval_epochs(cfg.train.epochs, cfg.train.eval_points, cfg.train.eval_every))
+  bar = tqdm(range(1, cfg.train.epochs + 1), desc=f'job {job.index + 1}/{n_jobs}', unit='epoch',
+             disable=not progress, file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
+  pending = None
+  for epoch in bar:
+    losses = [b.train_epoch(data, epoch - 1) for b in buckets]  # epoch index e-1 seeds the order of epoch e
+    if pending is not None:
+      jax.block_until_ready(pending)  # keep one epoch in flight so the bar and ETA stay true
+    pending = losses
+    if epoch in evals:
+      rows = []
+      for b in buckets:
+        m = b.evaluate(data)
+        for j, i in enumerate(b.member_ids):
+          rows.append({'job': job.index, 'member': i, 'epoch': epoch,
+                       **{k: (bool(v[j]) if k == 'diverged' else (int(v[j]) if k == 'diverged_step'
+                                                                 else float(v[j]))) for k, v in m.items()}})
+      results.write_curves(out, job.index, epoch, rows)
+      train_err = np.mean([r['train_error'] for r in rows])
+      test_err = np.mean([r['test_error'] for r in rows])
+      bar.set_postfix_str(f'train err {train_err:.3f} test err {test_err:.3f} (mean over members)')
+  bar.close()
+  meta['wall_time_s'] = time.time() - t0
+  results.write_members(out, job.index, _member_rows(job, buckets, meta))
+  diverged = sum(int(r['diverged']) for r in rows)
+  log(f'job {job.index + 1}/{n_jobs} done in {meta["wall_time_s"]:.1f} s'
+      + (f'; {diverged} member(s) diverged and were frozen' if diverged else ''))
+
+
+def run(cfg: cfglib.Config, sweep: dict[str, list], jobs: list[Job], out: Path, progress: bool = True,
+        log=print) -> Path:
+  """Runs every job into `out` and compacts the results; returns the path of results.parquet."""
+  out = Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  results.write_json(out / 'run.json', {'config': cfglib.to_dict(cfg), 'sweep': sweep, 'versions': versions(),
+                                        'device': device_name(), 'jobs': len(jobs),
+                                        'members': sum(len(j.members) for j in jobs)})
+  for job in jobs:
+    run_job(job, out, len(jobs), progress, log)
+  return results.compact(out)

@@ -1,0 +1,55 @@
+"""Shared plotting helpers: load a results directory, split members into series, paper-style figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from ddjax import results  # noqa: E402
+
+SEED_KEYS = ('seed', 'model.seed', 'train.batch_seed', 'data.noise_seed')
+ID_KEYS = ('job', 'member', 'bucket', 'bucket_width', 'config', 'versions', 'device', 'wall_time_s',
+           'padded_ratio', 'diverged', 'diverged_step')
+
+plt.rcParams.update({'figure.dpi': 150, 'savefig.dpi': 150, 'font.size': 9, 'axes.grid': True,
+                     'grid.alpha': 0.3, 'axes.spines.top': False, 'axes.spines.right': False})
+
+
+def load(out) -> pd.DataFrame:
+  return results.load(Path(out))
+
+
+def series_keys(df: pd.DataFrame, x: str) -> list[str]:
+  """Scalar columns other than x, seeds and bookkeeping that take more than one value: one line each."""
+  keys = []
+  for c in df.columns:
+    if c in ID_KEYS or c in SEED_KEYS or c == x or df[c].map(type).eq(list).any():
+      continue
+    if isinstance(df[c].iloc[0], (np.ndarray, list)):
+      continue
+    if df[c].nunique(dropna=False) > 1:
+      keys.append(c)
+  return keys
+
+
+def final(df: pd.DataFrame, metric: str) -> pd.Series:
+  return df[metric].map(lambda v: float(v[-1]) if len(v) else np.nan)
+
+
+def mean_spread(df: pd.DataFrame, x: str, values: pd.Series):
+  """x values, mean and standard deviation over the members (seeds) at each x."""
+  g = values.groupby(df[x])
+  return np.asarray(g.mean().index), g.mean().to_numpy(), g.std(ddof=0).fillna(0).to_numpy()
+
+
+def save(fig, path: Path) -> Path:
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+  return path

@@ -1,0 +1,105 @@
+"""Double-descent figures from a results directory.
+
+  python -m plots.double_descent RESULTS_DIR [--out DIR]
+
+Writes error_vs_width.png (train and test error at the final epoch, mean and spread over seeds; Figure 1),
+heatmap_test_error.png (test error over width and epoch, log epoch axis, train-error contours; Figure 2) and
+loss_vs_width.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from plots.common import final, load, mean_spread, plt, save, series_keys
+
+X = 'model.width'
+
+
+def _series(df):
+  keys = series_keys(df, X)
+  if not keys:
+    return [('', df)]
+  return [(', '.join(f'{k}={v}' for k, v in zip(keys, vals if isinstance(vals, tuple) else (vals,))), g)
+          for vals, g in df.groupby(keys if len(keys) > 1 else keys[0])]
+
+
+def error_vs_width(df, path: Path) -> Path:
+  fig, ax = plt.subplots(figsize=(5.5, 3.6))
+  for label, g in _series(df):
+    for metric, style, name in (('test_error', '-', 'test'), ('test_error_noisy', ':', 'test (noisy labels)'),
+                                ('train_error', '--', 'train')):
+      x, mean, std = mean_spread(g, X, final(g, metric))
+      line, = ax.plot(x, mean, style, marker='o', ms=3, label=f'{name} {label}'.strip())
+      ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
+  n_seeds = df.groupby(X).size().max()
+  ax.set(xlabel='width', ylabel='error at final epoch',
+         title=f'Model-wise double descent ({n_seeds} seed{"s" if n_seeds > 1 else ""}, mean ± sd)')
+  ax.legend(fontsize=7)
+  return save(fig, path)
+
+
+def loss_vs_width(df, path: Path) -> Path:
+  fig, ax = plt.subplots(figsize=(5.5, 3.6))
+  for label, g in _series(df):
+    for metric, style in (('test_loss', '-'), ('train_loss', '--')):
+      x, mean, std = mean_spread(g, X, final(g, metric))
+      line, = ax.plot(x, mean, style, marker='o', ms=3, label=f'{metric.replace("_", " ")} {label}'.strip())
+      ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
+  ax.set(xlabel='width', ylabel='cross-entropy at final epoch', yscale='log', title='Loss against width')
+  ax.legend(fontsize=7)
+  return save(fig, path)
+
+
+def _grid(g, metric):
+  """(widths, epochs, values[epoch, width]) averaged over seeds."""
+  widths = np.sort(g[X].unique())
+  epochs = np.asarray(g['epoch'].iloc[0], float)
+  grid = np.full((len(epochs), len(widths)), np.nan)
+  for j, w in enumerate(widths):
+    rows = [np.asarray(v, float) for v in g.loc[g[X] == w, metric] if len(v) == len(epochs)]
+    if rows:
+      grid[:, j] = np.mean(rows, axis=0)
+  return widths, epochs, grid
+
+
+def heatmap(df, path: Path, metric: str = 'test_error') -> Path:
+  groups = _series(df)
+  fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 3.8), squeeze=False)
+  for ax, (label, g) in zip(axes[0], groups):
+    widths, epochs, grid = _grid(g, metric)
+    e_edges = np.concatenate([[epochs[0] / 1.2], np.sqrt(epochs[1:] * epochs[:-1]), [epochs[-1] * 1.2]])
+    w_edges = np.arange(len(widths) + 1) - 0.5
+    mesh = ax.pcolormesh(w_edges, e_edges, grid, cmap='viridis', shading='flat')
+    _, _, train = _grid(g, 'train_error')
+    cs = ax.contour(np.arange(len(widths)), epochs, train, levels=[0.01, 0.1], colors='w', linewidths=0.8)
+    ax.clabel(cs, fmt={0.01: 'train 1%', 0.1: 'train 10%'}, fontsize=6)
+    ax.set_yscale('log')
+    step = max(1, len(widths) // 12)
+    ax.set_xticks(np.arange(len(widths))[::step], [str(w) for w in widths[::step]])
+    ax.set(xlabel='width', ylabel='epoch', title=f'{metric.replace("_", " ")} {label}'.strip())
+    fig.colorbar(mesh, ax=ax)
+  return save(fig, path)
+
+
+def plot_all(out, fig_dir=None) -> list[Path]:
+  df = load(out)
+  fig_dir = Path(fig_dir or out)
+  fig_dir.mkdir(parents=True, exist_ok=True)
+  return [error_vs_width(df, fig_dir / 'error_vs_width.png'),
+          heatmap(df, fig_dir / 'heatmap_test_error.png'),
+          loss_vs_width(df, fig_dir / 'loss_vs_width.png')]
+
+
+if __name__ == '__main__':
+  parser = argparse.ArgumentParser(prog='python -m plots.double_descent', description=__doc__.split('\n')[0])
+  parser.add_argument('results_dir', type=Path)
+  parser.add_argument('--out', type=Path, help='where to write the PNGs (default: RESULTS_DIR)')
+  args = parser.parse_args()
+  if not args.results_dir.is_dir():
+    parser.exit(2, f'error: {args.results_dir} is not a results directory\n')
+  for p in plot_all(args.results_dir, args.out):
+    print(p)

@@ -1,0 +1,17 @@
+import os
+
+os.environ.setdefault('XLA_FLAGS', '--xla_cpu_multi_thread_eigen=true')
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update('jax_default_matmul_precision', 'highest')
+
+
+@pytest.fixture(scope='session')
+def tiny_mnist1d(tmp_path_factory):
+  """A 300-example MNIST-1D (240 train / 60 test), generated offline into a private cache."""
+  os.environ['DDJAX_CACHE'] = str(tmp_path_factory.mktemp('cache'))
+  from ddjax.data.datasets import mnist1d
+  return mnist1d(num_samples=300, train_split=0.8, seed=3)

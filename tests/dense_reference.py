@@ -1,0 +1,60 @@
+"""Plain Flax models (nn.Dense, nn.Conv, nn.BatchNorm) of one fixed width: the independent reference that a masked
+member of that width must reproduce. Names match ddjax.nn.models so parameters can be sliced across."""
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+class DenseMLP(nn.Module):
+  width: int
+  depth: int = 2
+  num_classes: int = 10
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    x = x.reshape(x.shape[0], -1)
+    for i in range(self.depth):
+      x = nn.relu(nn.Dense(self.width, name=f'dense{i}')(x))
+    return nn.Dense(self.num_classes, name='head')(x)
+
+
+class DenseCNN1D(nn.Module):
+  width: int
+  num_classes: int = 10
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    x = x.reshape(x.shape[0], -1, 1)
+    for i, (k, s, p) in enumerate(((5, 2, 1), (3, 2, 1), (3, 2, 1))):
+      x = nn.relu(nn.Conv(self.width, (k,), s, [(p, p)], name=f'conv{i}')(x))
+    return nn.Dense(self.num_classes, name='head')(x.reshape(x.shape[0], -1))
+
+
+class DenseBlock(nn.Module):
+  features: int
+  stride: int
+
+  @nn.compact
+  def __call__(self, x, train):
+    bn = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
+    out = nn.relu(bn('bn1')(x))
+    shortcut = x
+    if self.stride != 1 or x.shape[-1] != self.features:
+      shortcut = nn.Conv(self.features, (1,), self.stride, [(0, 0)], use_bias=False, name='shortcut')(out)
+    out = nn.Conv(self.features, (3,), self.stride, [(1, 1)], use_bias=False, name='conv1')(out)
+    out = nn.relu(bn('bn2')(out))
+    out = nn.Conv(self.features, (3,), 1, [(1, 1)], use_bias=False, name='conv2')(out)
+    return out + shortcut
+
+
+class DenseResNet1D(nn.Module):
+  width: int
+  num_classes: int = 10
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    x = x[..., None]
+    x = nn.Conv(self.width, (3,), 1, [(1, 1)], use_bias=False, name='stem')(x)
+    for s, (mult, stride) in enumerate(zip((1, 2, 4), (1, 2, 2))):
+      x = DenseBlock(self.width * mult, stride, name=f'stage{s}_block0')(x, train)
+    return nn.Dense(self.num_classes, name='head')(jnp.mean(x, axis=1))

@@ -1,0 +1,133 @@
+"""Invariant 1: a masked member of width k is the dense width-k model (logits, gradients, 5 optimizer steps).
+
+The reference is a plain Flax model of width k (tests/dense_reference.py) trained with plain optax, its
+parameters sliced from the member's active block."""
+
+import flax.traverse_util as tu
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from ddjax.nn.models import make_model
+from ddjax.train import StepSpec, init_member, train_step
+from tests.dense_reference import DenseCNN1D, DenseMLP, DenseResNet1D
+from tests.helpers import hp_for, unstack
+
+K, W = 3, 8  # member width and padded width
+CASES = [('mlp', 'im2col', DenseMLP), ('cnn1d', 'lax', DenseCNN1D), ('cnn1d', 'im2col', DenseCNN1D),
+         ('resnet1d', 'lax', DenseResNet1D), ('resnet1d', 'im2col', DenseResNet1D)]
+RTOL = 1e-5  # float32; absolute slack is RTOL times the tensor's largest magnitude (never below 1e-6)
+
+
+def active_slice(name, tree, dense_tree):
+  """The member's active block of every leaf, shaped like the dense model's leaf."""
+  flat, dense = tu.flatten_dict(tree), tu.flatten_dict(dense_tree)
+  out = {}
+  for path, d in dense.items():
+    m = flat[path]
+    if name == 'cnn1d' and path == ('head', 'kernel'):  # (L, W, classes) -> the dense model's (L * K, classes)
+      out[path] = m[:, :K].reshape(-1, m.shape[-1])
+    else:
+      out[path] = m[tuple(slice(0, s) for s in d.shape)]
+  return tu.unflatten_dict(out)
+
+
+def inactive_abs_max(name, tree, dense_tree):
+  """Largest |value| outside the active block, over all leaves."""
+  flat, dense = tu.flatten_dict(tree), tu.flatten_dict(dense_tree)
+  worst = 0.0
+  for path, d in dense.items():
+    m = np.asarray(flat[path])
+    keep = np.zeros(m.shape, bool)
+    if name == 'cnn1d' and path == ('head', 'kernel'):
+      keep[:, :K] = True
+    else:
+      keep[tuple(slice(0, s) for s in d.shape)] = True
+    worst = max(worst, float(np.abs(m[~keep]).max(initial=0.0)))
+  return worst
+
+
+def close(a, b):
+  def check(x, y):
+    x, y = np.asarray(x), np.asarray(y)
+    np.testing.assert_allclose(x, y, rtol=RTOL, atol=max(1e-6, RTOL * float(np.abs(y).max(initial=0.0))))
+  jax.tree.map(check, a, b)
+
+
+@pytest.fixture(scope='module')
+def batch(tiny_mnist1d):
+  return jnp.asarray(tiny_mnist1d.x_train[:32]), jnp.asarray(tiny_mnist1d.y_train[:32])
+
+
+@pytest.mark.parametrize('name,conv,dense_cls', CASES)
+def test_logits_and_gradients_match_dense(name, conv, dense_cls, batch):
+  x, y = batch
+  model = make_model(name, W, (40,), 10, conv)
+  spec = StepSpec(model, 'adam', 32, 10)
+  state = unstack(jax.vmap(lambda hp: init_member(spec, hp, x[0]))(hp_for([K])), 0)
+  dense = dense_cls(K)
+  dense_vars = dense.init(jax.random.key(0), x[:2])
+  params = active_slice(name, state['params'], dense_vars['params'])
+  stats = active_slice(name, state['batch_stats'], dense_vars.get('batch_stats', {}))
+  assert inactive_abs_max(name, state['params'], dense_vars['params']) == 0.0
+
+  for train in (False, True):
+    kw = {'mutable': ['batch_stats']} if train else {}
+    got = model.apply({'params': state['params'], 'batch_stats': state['batch_stats']}, x, K, train=train, **kw)
+    want = dense.apply({'params': params, 'batch_stats': stats}, x, train=train, **kw)
+    close(got[0] if train else got, want[0] if train else want)
+
+  def masked_loss(p):
+    logits, _ = model.apply({'params': p, 'batch_stats': state['batch_stats']}, x, K, train=True,
+                            mutable=['batch_stats'])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+  def dense_loss(p):
+    logits, _ = dense.apply({'params': p, 'batch_stats': stats}, x, train=True, mutable=['batch_stats'])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+  g_masked = jax.grad(masked_loss)(state['params'])
+  close(active_slice(name, g_masked, dense_vars['params']), jax.grad(dense_loss)(params))
+  assert inactive_abs_max(name, g_masked, dense_vars['params']) == 0.0
+
+
+@pytest.mark.parametrize('optimizer', ['adam', 'sgd'])
+@pytest.mark.parametrize('name,conv,dense_cls', CASES)
+def test_five_steps_match_dense(name, conv, dense_cls, optimizer, tiny_mnist1d):
+  xs = jnp.asarray(tiny_mnist1d.x_train[:160]).reshape(5, 32, 40)
+  ys = jnp.asarray(tiny_mnist1d.y_train[:160]).reshape(5, 32)
+  model = make_model(name, W, (40,), 10, conv)
+  # Adam divides by sqrt(v): float32 rounding of a near-zero gradient can move a coordinate by up to ~lr, so Adam
+  # runs at the presets' lr 1e-3 (a 1e-2 run differs by up to 8e-6 on one of 27 kernel entries).
+  lr = 1e-3 if optimizer == 'adam' else 5e-2
+  spec = StepSpec(model, optimizer, 32, 10)
+  hp = unstack(hp_for([K], **{'optim.lr': lr}), 0)
+  state = init_member(spec, hp, xs[0, 0])
+  dense = dense_cls(K)
+  dense_vars = dense.init(jax.random.key(0), xs[0, :2])
+  params = active_slice(name, state['params'], dense_vars['params'])
+  stats = active_slice(name, state['batch_stats'], dense_vars.get('batch_stats', {}))
+  tx = optax.adam(lr) if optimizer == 'adam' else optax.sgd(lr, momentum=0.9)
+  opt = tx.init(params)
+
+  @jax.jit
+  def dense_step(params, stats, opt, x, y):
+    def loss_fn(p):
+      logits, mut = dense.apply({'params': p, 'batch_stats': stats}, x, train=True, mutable=['batch_stats'])
+      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), mut.get('batch_stats', stats)
+    (_, stats), g = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt = tx.update(g, opt, params)
+    return optax.apply_updates(params, updates), stats, opt
+
+  step = jax.jit(lambda s, x, y: train_step(spec, s, hp, x, y))
+  for i in range(5):
+    state, _ = step(state, xs[i], ys[i])
+    params, stats, opt = dense_step(params, stats, opt, xs[i], ys[i])
+  assert not bool(state['diverged'])
+  close(active_slice(name, state['params'], dense_vars['params']), params)
+  close(active_slice(name, state['batch_stats'], dense_vars.get('batch_stats', {})), stats)
+  assert inactive_abs_max(name, state['params'], dense_vars['params']) == 0.0
+  got = model.apply({'params': state['params'], 'batch_stats': state['batch_stats']}, xs[0], K)
+  close(got, dense.apply({'params': params, 'batch_stats': stats}, xs[0]))

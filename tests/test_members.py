@@ -1,0 +1,127 @@
+"""Invariants 2, 4, 5: init follows the member's own width; members are independent of their neighbours, of their
+bucket's padding and of a diverging member; randomness comes from the member's seeds."""
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+import numpy as np
+import pytest
+
+from ddjax.members import best_buckets, padded_ratio, plan_buckets
+from ddjax.nn.layers import invariant_uniform
+from ddjax.nn.models import make_model
+from ddjax.train import StepSpec, bucket_fns
+from tests.dense_reference import DenseMLP
+from tests.helpers import hp_for, unstack
+
+EPOCHS = 2
+
+
+def run_bucket(data, padded, widths, **overrides):
+  """Trains members of `widths` padded to `padded` for EPOCHS epochs; returns (state, metrics, fns)."""
+  model = make_model('cnn1d', padded, (40,), 10, 'im2col')
+  spec = StepSpec(model, 'adam', 40, 10, eval_batch=64)
+  fns = bucket_fns(spec)
+  hp = hp_for(widths, **{'data.noise': 0.2, 'optim.lr': 3e-3, **overrides})
+  x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+  state, labels = fns.init(hp, x[0]), fns.labels(hp, y)
+  for e in range(EPOCHS):
+    state, _ = fns.epoch(state, hp, labels, x, jnp.int32(e))
+  metrics = fns.evaluate(state, hp, labels, x, jnp.asarray(data.x_test), jnp.asarray(data.y_test))
+  return state, metrics
+
+
+def member_view(state, metrics, i, width, padded):
+  """Member i's active parameters (every axis of the padded size cut to `width`) and its metrics."""
+  def active(p):
+    p = np.asarray(p)
+    return p[tuple(slice(0, width) if n == padded else slice(None) for n in p.shape)]
+  params = jax.tree.map(active, unstack(state['params'], i))
+  return params, {k: float(v[i]) for k, v in metrics.items()}
+
+
+def assert_same_member(a, b):
+  (pa, ma), (pb, mb) = a, b
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6), pa, pb)
+  for k in ('train_loss', 'test_loss'):
+    np.testing.assert_allclose(ma[k], mb[k], rtol=1e-5)
+  for k in ('train_error', 'test_error', 'diverged'):
+    assert ma[k] == mb[k], k
+
+
+def test_member_is_independent_of_neighbours_bucket_and_diverging_member(tiny_mnist1d):
+  alone = member_view(*run_bucket(tiny_mnist1d, 4, [4]), 0, 4, 4)
+  beside = member_view(*run_bucket(tiny_mnist1d, 8, [8, 4, 6]), 1, 4, 8)
+  other_bucket = member_view(*run_bucket(tiny_mnist1d, 16, [4, 16]), 0, 4, 16)
+  state, metrics = run_bucket(tiny_mnist1d, 8, [4, 4, 8], **{'optim.lr': [3e-3, 1e30, 3e-3]})
+  next_to_nan = member_view(state, metrics, 0, 4, 8)
+  for other in (beside, other_bucket, next_to_nan):
+    assert_same_member(alone, other)
+  # The exploding member is flagged and frozen at finite values; the width-8 member beside it trains on.
+  assert bool(metrics['diverged'][1]) and not bool(metrics['diverged'][0]) and not bool(metrics['diverged'][2])
+  assert int(metrics['diverged_step'][1]) >= 0
+  assert all(np.isfinite(np.asarray(l)).all() for l in jax.tree.leaves(state['params']))
+  assert float(metrics['train_loss'][2]) < np.log(10)
+
+
+def test_seeds_change_init_batches_and_noise_independently(tiny_mnist1d):
+  model = make_model('cnn1d', 4, (40,), 10, 'im2col')
+  fns = bucket_fns(StepSpec(model, 'adam', 40, 10))
+  hp = hp_for([4, 4, 4, 4], **{'seed': [0, 0, 1, 0], 'model.seed': [None, 5, None, None],
+                               'data.noise_seed': [None, None, None, 7], 'data.noise': 0.3})
+  x, y = jnp.asarray(tiny_mnist1d.x_train), jnp.asarray(tiny_mnist1d.y_train)
+  state, labels = fns.init(hp, x[0]), fns.labels(hp, y)
+  k = np.asarray(state['params']['conv1']['kernel'])
+  lab = np.asarray(labels)
+  assert not np.allclose(k[0], k[1]) and np.array_equal(lab[0], lab[1])      # model.seed: init only
+  assert not np.allclose(k[0], k[2]) and not np.array_equal(lab[0], lab[2])  # seed: everything
+  assert np.array_equal(k[0], k[3]) and not np.array_equal(lab[0], lab[3])   # data.noise_seed: labels only
+  state2 = fns.init(hp, x[0])
+  assert np.array_equal(np.asarray(state2['params']['conv1']['kernel']), k)  # derived, never global
+
+
+def test_init_scale_follows_active_width():
+  """A width-4 member padded to 64 has the weight scale of a dense width-4 model (PyTorch's default init,
+  U(+-1/sqrt(fan_in))), not of a width-64 one, and its active block does not depend on the padding."""
+  x = jnp.zeros((1, 40))
+  seeds = jnp.arange(200)
+  masked = make_model('mlp', 64, (40,), 10, 'im2col')
+  init = jax.jit(jax.vmap(lambda k: masked.init({'params': jax.random.key(k)}, x, 4)['params']))
+  p64 = init(seeds)
+  w = np.asarray(p64['dense1']['kernel'])[:, :4, :4]  # fan_in 4 -> bound 0.5
+  dense = DenseMLP(4)
+  dense.kernel_init = None
+  ref = jax.vmap(lambda k: nn.Dense(4, kernel_init=nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform'))
+                 .init(jax.random.key(k), jnp.zeros((1, 4)))['params']['kernel'])(seeds)
+  bound = 1 / np.sqrt(4)
+  assert np.abs(w).max() <= bound and np.abs(w).max() > 0.95 * bound
+  np.testing.assert_allclose(w.std(), bound / np.sqrt(3), rtol=0.05)  # uniform: std = bound / sqrt(3)
+  np.testing.assert_allclose(w.std(), float(np.asarray(ref).std()), rtol=0.05)
+  np.testing.assert_allclose(np.asarray(p64['head']['kernel'])[:, :4, :].std(), 0.5 / np.sqrt(3), rtol=0.05)
+  assert float(np.abs(np.asarray(p64['dense1']['kernel'])[:, 4:, :]).max()) == 0.0
+  p8 = jax.jit(jax.vmap(lambda k: make_model('mlp', 8, (40,), 10, 'im2col').init(
+      {'params': jax.random.key(k)}, x, 4)['params']))(seeds[:3])
+  np.testing.assert_array_equal(np.asarray(p8['dense1']['kernel'])[:, :4, :4], w[:3])
+
+
+def test_invariant_uniform_is_padding_invariant():
+  key = jax.random.key(3)
+  small, big = invariant_uniform(key, (3, 4, 5)), invariant_uniform(key, (3, 9, 11))
+  np.testing.assert_array_equal(np.asarray(big)[:, :4, :5], np.asarray(small))
+  assert -1 <= float(big.min()) and float(big.max()) <= 1
+
+
+def test_bucket_plan_matches_the_exact_programme_in_design():
+  """design.md: cost k^2, widths 1..64 -> 2.93 (1 bucket), 1.80, 1.49, 1.35, 1.27, 1.22 (6), 1.15 (8), 1.12 (10)."""
+  cost = lambda w: w * w
+  widths = list(range(1, 65))
+  expected = {1: 2.93, 2: 1.80, 3: 1.49, 4: 1.35, 5: 1.27, 6: 1.22, 8: 1.15, 10: 1.12}
+  for n, ratio in expected.items():
+    assert round(padded_ratio(best_buckets(widths, n, cost), cost), 2) == ratio
+  plan = plan_buckets(widths, cost, 1.25, 8)
+  assert [max(b) for b in plan] == [17, 29, 39, 48, 56, 64]
+  assert sorted(w for b in plan for w in b) == widths
+  # Brute force over every split into 3 contiguous buckets of a short list agrees with the programme.
+  ws = [2, 4, 6, 8, 10, 12, 14, 16, 20]
+  brute = min(padded_ratio([ws[:i], ws[i:j], ws[j:]], cost) for i in range(1, 8) for j in range(i + 1, 9))
+  assert padded_ratio(best_buckets(ws, 3, cost), cost) == pytest.approx(brute)
