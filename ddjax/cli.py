@@ -78,6 +78,8 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
       if after:
         after(out)
       return out / 'results.parquet'
+  from ddjax import parallel
+  parallel.use_host_devices()  # before jax starts: on a CPU, one device per core
   from ddjax.run import run  # imports jax: only once the input is known to be good
   path = run(cfg, sweep, jobs, out, progress=not args.no_progress)
   print(f'results: {path}')

@@ -15,6 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ddjax import config as cfglib
+from ddjax import parallel
 from ddjax import results
 from ddjax.data import load_dataset
 from ddjax.members import Job, member_hp, padded_ratio, plan_buckets
@@ -56,8 +57,9 @@ def conv_form(cfg: cfglib.Config) -> str:
 class Bucket:
   """Members padded to one width: their stacked state, hyperparameters, labels and compiled programs."""
 
-  def __init__(self, job: Job, member_ids: list[int], data, num_classes: int, input_shape):
+  def __init__(self, job: Job, member_ids: list[int], data, num_classes: int, input_shape, device=None):
     cfg = job.config
+    self.device = device or jax.local_devices()[0]
     self.member_ids = member_ids
     self.width = max(job.members[i]['model.width'] for i in member_ids)
     model = make_model(cfg.model.name, self.width, input_shape, num_classes, conv_form(cfg))
@@ -65,19 +67,41 @@ class Bucket:
                          cfg.train.strategy, cfg.train.map_batch)
     self.fns = bucket_fns(self.spec)
     rows = [member_hp(job.members[i]) for i in member_ids]
-    self.hp = {k: jnp.asarray([r[k] for r in rows],
-                              jnp.int32 if k in ('width', 'model_seed', 'batch_seed', 'noise_seed') else jnp.float32)
-               for k in rows[0]}
-    self.state = self.fns.init(self.hp, data['x_train'][0])
-    self.labels = self.fns.labels(self.hp, data['y_train'])
+    ints = ('width', 'model_seed', 'batch_seed', 'noise_seed')
+    self.hp = jax.device_put({k: np.asarray([r[k] for r in rows], np.int32 if k in ints else np.float32)
+                              for k in rows[0]}, self.device)
+    self.data = data[self.device]
+    self.state = self.fns.init(self.hp, self.data['x_train'][0])
+    self.labels = self.fns.labels(self.hp, self.data['y_train'])
 
-  def train_epoch(self, data, epoch: int):
-    self.state, loss = self.fns.epoch(self.state, self.hp, self.labels, data['x_train'], jnp.int32(epoch))
+  def train_epoch(self, epoch: int):
+    self.state, loss = self.fns.epoch(self.state, self.hp, self.labels, self.data['x_train'],
+                                      jax.device_put(np.int32(epoch), self.device))
     return loss
 
-  def evaluate(self, data) -> dict[str, np.ndarray]:
-    m = self.fns.evaluate(self.state, self.hp, self.labels, data['x_train'], data['x_test'], data['y_test'])
+  def evaluate(self) -> dict[str, np.ndarray]:
+    d = self.data
+    m = self.fns.evaluate(self.state, self.hp, self.labels, d['x_train'], d['x_test'], d['y_test'])
     return {k: np.asarray(v) for k, v in m.items()}
+
+
+def device_data(ds, devices) -> dict:
+  """The dataset on each device, put there once."""
+  arrays = {'x_train': ds.x_train, 'y_train': ds.y_train, 'x_test': ds.x_test, 'y_test': ds.y_test}
+  return {d: jax.device_put(arrays, d) for d in devices}
+
+
+def make_buckets(job: Job, ds, plan: list[list[int]], cost) -> list[Bucket]:
+  """Buckets of the member indices of `job` (widths grouped as in `plan`), spread over the local devices."""
+  order = sorted(range(len(job.members)), key=lambda i: job.members[i]['model.width'])
+  groups, start = [], 0
+  for b in plan:
+    groups.append(order[start:start + len(b)])
+    start += len(b)
+  devices = jax.local_devices()
+  where = parallel.assign([len(b) * cost(max(b)) for b in plan], len(devices))
+  data = device_data(ds, sorted({devices[i] for i in where}, key=lambda d: d.id))
+  return [Bucket(job, g, data, ds.num_classes, ds.input_shape, devices[w]) for g, w in zip(groups, where)]
 
 
 def _member_rows(job: Job, buckets: list[Bucket], meta: dict[str, Any]) -> list[dict[str, Any]]:
@@ -94,20 +118,13 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
   cfg = job.config
   t0 = time.time()
   ds = load_dataset(cfg.data)
-  data = {'x_train': jnp.asarray(ds.x_train), 'y_train': jnp.asarray(ds.y_train),
-          'x_test': jnp.asarray(ds.x_test), 'y_test': jnp.asarray(ds.y_test)}
   widths = sorted(m['model.width'] for m in job.members)
   cost = make_model(cfg.model.name, max(widths), ds.input_shape, ds.num_classes, 'lax').macs
   plan = plan_buckets(widths, cost, cfg.train.bucket_ratio, cfg.train.max_buckets)
-  order = sorted(range(len(job.members)), key=lambda i: job.members[i]['model.width'])
-  groups, start = [], 0
-  for b in plan:
-    groups.append(order[start:start + len(b)])
-    start += len(b)
   log(f'job {job.index + 1}/{n_jobs} {job.static or ""}: {len(job.members)} members in {len(plan)} buckets '
       f'padded to {[max(b) for b in plan]}; padded/useful FLOPs {padded_ratio(plan, cost):.3f} '
-      f'(one bucket: {padded_ratio([widths], cost):.3f}); conv={conv_form(cfg)}, strategy={cfg.train.strategy}')
-  buckets = [Bucket(job, g, data, ds.num_classes, ds.input_shape) for g in groups]
+      f'(one bucket: {padded_ratio([widths], cost):.3f}); conv={conv_form(cfg)}, strategy={cfg.train.strategy}, devices={jax.local_device_count()}')
+  buckets = make_buckets(job, ds, plan, cost)
   meta = {'config': cfglib.to_json(cfg), 'versions': str(versions()), 'device': device_name(),
           'wall_time_s': float('nan'), 'padded_ratio': padded_ratio(plan, cost)}
   results.write_members(out, job.index, _member_rows(job, buckets, meta))
@@ -117,14 +134,14 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
              disable=not progress, file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
   pending = None
   for epoch in bar:
-    losses = [b.train_epoch(data, epoch - 1) for b in buckets]  # epoch index e-1 seeds the order of epoch e
+    losses = [b.train_epoch(epoch - 1) for b in buckets]  # epoch index e-1 seeds the order of epoch e
     if pending is not None:
       jax.block_until_ready(pending)  # keep one epoch in flight so the bar and ETA stay true
     pending = losses
     if epoch in evals:
       rows = []
       for b in buckets:
-        m = b.evaluate(data)
+        m = b.evaluate()
         for j, i in enumerate(b.member_ids):
           rows.append({'job': job.index, 'member': i, 'epoch': epoch,
                        **{k: (bool(v[j]) if k == 'diverged' else (int(v[j]) if k == 'diverged_step'

@@ -1,7 +1,10 @@
 import os
 
-os.environ.setdefault('XLA_FLAGS', '--xla_cpu_multi_thread_eigen=true')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+
+from ddjax import parallel  # noqa: E402
+
+parallel.use_host_devices(2)  # two CPU devices, so tests can place members on either
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

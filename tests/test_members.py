@@ -17,17 +17,19 @@ from tests.helpers import hp_for, unstack
 EPOCHS = 2
 
 
-def run_bucket(data, padded, widths, **overrides):
-  """Trains members of `widths` padded to `padded` for EPOCHS epochs; returns (state, metrics, fns)."""
+def run_bucket(data, padded, widths, device=0, **overrides):
+  """Trains members of `widths` padded to `padded` for EPOCHS epochs on a device; returns (state, metrics)."""
   model = make_model('cnn1d', padded, (40,), 10, 'im2col')
   spec = StepSpec(model, 'adam', 40, 10, eval_batch=64)
   fns = bucket_fns(spec)
-  hp = hp_for(widths, **{'data.noise': 0.2, 'optim.lr': 3e-3, **overrides})
-  x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+  dev = jax.devices()[device]
+  hp = jax.device_put(hp_for(widths, **{'data.noise': 0.2, 'optim.lr': 3e-3, **overrides}), dev)
+  x, y, xt, yt = jax.device_put((data.x_train, data.y_train, data.x_test, data.y_test), dev)
   state, labels = fns.init(hp, x[0]), fns.labels(hp, y)
   for e in range(EPOCHS):
-    state, _ = fns.epoch(state, hp, labels, x, jnp.int32(e))
-  metrics = fns.evaluate(state, hp, labels, x, jnp.asarray(data.x_test), jnp.asarray(data.y_test))
+    state, _ = fns.epoch(state, hp, labels, x, jax.device_put(jnp.int32(e), dev))
+  metrics = fns.evaluate(state, hp, labels, x, xt, yt)
+  assert jax.tree.leaves(state)[0].devices() == {dev}
   return state, metrics
 
 
@@ -49,13 +51,14 @@ def assert_same_member(a, b):
     assert ma[k] == mb[k], k
 
 
-def test_member_is_independent_of_neighbours_bucket_and_diverging_member(tiny_mnist1d):
+def test_member_is_independent_of_neighbours_bucket_device_and_diverging_member(tiny_mnist1d):
   alone = member_view(*run_bucket(tiny_mnist1d, 4, [4]), 0, 4, 4)
   beside = member_view(*run_bucket(tiny_mnist1d, 8, [8, 4, 6]), 1, 4, 8)
   other_bucket = member_view(*run_bucket(tiny_mnist1d, 16, [4, 16]), 0, 4, 16)
+  other_device = member_view(*run_bucket(tiny_mnist1d, 8, [8, 4, 6], device=1), 1, 4, 8)
   state, metrics = run_bucket(tiny_mnist1d, 8, [4, 4, 8], **{'optim.lr': [3e-3, 1e30, 3e-3]})
   next_to_nan = member_view(state, metrics, 0, 4, 8)
-  for other in (beside, other_bucket, next_to_nan):
+  for other in (beside, other_bucket, other_device, next_to_nan):
     assert_same_member(alone, other)
   # The exploding member is flagged and frozen at finite values; the width-8 member beside it trains on.
   assert bool(metrics['diverged'][1]) and not bool(metrics['diverged'][0]) and not bool(metrics['diverged'][2])

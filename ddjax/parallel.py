@@ -1,0 +1,33 @@
+"""Spreading buckets over local devices.
+
+On a CPU every core can be its own XLA device (`--xla_force_host_platform_device_count`); one bucket's step runs
+on about one core, so buckets placed on different devices train concurrently. Buckets are assigned to devices by
+longest-processing-time-first on their padded cost. A member's numbers do not depend on the device it runs on.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+
+def use_host_devices(n: int | None = None) -> None:
+  """Asks XLA for `n` CPU devices (default: the number of cores) unless XLA_FLAGS already sets a count.
+
+  Call before jax initialises its backends (before the first computation); later it has no effect."""
+  flags = os.environ.get('XLA_FLAGS', '')
+  if re.search(r'--xla_force_host_platform_device_count', flags):
+    return
+  n = n or os.cpu_count() or 1
+  os.environ['XLA_FLAGS'] = f'{flags} --xla_force_host_platform_device_count={n}'.strip()
+
+
+def assign(costs: list[float], n_devices: int) -> list[int]:
+  """Device index per item, greedy largest-first onto the least-loaded device."""
+  load = [0.0] * n_devices
+  out = [0] * len(costs)
+  for i in sorted(range(len(costs)), key=lambda i: -costs[i]):
+    d = min(range(n_devices), key=lambda d: load[d])
+    out[i] = d
+    load[d] += costs[i]
+  return out

@@ -1,0 +1,90 @@
+"""Config and override parsing, sweeps, jobs x members, and the CLI's one-line errors (exit 2, nothing written)."""
+
+import pytest
+
+from ddjax import cli
+from ddjax import config as cfglib
+from ddjax.members import expand
+from experiments.double_descent import PRESETS
+
+
+def apply(*overrides, cfg=None, sweep=None):
+  return cfglib.apply_overrides(cfg or cfglib.Config(), sweep or {}, list(overrides))
+
+
+def test_scalars_and_sweeps():
+  cfg, sweep = apply('optim.lr=3e-4', 'train.epochs=7', 'model.name=mlp', 'model.seed=none', 'seed=4')
+  assert (cfg.optim.lr, cfg.train.epochs, cfg.model.name, cfg.model.seed, cfg.seed) == (3e-4, 7, 'mlp', None, 4)
+  assert sweep == {}
+  _, sweep = apply('model.width=1..4', 'seed=0,1', 'optim.lr=0.1..0.3..0.1', 'model.conv=lax,im2col')
+  assert sweep['model.width'] == [1, 2, 3, 4]
+  assert sweep['seed'] == [0, 1]
+  assert sweep['optim.lr'] == pytest.approx([0.1, 0.2, 0.3])
+  assert sweep['model.conv'] == ['lax', 'im2col']
+  _, sweep = apply('model.width=2..10..4')
+  assert sweep['model.width'] == [2, 6, 10]
+  cfg, sweep = apply('model.width=5', sweep={'model.width': [1, 2]})  # a scalar replaces a preset's sweep
+  assert cfg.model.width == 5 and 'model.width' not in sweep
+
+
+def test_jobs_split_on_static_keys_members_on_member_keys():
+  cfg, sweep = apply('model.width=2,4,8', 'seed=0,1', 'optim.wd=0,0.1', 'train.batch_size=50,100')
+  jobs = expand(cfg, sweep)
+  assert len(jobs) == 2 and [j.static for j in jobs] == [{'train.batch_size': 50}, {'train.batch_size': 100}]
+  assert all(len(j.members) == 12 for j in jobs)
+  assert jobs[1].config.train.batch_size == 100
+  assert {(m['model.width'], m['seed'], m['optim.wd']) for m in jobs[0].members} == {
+      (w, s, wd) for w in (2, 4, 8) for s in (0, 1) for wd in (0.0, 0.1)}
+
+
+@pytest.mark.parametrize('override,needle', [
+    ('model.widht=3', "unknown key 'model.widht': did you mean model.width?"),
+    ('nokey=3', "unknown key 'nokey'"),
+    ('model.width=abc', "bad value 'abc' for model.width: expected an integer"),
+    ('optim.lr=fast', "bad value 'fast' for optim.lr: expected a number"),
+    ('optim.name=rmsprop', 'allowed values are adam, adamw, sgd'),
+    ('model.width=5..2', 'need a <= b'),
+    ('model.width=0', "bad value 0 for model.width: must be >= 1"),
+    ('data.noise=1.5', 'must be in [0, 1)'),
+    ('model.name=mlp..cnn1d', 'need a numeric key'),
+    ('model.width=1,,2', 'empty value'),
+    ('model.width', 'expected key=value'),
+    ('train.epochs=1.5', 'expected an integer'),
+])
+def test_bad_overrides_are_one_line_errors(override, needle):
+  with pytest.raises(cfglib.ConfigError) as e:
+    apply(override)
+  assert needle in str(e.value) and '\n' not in str(e.value)
+
+
+@pytest.mark.parametrize('argv,needle', [
+    (['model.widht=3'], 'unknown key'),
+    (['--preset', 'nope'], "unknown preset 'nope'"),
+    (['--bogus-flag'], 'unrecognized arguments'),
+    (['optim.lr=-1'], 'must be > 0'),
+])
+def test_cli_errors_exit_2_and_write_nothing(argv, needle, tmp_path, capsys):
+  out = tmp_path / 'run'
+  with pytest.raises(SystemExit) as e:
+    cli.main('double_descent', PRESETS, argv + ['--out', str(out)])
+  assert e.value.code == 2
+  err = capsys.readouterr().err.strip()
+  assert needle in err and len(err.splitlines()) == 1
+  assert not out.exists()
+
+
+def test_cli_refuses_to_overwrite_a_run(tmp_path, capsys):
+  (tmp_path / 'run.json').write_text('{}')
+  (tmp_path / 'results.parquet').write_bytes(b'earlier results')
+  with pytest.raises(SystemExit) as e:
+    cli.main('double_descent', PRESETS, ['--out', str(tmp_path)])
+  assert e.value.code == 2 and 'already holds a run' in capsys.readouterr().err
+  assert (tmp_path / 'results.parquet').read_bytes() == b'earlier results'
+
+
+def test_help_lists_presets_and_keys(capsys):
+  with pytest.raises(SystemExit) as e:
+    cli.main('double_descent', PRESETS, ['--help'])
+  assert e.value.code == 0
+  text = capsys.readouterr().out
+  assert '--preset mnist1d' in text and 'optim.lr' in text and '0.001' in text and 'model.width' in text

@@ -1,0 +1,60 @@
+"""A tiny end-to-end run of `python -m experiments.double_descent` (subprocess, as a user runs it), its
+results table, its figures, and a run that is independent of the device count."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ddjax.run import eval_epochs
+
+ARGS = ['--no-progress', 'model.width=2,3,5', 'seed=0,1', 'train.epochs=4', 'data.num_samples=300',
+        'data.seed=3', 'train.batch_size=40', 'train.eval_points=3', 'train.eval_every=0', 'data.noise=0.2']
+
+
+@pytest.fixture(scope='module')
+def run_dir(tmp_path_factory):
+  out = tmp_path_factory.mktemp('e2e') / 'run'
+  proc = subprocess.run([sys.executable, '-m', 'experiments.double_descent', '--out', str(out), *ARGS],
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return out, proc.stdout
+
+
+def test_cli_run_writes_table_and_figures(run_dir):
+  out, stdout = run_dir
+  assert 'padded/useful FLOPs' in stdout and 'results:' in stdout
+  for name in ('error_vs_width.png', 'heatmap_test_error.png', 'loss_vs_width.png'):
+    assert (out / name).stat().st_size > 10_000
+  df = pd.read_parquet(out / 'results.parquet')
+  assert len(df) == 6 and sorted(df['model.width']) == [2, 2, 3, 3, 5, 5] and set(df['seed']) == {0, 1}
+  for col in ('train_loss', 'train_error', 'test_loss', 'test_error', 'test_error_noisy', 'epoch'):
+    assert all(len(v) == len(eval_epochs(4, 3, 0)) for v in df[col])
+  assert list(df['epoch'][0]) == eval_epochs(4, 3, 0)
+  final = df['test_error'].map(lambda v: v[-1])
+  noisy = df['test_error_noisy'].map(lambda v: v[-1])
+  np.testing.assert_allclose(noisy, 0.2 + final * (1 - 0.2 * 10 / 9), rtol=1e-6)
+  assert not df['diverged'].any()
+  cfg = json.loads(df['config'][0])
+  assert cfg['train']['epochs'] == 4 and cfg['data']['noise'] == 0.2
+  assert df['wall_time_s'].gt(0).all() and 'jax' in df['versions'][0] and df['device'][0].startswith('cpu')
+  assert json.loads((out / 'run.json').read_text())['members'] == 6
+
+
+def test_same_results_on_one_device(run_dir, tmp_path):
+  """Invariant 4: the subprocess spread buckets over 2 CPU devices; one device gives the same numbers."""
+  out, _ = run_dir
+  one = tmp_path / 'one'
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1')
+  proc = subprocess.run([sys.executable, '-m', 'experiments.double_descent', '--out', str(one), *ARGS,
+                         'train.bucket_ratio=1.0'], capture_output=True, text=True, timeout=300, env=env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  a = pd.read_parquet(out / 'results.parquet').sort_values(['model.width', 'seed'])
+  b = pd.read_parquet(one / 'results.parquet').sort_values(['model.width', 'seed'])
+  assert 'devices=1' in proc.stdout
+  for col in ('train_loss', 'test_loss', 'test_error'):
+    np.testing.assert_allclose(np.stack(a[col]), np.stack(b[col]), rtol=1e-5, atol=1e-6)
