@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -73,6 +74,7 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
   if args.resume and not (out / 'run.json').exists():
     _fail(f'--resume: no run found in {out}')
   if args.resume:
+    _check_same_run(out, cfg, sweep)
     if (out / 'results.parquet').exists():
       print(f'{out} is complete; nothing to resume')
       if after:
@@ -80,9 +82,40 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
       return out / 'results.parquet'
   from ddjax import parallel
   parallel.use_host_devices()  # before jax starts: on a CPU, one device per core
-  from ddjax.run import run  # imports jax: only once the input is known to be good
-  path = run(cfg, sweep, jobs, out, progress=not args.no_progress)
+  from ddjax.run import Interrupted, run  # imports jax: only once the input is known to be good
+  try:
+    path = run(cfg, sweep, jobs, out, progress=not args.no_progress, resume=args.resume)
+  except Interrupted as e:
+    print(f'{e}; continue with: python -m experiments.{name} --preset {args.preset} --out {out} --resume '
+          + ' '.join(args.overrides), file=sys.stderr)
+    raise SystemExit(128 + e.signum) from None
   print(f'results: {path}')
   if after:
     after(out)
   return path
+
+
+def _flat(d: dict, prefix: str = '') -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict) and k != 'sweep':
+      out.update(_flat(v, f'{prefix}{k}.'))
+    else:
+      out[prefix + k] = v
+  return out
+
+
+def _check_same_run(out: Path, cfg: cfglib.Config, sweep: dict[str, list]) -> None:
+  """--resume continues only the run it finds: same config and sweep, or a one-line error naming the key."""
+  try:
+    stored = json.loads((out / 'run.json').read_text())
+  except (OSError, ValueError) as e:
+    _fail(f'--resume: cannot read {out / "run.json"} ({e})')
+  before = _flat(stored.get('config', {}))
+  before.update({f'sweep of {k}': v for k, v in stored.get('sweep', {}).items()})
+  now = _flat(json.loads(json.dumps(cfglib.to_dict(cfg))))
+  now.update({f'sweep of {k}': v for k, v in json.loads(json.dumps(sweep)).items()})
+  for key in sorted(set(before) | set(now)):
+    if before.get(key) != now.get(key):
+      _fail(f'--resume: {key} was {before.get(key)!r} in {out}, now {now.get(key)!r}; '
+            f'pass the same preset and overrides, or choose another --out')

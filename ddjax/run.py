@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from ddjax import config as cfglib
 from ddjax import parallel
 from ddjax import results
+from ddjax.checkpoint import Checkpoints, StopRequested
 from ddjax.data import load_dataset
 from ddjax.members import Job, member_hp, padded_ratio, plan_buckets
 from ddjax.nn.models import make_model
@@ -113,8 +114,32 @@ def _member_rows(job: Job, buckets: list[Bucket], meta: dict[str, Any]) -> list[
   return sorted(rows, key=lambda r: r['member'])
 
 
-def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=print) -> None:
-  """Trains every member of `job` and writes its part files under `out`."""
+class Interrupted(Exception):
+  """Training stopped on SIGTERM/SIGINT after checkpointing; `--resume` continues it."""
+
+  def __init__(self, signum: int, epoch: int):
+    super().__init__(f'stopped by signal {signum} after epoch {epoch}; checkpoint saved')
+    self.signum, self.epoch = signum, epoch
+
+
+def _metric_rows(job: Job, buckets: list[Bucket], epoch: int) -> list[dict[str, Any]]:
+  rows = []
+  for b in buckets:
+    m = b.evaluate()
+    for j, i in enumerate(b.member_ids):
+      row = {'job': job.index, 'member': i, 'epoch': epoch}
+      for k, v in m.items():
+        row[k] = bool(v[j]) if k == 'diverged' else int(v[j]) if k == 'diverged_step' else float(v[j])
+      rows.append(row)
+  return rows
+
+
+def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=print, resume: bool = False,
+            stop=None) -> None:
+  """Trains every member of `job` and writes its part files and checkpoints under `out`.
+
+  With `resume`, continues from the newest readable checkpoint of this job. When `stop` becomes true (a signal),
+  saves a checkpoint after the current epoch and raises Interrupted."""
   cfg = job.config
   t0 = time.time()
   ds = load_dataset(cfg.data)
@@ -123,35 +148,49 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
   plan = plan_buckets(widths, cost, cfg.train.bucket_ratio, cfg.train.max_buckets)
   log(f'job {job.index + 1}/{n_jobs} {job.static or ""}: {len(job.members)} members in {len(plan)} buckets '
       f'padded to {[max(b) for b in plan]}; padded/useful FLOPs {padded_ratio(plan, cost):.3f} '
-      f'(one bucket: {padded_ratio([widths], cost):.3f}); conv={conv_form(cfg)}, strategy={cfg.train.strategy}, devices={jax.local_device_count()}')
+      f'(one bucket: {padded_ratio([widths], cost):.3f}); conv={conv_form(cfg)}, strategy={cfg.train.strategy}, '
+      f'devices={jax.local_device_count()}')
   buckets = make_buckets(job, ds, plan, cost)
+  ckpt = Checkpoints(out / 'checkpoints' / f'job-{job.index:04d}', cfg.train.checkpoint_keep)
+  start, before_s = 0, 0.0
+  if resume and (restored := ckpt.restore([b.state for b in buckets])) is not None:
+    start, states, before_s = restored
+    for b, st in zip(buckets, states):
+      b.state = st
+    log(f'job {job.index + 1}/{n_jobs}: resumed after epoch {start}')
   meta = {'config': cfglib.to_json(cfg), 'versions': str(versions()), 'device': device_name(),
           'wall_time_s': float('nan'), 'padded_ratio': padded_ratio(plan, cost)}
   results.write_members(out, job.index, _member_rows(job, buckets, meta))
+  elapsed = lambda: before_s + time.time() - t0
 
-  evals = set(eval_epochs(cfg.train.epochs, cfg.train.eval_points, cfg.train.eval_every))
-  bar = tqdm(range(1, cfg.train.epochs + 1), desc=f'job {job.index + 1}/{n_jobs}', unit='epoch',
-             disable=not progress, file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
-  pending = None
-  for epoch in bar:
-    losses = [b.train_epoch(epoch - 1) for b in buckets]  # epoch index e-1 seeds the order of epoch e
-    if pending is not None:
-      jax.block_until_ready(pending)  # keep one epoch in flight so the bar and ETA stay true
-    pending = losses
-    if epoch in evals:
-      rows = []
-      for b in buckets:
-        m = b.evaluate()
-        for j, i in enumerate(b.member_ids):
-          rows.append({'job': job.index, 'member': i, 'epoch': epoch,
-                       **{k: (bool(v[j]) if k == 'diverged' else (int(v[j]) if k == 'diverged_step'
-                                                                 else float(v[j]))) for k, v in m.items()}})
-      results.write_curves(out, job.index, epoch, rows)
-      train_err = np.mean([r['train_error'] for r in rows])
-      test_err = np.mean([r['test_error'] for r in rows])
-      bar.set_postfix_str(f'train err {train_err:.3f} test err {test_err:.3f} (mean over members)')
-  bar.close()
-  meta['wall_time_s'] = time.time() - t0
+  epochs = cfg.train.epochs
+  evals = set(eval_epochs(epochs, cfg.train.eval_points, cfg.train.eval_every))
+  bar = tqdm(range(start + 1, epochs + 1), desc=f'job {job.index + 1}/{n_jobs}', unit='epoch', initial=start,
+             total=epochs, disable=not progress, file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
+  pending, last_save, rows = None, time.time(), []
+  try:
+    for epoch in bar:
+      losses = [b.train_epoch(epoch - 1) for b in buckets]  # epoch index e-1 seeds the order of epoch e
+      if pending is not None:
+        jax.block_until_ready(pending)  # keep one epoch in flight so the bar and ETA stay true
+      pending = losses
+      if epoch in evals:
+        rows = _metric_rows(job, buckets, epoch)
+        results.write_curves(out, job.index, epoch, rows)
+        train_err = np.mean([r['train_error'] for r in rows])
+        test_err = np.mean([r['test_error'] for r in rows])
+        bar.set_postfix_str(f'train err {train_err:.3f} test err {test_err:.3f} (mean over members)')
+      every, minutes = cfg.train.checkpoint_every, cfg.train.checkpoint_minutes
+      if stop or epoch == epochs or (every and epoch % every == 0) or (
+          minutes and time.time() - last_save >= 60 * minutes):
+        ckpt.save(epoch, [b.state for b in buckets], elapsed())
+        last_save = time.time()
+      if stop and epoch < epochs:
+        raise Interrupted(stop.signal, epoch)
+  finally:
+    bar.close()
+    ckpt.close()
+  meta['wall_time_s'] = elapsed()
   results.write_members(out, job.index, _member_rows(job, buckets, meta))
   diverged = sum(int(r['diverged']) for r in rows)
   log(f'job {job.index + 1}/{n_jobs} done in {meta["wall_time_s"]:.1f} s'
@@ -159,13 +198,21 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
 
 
 def run(cfg: cfglib.Config, sweep: dict[str, list], jobs: list[Job], out: Path, progress: bool = True,
-        log=print) -> Path:
-  """Runs every job into `out` and compacts the results; returns the path of results.parquet."""
+        log=print, resume: bool = False) -> Path:
+  """Runs every job into `out` and compacts the results; returns the path of results.parquet.
+
+  On SIGTERM/SIGINT the current job checkpoints after its epoch and Interrupted is raised."""
   out = Path(out)
   out.mkdir(parents=True, exist_ok=True)
-  results.write_json(out / 'run.json', {'config': cfglib.to_dict(cfg), 'sweep': sweep, 'versions': versions(),
-                                        'device': device_name(), 'jobs': len(jobs),
-                                        'members': sum(len(j.members) for j in jobs)})
-  for job in jobs:
-    run_job(job, out, len(jobs), progress, log)
+  if not resume:
+    results.write_json(out / 'run.json', run_record(cfg, sweep, jobs))
+  with StopRequested() as stop:
+    for job in jobs:
+      run_job(job, out, len(jobs), progress, log, resume, stop)
   return results.compact(out)
+
+
+def run_record(cfg: cfglib.Config, sweep: dict[str, list], jobs: list[Job]) -> dict[str, Any]:
+  """What run.json holds; `--resume` requires the same config and sweep."""
+  return {'config': cfglib.to_dict(cfg), 'sweep': sweep, 'versions': versions(), 'device': device_name(),
+          'jobs': len(jobs), 'members': sum(len(j.members) for j in jobs)}

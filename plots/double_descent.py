@@ -35,11 +35,26 @@ def error_vs_width(df, path: Path) -> Path:
       x, mean, std = mean_spread(g, X, final(g, metric))
       line, = ax.plot(x, mean, style, marker='o', ms=3, label=f'{name} {label}'.strip())
       ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
+  x, train, _ = mean_spread(df, X, final(df, 'train_error'))
+  if (train < 0.01).any():  # the interpolation threshold: first width whose mean train error is below 1%
+    ax.axvline(x[np.argmax(train < 0.01)], color='grey', ls=':', lw=1, label='train error < 1%')
   n_seeds = df.groupby(X).size().max()
+  _width_axis(ax, x)
   ax.set(xlabel='width', ylabel='error at final epoch',
          title=f'Model-wise double descent ({n_seeds} seed{"s" if n_seeds > 1 else ""}, mean ± sd)')
   ax.legend(fontsize=7)
   return save(fig, path)
+
+
+def _width_axis(ax, widths):
+  """Log-2 width axis labelled at trained widths at least 30% apart."""
+  ticks = []
+  for w in np.sort(np.unique(widths)):
+    if not ticks or w >= 1.3 * ticks[-1]:
+      ticks.append(w)
+  ax.set_xscale('log', base=2)
+  ax.set_xticks(ticks, [str(int(w)) for w in ticks])
+  ax.minorticks_off()
 
 
 def loss_vs_width(df, path: Path) -> Path:
@@ -49,6 +64,7 @@ def loss_vs_width(df, path: Path) -> Path:
       x, mean, std = mean_spread(g, X, final(g, metric))
       line, = ax.plot(x, mean, style, marker='o', ms=3, label=f'{metric.replace("_", " ")} {label}'.strip())
       ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
+  _width_axis(ax, df[X].unique())
   ax.set(xlabel='width', ylabel='cross-entropy at final epoch', yscale='log', title='Loss against width')
   ax.legend(fontsize=7)
   return save(fig, path)
@@ -78,6 +94,7 @@ def heatmap(df, path: Path, metric: str = 'test_error') -> Path:
     cs = ax.contour(np.arange(len(widths)), epochs, train, levels=[0.01, 0.1], colors='w', linewidths=0.8)
     ax.clabel(cs, fmt={0.01: 'train 1%', 0.1: 'train 10%'}, fontsize=6)
     ax.set_yscale('log')
+    ax.grid(False)
     step = max(1, len(widths) // 12)
     ax.set_xticks(np.arange(len(widths))[::step], [str(w) for w in widths[::step]])
     ax.set(xlabel='width', ylabel='epoch', title=f'{metric.replace("_", " ")} {label}'.strip())

@@ -88,3 +88,15 @@ def test_help_lists_presets_and_keys(capsys):
   assert e.value.code == 0
   text = capsys.readouterr().out
   assert '--preset mnist1d' in text and 'optim.lr' in text and '0.001' in text and 'model.width' in text
+
+
+def test_resume_refuses_a_different_config(tmp_path, capsys):
+  import json
+  cfg = cfglib.to_dict(PRESETS['mnist1d'].config)
+  cfg['train']['epochs'] = 7
+  (tmp_path / 'run.json').write_text(json.dumps({'config': cfg, 'sweep': PRESETS['mnist1d'].sweep}))
+  with pytest.raises(SystemExit) as e:
+    cli.main('double_descent', PRESETS, ['--out', str(tmp_path), '--resume'])
+  err = capsys.readouterr().err
+  assert e.value.code == 2 and 'train.epochs was 7' in err and len(err.strip().splitlines()) == 1
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['run.json']
