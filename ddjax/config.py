@@ -177,7 +177,7 @@ def parse_values(key: str, f: dataclasses.Field, text: str) -> list[Any] | Any:
     step = parse_scalar(key, f, pieces[2]) if len(pieces) == 3 else 1
     if step <= 0 or hi < lo:
       raise ConfigError(f"bad sweep {text!r} for {key}: need a <= b and a step > 0")
-    count = int(round((hi - lo) / step + 1e-9)) + 1 if tp is float else (hi - lo) // step + 1
+    count = int((hi - lo) / step + 1e-9) + 1 if tp is float else (hi - lo) // step + 1
     values = [lo + i * step for i in range(count)]
     return [round(v, 12) for v in values] if tp is float else values
   return parse_scalar(key, f, text)
@@ -231,10 +231,20 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
       'train.checkpoint_minutes': (lambda v: v >= 0, 'must be >= 0'),
       'train.checkpoint_keep': (lambda v: v >= 1, 'must be >= 1'),
   }
+  seed_ok = (lambda v: v is None or 0 <= v < 2 ** 31, 'must be in [0, 2^31)')
+  rules.update({k: seed_ok for k in ('seed', 'model.seed', 'train.batch_seed', 'data.noise_seed', 'data.seed')})
+  rules.update({k: (lambda v: 0.0 <= v < 1.0, 'must be in [0, 1)') for k in ('optim.b1', 'optim.b2')})
+  rules['optim.momentum'] = (lambda v: 0.0 <= v <= 1.0, 'must be in [0, 1]')
+  rules['optim.eps'] = (lambda v: v >= 0, 'must be >= 0')
   for key, (ok, what) in rules.items():
     for v in sweep.get(key, [get(cfg, key)]):
       if not ok(v):
         raise ConfigError(f"bad value {v!r} for {key}: {what}")
+  n_train = min(int(n * s) for n in sweep.get('data.num_samples', [cfg.data.num_samples])
+                for s in sweep.get('data.train_split', [cfg.data.train_split]))
+  for b in sweep.get('train.batch_size', [cfg.train.batch_size]):
+    if b > n_train:
+      raise ConfigError(f"bad value {b!r} for train.batch_size: larger than the {n_train} training examples")
 
 
 def describe(cfg: Config, sweep: dict[str, list]) -> str:

@@ -11,9 +11,11 @@ import itertools
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import numpy as np
+
 from ddjax import config as cfglib
 
-# Per-member scalars that the train step reads, and the config key each comes from (None: a derived seed).
+# Per-member scalars that the train step reads and the config key of each; member_hp adds the three seeds.
 HP_KEYS = {
     'width': 'model.width', 'noise': 'data.noise', 'lr': 'optim.lr', 'wd': 'optim.wd',
     'momentum': 'optim.momentum', 'b1': 'optim.b1', 'b2': 'optim.b2', 'eps': 'optim.eps',
@@ -36,6 +38,15 @@ def member_hp(member: dict[str, object]) -> dict[str, float | int]:
   hp['batch_seed'] = member['train.batch_seed'] if member['train.batch_seed'] is not None else seed
   hp['noise_seed'] = member['data.noise_seed'] if member['data.noise_seed'] is not None else seed
   return hp
+
+
+INT_HP = ('width', 'model_seed', 'batch_seed', 'noise_seed')
+
+
+def stack_hp(members: list[dict[str, object]]) -> dict[str, np.ndarray]:
+  """member_hp of each member, stacked along a leading member axis (int32 widths and seeds, float32 otherwise)."""
+  rows = [member_hp(m) for m in members]
+  return {k: np.asarray([r[k] for r in rows], np.int32 if k in INT_HP else np.float32) for k in rows[0]}
 
 
 def expand(cfg: cfglib.Config, sweep: dict[str, list]) -> list[Job]:
@@ -95,5 +106,5 @@ def plan_buckets(widths: Sequence[int], cost: Callable[[int], float], target_rat
   for n in range(1, max_buckets + 1):
     buckets = best_buckets(widths, n, cost)
     if padded_ratio(buckets, cost) <= target_ratio or n >= len(set(widths)):
-      return buckets
-  return best_buckets(widths, max_buckets, cost)
+      break
+  return buckets

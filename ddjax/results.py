@@ -86,6 +86,9 @@ def assemble(out: Path) -> pd.DataFrame:
   last = curves.groupby(['job', 'member'], sort=True)[['diverged', 'diverged_step']].last().reset_index()
   lists = lists.drop(columns=['diverged', 'diverged_step']).merge(last, on=['job', 'member'])
   table = members.merge(lists, on=['job', 'member'], how='left')
+  for c in metric_cols:  # members of a job not yet evaluated: empty curves
+    if c not in ('diverged', 'diverged_step'):
+      table[c] = table[c].map(lambda v: v if isinstance(v, list) else [])
   return table.sort_values(['job', 'member']).reset_index(drop=True)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import math
 import sys
 import time
@@ -19,7 +20,7 @@ from ddjax import parallel
 from ddjax import results
 from ddjax.checkpoint import Checkpoints, StopRequested
 from ddjax.data import load_dataset
-from ddjax.members import Job, member_hp, padded_ratio, plan_buckets
+from ddjax.members import Job, padded_ratio, plan_buckets, stack_hp
 from ddjax.nn.models import make_model
 from ddjax.train import StepSpec, bucket_fns
 
@@ -46,7 +47,7 @@ def eval_epochs(epochs: int, points: int, every: int) -> list[int]:
   grid = {int(round(e)) for e in np.logspace(0, math.log10(epochs), points)} if epochs > 1 else set()
   if every:
     grid |= set(range(every, epochs + 1, every))
-  return sorted((grid | {epochs}) - {0})
+  return sorted(grid | {epochs})
 
 
 def conv_form(cfg: cfglib.Config) -> str:
@@ -67,10 +68,7 @@ class Bucket:
     self.spec = StepSpec(model, cfg.optim.name, cfg.train.batch_size, num_classes, cfg.train.eval_batch,
                          cfg.train.strategy, cfg.train.map_batch)
     self.fns = bucket_fns(self.spec)
-    rows = [member_hp(job.members[i]) for i in member_ids]
-    ints = ('width', 'model_seed', 'batch_seed', 'noise_seed')
-    self.hp = jax.device_put({k: np.asarray([r[k] for r in rows], np.int32 if k in ints else np.float32)
-                              for k in rows[0]}, self.device)
+    self.hp = jax.device_put(stack_hp([job.members[i] for i in member_ids]), self.device)
     self.data = data[self.device]
     self.state = self.fns.init(self.hp, self.data['x_train'][0])
     self.labels = self.fns.labels(self.hp, self.data['y_train'])
@@ -80,10 +78,10 @@ class Bucket:
                                       jax.device_put(np.int32(epoch), self.device))
     return loss
 
-  def evaluate(self) -> dict[str, np.ndarray]:
+  def evaluate(self) -> dict[str, jax.Array]:
+    """Dispatches the evaluation; the metrics stay on the device until read."""
     d = self.data
-    m = self.fns.evaluate(self.state, self.hp, self.labels, d['x_train'], d['x_test'], d['y_test'])
-    return {k: np.asarray(v) for k, v in m.items()}
+    return self.fns.evaluate(self.state, self.hp, self.labels, d['x_train'], d['x_test'], d['y_test'])
 
 
 def device_data(ds, devices) -> dict:
@@ -105,27 +103,36 @@ def make_buckets(job: Job, ds, plan: list[list[int]], cost) -> list[Bucket]:
   return [Bucket(job, g, data, ds.num_classes, ds.input_shape, devices[w]) for g, w in zip(groups, where)]
 
 
+def member_config(job: Job, i: int) -> cfglib.Config:
+  """The full config of member i: the job's static keys with the member's own values."""
+  cfg = job.config
+  for k, v in job.members[i].items():
+    cfg = cfglib.replace(cfg, k, v)
+  return cfg
+
+
 def _member_rows(job: Job, buckets: list[Bucket], meta: dict[str, Any]) -> list[dict[str, Any]]:
   rows = []
   for b, bucket in enumerate(buckets):
     for i in bucket.member_ids:
-      rows.append({'job': job.index, 'member': i, **job.members[i], **job.static,
-                   'bucket': b, 'bucket_width': bucket.width, **meta})
+      rows.append({'job': job.index, 'member': i, **job.members[i], **job.static, 'bucket': b,
+                   'bucket_width': bucket.width, 'config': cfglib.to_json(member_config(job, i)), **meta})
   return sorted(rows, key=lambda r: r['member'])
 
 
 class Interrupted(Exception):
   """Training stopped on SIGTERM/SIGINT after checkpointing; `--resume` continues it."""
 
-  def __init__(self, signum: int, epoch: int):
-    super().__init__(f'stopped by signal {signum} after epoch {epoch}; checkpoint saved')
-    self.signum, self.epoch = signum, epoch
+  def __init__(self, signum: int, job: int, epoch: int | None):
+    where = f'after epoch {epoch} of job {job + 1}' if epoch is not None else f'before job {job + 1}'
+    super().__init__(f'stopped by signal {signum} {where}; checkpoints saved')
+    self.signum, self.job, self.epoch = signum, job, epoch
 
 
 def _metric_rows(job: Job, buckets: list[Bucket], epoch: int) -> list[dict[str, Any]]:
+  metrics = jax.device_get([b.evaluate() for b in buckets])  # every device evaluates before the host reads
   rows = []
-  for b in buckets:
-    m = b.evaluate()
+  for b, m in zip(buckets, metrics):
     for j, i in enumerate(b.member_ids):
       row = {'job': job.index, 'member': i, 'epoch': epoch}
       for k, v in m.items():
@@ -158,7 +165,7 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
     for b, st in zip(buckets, states):
       b.state = st
     log(f'job {job.index + 1}/{n_jobs}: resumed after epoch {start}')
-  meta = {'config': cfglib.to_json(cfg), 'versions': str(versions()), 'device': device_name(),
+  meta = {'versions': json.dumps(versions()), 'device': device_name(),
           'wall_time_s': float('nan'), 'padded_ratio': padded_ratio(plan, cost)}
   results.write_members(out, job.index, _member_rows(job, buckets, meta))
   elapsed = lambda: before_s + time.time() - t0
@@ -186,13 +193,13 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
         ckpt.save(epoch, [b.state for b in buckets], elapsed())
         last_save = time.time()
       if stop and epoch < epochs:
-        raise Interrupted(stop.signal, epoch)
+        raise Interrupted(stop.signal, job.index, epoch)
   finally:
     bar.close()
     ckpt.close()
   meta['wall_time_s'] = elapsed()
   results.write_members(out, job.index, _member_rows(job, buckets, meta))
-  diverged = sum(int(r['diverged']) for r in rows)
+  diverged = sum(int(r['diverged']) for r in rows)  # rows of the last evaluation (none if resumed when done)
   log(f'job {job.index + 1}/{n_jobs} done in {meta["wall_time_s"]:.1f} s'
       + (f'; {diverged} member(s) diverged and were frozen' if diverged else ''))
 
@@ -208,6 +215,8 @@ def run(cfg: cfglib.Config, sweep: dict[str, list], jobs: list[Job], out: Path, 
     results.write_json(out / 'run.json', run_record(cfg, sweep, jobs))
   with StopRequested() as stop:
     for job in jobs:
+      if stop:  # a signal during the previous job's last epoch: its work is saved, start no new one
+        raise Interrupted(stop.signal, job.index, None)
       run_job(job, out, len(jobs), progress, log, resume, stop)
   return results.compact(out)
 

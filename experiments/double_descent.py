@@ -1,13 +1,14 @@
 """Model-wise double descent (Nakkiran et al. 2019, "Deep Double Descent").
 
-  python -m experiments.double_descent                      # preset mnist1d: CPU, about 5 minutes
+  python -m experiments.double_descent                      # preset mnist1d: 2-core CPU, 4.5 minutes
   python -m experiments.double_descent model.width=4..64..4 seed=0,1,2
 
 Methods, preset mnist1d: MNIST-1D (4,000 train / 1,000 test, generated offline), 15% of training labels replaced
 once by a uniformly random incorrect label (per noise seed); the 3-layer CNN-1D with channels c swept over widths
-spanning the interpolation threshold; Adam lr 1e-3, batch 100, no weight decay, cross-entropy; every width and
-seed trains as a member of one vectorised run, widths grouped into buckets. Expected: test error falls to a minimum
-near c = 10-14, rises to a peak where train error reaches 0 (c about 24-32), then falls again at larger widths.
+spanning the interpolation threshold (2..128), seeds 0 and 1; Adam lr 1e-3, batch 100, no weight decay,
+cross-entropy, 200 epochs; every width and seed trains as a member of one vectorised run, widths grouped into
+buckets. Measured (README): clean test error falls to 0.245 at c = 14, peaks at 0.343 at c = 48 where train error on
+the noisy labels reaches 0 (below 1% from c = 40), and falls again to 0.293 at c = 128.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ PRESETS = {
                optim=OptimConfig(name='adam', lr=1e-3),
                train=TrainConfig(epochs=200, batch_size=100, eval_points=30, eval_every=10)),
         sweep={'model.width': WIDTHS_MNIST1D, 'seed': [0, 1]},
-        about='MNIST-1D, 15% label noise, CNN-1D widths 2..64, Adam, 200 epochs (CPU)'),
+        about='MNIST-1D, 15% label noise, CNN-1D widths 2..128 x 2 seeds, Adam, 200 epochs (2-core CPU: 4.5 min)'),
 }
 
 

@@ -29,9 +29,7 @@ def series_keys(df: pd.DataFrame, x: str) -> list[str]:
   """Scalar columns other than x, seeds and bookkeeping that take more than one value: one line each."""
   keys = []
   for c in df.columns:
-    if c in ID_KEYS or c in SEED_KEYS or c == x or df[c].map(type).eq(list).any():
-      continue
-    if isinstance(df[c].iloc[0], (np.ndarray, list)):
+    if c in ID_KEYS or c in SEED_KEYS or c == x or isinstance(df[c].iloc[0], (np.ndarray, list)):
       continue
     if df[c].nunique(dropna=False) > 1:
       keys.append(c)
@@ -39,6 +37,7 @@ def series_keys(df: pd.DataFrame, x: str) -> list[str]:
 
 
 def final(df: pd.DataFrame, metric: str) -> pd.Series:
+  """The metric at each member's last evaluation (NaN before the first)."""
   return df[metric].map(lambda v: float(v[-1]) if len(v) else np.nan)
 
 

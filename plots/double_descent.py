@@ -38,7 +38,7 @@ def error_vs_width(df, path: Path) -> Path:
   x, train, _ = mean_spread(df, X, final(df, 'train_error'))
   if (train < 0.01).any():  # the interpolation threshold: first width whose mean train error is below 1%
     ax.axvline(x[np.argmax(train < 0.01)], color='grey', ls=':', lw=1, label='train error < 1%')
-  n_seeds = df.groupby(X).size().max()
+  n_seeds = max(g.groupby(X).size().max() for _, g in _series(df))  # members per width in a series: seeds
   _width_axis(ax, x)
   ax.set(xlabel='width', ylabel='error at final epoch',
          title=f'Model-wise double descent ({n_seeds} seed{"s" if n_seeds > 1 else ""}, mean ± sd)')
@@ -91,8 +91,9 @@ def heatmap(df, path: Path, metric: str = 'test_error') -> Path:
     w_edges = np.arange(len(widths) + 1) - 0.5
     mesh = ax.pcolormesh(w_edges, e_edges, grid, cmap='viridis', shading='flat')
     _, _, train = _grid(g, 'train_error')
-    cs = ax.contour(np.arange(len(widths)), epochs, train, levels=[0.01, 0.1], colors='w', linewidths=0.8)
-    ax.clabel(cs, fmt={0.01: 'train 1%', 0.1: 'train 10%'}, fontsize=6)
+    if min(train.shape) >= 2 and np.isfinite(train).all():  # contours need a 2x2 grid at least
+      cs = ax.contour(np.arange(len(widths)), epochs, train, levels=[0.01, 0.1], colors='w', linewidths=0.8)
+      ax.clabel(cs, fmt={0.01: 'train 1%', 0.1: 'train 10%'}, fontsize=6)
     ax.set_yscale('log')
     ax.grid(False)
     step = max(1, len(widths) // 12)
@@ -116,7 +117,9 @@ if __name__ == '__main__':
   parser.add_argument('results_dir', type=Path)
   parser.add_argument('--out', type=Path, help='where to write the PNGs (default: RESULTS_DIR)')
   args = parser.parse_args()
-  if not args.results_dir.is_dir():
-    parser.exit(2, f'error: {args.results_dir} is not a results directory\n')
-  for p in plot_all(args.results_dir, args.out):
+  try:
+    paths = plot_all(args.results_dir, args.out)
+  except FileNotFoundError as e:
+    parser.exit(2, f'error: {e}\n')
+  for p in paths:
     print(p)

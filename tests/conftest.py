@@ -1,6 +1,9 @@
 import os
 
+import tempfile
+
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+os.environ['DDJAX_CACHE'] = tempfile.mkdtemp(prefix='ddjax-test-cache-')  # tests never touch ~/.cache
 
 from ddjax import parallel  # noqa: E402
 
@@ -13,8 +16,7 @@ jax.config.update('jax_default_matmul_precision', 'highest')
 
 
 @pytest.fixture(scope='session')
-def tiny_mnist1d(tmp_path_factory):
-  """A 300-example MNIST-1D (240 train / 60 test), generated offline into a private cache."""
-  os.environ['DDJAX_CACHE'] = str(tmp_path_factory.mktemp('cache'))
+def tiny_mnist1d():
+  """A 300-example MNIST-1D (240 train / 60 test), generated offline into the tests' private cache."""
   from ddjax.data.datasets import mnist1d
   return mnist1d(num_samples=300, train_split=0.8, seed=3)

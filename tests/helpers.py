@@ -2,21 +2,20 @@
 
 import jax.numpy as jnp
 
-from ddjax.members import member_hp
+from ddjax.members import stack_hp
 
 
 def hp_for(widths, **overrides):
   """Stacked per-member numbers for members of the given widths (defaults of the config otherwise)."""
   from ddjax import config
-  rows = []
+  members = []
   for i, w in enumerate(widths):
     m = {k: config.get(config.Config(), k) for k in config.MEMBER_KEYS}
     m['model.width'] = w
     for k, v in overrides.items():
       m[k] = v[i] if isinstance(v, (list, tuple)) else v
-    rows.append(member_hp(m))
-  ints = ('width', 'model_seed', 'batch_seed', 'noise_seed')
-  return {k: jnp.asarray([r[k] for r in rows], jnp.int32 if k in ints else jnp.float32) for k in rows[0]}
+    members.append(m)
+  return {k: jnp.asarray(v) for k, v in stack_hp(members).items()}
 
 
 def unstack(tree, i):

@@ -23,6 +23,8 @@ def test_scalars_and_sweeps():
   assert sweep['model.conv'] == ['lax', 'im2col']
   _, sweep = apply('model.width=2..10..4')
   assert sweep['model.width'] == [2, 6, 10]
+  _, sweep = apply('optim.lr=0.001..0.002..0.0006')  # a range never passes its upper end
+  assert sweep['optim.lr'] == pytest.approx([0.001, 0.0016])
   cfg, sweep = apply('model.width=5', sweep={'model.width': [1, 2]})  # a scalar replaces a preset's sweep
   assert cfg.model.width == 5 and 'model.width' not in sweep
 
@@ -50,6 +52,10 @@ def test_jobs_split_on_static_keys_members_on_member_keys():
     ('model.width=1,,2', 'empty value'),
     ('model.width', 'expected key=value'),
     ('train.epochs=1.5', 'expected an integer'),
+    ('train.batch_size=5000', 'larger than the 4000 training examples'),
+    ('seed=3000000000', "bad value 3000000000 for seed: must be in [0, 2^31)"),
+    ('optim.b2=1', 'must be in [0, 1)'),
+    ('optim.momentum=-0.5', 'must be in [0, 1]'),
 ])
 def test_bad_overrides_are_one_line_errors(override, needle):
   with pytest.raises(cfglib.ConfigError) as e:

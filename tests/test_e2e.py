@@ -39,9 +39,12 @@ def test_cli_run_writes_table_and_figures(run_dir):
   noisy = df['test_error_noisy'].map(lambda v: v[-1])
   np.testing.assert_allclose(noisy, 0.2 + final * (1 - 0.2 * 10 / 9), rtol=1e-6)
   assert not df['diverged'].any()
-  cfg = json.loads(df['config'][0])
-  assert cfg['train']['epochs'] == 4 and cfg['data']['noise'] == 0.2
-  assert df['wall_time_s'].gt(0).all() and 'jax' in df['versions'][0] and df['device'][0].startswith('cpu')
+  for _, row in df.iterrows():  # each row's config is that member's own
+    cfg = json.loads(row['config'])
+    assert cfg['train']['epochs'] == 4 and cfg['data']['noise'] == 0.2
+    assert (cfg['model']['width'], cfg['seed']) == (row['model.width'], row['seed'])
+  assert json.loads(df['versions'][0])['jax']
+  assert df['wall_time_s'].gt(0).all() and df['device'][0].startswith('cpu')
   assert json.loads((out / 'run.json').read_text())['members'] == 6
 
 

@@ -11,7 +11,6 @@ from ddjax.members import best_buckets, padded_ratio, plan_buckets
 from ddjax.nn.layers import invariant_uniform
 from ddjax.nn.models import make_model
 from ddjax.train import StepSpec, bucket_fns
-from tests.dense_reference import DenseMLP
 from tests.helpers import hp_for, unstack
 
 EPOCHS = 2
@@ -92,8 +91,6 @@ def test_init_scale_follows_active_width():
   init = jax.jit(jax.vmap(lambda k: masked.init({'params': jax.random.key(k)}, x, 4)['params']))
   p64 = init(seeds)
   w = np.asarray(p64['dense1']['kernel'])[:, :4, :4]  # fan_in 4 -> bound 0.5
-  dense = DenseMLP(4)
-  dense.kernel_init = None
   ref = jax.vmap(lambda k: nn.Dense(4, kernel_init=nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform'))
                  .init(jax.random.key(k), jnp.zeros((1, 4)))['params']['kernel'])(seeds)
   bound = 1 / np.sqrt(4)

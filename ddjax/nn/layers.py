@@ -84,7 +84,7 @@ def im2col_conv(x, kernel, strides: Sequence[int], padding: Sequence[int]):
 
 def lax_conv(x, kernel, strides: Sequence[int], padding: Sequence[int]):
   nd = kernel.ndim - 2
-  spatial = 'DHW'[-nd:] if nd <= 3 else None
+  spatial = 'DHW'[-nd:]
   dn = ('N' + spatial + 'C', spatial + 'IO', 'N' + spatial + 'C')
   return lax.conv_general_dilated(x, kernel, tuple(strides), [(p, p) for p in padding],
                                   dimension_numbers=dn)
