@@ -47,7 +47,7 @@ def one_device(job, ds, groups) -> list:
   """Buckets of the given member groups, all on the first device."""
   dev = jax.local_devices()[0]
   data = device_data(ds, [dev])
-  return [Bucket(job, g, data, ds.num_classes, ds.input_shape, dev) for g in groups]
+  return [Bucket(job, g, data, ds.num_classes, ds.input_shape, dev, ds.preprocess) for g in groups]
 
 
 def _groups(order, plan):

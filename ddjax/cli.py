@@ -60,6 +60,12 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
   except cfglib.ConfigError as e:
     _fail(str(e))
   jobs = expand(cfg, sweep)
+  from ddjax.data import DataMissing, check_available
+  try:
+    for job in jobs:
+      check_available(job.config.data)
+  except DataMissing as e:
+    _fail(str(e))
   out = args.out or Path('runs') / f'{name}-{args.preset}-{time.strftime("%Y%m%d-%H%M%S")}'
   if args.dry_run:
     for job in jobs:

@@ -28,9 +28,12 @@ def _f(default, help: str, choices: tuple | None = None):
 
 @dataclass
 class DataConfig:
-  name: str = _f('mnist1d', 'dataset', ('mnist1d',))
-  num_samples: int = _f(5000, 'examples generated before the train/test split')
-  train_split: float = _f(0.8, 'fraction of the examples used for training')
+  name: str = _f('mnist1d', 'dataset', ('mnist1d', 'cifar10', 'synthetic_cifar10'))
+  dir: str | None = _f(None, 'cifar10: the "CIFAR-10 python version" archive or folder (none: tensorflow-datasets)')
+  augment: str = _f('auto', 'training-batch augmentation (auto: crop_flip for images, none otherwise)',
+                    ('auto', 'none', 'crop_flip'))
+  num_samples: int = _f(5000, 'generated examples before the train/test split (mnist1d, synthetic_cifar10)')
+  train_split: float = _f(0.8, 'fraction of the generated examples used for training')
   seed: int = _f(42, 'seed of the dataset generator (static: one data set per job)')
   noise: float = _f(0.0, 'probability that a training label is replaced by a random incorrect one')
   noise_seed: int | None = _f(None, 'seed of the label-noise draw (default: seed)')
@@ -38,7 +41,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-  name: str = _f('cnn1d', 'architecture', ('mlp', 'cnn1d', 'resnet1d'))
+  name: str = _f('cnn1d', 'architecture', ('mlp', 'cnn1d', 'resnet1d', 'resnet18k'))
   width: int = _f(16, 'base width (hidden units or channels of the first stage)')
   seed: int | None = _f(None, 'seed of the parameter init (default: seed)')
   conv: str = _f('auto', 'convolution form: lax, im2col, or auto (im2col on CPU, lax elsewhere)',
@@ -242,8 +245,9 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
         raise ConfigError(f"bad value {v!r} for {key}: {what}")
   n_train = min(int(n * s) for n in sweep.get('data.num_samples', [cfg.data.num_samples])
                 for s in sweep.get('data.train_split', [cfg.data.train_split]))
+  generated = all(d != 'cifar10' for d in sweep.get('data.name', [cfg.data.name]))
   for b in sweep.get('train.batch_size', [cfg.train.batch_size]):
-    if b > n_train:
+    if generated and b > n_train:
       raise ConfigError(f"bad value {b!r} for train.batch_size: larger than the {n_train} training examples")
 
 

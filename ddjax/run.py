@@ -20,6 +20,7 @@ from ddjax import parallel
 from ddjax import results
 from ddjax.checkpoint import Checkpoints, StopRequested
 from ddjax.data import load_dataset
+from ddjax.data.augment import Preprocess
 from ddjax.members import Job, padded_ratio, plan_buckets, stack_hp
 from ddjax.nn.models import make_model
 from ddjax.train import StepSpec, bucket_fns
@@ -59,14 +60,15 @@ def conv_form(cfg: cfglib.Config) -> str:
 class Bucket:
   """Members padded to one width: their stacked state, hyperparameters, labels and compiled programs."""
 
-  def __init__(self, job: Job, member_ids: list[int], data, num_classes: int, input_shape, device=None):
+  def __init__(self, job: Job, member_ids: list[int], data, num_classes: int, input_shape, device=None,
+               preprocess: Preprocess = Preprocess()):
     cfg = job.config
     self.device = device or jax.local_devices()[0]
     self.member_ids = member_ids
     self.width = max(job.members[i]['model.width'] for i in member_ids)
     model = make_model(cfg.model.name, self.width, input_shape, num_classes, conv_form(cfg))
     self.spec = StepSpec(model, cfg.optim.name, cfg.train.batch_size, num_classes, cfg.train.eval_batch,
-                         cfg.train.strategy, cfg.train.map_batch)
+                         cfg.train.strategy, cfg.train.map_batch, preprocess)
     self.fns = bucket_fns(self.spec)
     self.hp = jax.device_put(stack_hp([job.members[i] for i in member_ids]), self.device)
     self.data = data[self.device]
@@ -100,7 +102,8 @@ def make_buckets(job: Job, ds, plan: list[list[int]], cost) -> list[Bucket]:
   devices = jax.local_devices()
   where = parallel.assign([len(b) * cost(max(b)) for b in plan], len(devices))
   data = device_data(ds, sorted({devices[i] for i in where}, key=lambda d: d.id))
-  return [Bucket(job, g, data, ds.num_classes, ds.input_shape, devices[w]) for g, w in zip(groups, where)]
+  return [Bucket(job, g, data, ds.num_classes, ds.input_shape, devices[w], ds.preprocess)
+          for g, w in zip(groups, where)]
 
 
 def member_config(job: Job, i: int) -> cfglib.Config:

@@ -16,11 +16,13 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
+from ddjax.data.augment import Preprocess
 from ddjax.data.noise import noisy_labels, noisy_test_error
 from ddjax.optim import make_optimizer
 
 # Separate random streams per member: init from model_seed, batch order from batch_seed, label noise from noise_seed.
-_STREAMS = {'init': ('model_seed', 0), 'batches': ('batch_seed', 1), 'noise': ('noise_seed', 2)}
+_STREAMS = {'init': ('model_seed', 0), 'batches': ('batch_seed', 1), 'noise': ('noise_seed', 2),
+            'augment': ('batch_seed', 3)}
 
 
 def member_key(hp, stream: str) -> jax.Array:
@@ -38,6 +40,7 @@ class StepSpec:
   eval_batch: int = 1000
   strategy: str = 'vmap'    # 'vmap' | 'map'
   map_batch: int = 1
+  preprocess: Preprocess = Preprocess()  # on-device input pipeline (normalisation, augmentation)
 
 
 def tree_norm(tree) -> jax.Array:
@@ -48,7 +51,8 @@ def tree_norm(tree) -> jax.Array:
 # One member.
 
 def init_member(spec: StepSpec, hp, x_example) -> dict[str, Any]:
-  variables = spec.model.init({'params': member_key(hp, 'init')}, x_example[None], hp['width'], train=False)
+  x = spec.preprocess(x_example[None])
+  variables = spec.model.init({'params': member_key(hp, 'init')}, x, hp['width'], train=False)
   params = variables['params']
   return {
       'params': params,
@@ -76,8 +80,11 @@ def _loss(spec: StepSpec, params, batch_stats, hp, x, y, train: bool):
   return loss, logits, batch_stats
 
 
-def train_step(spec: StepSpec, state, hp, x_BxD, y_B):
-  """One optimizer step; a member whose loss or parameters stop being finite is frozen and flagged."""
+def train_step(spec: StepSpec, state, hp, x_BxD, y_B, key=None):
+  """One optimizer step on a raw batch (preprocessed and, with `key`, augmented here); a member whose loss or
+  parameters stop being finite is frozen and flagged."""
+  x_BxD = spec.preprocess(x_BxD, key)
+
   def loss_fn(params):
     loss_B, _, batch_stats = _loss(spec, params, state['batch_stats'], hp, x_BxD, y_B, train=True)
     return loss_B.mean(), batch_stats
@@ -93,16 +100,19 @@ def train_step(spec: StepSpec, state, hp, x_BxD, y_B):
 
 
 def train_epoch(spec: StepSpec, state, hp, labels_N, x_train, epoch):
-  """One epoch as a lax.scan over minibatches in the member's own order (from its batch seed and the epoch)."""
+  """One epoch as a lax.scan over minibatches in the member's own order (from its batch seed and the epoch);
+  augmentation draws come from the member's batch seed, the epoch and the step."""
   n = labels_N.shape[0]
   n_batches = n // spec.batch_size
   key = jax.random.fold_in(member_key(hp, 'batches'), epoch)
   order = jax.random.permutation(key, n)[: n_batches * spec.batch_size].reshape(n_batches, spec.batch_size)
+  aug_key = jax.random.fold_in(member_key(hp, 'augment'), epoch)
 
-  def step(state, idx_B):
-    return train_step(spec, state, hp, x_train[idx_B], labels_N[idx_B])
+  def step(state, args):
+    i, idx_B = args
+    return train_step(spec, state, hp, x_train[idx_B], labels_N[idx_B], jax.random.fold_in(aug_key, i))
 
-  state, loss = lax.scan(step, state, order)
+  state, loss = lax.scan(step, state, (jnp.arange(n_batches), order))
   return state, loss.mean()
 
 
@@ -118,7 +128,7 @@ def _dataset_stats(spec: StepSpec, state, hp, x, y):
 
   def one(args):
     xc, yc, vc = args
-    loss, logits, _ = _loss(spec, state['params'], state['batch_stats'], hp, xc, yc, train=False)
+    loss, logits, _ = _loss(spec, state['params'], state['batch_stats'], hp, spec.preprocess(xc), yc, train=False)
     wrong = (jnp.argmax(logits, -1) != yc)
     return jnp.sum(loss * vc), jnp.sum(wrong * vc)
 

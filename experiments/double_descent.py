@@ -30,6 +30,23 @@ PRESETS = {
                train=TrainConfig(epochs=200, batch_size=100, eval_points=30, eval_every=10)),
         sweep={'model.width': WIDTHS_MNIST1D, 'seed': [0, 1]},
         about='MNIST-1D, 15% label noise, CNN-1D widths 2..128 x 2 seeds, Adam, 200 epochs (2-core CPU: 4.5 min)'),
+    # Figure 1 and 2 of the paper: needs CIFAR-10 (data.dir=PATH or tensorflow-datasets) and a GPU.
+    'paper': Preset(
+        Config(seed=0,
+               data=DataConfig(name='cifar10', noise=0.15, augment='crop_flip'),
+               model=ModelConfig(name='resnet18k'),
+               optim=OptimConfig(name='adam', lr=1e-4),
+               train=TrainConfig(epochs=4000, batch_size=128, eval_points=60, eval_every=100, eval_batch=1000)),
+        sweep={'model.width': list(range(1, 65)), 'seed': [0, 1, 2, 3, 4]},
+        about='CIFAR-10, 15% label noise, ResNet18k widths 1..64 x 5 seeds, Adam 1e-4, 4000 epochs (GPU)'),
+    'smoke': Preset(
+        Config(seed=0,
+               data=DataConfig(name='synthetic_cifar10', num_samples=160, train_split=0.8, noise=0.15),
+               model=ModelConfig(name='resnet18k'),
+               optim=OptimConfig(name='adam', lr=1e-3),
+               train=TrainConfig(epochs=2, batch_size=32, eval_points=2, eval_batch=64, max_buckets=1)),
+        sweep={'model.width': [1, 2, 3, 4]},
+        about='the paper preset in miniature on CIFAR-shaped synthetic images: ResNet18k widths 1..4, 2 epochs'),
 }
 
 

@@ -58,3 +58,35 @@ class DenseResNet1D(nn.Module):
     for s, (mult, stride) in enumerate(zip((1, 2, 4), (1, 2, 2))):
       x = DenseBlock(self.width * mult, stride, name=f'stage{s}_block0')(x, train)
     return nn.Dense(self.num_classes, name='head')(jnp.mean(x, axis=1))
+
+
+class DenseBlock2D(nn.Module):
+  features: int
+  stride: int
+
+  @nn.compact
+  def __call__(self, x, train):
+    bn = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
+    out = nn.relu(bn('bn1')(x))
+    shortcut = x
+    if self.stride != 1 or x.shape[-1] != self.features:
+      shortcut = nn.Conv(self.features, (1, 1), self.stride, [(0, 0)] * 2, use_bias=False, name='shortcut')(out)
+    out = nn.Conv(self.features, (3, 3), self.stride, [(1, 1)] * 2, use_bias=False, name='conv1')(out)
+    out = nn.relu(bn('bn2')(out))
+    out = nn.Conv(self.features, (3, 3), 1, [(1, 1)] * 2, use_bias=False, name='conv2')(out)
+    return out + shortcut
+
+
+class DenseResNet18k(nn.Module):
+  """The authors' resnet18k.py in Flax: stem conv3 (no BN after), PreActBlocks [2,2,2,2], widths k..8k,
+  global average pool (avg_pool(4) on 4x4), Linear with bias."""
+  width: int
+  num_classes: int = 10
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    x = nn.Conv(self.width, (3, 3), 1, [(1, 1)] * 2, use_bias=False, name='stem')(x)
+    for s, (mult, stride) in enumerate(zip((1, 2, 4, 8), (1, 2, 2, 2))):
+      for b in range(2):
+        x = DenseBlock2D(self.width * mult, stride if b == 0 else 1, name=f'stage{s}_block{b}')(x, train)
+    return nn.Dense(self.num_classes, name='head')(jnp.mean(x, axis=(1, 2)))

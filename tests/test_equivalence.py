@@ -49,10 +49,10 @@ def inactive_abs_max(name, tree, dense_tree):
   return worst
 
 
-def close(a, b):
+def close(a, b, rtol=RTOL):
   def check(x, y):
     x, y = np.asarray(x), np.asarray(y)
-    np.testing.assert_allclose(x, y, rtol=RTOL, atol=max(1e-6, RTOL * float(np.abs(y).max(initial=0.0))))
+    np.testing.assert_allclose(x, y, rtol=rtol, atol=max(1e-6, rtol * float(np.abs(y).max(initial=0.0))))
   jax.tree.map(check, a, b)
 
 

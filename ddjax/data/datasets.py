@@ -11,14 +11,18 @@ from pathlib import Path
 
 import numpy as np
 
+from ddjax.data import cifar10
+from ddjax.data.augment import Preprocess
+
 
 @dataclass(frozen=True)
 class Dataset:
-  x_train: np.ndarray  # (N, *input_shape) float32
+  x_train: np.ndarray  # (N, *input_shape) float32, or uint8 images
   y_train: np.ndarray  # (N,) int32, clean labels
   x_test: np.ndarray
   y_test: np.ndarray
   num_classes: int
+  preprocess: Preprocess = Preprocess()  # applied on the device to every gathered batch
 
   @property
   def input_shape(self) -> tuple[int, ...]:
@@ -67,7 +71,46 @@ def mnist1d(num_samples: int = 5000, train_split: float = 0.8, seed: int = 42) -
   return ds
 
 
+def _images(arrays, data_cfg, default_augment: str) -> Dataset:
+  augment = default_augment if data_cfg.augment == 'auto' else data_cfg.augment
+  return Dataset(*arrays, num_classes=10, preprocess=Preprocess(cifar10.MEAN, cifar10.STD, augment))
+
+
 def load_dataset(data_cfg) -> Dataset:
+  """The data set a config names. Raises cifar10.DataMissing (a message for the user) if it is not there."""
   if data_cfg.name == 'mnist1d':
-    return mnist1d(data_cfg.num_samples, data_cfg.train_split, data_cfg.seed)
+    ds = mnist1d(data_cfg.num_samples, data_cfg.train_split, data_cfg.seed)
+    return ds if data_cfg.augment in ('auto', 'none') else _unsupported_augment(data_cfg)
+  if data_cfg.name == 'cifar10':
+    arrays = cifar10.load_local(data_cfg.dir) if data_cfg.dir else cifar10.load_tfds()
+    return _images(arrays, data_cfg, 'crop_flip')
+  if data_cfg.name == 'synthetic_cifar10':
+    n_train = int(data_cfg.num_samples * data_cfg.train_split)
+    arrays = cifar10.synthetic(n_train, data_cfg.num_samples - n_train, data_cfg.seed)
+    return _images(arrays, data_cfg, 'crop_flip')
   raise ValueError(f'unknown dataset {data_cfg.name!r}')
+
+
+def _unsupported_augment(data_cfg):
+  raise ValueError(f'data.augment={data_cfg.augment} needs images; {data_cfg.name} has none')
+
+
+def check_available(data_cfg) -> None:
+  """Cheap check, before any work, that a data set can be loaded; raises cifar10.DataMissing if not."""
+  if data_cfg.name != 'cifar10':
+    return
+  if data_cfg.dir:
+    path = Path(data_cfg.dir).expanduser()
+    if not path.exists():
+      raise cifar10.DataMissing(cifar10.missing_message(f'at data.dir={data_cfg.dir} (no such file or folder)'))
+    if path.is_dir() and not (path / cifar10.ARCHIVE).is_file():
+      folder = path / cifar10.FOLDER if (path / cifar10.FOLDER).is_dir() else path
+      missing = [n for n in cifar10.TRAIN_FILES + (cifar10.TEST_FILE,) if not (folder / n).is_file()]
+      if missing:
+        raise cifar10.DataMissing(cifar10.missing_message(f'in {path} (missing {", ".join(missing)})'))
+  else:
+    try:
+      import tensorflow_datasets  # noqa: F401
+    except ImportError:
+      raise cifar10.DataMissing(
+          cifar10.missing_message('(no data.dir given and tensorflow-datasets is not installed)')) from None

@@ -143,7 +143,14 @@ class PreActResNet(nn.Module):
     return total + cin * self.num_classes
 
 
-MODELS = {'mlp': MLP, 'cnn1d': CNN1D, 'resnet1d': PreActResNet}
+def resnet18k(max_width: int, num_classes: int = 10, input_shape: Sequence[int] = (32, 32, 3),
+              conv: str = 'lax') -> PreActResNet:
+  """Nakkiran et al.'s pre-activation ResNet18 with stage widths k, 2k, 4k, 8k (k = 64: 11,171,146 parameters)."""
+  return PreActResNet(max_width=max_width, num_classes=num_classes, input_shape=tuple(input_shape), conv=conv,
+                      stage_blocks=(2, 2, 2, 2), stage_mults=(1, 2, 4, 8), stage_strides=(1, 2, 2, 2), ndim=2)
+
+
+MODELS = {'mlp': MLP, 'cnn1d': CNN1D, 'resnet1d': PreActResNet, 'resnet18k': resnet18k}
 
 
 def make_model(name: str, max_width: int, input_shape: Sequence[int], num_classes: int, conv: str) -> nn.Module:

@@ -1,0 +1,109 @@
+"""CIFAR-10 from a small fake archive in the real "python version" format, the missing-data error, the
+on-device augmentation, and the smoke preset end to end."""
+
+import io
+import pickle
+import tarfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ddjax import cli
+from ddjax.data import cifar10
+from ddjax.data.augment import Preprocess, random_crop_flip
+from experiments.double_descent import PRESETS
+
+N_PER_BATCH = 4
+
+
+def fake_batches(rng):
+  """name -> pickled dict exactly as in cifar-10-batches-py (bytes keys, uint8 rows R|G|B of 1024 each)."""
+  out = {}
+  for name in cifar10.TRAIN_FILES + (cifar10.TEST_FILE,):
+    data = rng.integers(0, 256, size=(N_PER_BATCH, 3072), dtype=np.uint8)
+    labels = [int(v) for v in rng.integers(0, 10, N_PER_BATCH)]
+    out[name] = pickle.dumps({b'batch_label': name.encode(), b'labels': labels, b'data': data,
+                              b'filenames': [b'x.png'] * N_PER_BATCH})
+  return out
+
+
+@pytest.fixture
+def archive(tmp_path):
+  batches = fake_batches(np.random.default_rng(0))
+  path = tmp_path / cifar10.ARCHIVE
+  with tarfile.open(path, 'w:gz') as tar:
+    for name, blob in batches.items():
+      info = tarfile.TarInfo(f'{cifar10.FOLDER}/{name}')
+      info.size = len(blob)
+      tar.addfile(info, io.BytesIO(blob))
+  folder = tmp_path / 'extracted' / cifar10.FOLDER
+  folder.mkdir(parents=True)
+  for name, blob in batches.items():
+    (folder / name).write_bytes(blob)
+  return path, batches
+
+
+def test_archive_and_folder_give_the_same_nhwc_images(archive):
+  path, batches = archive
+  x, y, xt, yt = cifar10.load_local(path)
+  assert x.shape == (5 * N_PER_BATCH, 32, 32, 3) and x.dtype == np.uint8 and xt.shape == (N_PER_BATCH, 32, 32, 3)
+  first = pickle.loads(batches['data_batch_1'])
+  row = first[b'data'][0]
+  for (i, j, c) in [(0, 0, 0), (5, 17, 1), (31, 2, 2)]:
+    assert x[0, i, j, c] == row[c * 1024 + i * 32 + j]  # channel-major rows, row-major pixels
+  assert list(y[:N_PER_BATCH]) == first[b'labels']
+  for where in (path.parent / 'extracted', path.parent / 'extracted' / cifar10.FOLDER, path.parent):
+    got = cifar10.load_local(where)
+    for a, b in zip(got, (x, y, xt, yt)):
+      np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize('extra', [['data.dir=/nonexistent/cifar'], []])
+def test_missing_cifar10_is_one_line_naming_both_options(extra, tmp_path, capsys, monkeypatch):
+  import builtins
+  real_import = builtins.__import__
+  monkeypatch.setattr(builtins, '__import__', lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name))
+                      if name.startswith('tensorflow_datasets') else real_import(name, *a, **k))
+  out = tmp_path / 'run'
+  with pytest.raises(SystemExit) as e:
+    cli.main('double_descent', PRESETS, ['--preset', 'paper', '--out', str(out), *extra])
+  err = capsys.readouterr().err.strip()
+  assert e.value.code == 2 and len(err.splitlines()) == 1 and not out.exists()
+  for needle in ('data.dir=PATH', cifar10.ARCHIVE, cifar10.FOLDER, 'data_batch_1', 'test_batch', 'ddjax[tfds]'):
+    assert needle in err
+
+
+def test_random_crop_flip_against_numpy():
+  rng = np.random.default_rng(1)
+  x = rng.integers(0, 256, size=(64, 32, 32, 3)).astype(np.float32)
+  key = jax.random.key(5)
+  got = np.asarray(random_crop_flip(key, jnp.asarray(x)))
+  k_crop, k_flip = jax.random.split(key)
+  offsets = np.asarray(jax.random.randint(k_crop, (64, 2), 0, 9))
+  flips = np.asarray(jax.random.uniform(k_flip, (64,)) < 0.5)
+  padded = np.pad(x, ((0, 0), (4, 4), (4, 4), (0, 0)))
+  for b in range(64):
+    want = padded[b, offsets[b, 0]:offsets[b, 0] + 32, offsets[b, 1]:offsets[b, 1] + 32]
+    np.testing.assert_array_equal(got[b], want[:, ::-1] if flips[b] else want)
+  assert set(offsets.ravel()) == set(range(9)) and 0.25 < flips.mean() < 0.75
+
+
+def test_preprocess_scales_then_normalises():
+  p = Preprocess(cifar10.MEAN, cifar10.STD, 'crop_flip')
+  x = jnp.full((2, 32, 32, 3), 255, jnp.uint8)
+  np.testing.assert_allclose(np.asarray(p(x))[0, 0, 0], (1 - np.array(cifar10.MEAN)) / np.array(cifar10.STD),
+                             rtol=1e-6)
+  aug = np.asarray(p(x, jax.random.key(0)))  # padding is black before normalisation, like torchvision
+  assert np.isclose(aug, -np.array(cifar10.MEAN) / np.array(cifar10.STD), rtol=1e-5).all(-1).any()
+
+
+def test_smoke_preset_runs(tmp_path):
+  out = tmp_path / 'smoke'
+  path = cli.main('double_descent', PRESETS, ['--preset', 'smoke', '--out', str(out), '--no-progress'],
+                  after=None)
+  import pandas as pd
+  df = pd.read_parquet(path)
+  assert sorted(df['model.width']) == [1, 2, 3, 4] and not df['diverged'].any()
+  assert all(np.isfinite(v).all() for v in df['train_loss'])
