@@ -26,7 +26,7 @@ from ddjax import config as cfglib
 from ddjax.data import load_dataset
 from ddjax.members import expand, padded_ratio, plan_buckets
 from ddjax.nn.models import make_model
-from ddjax.run import Bucket, device_data, device_name, make_buckets, versions
+from ddjax.run import Bucket, device_name, make_buckets, versions
 from experiments.double_descent import PRESETS
 
 TARGET_S = 0.35  # issue 3: these 16 widths, batch 100, 2-core CPU (a one-width-at-a-time PyTorch loop: ~1.1 s)
@@ -45,9 +45,10 @@ def time_buckets(buckets, epochs: int) -> float:
 
 def one_device(job, ds, groups) -> list:
   """Buckets of the given member groups, all on the first device."""
-  dev = jax.local_devices()[0]
-  data = device_data(ds, [dev])
-  return [Bucket(job, g, data, ds.num_classes, ds.input_shape, dev, ds.preprocess) for g in groups]
+  dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  data = jax.device_put({'x_train': ds.x_train, 'y_train': ds.y_train, 'x_test': ds.x_test, 'y_test': ds.y_test},
+                        dev)
+  return [Bucket(job, g, data, ds.num_classes, ds.input_shape, dev, dev, ds.preprocess) for g in groups]
 
 
 def _groups(order, plan):

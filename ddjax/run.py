@@ -58,26 +58,34 @@ def conv_form(cfg: cfglib.Config) -> str:
 
 
 class Bucket:
-  """Members padded to one width: their stacked state, hyperparameters, labels and compiled programs."""
+  """Members padded to one width: their stacked state, hyperparameters, labels and compiled programs.
 
-  def __init__(self, job: Job, member_ids: list[int], data, num_classes: int, input_shape, device=None,
+  `members` places the member axis (one device, or NamedSharding over a mesh), `data` is the dataset placed
+  for it. With a sharded member axis the bucket is padded with copies of its last member to a multiple of the
+  device count; only the first len(member_ids) members are ever reported."""
+
+  def __init__(self, job: Job, member_ids: list[int], data, num_classes: int, input_shape,
+               members: jax.sharding.Sharding, replicated: jax.sharding.Sharding,
                preprocess: Preprocess = Preprocess()):
     cfg = job.config
-    self.device = device or jax.local_devices()[0]
     self.member_ids = member_ids
+    self.replicated = replicated
     self.width = max(job.members[i]['model.width'] for i in member_ids)
     model = make_model(cfg.model.name, self.width, input_shape, num_classes, conv_form(cfg))
     self.spec = StepSpec(model, cfg.optim.name, cfg.train.batch_size, num_classes, cfg.train.eval_batch,
                          cfg.train.strategy, cfg.train.map_batch, preprocess)
-    self.fns = bucket_fns(self.spec)
-    self.hp = jax.device_put(stack_hp([job.members[i] for i in member_ids]), self.device)
-    self.data = data[self.device]
+    sharded = isinstance(members, jax.sharding.NamedSharding)
+    self.fns = bucket_fns(self.spec, members if sharded else None)
+    n_dev = len(members.device_set)
+    padded_ids = member_ids + [member_ids[-1]] * (-len(member_ids) % n_dev if sharded else 0)
+    self.hp = jax.device_put(stack_hp([job.members[i] for i in padded_ids]), members)
+    self.data = data
     self.state = self.fns.init(self.hp, self.data['x_train'][0])
     self.labels = self.fns.labels(self.hp, self.data['y_train'])
 
   def train_epoch(self, epoch: int):
     self.state, loss = self.fns.epoch(self.state, self.hp, self.labels, self.data['x_train'],
-                                      jax.device_put(np.int32(epoch), self.device))
+                                      jax.device_put(np.int32(epoch), self.replicated))
     return loss
 
   def evaluate(self) -> dict[str, jax.Array]:
@@ -86,23 +94,33 @@ class Bucket:
     return self.fns.evaluate(self.state, self.hp, self.labels, d['x_train'], d['x_test'], d['y_test'])
 
 
-def device_data(ds, devices) -> dict:
-  """The dataset on each device, put there once."""
-  arrays = {'x_train': ds.x_train, 'y_train': ds.y_train, 'x_test': ds.x_test, 'y_test': ds.y_test}
-  return {d: jax.device_put(arrays, d) for d in devices}
+def placement(cfg: cfglib.Config) -> str:
+  """'shard' (member axis over all devices) or 'bucket' (whole buckets onto devices)."""
+  if cfg.train.placement != 'auto':
+    return cfg.train.placement
+  return 'bucket' if jax.default_backend() == 'cpu' or jax.local_device_count() == 1 else 'shard'
 
 
 def make_buckets(job: Job, ds, plan: list[list[int]], cost) -> list[Bucket]:
-  """Buckets of the member indices of `job` (widths grouped as in `plan`), spread over the local devices."""
+  """Buckets of the member indices of `job` (widths grouped as in `plan`), placed on the local devices."""
   order = sorted(range(len(job.members)), key=lambda i: job.members[i]['model.width'])
   groups, start = [], 0
   for b in plan:
     groups.append(order[start:start + len(b)])
     start += len(b)
+  arrays = {'x_train': ds.x_train, 'y_train': ds.y_train, 'x_test': ds.x_test, 'y_test': ds.y_test}
   devices = jax.local_devices()
+  if placement(job.config) == 'shard':
+    mesh = jax.sharding.Mesh(np.asarray(devices), ('members',))
+    members = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('members'))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    data = jax.device_put(arrays, replicated)
+    return [Bucket(job, g, data, ds.num_classes, ds.input_shape, members, replicated, ds.preprocess)
+            for g in groups]
   where = parallel.assign([len(b) * cost(max(b)) for b in plan], len(devices))
-  data = device_data(ds, sorted({devices[i] for i in where}, key=lambda d: d.id))
-  return [Bucket(job, g, data, ds.num_classes, ds.input_shape, devices[w], ds.preprocess)
+  single = {d: jax.sharding.SingleDeviceSharding(devices[d]) for d in set(where)}
+  data = {d: jax.device_put(arrays, sh) for d, sh in single.items()}  # the dataset once per device used
+  return [Bucket(job, g, data[w], ds.num_classes, ds.input_shape, single[w], single[w], ds.preprocess)
           for g, w in zip(groups, where)]
 
 
@@ -134,6 +152,7 @@ class Interrupted(Exception):
 
 def _metric_rows(job: Job, buckets: list[Bucket], epoch: int) -> list[dict[str, Any]]:
   metrics = jax.device_get([b.evaluate() for b in buckets])  # every device evaluates before the host reads
+  # (rows past len(member_ids) are the copies that pad a sharded bucket: never reported)
   rows = []
   for b, m in zip(buckets, metrics):
     for j, i in enumerate(b.member_ids):
@@ -159,7 +178,7 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
   log(f'job {job.index + 1}/{n_jobs} {job.static or ""}: {len(job.members)} members in {len(plan)} buckets '
       f'padded to {[max(b) for b in plan]}; padded/useful FLOPs {padded_ratio(plan, cost):.3f} '
       f'(one bucket: {padded_ratio([widths], cost):.3f}); conv={conv_form(cfg)}, strategy={cfg.train.strategy}, '
-      f'devices={jax.local_device_count()}')
+      f'devices={jax.local_device_count()} ({placement(cfg)})')
   buckets = make_buckets(job, ds, plan, cost)
   ckpt = Checkpoints(out / 'checkpoints' / f'job-{job.index:04d}', cfg.train.checkpoint_keep)
   start, before_s = 0, 0.0

@@ -173,14 +173,18 @@ class BucketFns:
   evaluate: Callable  # (state_M, hp_M, labels_MxN, x_train, x_test, y_test) -> metrics of shape (M,)
 
 
-def bucket_fns(spec: StepSpec) -> BucketFns:
-  """The jitted programs of one bucket. Each compiles once per (bucket shape, member count)."""
+def bucket_fns(spec: StepSpec, members: jax.sharding.Sharding | None = None) -> BucketFns:
+  """The jitted programs of one bucket. Each compiles once per (bucket shape, member count).
+
+  With `members` (a NamedSharding of the member axis), every output with a member axis, optimizer state
+  included, is laid out that way; otherwise outputs follow their committed inputs."""
   def lift(fn, n_mapped):
     return over_members(lambda *a: fn(spec, *a), n_mapped, spec.strategy, spec.map_batch)
 
+  out = {} if members is None else {'out_shardings': members}
   return BucketFns(
-      init=jax.jit(lift(init_member, 1)),
-      labels=jax.jit(jax.vmap(lambda hp, y: member_labels(spec, hp, y), in_axes=(0, None))),
-      epoch=jax.jit(lift(train_epoch, 3), donate_argnums=0),
-      evaluate=jax.jit(lift(evaluate, 3)),
+      init=jax.jit(lift(init_member, 1), **out),
+      labels=jax.jit(jax.vmap(lambda hp, y: member_labels(spec, hp, y), in_axes=(0, None)), **out),
+      epoch=jax.jit(lift(train_epoch, 3), donate_argnums=0, **out),
+      evaluate=jax.jit(lift(evaluate, 3), **out),
   )

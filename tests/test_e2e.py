@@ -61,3 +61,20 @@ def test_same_results_on_one_device(run_dir, tmp_path):
   assert 'devices=1' in proc.stdout
   for col in ('train_loss', 'test_loss', 'test_error'):
     np.testing.assert_allclose(np.stack(a[col]), np.stack(b[col]), rtol=1e-5, atol=1e-6)
+
+
+def test_same_results_sharded_over_8_devices(run_dir, tmp_path):
+  """The member axis sharded over 8 simulated CPU devices (buckets padded to a multiple of 8) gives the numbers
+  of the 2-device run, which placed whole buckets."""
+  out, _ = run_dir
+  sharded = tmp_path / 'sharded'
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8')
+  proc = subprocess.run([sys.executable, '-m', 'experiments.double_descent', '--out', str(sharded), *ARGS,
+                         'train.placement=shard'], capture_output=True, text=True, timeout=300, env=env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'devices=8 (shard)' in proc.stdout
+  a = pd.read_parquet(out / 'results.parquet').sort_values(['model.width', 'seed'])
+  b = pd.read_parquet(sharded / 'results.parquet').sort_values(['model.width', 'seed'])
+  assert len(b) == 6
+  for col in ('train_loss', 'test_loss', 'test_error'):
+    np.testing.assert_allclose(np.stack(a[col]), np.stack(b[col]), rtol=1e-5, atol=1e-6)

@@ -125,3 +125,29 @@ def test_bucket_plan_matches_the_exact_programme_in_design():
   ws = [2, 4, 6, 8, 10, 12, 14, 16, 20]
   brute = min(padded_ratio([ws[:i], ws[i:j], ws[j:]], cost) for i in range(1, 8) for j in range(i + 1, 9))
   assert padded_ratio(best_buckets(ws, 3, cost), cost) == pytest.approx(brute)
+
+
+def test_sharded_bucket_lays_every_leaf_over_the_member_axis(tiny_mnist1d):
+  """placement=shard: params, batch_stats and optimizer state (count included) are NamedSharding('members')
+  over both devices, and the members' numbers equal a single-device run."""
+  from ddjax import config as cfglib
+  from ddjax.members import expand
+  from ddjax.run import make_buckets
+  cfg, sweep = cfglib.apply_overrides(cfglib.Config(), {}, [
+      'model.name=resnet1d', 'model.width=2,3,4', 'train.batch_size=40', 'train.placement=shard'])
+  job = expand(cfg, sweep)[0]
+  cost = lambda w: w * w
+  (bucket,) = make_buckets(job, tiny_mnist1d, [[2, 3, 4]], cost)
+  bucket.train_epoch(0)
+  leaves = jax.tree.leaves(bucket.state)
+  assert any('count' in str(p) for p, _ in jax.tree_util.tree_leaves_with_path(bucket.state['opt']))
+  for leaf in leaves:
+    assert leaf.shape[0] == 4  # 3 members padded to a multiple of 2 devices
+    assert isinstance(leaf.sharding, jax.sharding.NamedSharding) and leaf.sharding.spec[0] == 'members'
+    assert len(leaf.sharding.device_set) == 2
+  job_single = expand(cfglib.replace(cfg, 'train.placement', 'bucket'), sweep)[0]
+  (single,) = make_buckets(job_single, tiny_mnist1d, [[2, 3, 4]], cost)
+  single.train_epoch(0)
+  a, b = jax.device_get(bucket.evaluate()), jax.device_get(single.evaluate())
+  for k in ('train_loss', 'test_loss', 'weight_norm'):
+    np.testing.assert_allclose(a[k][:3], b[k], rtol=1e-5)
