@@ -73,6 +73,7 @@ class TrainConfig:
                       'auto: bucket on CPU, shard on several accelerators', ('auto', 'bucket', 'shard'))
   bucket_ratio: float = _f(1.25, 'target padded/useful FLOP ratio of the width buckets')
   max_buckets: int = _f(8, 'most width buckets (compiled programs) per job')
+  memory_gb: float = _f(0.0, 'device memory a bucket may use, GiB (0: 90% of the accelerator, half the RAM on CPU)')
   checkpoint_every: int = _f(0, 'checkpoint every N epochs (0: only by time, at the end and on SIGTERM/SIGINT)')
   checkpoint_minutes: float = _f(10.0, 'checkpoint when this many minutes passed since the last one (0: never)')
   checkpoint_keep: int = _f(3, 'checkpoints kept per job (the newest)')
@@ -232,6 +233,7 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
       'train.map_batch': (lambda v: v >= 1, 'must be >= 1'),
       'train.bucket_ratio': (lambda v: v >= 1.0, 'must be >= 1'),
       'train.max_buckets': (lambda v: v >= 1, 'must be >= 1'),
+      'train.memory_gb': (lambda v: v >= 0, 'must be >= 0'),
       'train.checkpoint_every': (lambda v: v >= 0, 'must be >= 0'),
       'train.checkpoint_minutes': (lambda v: v >= 0, 'must be >= 0'),
       'train.checkpoint_keep': (lambda v: v >= 1, 'must be >= 1'),

@@ -16,7 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ddjax import config as cfglib
-from ddjax import parallel
+from ddjax import memory, parallel
 from ddjax import results
 from ddjax.checkpoint import Checkpoints, StopRequested
 from ddjax.data import load_dataset
@@ -101,23 +101,34 @@ def placement(cfg: cfglib.Config) -> str:
   return 'bucket' if jax.default_backend() == 'cpu' or jax.local_device_count() == 1 else 'shard'
 
 
-def make_buckets(job: Job, ds, plan: list[list[int]], cost) -> list[Bucket]:
+def make_buckets(job: Job, ds, plan: list[list[int]], cost, log=print) -> list[Bucket]:
   """Buckets of the member indices of `job` (widths grouped as in `plan`), placed on the local devices."""
+  cfg = job.config
   order = sorted(range(len(job.members)), key=lambda i: job.members[i]['model.width'])
-  groups, start = [], 0
-  for b in plan:
-    groups.append(order[start:start + len(b)])
-    start += len(b)
   arrays = {'x_train': ds.x_train, 'y_train': ds.y_train, 'x_test': ds.x_test, 'y_test': ds.y_test}
   devices = jax.local_devices()
-  if placement(job.config) == 'shard':
+  shard = placement(cfg) == 'shard'
+  budget = memory.budget_bytes(cfg.train.memory_gb, devices[0]) * (len(devices) if shard else 1)
+  budget -= sum(a.nbytes for a in arrays.values())
+  groups, start = [], 0
+  for b in plan:
+    model = make_model(cfg.model.name, max(b), ds.input_shape, ds.num_classes, conv_form(cfg))
+    per_member = memory.member_bytes(model, max(b), ds.input_shape, cfg.train.batch_size, cfg.optim.name)
+    chunks = memory.split_to_fit(order[start:start + len(b)], per_member, budget)
+    if len(chunks) > 1:
+      log(f'bucket of width {max(b)}: {len(b)} members need about {len(b) * per_member / 2**30:.1f} GiB, '
+          f'more than the {budget / 2**30:.1f} GiB budget: split into {len(chunks)} buckets')
+    groups += chunks
+    start += len(b)
+  if shard:
     mesh = jax.sharding.Mesh(np.asarray(devices), ('members',))
     members = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('members'))
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     data = jax.device_put(arrays, replicated)
     return [Bucket(job, g, data, ds.num_classes, ds.input_shape, members, replicated, ds.preprocess)
             for g in groups]
-  where = parallel.assign([len(b) * cost(max(b)) for b in plan], len(devices))
+  widths = [max(job.members[i]['model.width'] for i in g) for g in groups]
+  where = parallel.assign([len(g) * cost(w) for g, w in zip(groups, widths)], len(devices))
   single = {d: jax.sharding.SingleDeviceSharding(devices[d]) for d in set(where)}
   data = {d: jax.device_put(arrays, sh) for d, sh in single.items()}  # the dataset once per device used
   return [Bucket(job, g, data[w], ds.num_classes, ds.input_shape, single[w], single[w], ds.preprocess)
@@ -179,7 +190,7 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
       f'padded to {[max(b) for b in plan]}; padded/useful FLOPs {padded_ratio(plan, cost):.3f} '
       f'(one bucket: {padded_ratio([widths], cost):.3f}); conv={conv_form(cfg)}, strategy={cfg.train.strategy}, '
       f'devices={jax.local_device_count()} ({placement(cfg)})')
-  buckets = make_buckets(job, ds, plan, cost)
+  buckets = make_buckets(job, ds, plan, cost, log)
   ckpt = Checkpoints(out / 'checkpoints' / f'job-{job.index:04d}', cfg.train.checkpoint_keep)
   start, before_s = 0, 0.0
   if resume and (restored := ckpt.restore([b.state for b in buckets])) is not None:

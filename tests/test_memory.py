@@ -1,0 +1,55 @@
+"""Memory estimates against XLA's accounting of the compiled step, and buckets split to fit a budget."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ddjax import config as cfglib
+from ddjax.members import expand
+from ddjax.memory import member_bytes, split_to_fit
+from ddjax.nn.models import make_model
+from ddjax.run import make_buckets
+from ddjax.train import StepSpec, init_member, train_step
+from tests.helpers import hp_for, unstack
+
+
+@pytest.mark.parametrize('name,width,shape,batch,conv', [
+    ('cnn1d', 64, (40,), 100, 'im2col'), ('resnet18k', 8, (16, 16, 3), 16, 'lax'),
+    ('resnet18k', 8, (16, 16, 3), 16, 'im2col')])
+def test_estimate_is_close_to_xla_accounting(name, width, shape, batch, conv):
+  model = make_model(name, width, shape, 10, conv)
+  spec = StepSpec(model, 'adam', batch, 10)
+  hp = unstack(hp_for([width]), 0)
+  state = jax.eval_shape(lambda: init_member(spec, hp, jnp.zeros(shape)))
+  x, y = jax.ShapeDtypeStruct((batch, *shape), jnp.float32), jax.ShapeDtypeStruct((batch,), jnp.int32)
+  compiled = jax.jit(lambda s, x, y: train_step(spec, s, hp, x, y)).lower(state, x, y).compile()
+  m = compiled.memory_analysis()
+  xla = m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
+  assert 0.7 <= member_bytes(model, width, shape, batch, 'adam') / xla <= 2.5
+
+
+def test_split_to_fit():
+  assert split_to_fit([1, 2, 3, 4, 5], 10.0, 25.0) == [[1, 2], [3, 4], [5]]
+  assert split_to_fit([1, 2], 10.0, 5.0) == [[1], [2]]  # one member per bucket at least
+
+
+def test_buckets_over_budget_are_split_with_the_same_results(tiny_mnist1d):
+  overrides = ['model.name=cnn1d', 'model.width=4,6,8', 'seed=0,1', 'train.batch_size=40']
+  cfg, sweep = cfglib.apply_overrides(cfglib.Config(), {}, overrides)
+  per_member = member_bytes(make_model('cnn1d', 8, (40,), 10, 'im2col'), 8, (40,), 40, 'adam')
+  data_bytes = sum(a.nbytes for a in (tiny_mnist1d.x_train, tiny_mnist1d.y_train, tiny_mnist1d.x_test,
+                                      tiny_mnist1d.y_test))
+  tight = (data_bytes + 2.5 * per_member) / 2 ** 30  # room for two members of width 8
+  results = {}
+  for memory_gb in (0.0, tight):
+    job = expand(cfglib.replace(cfg, 'train.memory_gb', memory_gb), sweep)[0]
+    logs = []
+    buckets = make_buckets(job, tiny_mnist1d, [[4, 4, 6, 6, 8, 8]], lambda w: w * w, log=logs.append)
+    for b in buckets:
+      b.train_epoch(0)
+    results[memory_gb] = (len(buckets), logs, {i: float(m) for b in buckets for i, m in
+                                               zip(b.member_ids, jax.device_get(b.evaluate())['train_loss'])})
+  assert results[0.0][0] == 1 and results[tight][0] == 3 and 'split into 3 buckets' in results[tight][1][0]
+  for i, loss in results[0.0][2].items():
+    np.testing.assert_allclose(results[tight][2][i], loss, rtol=1e-5)
