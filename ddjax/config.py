@@ -69,6 +69,8 @@ class TrainConfig:
   eval_batch: int = _f(1000, 'examples per forward pass during evaluation')
   strategy: str = _f('vmap', 'how members of a bucket execute: vmap or map (lax.map)', ('vmap', 'map'))
   map_batch: int = _f(1, 'with strategy=map: members vmapped together in each map step')
+  compute_dtype: str = _f('float32', 'dtype of dense and conv compute (parameters, norms and loss stay float32)',
+                          ('float32', 'bfloat16'))
   placement: str = _f('auto', 'bucket: whole buckets onto devices; shard: every bucket over all devices; '
                       'auto: bucket on CPU, shard on several accelerators', ('auto', 'bucket', 'shard'))
   bucket_ratio: float = _f(1.25, 'target padded/useful FLOP ratio of the width buckets')

@@ -71,7 +71,7 @@ class Bucket:
     self.member_ids = member_ids
     self.replicated = replicated
     self.width = max(job.members[i]['model.width'] for i in member_ids)
-    model = make_model(cfg.model.name, self.width, input_shape, num_classes, conv_form(cfg))
+    model = make_model(cfg.model.name, self.width, input_shape, num_classes, conv_form(cfg), cfg.train.compute_dtype)
     self.spec = StepSpec(model, cfg.optim.name, cfg.train.batch_size, num_classes, cfg.train.eval_batch,
                          cfg.train.strategy, cfg.train.map_batch, preprocess)
     sharded = isinstance(members, jax.sharding.NamedSharding)

@@ -151,3 +151,28 @@ def test_sharded_bucket_lays_every_leaf_over_the_member_axis(tiny_mnist1d):
   a, b = jax.device_get(bucket.evaluate()), jax.device_get(single.evaluate())
   for k in ('train_loss', 'test_loss', 'weight_norm'):
     np.testing.assert_allclose(a[k][:3], b[k], rtol=1e-5)
+
+
+def test_bfloat16_compute_keeps_float32_parameters(tiny_mnist1d):
+  """train.compute_dtype=bfloat16: convolutions and matmuls in bf16, parameters and optimizer state in fp32,
+  logits within bf16 rounding of the fp32 model, and training still lowers the loss."""
+  x = jnp.asarray(tiny_mnist1d.x_train[:40])
+  f32 = make_model('resnet1d', 8, (40,), 10, 'im2col')
+  bf16 = make_model('resnet1d', 8, (40,), 10, 'im2col', 'bfloat16')
+  variables = f32.init({'params': jax.random.key(0)}, x[:1], 6)
+  a = np.asarray(f32.apply(variables, x, 6))
+  b = np.asarray(bf16.apply(variables, x, 6))
+  assert b.dtype == np.float32 or b.dtype == jnp.bfloat16
+  np.testing.assert_allclose(b.astype(np.float32), a, atol=0.05 * np.abs(a).max())
+  spec = StepSpec(bf16, 'adam', 40, 10)
+  fns = bucket_fns(spec)
+  hp = hp_for([6], **{'optim.lr': 3e-3})
+  xs, ys = jnp.asarray(tiny_mnist1d.x_train), jnp.asarray(tiny_mnist1d.y_train)
+  state, labels = fns.init(hp, xs[0]), fns.labels(hp, ys)
+  losses = []
+  for e in range(4):
+    state, loss = fns.epoch(state, hp, labels, xs, jnp.int32(e))
+    losses.append(float(loss[0]))
+  assert all(l.dtype == jnp.float32 for l in jax.tree.leaves(state['params']) + jax.tree.leaves(state['opt'])
+             if jnp.issubdtype(l.dtype, jnp.floating))
+  assert losses[-1] < losses[0] and np.isfinite(losses).all()

@@ -46,7 +46,7 @@ class MaskedDense(nn.Module):
   `out_mask` is (Dout,). A multi-axis input keeps each element's init index independent of the padding."""
   features: int
   use_bias: bool = True
-  dtype: jnp.dtype | None = None  # compute dtype (None: float32)
+  dtype: str | None = None  # compute dtype (None: the input's); parameters stay float32
 
   @nn.compact
   def __call__(self, x, in_mask, out_mask):
@@ -101,7 +101,7 @@ class MaskedConv(nn.Module):
   padding: Sequence[int] | int = 0
   use_bias: bool = True
   form: str = 'im2col'  # 'lax' or 'im2col'; the same numbers either way
-  dtype: jnp.dtype | None = None
+  dtype: str | None = None  # compute dtype (None: the input's)
 
   @nn.compact
   def __call__(self, x, in_mask, out_mask):

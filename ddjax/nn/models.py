@@ -22,6 +22,7 @@ class MLP(nn.Module):
   depth: int = 2
   input_shape: Sequence[int] = (40,)
   conv: str = 'im2col'  # unused; every model takes it
+  dtype: str = 'float32'  # compute dtype of dense and conv layers; parameters stay float32
 
   @nn.compact
   def __call__(self, x, width, train: bool = False):
@@ -29,9 +30,9 @@ class MLP(nn.Module):
     in_mask = jnp.ones(x.shape[-1])
     hidden = channel_mask(self.max_width, width)
     for i in range(self.depth):
-      x = nn.relu(MaskedDense(self.max_width, name=f'dense{i}')(x, in_mask, hidden))
+      x = nn.relu(MaskedDense(self.max_width, dtype=self.dtype, name=f'dense{i}')(x, in_mask, hidden))
       in_mask = hidden
-    return MaskedDense(self.num_classes, name='head')(x, in_mask, jnp.ones(self.num_classes))
+    return MaskedDense(self.num_classes, dtype=self.dtype, name='head')(x, in_mask, jnp.ones(self.num_classes))
 
   def macs(self, width: int) -> float:
     d = math.prod(self.input_shape)
@@ -44,6 +45,7 @@ class CNN1D(nn.Module):
   num_classes: int = 10
   input_shape: Sequence[int] = (40,)
   conv: str = 'im2col'
+  dtype: str = 'float32'
 
   LAYERS = ((5, 2, 1), (3, 2, 1), (3, 2, 1))  # (kernel, stride, padding)
 
@@ -53,12 +55,12 @@ class CNN1D(nn.Module):
     in_mask = jnp.ones(x.shape[-1])
     mask = channel_mask(self.max_width, width)
     for i, (k, s, p) in enumerate(self.LAYERS):
-      conv = MaskedConv(self.max_width, (k,), s, p, form=self.conv, name=f'conv{i}')
+      conv = MaskedConv(self.max_width, (k,), s, p, form=self.conv, dtype=self.dtype, name=f'conv{i}')
       x = nn.relu(conv(x, in_mask, mask))
       in_mask = mask
     # The head contracts (L, C) directly: a (L, C, classes) kernel is the flatten-then-Dense of PyTorch.
     in_mask = jnp.broadcast_to(mask, x.shape[1:])
-    return MaskedDense(self.num_classes, name='head')(x, in_mask, jnp.ones(self.num_classes))
+    return MaskedDense(self.num_classes, dtype=self.dtype, name='head')(x, in_mask, jnp.ones(self.num_classes))
 
   def macs(self, width: int) -> float:
     length, cin, total = self.input_shape[0], (self.input_shape[1] if len(self.input_shape) > 1 else 1), 0
@@ -75,20 +77,21 @@ class PreActBlock(nn.Module):
   stride: int
   ndim: int
   conv: str
+  dtype: str = 'float32'
 
   @nn.compact
   def __call__(self, x, in_mask, out_mask, train: bool):
     k3, k1 = (3,) * self.ndim, (1,) * self.ndim
     out = nn.relu(MaskedBatchNorm(name='bn1')(x, in_mask, train))
     if self.stride != 1 or x.shape[-1] != self.features:
-      shortcut = MaskedConv(self.features, k1, self.stride, 0, use_bias=False, form=self.conv,
+      shortcut = MaskedConv(self.features, k1, self.stride, 0, use_bias=False, form=self.conv, dtype=self.dtype,
                             name='shortcut')(out, in_mask, out_mask)
     else:
       shortcut = x
-    out = MaskedConv(self.features, k3, self.stride, 1, use_bias=False, form=self.conv,
+    out = MaskedConv(self.features, k3, self.stride, 1, use_bias=False, form=self.conv, dtype=self.dtype,
                      name='conv1')(out, in_mask, out_mask)
     out = nn.relu(MaskedBatchNorm(name='bn2')(out, out_mask, train))
-    out = MaskedConv(self.features, k3, 1, 1, use_bias=False, form=self.conv,
+    out = MaskedConv(self.features, k3, 1, 1, use_bias=False, form=self.conv, dtype=self.dtype,
                      name='conv2')(out, out_mask, out_mask)
     return out + shortcut
 
@@ -106,6 +109,7 @@ class PreActResNet(nn.Module):
   stage_mults: Sequence[int] = (1, 2, 4)
   stage_strides: Sequence[int] = (1, 2, 2)
   ndim: int = 1
+  dtype: str = 'float32'
 
   @nn.compact
   def __call__(self, x, width, train: bool = False):
@@ -113,16 +117,16 @@ class PreActResNet(nn.Module):
       x = x[..., None]
     k3 = (3,) * self.ndim
     mask = channel_mask(self.max_width, width)
-    x = MaskedConv(self.max_width, k3, 1, 1, use_bias=False, form=self.conv, name='stem')(
+    x = MaskedConv(self.max_width, k3, 1, 1, use_bias=False, form=self.conv, dtype=self.dtype, name='stem')(
         x, jnp.ones(x.shape[-1]), mask)
     for s, (blocks, mult, stride) in enumerate(zip(self.stage_blocks, self.stage_mults, self.stage_strides)):
       out_mask = channel_mask(self.max_width * mult, width * mult)
       for b in range(blocks):
         x = PreActBlock(self.max_width * mult, stride if b == 0 else 1, self.ndim, self.conv,
-                        name=f'stage{s}_block{b}')(x, mask, out_mask, train)
+                        self.dtype, name=f'stage{s}_block{b}')(x, mask, out_mask, train)
         mask = out_mask
     x = x.mean(axis=tuple(range(1, 1 + self.ndim)))
-    return MaskedDense(self.num_classes, name='head')(x, mask, jnp.ones(self.num_classes))
+    return MaskedDense(self.num_classes, dtype=self.dtype, name='head')(x, mask, jnp.ones(self.num_classes))
 
   def macs(self, width: int) -> float:
     spatial = list(self.input_shape[:self.ndim])
@@ -144,14 +148,17 @@ class PreActResNet(nn.Module):
 
 
 def resnet18k(max_width: int, num_classes: int = 10, input_shape: Sequence[int] = (32, 32, 3),
-              conv: str = 'lax') -> PreActResNet:
+              conv: str = 'lax', dtype: str = 'float32') -> PreActResNet:
   """Nakkiran et al.'s pre-activation ResNet18 with stage widths k, 2k, 4k, 8k (k = 64: 11,171,146 parameters)."""
   return PreActResNet(max_width=max_width, num_classes=num_classes, input_shape=tuple(input_shape), conv=conv,
-                      stage_blocks=(2, 2, 2, 2), stage_mults=(1, 2, 4, 8), stage_strides=(1, 2, 2, 2), ndim=2)
+                      stage_blocks=(2, 2, 2, 2), stage_mults=(1, 2, 4, 8), stage_strides=(1, 2, 2, 2), ndim=2,
+                      dtype=dtype)
 
 
 MODELS = {'mlp': MLP, 'cnn1d': CNN1D, 'resnet1d': PreActResNet, 'resnet18k': resnet18k}
 
 
-def make_model(name: str, max_width: int, input_shape: Sequence[int], num_classes: int, conv: str) -> nn.Module:
-  return MODELS[name](max_width=max_width, num_classes=num_classes, input_shape=tuple(input_shape), conv=conv)
+def make_model(name: str, max_width: int, input_shape: Sequence[int], num_classes: int, conv: str,
+               dtype: str = 'float32') -> nn.Module:
+  return MODELS[name](max_width=max_width, num_classes=num_classes, input_shape=tuple(input_shape), conv=conv,
+                      dtype=dtype)
