@@ -71,7 +71,8 @@ def mnist1d(num_samples: int = 5000, train_split: float = 0.8, seed: int = 42) -
   return ds
 
 
-def _images(arrays, data_cfg, default_augment: str) -> Dataset:
+def image_dataset(arrays, data_cfg, default_augment: str) -> Dataset:
+  """CIFAR-style uint8 images with CIFAR-10's normalisation and the configured augmentation."""
   augment = default_augment if data_cfg.augment == 'auto' else data_cfg.augment
   return Dataset(*arrays, num_classes=10, preprocess=Preprocess(cifar10.MEAN, cifar10.STD, augment))
 
@@ -83,11 +84,11 @@ def load_dataset(data_cfg) -> Dataset:
     return ds if data_cfg.augment in ('auto', 'none') else _unsupported_augment(data_cfg)
   if data_cfg.name == 'cifar10':
     arrays = cifar10.load_local(data_cfg.dir) if data_cfg.dir else cifar10.load_tfds()
-    return _images(arrays, data_cfg, 'crop_flip')
+    return image_dataset(arrays, data_cfg, 'crop_flip')
   if data_cfg.name == 'synthetic_cifar10':
     n_train = int(data_cfg.num_samples * data_cfg.train_split)
     arrays = cifar10.synthetic(n_train, data_cfg.num_samples - n_train, data_cfg.seed)
-    return _images(arrays, data_cfg, 'crop_flip')
+    return image_dataset(arrays, data_cfg, 'crop_flip')
   raise ValueError(f'unknown dataset {data_cfg.name!r}')
 
 

@@ -1,0 +1,212 @@
+"""Throughput of the `paper` double-descent preset (ResNet18k widths 1..64, CIFAR-10 shapes, batch 128) per bucket,
+execution strategy and conv form, with projections to the full 4000-epoch runs.
+
+  python -m benchmarks.double_descent_gpu                 # on a GPU: about 8 minutes
+  python -m benchmarks.double_descent_gpu --tiny          # CPU-sized check of the script (widths 1..4)
+
+Each configuration trains `--steps` minibatches of synthetic CIFAR-shaped data (compile and one warm-up pass
+excluded) and is projected to a 50,000-image epoch. The fastest configuration of each bucket gives the epoch time
+of one trial (64 widths); five trials are projected as five times that, or measured with --seeds 5. Achieved
+TFLOP/s counts useful work only (6 x MACs x images; padding excluded). When torch is importable the same steps of a
+one-width-at-a-time PyTorch ResNet18k (the original protocol, data already on the device) are timed for a few
+widths and summed over 1..64 by a fit linear in MACs. Results go to benchmarks/results/ as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from ddjax import parallel
+
+parallel.use_host_devices()
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ddjax import config as cfglib  # noqa: E402
+from ddjax.data import cifar10  # noqa: E402
+from ddjax.data.datasets import image_dataset  # noqa: E402
+from ddjax.members import expand, padded_ratio, plan_buckets  # noqa: E402
+from ddjax.nn.models import make_model  # noqa: E402
+from ddjax.run import device_name, make_buckets, versions  # noqa: E402
+from experiments.double_descent import PRESETS  # noqa: E402
+
+EPOCH_IMAGES = 50_000
+EPOCHS = 4000
+# Dense peak TFLOP/s by device kind: (fp32, tf32, bf16). XLA runs float32 matmuls and convolutions as TF32 on
+# these GPUs at default precision, so tf32 is the ceiling that applies to float32 runs.
+PEAKS = {'H100 80GB HBM3': (67.0, 494.7, 989.4), 'H100 PCIe': (51.2, 378.0, 756.0),
+         'H200': (67.0, 494.7, 989.4), 'A100-SXM4-80GB': (19.5, 156.0, 312.0), 'A100-SXM4-40GB': (19.5, 156.0, 312.0)}
+VARIANTS = ['lax/vmap', 'lax/map', 'lax/map:4', 'im2col/vmap', 'im2col/map:4']  # conv form / strategy[:chunk]
+
+
+def peak_for(kind: str):
+  for name, peaks in PEAKS.items():
+    if name in kind:
+      return peaks
+  return None
+
+
+def time_bucket(bucket, steps: int) -> float:
+  """Seconds per training step of all the bucket's members (one warm-up epoch first)."""
+  jax.block_until_ready(bucket.train_epoch(0))
+  t = time.perf_counter()
+  jax.block_until_ready(bucket.train_epoch(1))
+  return (time.perf_counter() - t) / steps
+
+
+def torch_loop(widths, steps: int, batch: int, budget_s: float) -> dict | None:
+  """Per-width seconds per step of a PyTorch PreActResNet18k, one width at a time, data on the device."""
+  try:
+    import torch
+    from torch import nn
+  except ImportError:
+    return None
+  dev = 'cuda' if torch.cuda.is_available() else 'cpu'
+
+  class Block(nn.Module):
+    def __init__(self, cin, cout, stride):
+      super().__init__()
+      self.bn1, self.conv1 = nn.BatchNorm2d(cin), nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+      self.bn2, self.conv2 = nn.BatchNorm2d(cout), nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+      self.shortcut = nn.Conv2d(cin, cout, 1, stride, bias=False) if stride != 1 or cin != cout else None
+
+    def forward(self, x):
+      out = torch.relu(self.bn1(x))
+      short = self.shortcut(out) if self.shortcut is not None else x
+      out = self.conv2(torch.relu(self.bn2(self.conv1(out))))
+      return out + short
+
+  def resnet18k(k):
+    layers, cin = [nn.Conv2d(3, k, 3, 1, 1, bias=False)], k
+    for mult, stride in zip((1, 2, 4, 8), (1, 2, 2, 2)):
+      for b in range(2):
+        layers.append(Block(cin, k * mult, stride if b == 0 else 1))
+        cin = k * mult
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, 10))
+
+  x = torch.randn(steps, batch, 3, 32, 32, device=dev)
+  y = torch.randint(0, 10, (steps, batch), device=dev)
+  out, start = {}, time.perf_counter()
+  for k in widths:
+    if time.perf_counter() - start > budget_s:
+      break
+    model = resnet18k(k).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    for rep in range(2):  # the first pass warms up cuDNN's algorithm choice
+      if dev == 'cuda':
+        torch.cuda.synchronize()
+      t = time.perf_counter()
+      for i in range(steps):
+        opt.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(x[i]), y[i]).backward()
+        opt.step()
+      if dev == 'cuda':
+        torch.cuda.synchronize()
+    out[k] = (time.perf_counter() - t) / steps
+  return out
+
+
+def main(argv=None) -> dict:
+  parser = argparse.ArgumentParser(prog='python -m benchmarks.double_descent_gpu', description=__doc__.split('\n')[0])
+  parser.add_argument('--tiny', action='store_true',
+                      help='widths 1 and 2 in one bucket, 2 steps, lax/vmap and im2col/vmap: a CPU check of the script')
+  parser.add_argument('--variants', default=','.join(VARIANTS), help='conv/strategy[:chunk] to time, in order')
+  parser.add_argument('--steps', type=int, default=20, help='timed minibatches per configuration')
+  parser.add_argument('--seeds', type=int, default=1, help='trials trained together (the paper preset has 5)')
+  parser.add_argument('--budget-s', type=float, default=420.0, help='stop starting new measurements after this')
+  parser.add_argument('--out', type=Path, default=Path('benchmarks/results'))
+  args = parser.parse_args(argv)
+  t_start = time.perf_counter()
+  steps = 2 if args.tiny else args.steps
+  preset = PRESETS['paper']
+  widths = '1,2' if args.tiny else '1..64'
+  variants = ['lax/vmap', 'im2col/vmap'] if args.tiny else args.variants.split(',')
+  n_train = steps * preset.config.train.batch_size  # one timed epoch is `steps` minibatches
+  cfg, sweep = cfglib.apply_overrides(preset.config, preset.sweep, ['train.max_buckets=1'] * args.tiny + [
+      f'model.width={widths}', f'seed=0..{args.seeds - 1}' if args.seeds > 1 else 'seed=0',
+      'data.name=synthetic_cifar10', f'data.num_samples={2 * n_train}', 'data.train_split=0.5'])
+  job = expand(cfg, sweep)[0]
+  ds = image_dataset(cifar10.synthetic(n_train, 16, 0), cfg.data, 'crop_flip')
+  model = make_model('resnet18k', max(m['model.width'] for m in job.members), ds.input_shape, 10, 'lax')
+  member_widths = sorted(m['model.width'] for m in job.members)
+  plan = plan_buckets(member_widths, model.macs, cfg.train.bucket_ratio, cfg.train.max_buckets)
+  steps_per_epoch = EPOCH_IMAGES // cfg.train.batch_size
+  dev = jax.local_devices()[0]
+  res = {'device': device_name(), 'versions': versions(), 'tiny': args.tiny, 'steps_timed': steps,
+         'seeds': args.seeds, 'batch_size': cfg.train.batch_size, 'buckets': [max(b) for b in plan],
+         'padded_ratio': padded_ratio(plan, model.macs), 'per_bucket': [], 'skipped': []}
+  print(f"{len(job.members)} members; buckets padded to {res['buckets']}; padded/useful {res['padded_ratio']:.3f}")
+
+  best = {}
+  for label in variants:
+    conv, _, how = label.partition('/')
+    strategy, _, chunk = how.partition(':')
+    chunk = int(chunk or 1)
+    variant = job.config
+    for k, v in (('model.conv', conv), ('train.strategy', strategy), ('train.map_batch', chunk)):
+      variant = cfglib.replace(variant, k, v)
+    vjob = type(job)(job.index, variant, job.static, job.members)
+    first = label == variants[0]  # every bucket gets the first variant, whatever the budget says
+    if not first and time.perf_counter() - t_start > args.budget_s:
+      res['skipped'].append(label)
+      continue
+    buckets = make_buckets(vjob, ds, plan, model.macs, log=lambda *a: None)
+    for b in buckets:
+      if not first and time.perf_counter() - t_start > args.budget_s:
+        res['skipped'].append(f'{label} width {b.width}')
+        continue
+      s_step = time_bucket(b, steps)
+      row = {'config': label, 'bucket_width': b.width, 'members': len(b.member_ids),
+             's_per_epoch': s_step * steps_per_epoch}
+      res['per_bucket'].append(row)
+      print(f"  {label:<14} bucket {b.width:>3} ({len(b.member_ids):>3} members): "
+            f"{row['s_per_epoch']:8.2f} s/epoch")
+      key = tuple(b.member_ids)
+      if key not in best or row['s_per_epoch'] < best[key][1]:
+        best[key] = (label, row['s_per_epoch'], b.width)
+    del buckets
+
+  epoch_s = sum(v[1] for v in best.values())
+  useful_flop = 6 * sum(model.macs(w) for w in member_widths) * EPOCH_IMAGES
+  res.update({
+      'best_per_bucket': [{'bucket_width': w, 'config': c, 's_per_epoch': s} for c, s, w in best.values()],
+      's_per_epoch_all_members': epoch_s,
+      'hours_one_trial': epoch_s * EPOCHS / 3600 / args.seeds,
+      'hours_five_trials': epoch_s * EPOCHS / 3600 * 5 / args.seeds,
+      'useful_tflops': useful_flop / epoch_s / 1e12 if epoch_s else None,
+  })
+  peaks = peak_for(getattr(dev, 'device_kind', ''))
+  if peaks and res['useful_tflops']:
+    res['fraction_of_peak'] = {'fp32': res['useful_tflops'] / peaks[0], 'tf32': res['useful_tflops'] / peaks[1]}
+  stats = dev.memory_stats() if dev.platform != 'cpu' else None
+  res['peak_memory_gib'] = stats['peak_bytes_in_use'] / 2 ** 30 if stats and 'peak_bytes_in_use' in stats else None
+  print(f"all {len(member_widths)} members: {epoch_s:.2f} s/epoch; one trial of {EPOCHS} epochs: "
+        f"{res['hours_one_trial']:.2f} h, five: {res['hours_five_trials']:.2f} h; "
+        f"useful {res['useful_tflops'] or 0:.2f} TFLOP/s; peak memory {res['peak_memory_gib']} GiB")
+
+  left = max(0.0, args.budget_s + 60 - (time.perf_counter() - t_start))
+  torch_widths = [1, 2] if args.tiny else [1, 8, 16, 32, 48, 64]
+  per_width = torch_loop(torch_widths, steps, cfg.train.batch_size, left) if left > 0 else None
+  if per_width and len(per_width) >= 2:
+    ks = np.asarray(sorted(per_width))
+    a, b = np.polyfit([model.macs(k) for k in ks], [per_width[k] for k in ks], 1)
+    torch_epoch = sum(max(a * model.macs(k) + b, min(per_width.values()))
+                      for k in sorted(set(member_widths))) * steps_per_epoch
+    res['torch'] = {'s_per_step': {str(k): v for k, v in per_width.items()}, 's_per_epoch_all_widths': torch_epoch,
+                    'speedup': torch_epoch * args.seeds / epoch_s if epoch_s else None}
+    print(f"PyTorch one width at a time: {torch_epoch:.2f} s/epoch of one trial; ddjax is "
+          f"{res['torch']['speedup']:.1f}x faster")
+  else:
+    res['torch'] = None
+  args.out.mkdir(parents=True, exist_ok=True)
+  path = args.out / f"double_descent_gpu-{jax.default_backend()}{'-tiny' if args.tiny else ''}.json"
+  path.write_text(json.dumps(res, indent=1) + '\n')
+  print(f'wrote {path}')
+  return res
+
+
+if __name__ == '__main__':
+  main()
