@@ -33,17 +33,19 @@ class DenseCNN1D(nn.Module):
 class DenseBlock(nn.Module):
   features: int
   stride: int
+  ndim: int = 1
 
   @nn.compact
   def __call__(self, x, train):
     bn = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
+    k1, k3, p0, p1 = (1,) * self.ndim, (3,) * self.ndim, [(0, 0)] * self.ndim, [(1, 1)] * self.ndim
     out = nn.relu(bn('bn1')(x))
     shortcut = x
     if self.stride != 1 or x.shape[-1] != self.features:
-      shortcut = nn.Conv(self.features, (1,), self.stride, [(0, 0)], use_bias=False, name='shortcut')(out)
-    out = nn.Conv(self.features, (3,), self.stride, [(1, 1)], use_bias=False, name='conv1')(out)
+      shortcut = nn.Conv(self.features, k1, self.stride, p0, use_bias=False, name='shortcut')(out)
+    out = nn.Conv(self.features, k3, self.stride, p1, use_bias=False, name='conv1')(out)
     out = nn.relu(bn('bn2')(out))
-    out = nn.Conv(self.features, (3,), 1, [(1, 1)], use_bias=False, name='conv2')(out)
+    out = nn.Conv(self.features, k3, 1, p1, use_bias=False, name='conv2')(out)
     return out + shortcut
 
 
@@ -60,23 +62,6 @@ class DenseResNet1D(nn.Module):
     return nn.Dense(self.num_classes, name='head')(jnp.mean(x, axis=1))
 
 
-class DenseBlock2D(nn.Module):
-  features: int
-  stride: int
-
-  @nn.compact
-  def __call__(self, x, train):
-    bn = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
-    out = nn.relu(bn('bn1')(x))
-    shortcut = x
-    if self.stride != 1 or x.shape[-1] != self.features:
-      shortcut = nn.Conv(self.features, (1, 1), self.stride, [(0, 0)] * 2, use_bias=False, name='shortcut')(out)
-    out = nn.Conv(self.features, (3, 3), self.stride, [(1, 1)] * 2, use_bias=False, name='conv1')(out)
-    out = nn.relu(bn('bn2')(out))
-    out = nn.Conv(self.features, (3, 3), 1, [(1, 1)] * 2, use_bias=False, name='conv2')(out)
-    return out + shortcut
-
-
 class DenseResNet18k(nn.Module):
   """The authors' resnet18k.py in Flax: stem conv3 (no BN after), PreActBlocks [2,2,2,2], widths k..8k,
   global average pool (avg_pool(4) on 4x4), Linear with bias."""
@@ -88,5 +73,5 @@ class DenseResNet18k(nn.Module):
     x = nn.Conv(self.width, (3, 3), 1, [(1, 1)] * 2, use_bias=False, name='stem')(x)
     for s, (mult, stride) in enumerate(zip((1, 2, 4, 8), (1, 2, 2, 2))):
       for b in range(2):
-        x = DenseBlock2D(self.width * mult, stride if b == 0 else 1, name=f'stage{s}_block{b}')(x, train)
+        x = DenseBlock(self.width * mult, stride if b == 0 else 1, 2, name=f'stage{s}_block{b}')(x, train)
     return nn.Dense(self.num_classes, name='head')(jnp.mean(x, axis=(1, 2)))

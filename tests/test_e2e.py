@@ -48,6 +48,11 @@ def test_cli_run_writes_table_and_figures(run_dir):
   assert json.loads((out / 'run.json').read_text())['members'] == 6
 
 
+def assert_same_curves(a, b):
+  for col in ('train_loss', 'test_loss', 'test_error'):
+    np.testing.assert_allclose(np.stack(a[col]), np.stack(b[col]), rtol=1e-5, atol=1e-6)
+
+
 def test_same_results_on_one_device(run_dir, tmp_path):
   """Invariant 4: the subprocess spread buckets over 2 CPU devices; one device gives the same numbers."""
   out, _ = run_dir
@@ -59,8 +64,7 @@ def test_same_results_on_one_device(run_dir, tmp_path):
   a = pd.read_parquet(out / 'results.parquet').sort_values(['model.width', 'seed'])
   b = pd.read_parquet(one / 'results.parquet').sort_values(['model.width', 'seed'])
   assert 'devices=1' in proc.stdout
-  for col in ('train_loss', 'test_loss', 'test_error'):
-    np.testing.assert_allclose(np.stack(a[col]), np.stack(b[col]), rtol=1e-5, atol=1e-6)
+  assert_same_curves(a, b)
 
 
 def test_same_results_sharded_over_8_devices(run_dir, tmp_path):
@@ -76,5 +80,4 @@ def test_same_results_sharded_over_8_devices(run_dir, tmp_path):
   a = pd.read_parquet(out / 'results.parquet').sort_values(['model.width', 'seed'])
   b = pd.read_parquet(sharded / 'results.parquet').sort_values(['model.width', 'seed'])
   assert len(b) == 6
-  for col in ('train_loss', 'test_loss', 'test_error'):
-    np.testing.assert_allclose(np.stack(a[col]), np.stack(b[col]), rtol=1e-5, atol=1e-6)
+  assert_same_curves(a, b)
