@@ -50,8 +50,25 @@ PRESETS = {
 }
 
 
+def summarise(out) -> str:
+  """Mean final clean test error at the first minimum, the peak after it and the largest width."""
+  from ddjax import analysis, results
+  df = results.load(out)
+  final = df['test_error'].map(lambda v: float(v[-1]) if len(v) else float('nan'))
+  by_width = final.groupby(df['model.width']).mean()
+  train = df['train_error'].map(lambda v: float(v[-1]) if len(v) else float('nan')).groupby(df['model.width']).mean()
+  dd = analysis.double_descent_peak(by_width.index, by_width.to_numpy())
+  if dd is None:
+    return 'test error against width: no second rise (no double descent at these widths and epochs)'
+  interp = train.index[train.to_numpy() < 0.01]
+  return (f'test error: minimum {dd.min_y:.3f} at width {dd.min_x:g}, peak {dd.peak_y:.3f} at width {dd.peak_x:g} '
+          f'(+{dd.rise:.3f}), {dd.last_y:.3f} at the largest width {dd.last_x:g} (-{dd.second_descent:.3f}); '
+          f'train error < 1% from width {interp[0] if len(interp) else "none"}')
+
+
 def plot(out) -> None:
   from plots.double_descent import plot_all
+  print(summarise(out))
   for path in plot_all(out):
     print(f'figure: {path}')
 

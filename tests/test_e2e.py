@@ -27,7 +27,7 @@ def run_dir(tmp_path_factory):
 
 def test_cli_run_writes_table_and_figures(run_dir):
   out, stdout = run_dir
-  assert 'padded/useful FLOPs' in stdout and 'results:' in stdout
+  assert 'padded/useful FLOPs' in stdout and 'results:' in stdout and 'test error' in stdout
   for name in ('error_vs_width.png', 'heatmap_test_error.png', 'loss_vs_width.png'):
     assert (out / name).stat().st_size > 10_000
   df = pd.read_parquet(out / 'results.parquet')

@@ -1,0 +1,101 @@
+"""Analysis of training curves, shared by plots and reports: threshold crossings (memorisation and grokking
+epochs), train-loss spikes, and the model-wise double-descent peak."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def crossing_epoch(epochs, values, threshold: float, above: bool = True, after: float = -np.inf,
+                   sustained: int = 1) -> float:
+  """First evaluation epoch > `after` from which `values` stays >= threshold (above) or <= threshold (not above)
+  for `sustained` consecutive evaluations; NaN if it never does."""
+  epochs, values = np.asarray(epochs, float), np.asarray(values, float)
+  ok = values >= threshold if above else values <= threshold
+  ok &= epochs > after
+  run = 0
+  for i, good in enumerate(ok):
+    run = run + 1 if good else 0
+    if run >= sustained:
+      return float(epochs[i - sustained + 1])
+  return float('nan')
+
+
+@dataclass
+class Grokking:
+  memorisation_epoch: float  # train metric reaches its threshold
+  grokking_epoch: float      # validation metric reaches its threshold, at or after memorisation
+  gap: float                 # grokking - memorisation (epochs)
+
+
+def grokking(epochs, train_metric, val_metric, threshold: float = 0.99, above: bool = True,
+             sustained: int = 1) -> Grokking:
+  """Memorisation and grokking epochs of accuracy-like (above=True) or loss-like (above=False) metrics."""
+  mem = crossing_epoch(epochs, train_metric, threshold, above, sustained=sustained)
+  after = mem - 1e-9 if np.isfinite(mem) else np.inf
+  grok = crossing_epoch(epochs, val_metric, threshold, above, after=after, sustained=sustained)
+  return Grokking(mem, grok, grok - mem)
+
+
+@dataclass
+class Spike:
+  start_epoch: float   # first evaluation above factor x the running minimum
+  peak_epoch: float    # where the loss is highest within the spike
+  height: float        # peak loss / running minimum before the spike
+
+
+def loss_spikes(epochs, loss, factor: float = 2.0, floor: float = 0.0) -> list[Spike]:
+  """Spans where loss rises above `factor` times its running minimum (and above `floor`), one Spike each."""
+  epochs, loss = np.asarray(epochs, float), np.asarray(loss, float)
+  spikes, running_min, current = [], np.inf, None
+  for e, v in zip(epochs, loss):
+    if current is None and np.isfinite(running_min) and v > factor * running_min and v > floor:
+      current = {'start': e, 'peak': e, 'peak_v': v, 'base': running_min}
+    elif current is not None:
+      if v > current['peak_v']:
+        current['peak'], current['peak_v'] = e, v
+      if v <= factor * current['base']:
+        spikes.append(Spike(current['start'], current['peak'], current['peak_v'] / current['base']))
+        current = None
+    if current is None:
+      running_min = min(running_min, v)
+  if current is not None:
+    spikes.append(Spike(current['start'], current['peak'], current['peak_v'] / current['base']))
+  return spikes
+
+
+@dataclass
+class DoubleDescent:
+  min_x: float       # the first minimum (before the peak)
+  min_y: float
+  peak_x: float      # the interior maximum after that minimum
+  peak_y: float
+  last_x: float      # the largest x
+  last_y: float
+
+  @property
+  def rise(self) -> float:
+    return self.peak_y - self.min_y
+
+  @property
+  def second_descent(self) -> float:
+    return self.peak_y - self.last_y
+
+
+def double_descent_peak(x, y) -> DoubleDescent | None:
+  """The largest rise of y from a minimum to a later interior maximum, for curves sorted by x; None if y never
+  rises again (monotone descent)."""
+  x, y = np.asarray(x, float), np.asarray(y, float)
+  order = np.argsort(x)
+  x, y = x[order], y[order]
+  best = None
+  for j in range(1, len(y) - 1):  # interior peaks only
+    i = int(np.argmin(y[:j]))
+    if y[j] > y[i] and (best is None or y[j] - y[i] > best[2]):
+      best = (i, j, y[j] - y[i])
+  if best is None:
+    return None
+  i, j, _ = best
+  return DoubleDescent(x[i], y[i], x[j], y[j], x[-1], y[-1])
