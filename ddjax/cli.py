@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -89,8 +90,13 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
   from ddjax import parallel
   parallel.use_host_devices()  # before jax starts: on a CPU, one device per core
   from ddjax.run import Interrupted, run  # imports jax: only once the input is known to be good
+  created = not out.exists()
   try:
     path = run(cfg, sweep, jobs, out, progress=not args.no_progress, resume=args.resume)
+  except DataMissing as e:  # found only while loading (a damaged archive, tfds without prepared data)
+    if created and not any((out / 'parts').glob('curves-*')):
+      shutil.rmtree(out, ignore_errors=True)  # nothing of value was written: leave nothing behind
+    _fail(str(e))
   except Interrupted as e:
     print(f'{e}; continue with: python -m experiments.{name} --preset {args.preset} --out {out} --resume '
           + ' '.join(args.overrides), file=sys.stderr)

@@ -249,6 +249,15 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
     for v in sweep.get(key, [get(cfg, key)]):
       if not ok(v):
         raise ConfigError(f"bad value {v!r} for {key}: {what}")
+  image_models, image_data = {'resnet18k'}, {'cifar10', 'synthetic_cifar10'}
+  for data in sweep.get('data.name', [cfg.data.name]):
+    for model in sweep.get('model.name', [cfg.model.name]):
+      if (model in image_models) != (data in image_data) and model != 'mlp':
+        kind = 'images (cifar10, synthetic_cifar10)' if model in image_models else '1-D signals (mnist1d)'
+        raise ConfigError(f"model.name={model} does not fit data.name={data}: {model} takes {kind}")
+    for aug in sweep.get('data.augment', [cfg.data.augment]):
+      if aug == 'crop_flip' and data not in image_data:
+        raise ConfigError(f"bad value 'crop_flip' for data.augment: {data} has no images (allowed: auto, none)")
   n_train = min(int(n * s) for n in sweep.get('data.num_samples', [cfg.data.num_samples])
                 for s in sweep.get('data.train_split', [cfg.data.train_split]))
   generated = all(d != 'cifar10' for d in sweep.get('data.name', [cfg.data.name]))

@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 
 ACTIVATION_FACTOR = {'lax': 2.0, 'im2col': 4.0}  # by conv form
-STATE_COPIES = {'adam': 5, 'adamw': 5, 'sgd': 4}  # params, grads, updates (+ Adam's two moments, - SGD's one)
+RESIDENT_COPIES = {'adam': 3, 'adamw': 3, 'sgd': 2}  # kept between steps: params + optimizer moments
+TRANSIENT_COPIES = 2  # during a step: gradients and updates
 
 
 def _size(tree) -> int:
@@ -24,14 +25,22 @@ def _size(tree) -> int:
 
 
 def member_bytes(model, width: int, input_shape, batch_size: int, optimizer: str) -> float:
-  """Estimated bytes one member of `model` (padded to its max_width) needs while training."""
+  """Estimated bytes one member of `model` (padded to its max_width) needs while its bucket trains."""
+  resident, transient = member_bytes_split(model, width, input_shape, batch_size, optimizer)
+  return resident + transient
+
+
+def member_bytes_split(model, width: int, input_shape, batch_size: int, optimizer: str) -> tuple[float, float]:
+  """(resident, transient) bytes of one member: its state, held on the device for the whole run, and what one
+  training step of its bucket needs on top (gradients, updates, activations)."""
   x = jax.ShapeDtypeStruct((batch_size, *input_shape), jnp.float32)
   variables = jax.eval_shape(lambda x: model.init({'params': jax.random.key(0)}, x[:1], width), x)
   _, inter = jax.eval_shape(lambda v, x: model.apply(v, x, width, train=True, capture_intermediates=True,
                                                      mutable=['intermediates', 'batch_stats']), variables, x)
   activations = _size(inter['intermediates'])
   factor = ACTIVATION_FACTOR.get(getattr(model, 'conv', 'lax'), 4.0)
-  return STATE_COPIES[optimizer] * _size(variables['params']) + factor * activations
+  params = _size(variables['params'])
+  return RESIDENT_COPIES[optimizer] * params, TRANSIENT_COPIES * params + factor * activations
 
 
 def budget_bytes(memory_gb: float, device: jax.Device) -> float:
@@ -45,7 +54,8 @@ def budget_bytes(memory_gb: float, device: jax.Device) -> float:
   return 0.5 * os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / max(1, jax.local_device_count())
 
 
-def split_to_fit(group: list[int], per_member: float, budget: float) -> list[list[int]]:
-  """`group` cut into consecutive chunks that each fit in `budget` (at least one member per chunk)."""
-  most = max(1, int(budget // per_member))
+def split_to_fit(group: list[int], per_member: float, budget: float, multiple: int = 1) -> list[list[int]]:
+  """`group` cut into consecutive chunks whose members, `multiple` of them per unit of `budget` (members sharded
+  over that many devices), fit: chunk sizes are multiples of `multiple`, at least one unit."""
+  most = max(1, int(budget // per_member)) * multiple
   return [group[i:i + most] for i in range(0, len(group), most)]

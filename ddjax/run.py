@@ -108,16 +108,24 @@ def make_buckets(job: Job, ds, plan: list[list[int]], cost, log=print) -> list[B
   arrays = {'x_train': ds.x_train, 'y_train': ds.y_train, 'x_test': ds.x_test, 'y_test': ds.y_test}
   devices = jax.local_devices()
   shard = placement(cfg) == 'shard'
-  budget = memory.budget_bytes(cfg.train.memory_gb, devices[0]) * (len(devices) if shard else 1)
-  budget -= sum(a.nbytes for a in arrays.values())
+  # Per device: the dataset (a copy on each), every member's resident state (spread evenly), then what the
+  # running bucket's step needs; a bucket whose step does not fit in what is left is split.
+  sizes = [memory.member_bytes_split(make_model(cfg.model.name, max(b), ds.input_shape, ds.num_classes,
+                                                conv_form(cfg), cfg.train.compute_dtype),
+                                     max(b), ds.input_shape, cfg.train.batch_size, cfg.optim.name) for b in plan]
+  resident = sum(len(b) * r for b, (r, _) in zip(plan, sizes)) / len(devices)
+  budget = (memory.budget_bytes(cfg.train.memory_gb, devices[0]) - sum(a.nbytes for a in arrays.values())
+            - resident)
+  if budget <= 0:
+    log(f'warning: the members\' state alone (about {resident / 2**30:.1f} GiB per device) exceeds the memory '
+        f'budget; every bucket is split to its smallest')
   groups, start = [], 0
-  for b in plan:
-    model = make_model(cfg.model.name, max(b), ds.input_shape, ds.num_classes, conv_form(cfg))
-    per_member = memory.member_bytes(model, max(b), ds.input_shape, cfg.train.batch_size, cfg.optim.name)
-    chunks = memory.split_to_fit(order[start:start + len(b)], per_member, budget)
+  for b, (_, transient) in zip(plan, sizes):
+    chunks = memory.split_to_fit(order[start:start + len(b)], transient, budget, len(devices) if shard else 1)
     if len(chunks) > 1:
-      log(f'bucket of width {max(b)}: {len(b)} members need about {len(b) * per_member / 2**30:.1f} GiB, '
-          f'more than the {budget / 2**30:.1f} GiB budget: split into {len(chunks)} buckets')
+      log(f'bucket of width {max(b)}: {len(b)} members\' training steps need about '
+          f'{len(b) * transient / 2**30:.1f} GiB, more than the {max(budget, 0) / 2**30:.1f} GiB left per device: '
+          f'split into {len(chunks)} buckets')
     groups += chunks
     start += len(b)
   if shard:

@@ -75,6 +75,23 @@ def test_missing_cifar10_is_one_line_naming_both_options(extra, tmp_path, capsys
     assert needle in err
 
 
+def test_damaged_or_wrong_files_are_one_line_errors(archive, tmp_path, capsys):
+  path, _ = archive
+  not_tar = tmp_path / 'notes.txt'
+  not_tar.write_text('not an archive')
+  truncated = tmp_path / 'cut' / cifar10.ARCHIVE
+  truncated.parent.mkdir()
+  truncated.write_bytes(path.read_bytes()[:3000])  # a download cut short
+  for bad, needle in ((not_tar, 'is not a tar archive'), (truncated, 'damaged')):
+    out = tmp_path / f'run-{bad.stem}'
+    with pytest.raises(SystemExit) as e:
+      cli.main('double_descent', PRESETS, ['--preset', 'smoke', '--out', str(out), '--no-progress',
+                                           'data.name=cifar10', f'data.dir={bad}', 'model.width=1'])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and needle in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
 def test_random_crop_flip_against_numpy():
   rng = np.random.default_rng(1)
   x = rng.integers(0, 256, size=(64, 32, 32, 3)).astype(np.float32)

@@ -56,6 +56,8 @@ def test_jobs_split_on_static_keys_members_on_member_keys():
     ('seed=3000000000', "bad value 3000000000 for seed: must be in [0, 2^31)"),
     ('optim.b2=1', 'must be in [0, 1)'),
     ('optim.momentum=-0.5', 'must be in [0, 1]'),
+    ('model.name=resnet18k', 'model.name=resnet18k does not fit data.name=mnist1d'),
+    ('data.augment=crop_flip', 'mnist1d has no images'),
 ])
 def test_bad_overrides_are_one_line_errors(override, needle):
   with pytest.raises(cfglib.ConfigError) as e:

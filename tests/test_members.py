@@ -162,7 +162,10 @@ def test_bfloat16_compute_keeps_float32_parameters(tiny_mnist1d):
   variables = f32.init({'params': jax.random.key(0)}, x[:1], 6)
   a = np.asarray(f32.apply(variables, x, 6))
   b = np.asarray(bf16.apply(variables, x, 6))
-  assert b.dtype == np.float32 or b.dtype == jnp.bfloat16
+  hlo = jax.jit(lambda v, x: bf16.apply(v, x, 6)).lower(variables, x).as_text()
+  dots = [line.rsplit(' : ', 1)[1] for line in hlo.splitlines() if 'stablehlo.dot_general' in line]
+  assert len(dots) >= 8  # every conv (as im2col) and the head is a matrix product with bf16 operands
+  assert all(sig.split('->')[0].count('xbf16>') == 2 for sig in dots), dots
   np.testing.assert_allclose(b.astype(np.float32), a, atol=0.05 * np.abs(a).max())
   spec = StepSpec(bf16, 'adam', 40, 10)
   fns = bucket_fns(spec)

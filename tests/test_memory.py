@@ -7,7 +7,7 @@ import pytest
 
 from ddjax import config as cfglib
 from ddjax.members import expand
-from ddjax.memory import member_bytes, split_to_fit
+from ddjax.memory import member_bytes, member_bytes_split, split_to_fit
 from ddjax.nn.models import make_model
 from ddjax.run import make_buckets
 from ddjax.train import StepSpec, init_member, train_step
@@ -32,15 +32,19 @@ def test_estimate_is_close_to_xla_accounting(name, width, shape, batch, conv):
 def test_split_to_fit():
   assert split_to_fit([1, 2, 3, 4, 5], 10.0, 25.0) == [[1, 2], [3, 4], [5]]
   assert split_to_fit([1, 2], 10.0, 5.0) == [[1], [2]]  # one member per bucket at least
+  # sharded over 4 devices that fit 3.5 members each: chunks of 12 (3 per device), never 14 padded to 16
+  assert [len(c) for c in split_to_fit(list(range(30)), 10.0, 35.0, multiple=4)] == [12, 12, 6]
 
 
 def test_buckets_over_budget_are_split_with_the_same_results(tiny_mnist1d):
   overrides = ['model.name=cnn1d', 'model.width=4,6,8', 'seed=0,1', 'train.batch_size=40']
   cfg, sweep = cfglib.apply_overrides(cfglib.Config(), {}, overrides)
-  per_member = member_bytes(make_model('cnn1d', 8, (40,), 10, 'im2col'), 8, (40,), 40, 'adam')
+  resident, transient = member_bytes_split(make_model('cnn1d', 8, (40,), 10, 'im2col'), 8, (40,), 40, 'adam')
   data_bytes = sum(a.nbytes for a in (tiny_mnist1d.x_train, tiny_mnist1d.y_train, tiny_mnist1d.x_test,
                                       tiny_mnist1d.y_test))
-  tight = (data_bytes + 2.5 * per_member) / 2 ** 30  # room for two members of width 8
+  n_dev = jax.local_device_count()
+  # every member's state (6 members, at most width 8, spread over the devices) plus two members' steps
+  tight = (data_bytes + 6 * resident / n_dev + 2.5 * transient) / 2 ** 30
   results = {}
   for memory_gb in (0.0, tight):
     job = expand(cfglib.replace(cfg, 'train.memory_gb', memory_gb), sweep)[0]

@@ -42,26 +42,41 @@ def _read_members(read) -> tuple[np.ndarray, ...]:
   return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), x_test, y_test)
 
 
-def load_local(path: str | Path) -> tuple[np.ndarray, ...]:
-  """(x_train, y_train, x_test, y_test) from the .tar.gz archive, its extracted folder, or the folder inside it."""
+def resolve(path: str | Path) -> tuple[str, Path]:
+  """('archive', file) or ('folder', folder) that `path` names, or DataMissing saying what is wrong.
+
+  `path` may be the .tar.gz archive, a folder holding it or its extracted cifar-10-batches-py/, or that folder."""
   path = Path(path).expanduser()
-  if path.is_dir() and (path / ARCHIVE).is_file() and not (path / FOLDER).is_dir():
-    path = path / ARCHIVE
-  if path.is_file():
-    try:
-      with tarfile.open(path) as tar:
-        names = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
-        missing = [n for n in TRAIN_FILES + (TEST_FILE,) if n not in names]
-        if missing:
-          raise DataMissing(f'{path} lacks {", ".join(missing)}; ' + missing_message('there'))
-        return _read_members(lambda n: tar.extractfile(names[n]).read())
-    except tarfile.TarError as e:
-      raise DataMissing(f'{path} is not a readable tar archive ({e}); ' + missing_message('there')) from None
-  folder = path / FOLDER if (path / FOLDER).is_dir() else path
-  missing = [n for n in TRAIN_FILES + (TEST_FILE,) if not (folder / n).is_file()]
-  if missing:
-    raise DataMissing(missing_message(f'in {path} (missing {", ".join(missing)})'))
-  return _read_members(lambda n: (folder / n).read_bytes())
+  if not path.exists():
+    raise DataMissing(missing_message(f'at {path} (no such file or folder)'))
+  if path.is_dir():
+    folder = path / FOLDER if (path / FOLDER).is_dir() else path
+    missing = [n for n in TRAIN_FILES + (TEST_FILE,) if not (folder / n).is_file()]
+    if not missing:
+      return 'folder', folder
+    if (path / ARCHIVE).is_file():
+      path = path / ARCHIVE
+    else:
+      raise DataMissing(missing_message(f'in {path} (missing {", ".join(missing)})'))
+  if not tarfile.is_tarfile(path):
+    raise DataMissing(f'{path} is not a tar archive; ' + missing_message('there'))
+  return 'archive', path
+
+
+def load_local(path: str | Path) -> tuple[np.ndarray, ...]:
+  """(x_train, y_train, x_test, y_test) from what `resolve(path)` finds."""
+  kind, path = resolve(path)
+  if kind == 'folder':
+    return _read_members(lambda n: (path / n).read_bytes())
+  try:
+    with tarfile.open(path) as tar:
+      names = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
+      missing = [n for n in TRAIN_FILES + (TEST_FILE,) if n not in names]
+      if missing:
+        raise DataMissing(f'{path} lacks {", ".join(missing)}; ' + missing_message('there'))
+      return _read_members(lambda n: tar.extractfile(names[n]).read())
+  except (tarfile.TarError, EOFError, OSError, pickle.UnpicklingError) as e:
+    raise DataMissing(f'{path} is damaged ({type(e).__name__}: {e}); ' + missing_message('there')) from None
 
 
 def load_tfds(data_dir: str | None = None) -> tuple[np.ndarray, ...]:

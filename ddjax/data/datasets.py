@@ -80,8 +80,7 @@ def image_dataset(arrays, data_cfg, default_augment: str) -> Dataset:
 def load_dataset(data_cfg) -> Dataset:
   """The data set a config names. Raises cifar10.DataMissing (a message for the user) if it is not there."""
   if data_cfg.name == 'mnist1d':
-    ds = mnist1d(data_cfg.num_samples, data_cfg.train_split, data_cfg.seed)
-    return ds if data_cfg.augment in ('auto', 'none') else _unsupported_augment(data_cfg)
+    return mnist1d(data_cfg.num_samples, data_cfg.train_split, data_cfg.seed)
   if data_cfg.name == 'cifar10':
     arrays = cifar10.load_local(data_cfg.dir) if data_cfg.dir else cifar10.load_tfds()
     return image_dataset(arrays, data_cfg, 'crop_flip')
@@ -92,26 +91,15 @@ def load_dataset(data_cfg) -> Dataset:
   raise ValueError(f'unknown dataset {data_cfg.name!r}')
 
 
-def _unsupported_augment(data_cfg):
-  raise ValueError(f'data.augment={data_cfg.augment} needs images; {data_cfg.name} has none')
-
-
 def check_available(data_cfg) -> None:
   """Cheap check, before any work, that a data set can be loaded; raises cifar10.DataMissing if not."""
   if data_cfg.name != 'cifar10':
     return
   if data_cfg.dir:
-    path = Path(data_cfg.dir).expanduser()
-    if not path.exists():
-      raise cifar10.DataMissing(cifar10.missing_message(f'at data.dir={data_cfg.dir} (no such file or folder)'))
-    if path.is_dir() and not (path / cifar10.ARCHIVE).is_file():
-      folder = path / cifar10.FOLDER if (path / cifar10.FOLDER).is_dir() else path
-      missing = [n for n in cifar10.TRAIN_FILES + (cifar10.TEST_FILE,) if not (folder / n).is_file()]
-      if missing:
-        raise cifar10.DataMissing(cifar10.missing_message(f'in {path} (missing {", ".join(missing)})'))
-  else:
-    try:
-      import tensorflow_datasets  # noqa: F401
-    except ImportError:
-      raise cifar10.DataMissing(
-          cifar10.missing_message('(no data.dir given and tensorflow-datasets is not installed)')) from None
+    cifar10.resolve(data_cfg.dir)
+    return
+  try:
+    import tensorflow_datasets  # noqa: F401
+  except ImportError:
+    raise cifar10.DataMissing(
+        cifar10.missing_message('(no data.dir given and tensorflow-datasets is not installed)')) from None
