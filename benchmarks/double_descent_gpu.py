@@ -15,7 +15,6 @@ widths and summed over 1..64 by a fit linear in MACs. Results go to benchmarks/r
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ parallel.use_host_devices()
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks.common import write_result  # noqa: E402
 from ddjax import config as cfglib  # noqa: E402
 from ddjax.data import cifar10  # noqa: E402
 from ddjax.data.datasets import image_dataset  # noqa: E402

@@ -11,7 +11,6 @@ and writes them as JSON. Compilation is excluded: each program is compiled and r
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -22,7 +21,8 @@ from ddjax import parallel
 parallel.use_host_devices()  # one XLA device per core, as the experiments' CLI does
 import jax  # noqa: E402
 
-from ddjax import config as cfglib
+from benchmarks.common import write_result  # noqa: E402
+from ddjax import config as cfglib  # noqa: E402
 from ddjax.data import load_dataset
 from ddjax.members import expand, padded_ratio, plan_buckets
 from ddjax.nn.models import make_model

@@ -20,7 +20,8 @@ from ddjax.data.augment import Preprocess
 from ddjax.data.noise import noisy_labels, noisy_test_error
 from ddjax.optim import make_optimizer
 
-# Separate random streams per member: init from model_seed, batch order from batch_seed, label noise from noise_seed.
+# Separate random streams per member: init from model_seed, batch order and augmentation from batch_seed (with
+# different tags), label noise from noise_seed.
 _STREAMS = {'init': ('model_seed', 0), 'batches': ('batch_seed', 1), 'noise': ('noise_seed', 2),
             'augment': ('batch_seed', 3)}
 

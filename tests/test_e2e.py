@@ -53,31 +53,28 @@ def assert_same_curves(a, b):
     np.testing.assert_allclose(np.stack(a[col]), np.stack(b[col]), rtol=1e-5, atol=1e-6)
 
 
-def test_same_results_on_one_device(run_dir, tmp_path):
-  """Invariant 4: the subprocess spread buckets over 2 CPU devices; one device gives the same numbers."""
-  out, _ = run_dir
-  one = tmp_path / 'one'
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1')
-  proc = subprocess.run([sys.executable, '-m', 'experiments.double_descent', '--out', str(one), *ARGS,
-                         'train.bucket_ratio=1.0'], capture_output=True, text=True, timeout=300, env=env)
+def run_on_devices(out, n_devices: int, *extra):
+  """The tiny run on `n_devices` simulated CPU devices: (its stdout, its table sorted by width and seed)."""
+  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={n_devices}')
+  proc = subprocess.run([sys.executable, '-m', 'experiments.double_descent', '--out', str(out), *ARGS, *extra],
+                        capture_output=True, text=True, timeout=300, env=env)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  a = pd.read_parquet(out / 'results.parquet').sort_values(['model.width', 'seed'])
-  b = pd.read_parquet(one / 'results.parquet').sort_values(['model.width', 'seed'])
-  assert 'devices=1' in proc.stdout
-  assert_same_curves(a, b)
+  return proc.stdout, pd.read_parquet(out / 'results.parquet').sort_values(['model.width', 'seed'])
+
+
+def test_same_results_on_one_device(run_dir, tmp_path):
+  """Invariant 4: the subprocess spread buckets over 2 CPU devices; one device, one bucket per width, gives the
+  same numbers."""
+  out, _ = run_dir
+  stdout, b = run_on_devices(tmp_path / 'one', 1, 'train.bucket_ratio=1.0')
+  assert 'devices=1' in stdout
+  assert_same_curves(pd.read_parquet(out / 'results.parquet').sort_values(['model.width', 'seed']), b)
 
 
 def test_same_results_sharded_over_8_devices(run_dir, tmp_path):
   """The member axis sharded over 8 simulated CPU devices (buckets padded to a multiple of 8) gives the numbers
   of the 2-device run, which placed whole buckets."""
   out, _ = run_dir
-  sharded = tmp_path / 'sharded'
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8')
-  proc = subprocess.run([sys.executable, '-m', 'experiments.double_descent', '--out', str(sharded), *ARGS,
-                         'train.placement=shard'], capture_output=True, text=True, timeout=300, env=env)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert 'devices=8 (shard)' in proc.stdout
-  a = pd.read_parquet(out / 'results.parquet').sort_values(['model.width', 'seed'])
-  b = pd.read_parquet(sharded / 'results.parquet').sort_values(['model.width', 'seed'])
-  assert len(b) == 6
-  assert_same_curves(a, b)
+  stdout, b = run_on_devices(tmp_path / 'sharded', 8, 'train.placement=shard')
+  assert 'devices=8 (shard)' in stdout and len(b) == 6
+  assert_same_curves(pd.read_parquet(out / 'results.parquet').sort_values(['model.width', 'seed']), b)
