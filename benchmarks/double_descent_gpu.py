@@ -210,10 +210,7 @@ def main(argv=None) -> dict:
           f"{res['torch']['speedup']:.1f}x faster")
   else:
     res['torch'] = None
-  args.out.mkdir(parents=True, exist_ok=True)
-  path = args.out / f"double_descent_gpu-{jax.default_backend()}{'-tiny' if args.tiny else ''}.json"
-  path.write_text(json.dumps(res, indent=1) + '\n')
-  print(f'wrote {path}')
+  write_result(args.out, f"double_descent_gpu-{jax.default_backend()}{'-tiny' if args.tiny else ''}", res)
   return res
 
 

@@ -109,10 +109,7 @@ def main(argv=None):
       res[f'first_bucket_{form}_s'] = time_buckets(one_device(variant(**{'model.conv': form}), ds, small),
                                                    args.epochs)
       print(f"    first bucket (widths {plan[0]}), conv={form}: {res[f'first_bucket_{form}_s']:.3f} s/epoch")
-  args.out.mkdir(parents=True, exist_ok=True)
-  path = args.out / f'members-{jax.default_backend()}.json'
-  path.write_text(json.dumps(res, indent=1) + '\n')
-  print(f'wrote {path}')
+  write_result(args.out, f'members-{jax.default_backend()}', res)
   return res
 
 
