@@ -6,8 +6,8 @@ execution strategy and conv form, with projections to the full 4000-epoch runs.
 
 Each configuration trains `--steps` minibatches of synthetic CIFAR-shaped data (compile and one warm-up pass
 excluded) and is projected to a 50,000-image epoch. The fastest configuration of each planned bucket (summed over
-the pieces a memory split makes of it) gives the epoch time of one trial (64 widths); five trials are projected as five times that, or measured with --seeds 5. Achieved
-TFLOP/s counts useful work only (6 x MACs x images; padding excluded). When torch is importable the same steps of a
+the pieces a memory split makes of it) gives the epoch time of one trial (64 widths); five trials are projected
+as five times that, or measured with --seeds 5. Achieved TFLOP/s counts useful work only (6 x MACs x images; padding excluded). When torch is importable the same steps of a
 one-width-at-a-time PyTorch ResNet18k (the original protocol, data already on the device) are timed for a few
 widths and summed over 1..64 by a fit linear in MACs. Results go to benchmarks/results/ as JSON.
 """
@@ -28,7 +28,7 @@ from benchmarks.common import write_result  # noqa: E402
 from ddjax import config as cfglib  # noqa: E402
 from ddjax.data import cifar10  # noqa: E402
 from ddjax.data.datasets import image_dataset  # noqa: E402
-from ddjax.members import expand, padded_ratio, plan_buckets  # noqa: E402
+from ddjax.members import expand, group_members, padded_ratio, plan_buckets  # noqa: E402
 from ddjax.nn.models import make_model  # noqa: E402
 from ddjax.run import device_name, make_buckets, versions  # noqa: E402
 from experiments.double_descent import PRESETS  # noqa: E402
@@ -140,11 +140,8 @@ def main(argv=None) -> dict:
          'padded_ratio': padded_ratio(plan, model.macs), 'per_bucket': [], 'skipped': []}
   print(f"{len(job.members)} members; buckets padded to {res['buckets']}; padded/useful {res['padded_ratio']:.3f}")
 
-  plan_of = {}  # member index -> planned bucket, so split pieces add up per planned bucket
-  order = sorted(range(len(job.members)), key=lambda i: job.members[i]['model.width'])
-  for p, b in enumerate(plan):
-    for i in order[sum(len(c) for c in plan[:p]):][:len(b)]:
-      plan_of[i] = p
+  # member index -> planned bucket, so the pieces of a memory split add up per planned bucket
+  plan_of = {i: p for p, group in enumerate(group_members(job, plan)) for i in group}
   best = {}  # planned bucket -> (variant, s/epoch, width)
   for label in variants:
     conv, _, how = label.partition('/')

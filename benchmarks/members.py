@@ -24,7 +24,7 @@ import jax  # noqa: E402
 from benchmarks.common import write_result  # noqa: E402
 from ddjax import config as cfglib  # noqa: E402
 from ddjax.data import load_dataset
-from ddjax.members import expand, padded_ratio, plan_buckets
+from ddjax.members import expand, group_members, padded_ratio, plan_buckets
 from ddjax.nn.models import make_model
 from ddjax.run import Bucket, device_name, make_buckets, versions
 from experiments.double_descent import PRESETS
@@ -49,14 +49,6 @@ def one_device(job, ds, groups) -> list:
   data = jax.device_put({'x_train': ds.x_train, 'y_train': ds.y_train, 'x_test': ds.x_test, 'y_test': ds.y_test},
                         dev)
   return [Bucket(job, g, data, ds.num_classes, ds.input_shape, dev, dev, ds.preprocess) for g in groups]
-
-
-def _groups(order, plan):
-  out, start = [], 0
-  for b in plan:
-    out.append(order[start:start + len(b)])
-    start += len(b)
-  return out
 
 
 def main(argv=None):
@@ -97,7 +89,7 @@ def main(argv=None):
   print(f"    ratio (b)/(a): {res['speedup']:.2f}x; target (a) <= {TARGET_S} s: "
         f"{'met' if res['vectorised_s'] <= TARGET_S else 'NOT met'}")
   if not args.quick:
-    res['vectorised_1_device_s'] = time_buckets(one_device(job, ds, _groups(order, plan)), args.epochs)
+    res['vectorised_1_device_s'] = time_buckets(one_device(job, ds, group_members(job, plan)), args.epochs)
     print(f"(c) buckets, all on one device:     {res['vectorised_1_device_s']:.3f} s/epoch")
     res['one_bucket_s'] = time_buckets(one_device(job, ds, [order]), args.epochs)
     print(f"    one bucket padded to {max(widths)}:       {res['one_bucket_s']:.3f} s/epoch")

@@ -67,6 +67,16 @@ def expand(cfg: cfglib.Config, sweep: dict[str, list]) -> list[Job]:
   return jobs
 
 
+def group_members(job: Job, plan: list[list[int]]) -> list[list[int]]:
+  """Member indices of `job` in the buckets of `plan` (lists of widths from plan_buckets), narrowest first."""
+  order = sorted(range(len(job.members)), key=lambda i: job.members[i]['model.width'])
+  groups, start = [], 0
+  for b in plan:
+    groups.append(order[start:start + len(b)])
+    start += len(b)
+  return groups
+
+
 def padded_ratio(buckets: Sequence[Sequence[int]], cost: Callable[[int], float]) -> float:
   """Padded/useful cost of members with these widths, each bucket padded to its maximum."""
   padded = sum(len(b) * cost(max(b)) for b in buckets)

@@ -21,7 +21,7 @@ from ddjax import results
 from ddjax.checkpoint import Checkpoints, StopRequested
 from ddjax.data import load_dataset
 from ddjax.data.augment import Preprocess
-from ddjax.members import Job, padded_ratio, plan_buckets, stack_hp
+from ddjax.members import Job, group_members, padded_ratio, plan_buckets, stack_hp
 from ddjax.nn.models import make_model
 from ddjax.train import StepSpec, bucket_fns
 
@@ -104,7 +104,6 @@ def placement(cfg: cfglib.Config) -> str:
 def make_buckets(job: Job, ds, plan: list[list[int]], cost, log=print) -> list[Bucket]:
   """Buckets of the member indices of `job` (widths grouped as in `plan`), placed on the local devices."""
   cfg = job.config
-  order = sorted(range(len(job.members)), key=lambda i: job.members[i]['model.width'])
   arrays = {'x_train': ds.x_train, 'y_train': ds.y_train, 'x_test': ds.x_test, 'y_test': ds.y_test}
   devices = jax.local_devices()
   shard = placement(cfg) == 'shard'
@@ -119,15 +118,14 @@ def make_buckets(job: Job, ds, plan: list[list[int]], cost, log=print) -> list[B
   if budget <= 0:
     log(f'warning: the members\' state alone (about {resident / 2**30:.1f} GiB per device) exceeds the memory '
         f'budget; every bucket is split to its smallest')
-  groups, start = [], 0
-  for b, (_, transient) in zip(plan, sizes):
-    chunks = memory.split_to_fit(order[start:start + len(b)], transient, budget, len(devices) if shard else 1)
+  groups = []
+  for b, group, (_, transient) in zip(plan, group_members(job, plan), sizes):
+    chunks = memory.split_to_fit(group, transient, budget, len(devices) if shard else 1)
     if len(chunks) > 1:
       log(f'bucket of width {max(b)}: {len(b)} members\' training steps need about '
           f'{len(b) * transient / 2**30:.1f} GiB, more than the {max(budget, 0) / 2**30:.1f} GiB left per device: '
           f'split into {len(chunks)} buckets')
     groups += chunks
-    start += len(b)
   if shard:
     mesh = jax.sharding.Mesh(np.asarray(devices), ('members',))
     members = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('members'))
