@@ -99,3 +99,43 @@ def double_descent_peak(x, y) -> DoubleDescent | None:
     return None
   i, j, _ = best
   return DoubleDescent(x[i], y[i], x[j], y[j], x[-1], y[-1])
+
+
+def window_change(epochs, values, start: float, end: float, pad: int = 1) -> float:
+  """values at the evaluation `pad` steps after `end` minus values `pad` steps before `start` (NaN at the edges of
+  the curve are clipped to its ends)."""
+  epochs, values = np.asarray(epochs, float), np.asarray(values, float)
+  i = max(0, int(np.searchsorted(epochs, start)) - pad)
+  j = min(len(epochs) - 1, int(np.searchsorted(epochs, end, side='right')) - 1 + pad)
+  return float(values[j] - values[i])
+
+
+def grokking_summary(epochs, train_acc, val_acc, train_loss, weight_norm, threshold: float = 0.99,
+                     spike_factor: float = 10.0, spike_floor: float = 1e-3, jump: float = 0.05,
+                     above: bool = True) -> dict:
+  """One member's grokking analysis: memorisation and grokking epochs (train / validation metric crossing
+  `threshold`; accuracy-like with above=True, loss-like with above=False) and their gap; train-loss spikes
+  (rises above spike_factor x the running minimum and above spike_floor) with, per spike, the change of the
+  weight norm and of the validation metric across it, and how many spikes carry a validation improvement of at
+  least `jump`."""
+  g = grokking(epochs, train_acc, val_acc, threshold, above)
+  spikes = loss_spikes(epochs, train_loss, spike_factor, spike_floor)
+  ends = [_spike_end(epochs, train_loss, s, spike_factor) for s in spikes]
+  norm_change = [window_change(epochs, weight_norm, s.start_epoch, e) for s, e in zip(spikes, ends)]
+  val_change = [window_change(epochs, val_acc, s.start_epoch, e) for s, e in zip(spikes, ends)]
+  sign = 1.0 if above else -1.0
+  return {
+      'memorisation_epoch': g.memorisation_epoch, 'grokking_epoch': g.grokking_epoch, 'grokking_gap': g.gap,
+      'spike_count': len(spikes), 'spike_epochs': [s.peak_epoch for s in spikes],
+      'spike_heights': [s.height for s in spikes], 'spike_norm_change': norm_change,
+      'spike_val_change': val_change,
+      'spikes_with_val_jump': int(sum(sign * v >= jump for v in val_change)),
+  }
+
+
+def _spike_end(epochs, loss, spike: Spike, factor: float) -> float:
+  """The first evaluation after the spike's peak where the loss is back under factor x its base."""
+  epochs, loss = np.asarray(epochs, float), np.asarray(loss, float)
+  base = loss[epochs == spike.peak_epoch][0] / spike.height
+  after = (epochs > spike.peak_epoch) & (loss <= factor * base)
+  return float(epochs[after][0]) if after.any() else float(epochs[-1])

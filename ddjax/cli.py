@@ -26,6 +26,16 @@ class Preset:
   about: str = ''  # the expected result and run time, shown by --help
 
 
+@dataclass
+class Flag:
+  """An experiment's own option, `--name VALUE`: translate(VALUE, the --preset given or None) returns the preset to
+  use (or None for the default) and key=value overrides placed before the user's own (which win); it raises
+  ConfigError for a bad value."""
+  name: str
+  help: str
+  translate: Callable[[str, str | None], tuple[str | None, list[str]]]
+
+
 class _Parser(argparse.ArgumentParser):
   def error(self, message):  # one line, exit status 2
     self.exit(2, f'error: {message} (see --help)\n')
@@ -37,22 +47,38 @@ def _fail(message: str) -> None:
 
 
 def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
-         after: Callable[[Path], None] | None = None) -> Path | None:
-  """Parses argv, validates everything before any work, runs the sweep, then calls `after(out)`."""
+         after: Callable[[Path], None] | None = None, flags: tuple[Flag, ...] = (),
+         report: Callable[[Path], Path] | None = None) -> Path | None:
+  """Parses argv, validates everything before any work, runs the sweep, then calls `after(out)` (and with
+  --report, `report(out)`, which returns the report's path)."""
   default = next(iter(presets))
   keys_help = '\n'.join(f'  --preset {p}: {pr.about}' for p, pr in presets.items())
   parser = _Parser(
       prog=f'python -m experiments.{name}', formatter_class=argparse.RawDescriptionHelpFormatter,
       description=f'Presets:\n{keys_help}\n\nKeys (key=value; sweeps a,b,c  a..b  a..b..s) with the defaults of '
                   f'preset {default}:\n{cfglib.describe(presets[default].config, presets[default].sweep)}')
-  parser.add_argument('--preset', default=default, help=f'one of: {", ".join(presets)} (default {default})')
+  parser.add_argument('--preset', help=f'one of: {", ".join(presets)} (default {default})')
   parser.add_argument('--out', type=Path, help='output directory (default runs/NAME-PRESET-TIME)')
   parser.add_argument('--resume', action='store_true', help='continue the run in --out')
   parser.add_argument('--dry-run', action='store_true', help='print the jobs and members, train nothing')
   parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+  for flag in flags:
+    parser.add_argument(f'--{flag.name}', help=flag.help)
+  if report:
+    parser.add_argument('--report', action='store_true', help='after training, write report.md (figures, table)')
   parser.add_argument('overrides', nargs='*', metavar='key=value')
   args = parser.parse_args(argv)
 
+  chosen, overrides = args.preset, []
+  for flag in flags:
+    if (value := getattr(args, flag.name.replace('-', '_'))) is not None:
+      try:
+        chosen, extra = flag.translate(value, chosen)
+      except cfglib.ConfigError as e:
+        _fail(f'--{flag.name}: {e}')
+      overrides += extra
+  args.preset = chosen or default
+  args.overrides = overrides + args.overrides
   if args.preset not in presets:
     _fail(f"unknown preset {args.preset!r}: allowed presets are {', '.join(presets)}")
   preset = presets[args.preset]
@@ -84,8 +110,7 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
     _check_same_run(out, cfg, sweep)
     if (out / 'results.parquet').exists():
       print(f'{out} is complete; nothing to resume')
-      if after:
-        after(out)
+      _after(out, after, report if getattr(args, 'report', False) else None)
       return out / 'results.parquet'
   from ddjax import parallel
   parallel.use_host_devices()  # before jax starts: on a CPU, one device per core
@@ -102,9 +127,15 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
           + ' '.join(args.overrides), file=sys.stderr)
     raise SystemExit(128 + e.signum) from None
   print(f'results: {path}')
+  _after(out, after, report if getattr(args, 'report', False) else None)
+  return path
+
+
+def _after(out: Path, after, report) -> None:
   if after:
     after(out)
-  return path
+  if report:
+    print(f'report: {report(out)}')
 
 
 def _flat(d: dict, prefix: str = '') -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import itertools
 import json
 import types
 import typing
@@ -28,7 +29,7 @@ def _f(default, help: str, choices: tuple | None = None):
 
 @dataclass
 class DataConfig:
-  name: str = _f('mnist1d', 'dataset', ('mnist1d', 'cifar10', 'synthetic_cifar10'))
+  name: str = _f('mnist1d', 'dataset', ('mnist1d', 'cifar10', 'synthetic_cifar10', 'modular', 'mheight'))
   dir: str | None = _f(None, 'cifar10: the "CIFAR-10 python version" archive or folder (none: tensorflow-datasets)')
   augment: str = _f('auto', 'training-batch augmentation (auto: crop_flip for images, none otherwise)',
                     ('auto', 'none', 'crop_flip'))
@@ -37,12 +38,18 @@ class DataConfig:
   seed: int = _f(42, 'seed of the dataset generator (static: one data set per job)')
   noise: float = _f(0.0, 'probability that a training label is replaced by a random incorrect one')
   noise_seed: int | None = _f(None, 'seed of the label-noise draw (default: seed)')
+  op: str = _f('add', 'modular: the operation a op b mod p (div: b != 0, p prime)', ('add', 'sub', 'mul', 'div'))
+  p: int = _f(53, 'modular: the modulus (also the number of classes)')
+  groups: str = _f('all', "mheight: (n, k, m) groups written n/k/m joined by '+', or all (21 groups)")
+  workers: int = _f(0, 'mheight: processes computing heights (0: one per core); cached on disk after')
 
 
 @dataclass
 class ModelConfig:
-  name: str = _f('cnn1d', 'architecture', ('mlp', 'cnn1d', 'resnet1d', 'resnet18k'))
-  width: int = _f(16, 'base width (hidden units or channels of the first stage)')
+  name: str = _f('cnn1d', 'architecture', ('mlp', 'cnn1d', 'resnet1d', 'resnet18k', 'embed_mlp', 'transformer',
+                                           'resmlp', 'resnet2d_ln'))
+  width: int = _f(16, 'base width (hidden units, channels of the first stage, or d_model)')
+  depth: int = _f(2, 'mlp: hidden layers; resmlp: residual blocks')
   seed: int | None = _f(None, 'seed of the parameter init (default: seed)')
   conv: str = _f('auto', 'convolution form: lax, im2col, or auto (im2col on CPU, lax elsewhere)',
                  ('auto', 'lax', 'im2col'))
@@ -62,7 +69,7 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
   epochs: int = _f(100, 'training epochs')
-  batch_size: int = _f(100, 'minibatch size (the last partial batch of an epoch is dropped)')
+  batch_size: int = _f(100, 'minibatch size (the last partial batch of an epoch is dropped; 0: full batch)')
   batch_seed: int | None = _f(None, 'seed of the batch order (default: seed)')
   eval_points: int = _f(30, 'log-spaced evaluation epochs (the last epoch is always evaluated)')
   eval_every: int = _f(0, 'also evaluate every N epochs (0: only the log-spaced grid)')
@@ -79,6 +86,8 @@ class TrainConfig:
   checkpoint_every: int = _f(0, 'checkpoint every N epochs (0: only by time, at the end and on SIGTERM/SIGINT)')
   checkpoint_minutes: float = _f(10.0, 'checkpoint when this many minutes passed since the last one (0: never)')
   checkpoint_keep: int = _f(3, 'checkpoints kept per job (the newest)')
+  keep_best: bool = _f(False, "keep each member's parameters at its lowest test (validation) loss in the checkpoint")
+  flush_seconds: float = _f(60.0, 'write buffered evaluation rows to a part file at least this often')
 
 
 @dataclass
@@ -228,7 +237,11 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
       'optim.lr': (lambda v: v > 0, 'must be > 0'),
       'optim.wd': (lambda v: v >= 0, 'must be >= 0'),
       'train.epochs': (lambda v: v >= 1, 'must be >= 1'),
-      'train.batch_size': (lambda v: v >= 1, 'must be >= 1'),
+      'train.batch_size': (lambda v: v >= 0, 'must be >= 0 (0: full batch)'),
+      'data.p': (lambda v: v >= 2, 'must be >= 2'),
+      'data.workers': (lambda v: v >= 0, 'must be >= 0'),
+      'model.depth': (lambda v: v >= 1, 'must be >= 1'),
+      'train.flush_seconds': (lambda v: v >= 0, 'must be >= 0'),
       'train.eval_points': (lambda v: v >= 1, 'must be >= 1'),
       'train.eval_every': (lambda v: v >= 0, 'must be >= 0'),
       'train.eval_batch': (lambda v: v >= 1, 'must be >= 1'),
@@ -249,21 +262,59 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
     for v in sweep.get(key, [get(cfg, key)]):
       if not ok(v):
         raise ConfigError(f"bad value {v!r} for {key}: {what}")
-  image_models, image_data = {'resnet18k'}, {'cifar10', 'synthetic_cifar10'}
   for data in sweep.get('data.name', [cfg.data.name]):
     for model in sweep.get('model.name', [cfg.model.name]):
-      if (model in image_models) != (data in image_data) and model != 'mlp':
-        kind = 'images (cifar10, synthetic_cifar10)' if model in image_models else '1-D signals (mnist1d)'
-        raise ConfigError(f"model.name={model} does not fit data.name={data}: {model} takes {kind}")
+      if data not in MODEL_DATA[model]:
+        raise ConfigError(f"model.name={model} does not fit data.name={data}: {model} takes "
+                          f"{', '.join(MODEL_DATA[model])}")
     for aug in sweep.get('data.augment', [cfg.data.augment]):
-      if aug == 'crop_flip' and data not in image_data:
+      if aug == 'crop_flip' and data not in IMAGE_DATA:
         raise ConfigError(f"bad value 'crop_flip' for data.augment: {data} has no images (allowed: auto, none)")
-  n_train = min(int(n * s) for n in sweep.get('data.num_samples', [cfg.data.num_samples])
-                for s in sweep.get('data.train_split', [cfg.data.train_split]))
-  generated = all(d != 'cifar10' for d in sweep.get('data.name', [cfg.data.name]))
-  for b in sweep.get('train.batch_size', [cfg.train.batch_size]):
-    if generated and b > n_train:
-      raise ConfigError(f"bad value {b!r} for train.batch_size: larger than the {n_train} training examples")
+    if data == 'mheight':
+      for noise in sweep.get('data.noise', [cfg.data.noise]):
+        if noise:
+          raise ConfigError(f"bad value {noise!r} for data.noise: mheight is a regression task (allowed: 0)")
+      for groups in sweep.get('data.groups', [cfg.data.groups]):
+        from ddjax.data.mheight import parse_groups
+        try:
+          parse_groups(groups)
+        except ValueError as e:
+          raise ConfigError(f"bad value {groups!r} for data.groups: {e}") from None
+    if data == 'modular':
+      for op in sweep.get('data.op', [cfg.data.op]):
+        for p in sweep.get('data.p', [cfg.data.p]):
+          if op == 'div' and any(p % q == 0 for q in range(2, int(p ** 0.5) + 1)):
+            raise ConfigError(f"bad value {p!r} for data.p: division mod p needs a prime p")
+  keys = ['data.name', 'data.num_samples', 'data.train_split', 'data.p', 'data.op', 'data.groups']
+  for values in itertools.product(*(sweep.get(k, [get(cfg, k)]) for k in keys)):
+    data = dataclasses.replace(cfg.data, **{k.split('.')[1]: v for k, v in zip(keys, values)})
+    n_train = train_examples(data)
+    for b in sweep.get('train.batch_size', [cfg.train.batch_size]):
+      if n_train is not None and b > n_train:
+        raise ConfigError(f"bad value {b!r} for train.batch_size: larger than the {n_train} training examples")
+
+
+IMAGE_DATA = ('cifar10', 'synthetic_cifar10')
+# The data sets each model takes.
+MODEL_DATA = {
+    'mlp': ('mnist1d', *IMAGE_DATA, 'mheight'), 'cnn1d': ('mnist1d',), 'resnet1d': ('mnist1d',),
+    'resnet18k': IMAGE_DATA, 'embed_mlp': ('modular',), 'transformer': ('modular',),
+    'resmlp': ('mnist1d', *IMAGE_DATA, 'mheight'), 'resnet2d_ln': (*IMAGE_DATA, 'mheight'),
+}
+
+
+def train_examples(data: DataConfig) -> int | None:
+  """Training examples a data config gives (None where only loading tells: cifar10)."""
+  if data.name == 'cifar10':
+    return None
+  if data.name == 'modular':
+    pairs = data.p * (data.p - 1 if data.op == 'div' else data.p)
+    return int(pairs * data.train_split)
+  n = int(data.num_samples * data.train_split)
+  if data.name == 'mheight':
+    from ddjax.data.mheight import parse_groups
+    return n * len(parse_groups(data.groups))
+  return n
 
 
 def describe(cfg: Config, sweep: dict[str, list]) -> str:

@@ -30,10 +30,12 @@ def member_bytes(model, width: int, input_shape, batch_size: int, optimizer: str
   return resident + transient
 
 
-def member_bytes_split(model, width: int, input_shape, batch_size: int, optimizer: str) -> tuple[float, float]:
+def member_bytes_split(model, width: int, input_shape, batch_size: int, optimizer: str,
+                       input_dtype=jnp.float32) -> tuple[float, float]:
   """(resident, transient) bytes of one member: its state, held on the device for the whole run, and what one
-  training step of its bucket needs on top (gradients, updates, activations)."""
-  x = jax.ShapeDtypeStruct((batch_size, *input_shape), jnp.float32)
+  training step of its bucket needs on top (gradients, updates, activations). `input_dtype`: what the model
+  receives (int32 for token inputs)."""
+  x = jax.ShapeDtypeStruct((batch_size, *input_shape), input_dtype)
   variables = jax.eval_shape(lambda x: model.init({'params': jax.random.key(0)}, x[:1], width), x)
   _, inter = jax.eval_shape(lambda v, x: model.apply(v, x, width, train=True, capture_intermediates=True,
                                                      mutable=['intermediates', 'batch_stats']), variables, x)

@@ -3,7 +3,8 @@
 Layout of an output directory:
   run.json                  resolved config, sweep, package versions, device (written before training)
   parts/members-J.parquet   job J's members: their keys, bucket and metadata (one row per member)
-  parts/curves-J-E.parquet  job J's metrics at evaluation epoch E (one row per member; long form)
+  parts/curves-J-E.parquet  job J's metrics at the evaluations up to epoch E since the previous part (a row per
+                            member and evaluation; long form; written at least every train.flush_seconds)
   results.parquet           one row per member: scalar keys, list columns for curves, `diverged`, metadata
 
 Every file is written to a temporary name, fsynced and renamed, so a kill at any moment leaves readable files.
@@ -21,7 +22,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-CURVES = ('train_loss', 'train_error', 'test_loss', 'test_error', 'test_error_noisy', 'weight_norm')
+# Evaluation columns kept as their last value (a scalar per member), not as a curve.
+LAST_ONLY = ('diverged', 'diverged_step', 'best_epoch', 'best_test_loss')
 
 
 def _fsync_dir(path: Path) -> None:
@@ -67,7 +69,8 @@ def write_curves(out: Path, job: int, epoch: int, rows: list[dict[str, Any]]) ->
 
 
 def _read_parts(out: Path, prefix: str) -> pd.DataFrame | None:
-  files = sorted((Path(out) / 'parts').glob(f'{prefix}-*.parquet'))
+  # Oldest first (then by name), so that keeping the last of duplicated rows keeps the newest.
+  files = sorted((Path(out) / 'parts').glob(f'{prefix}-*.parquet'), key=lambda f: (f.stat().st_mtime_ns, f.name))
   frames = [pq.read_table(f).to_pandas() for f in files]
   return pd.concat(frames, ignore_index=True) if frames else None
 
@@ -80,14 +83,16 @@ def assemble(out: Path) -> pd.DataFrame:
   curves = _read_parts(out, 'curves')
   if curves is None:
     return members.assign(epoch=[[] for _ in range(len(members))])
-  curves = curves.sort_values(['job', 'member', 'epoch'])
+  # A resumed run recomputes the evaluations written after its checkpoint: the same numbers, kept once.
+  curves = curves.drop_duplicates(['job', 'member', 'epoch'], keep='last').sort_values(['job', 'member', 'epoch'])
+  scalars = [c for c in LAST_ONLY if c in curves.columns]
   metric_cols = [c for c in curves.columns if c not in ('job', 'member')]
   lists = curves.groupby(['job', 'member'], sort=True)[metric_cols].agg(list).reset_index()
-  last = curves.groupby(['job', 'member'], sort=True)[['diverged', 'diverged_step']].last().reset_index()
-  lists = lists.drop(columns=['diverged', 'diverged_step']).merge(last, on=['job', 'member'])
+  last = curves.groupby(['job', 'member'], sort=True)[scalars].last().reset_index()
+  lists = lists.drop(columns=scalars).merge(last, on=['job', 'member'])
   table = members.merge(lists, on=['job', 'member'], how='left')
   for c in metric_cols:  # members of a job not yet evaluated: empty curves
-    if c not in ('diverged', 'diverged_step'):
+    if c not in scalars:
       table[c] = table[c].map(lambda v: v if isinstance(v, list) else [])
   return table.sort_values(['job', 'member']).reset_index(drop=True)
 
@@ -95,6 +100,16 @@ def assemble(out: Path) -> pd.DataFrame:
 def compact(out: Path) -> Path:
   """Writes results.parquet from the part files (atomically) and returns its path."""
   table = assemble(out)
+  path = Path(out) / 'results.parquet'
+  write_table(path, pa.Table.from_pandas(table, preserve_index=False))
+  return path
+
+
+def add_columns(out: Path, columns: pd.DataFrame) -> Path:
+  """Writes per-member columns (indexed like load(out)'s rows, e.g. analysis results) into results.parquet,
+  replacing columns of the same names; atomically."""
+  table = load(out)
+  table = table.drop(columns=[c for c in columns.columns if c in table.columns]).join(columns)
   path = Path(out) / 'results.parquet'
   write_table(path, pa.Table.from_pandas(table, preserve_index=False))
   return path

@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
 
 from ddjax import config as cfglib
@@ -20,7 +21,6 @@ from ddjax import memory, parallel
 from ddjax import results
 from ddjax.checkpoint import Checkpoints, StopRequested
 from ddjax.data import load_dataset
-from ddjax.data.augment import Preprocess
 from ddjax.members import Job, group_members, padded_ratio, plan_buckets, stack_hp
 from ddjax.nn.models import make_model
 from ddjax.train import StepSpec, bucket_fns
@@ -57,6 +57,16 @@ def conv_form(cfg: cfglib.Config) -> str:
   return 'im2col' if jax.default_backend() == 'cpu' else 'lax'
 
 
+def model_for(cfg: cfglib.Config, width: int, ds, conv: str | None = None):
+  """The job's model padded to `width`, for data set `ds`."""
+  return make_model(cfg.model.name, width, ds.input_shape, ds.num_classes, conv or conv_form(cfg),
+                    cfg.train.compute_dtype, cfg.model.depth)
+
+
+def batch_size(cfg: cfglib.Config, ds) -> int:
+  return cfg.train.batch_size or len(ds.y_train)  # 0: full batch
+
+
 class Bucket:
   """Members padded to one width: their stacked state, hyperparameters, labels and compiled programs.
 
@@ -64,16 +74,15 @@ class Bucket:
   for it. With a sharded member axis the bucket is padded with copies of its last member to a multiple of the
   device count; only the first len(member_ids) members are ever reported."""
 
-  def __init__(self, job: Job, member_ids: list[int], data, num_classes: int, input_shape,
-               members: jax.sharding.Sharding, replicated: jax.sharding.Sharding,
-               preprocess: Preprocess = Preprocess()):
+  def __init__(self, job: Job, member_ids: list[int], data, ds, members: jax.sharding.Sharding,
+               replicated: jax.sharding.Sharding):
     cfg = job.config
     self.member_ids = member_ids
     self.replicated = replicated
     self.width = max(job.members[i]['model.width'] for i in member_ids)
-    model = make_model(cfg.model.name, self.width, input_shape, num_classes, conv_form(cfg), cfg.train.compute_dtype)
-    self.spec = StepSpec(model, cfg.optim.name, cfg.train.batch_size, num_classes, cfg.train.eval_batch,
-                         cfg.train.strategy, cfg.train.map_batch, preprocess)
+    self.spec = StepSpec(model_for(cfg, self.width, ds), cfg.optim.name, batch_size(cfg, ds), ds.num_classes,
+                         cfg.train.eval_batch, cfg.train.strategy, cfg.train.map_batch, ds.preprocess, ds.task,
+                         cfg.train.keep_best)
     sharded = isinstance(members, jax.sharding.NamedSharding)
     self.fns = bucket_fns(self.spec, members if sharded else None)
     n_dev = len(members.device_set)
@@ -88,10 +97,16 @@ class Bucket:
                                       jax.device_put(np.int32(epoch), self.replicated))
     return loss
 
-  def evaluate(self) -> dict[str, jax.Array]:
-    """Dispatches the evaluation; the metrics stay on the device until read."""
+  def evaluate(self, epoch: int) -> dict[str, jax.Array]:
+    """Dispatches the evaluation (and, with keep_best, the update of the best parameters); the metrics stay on
+    the device until read."""
     d = self.data
-    return self.fns.evaluate(self.state, self.hp, self.labels, d['x_train'], d['x_test'], d['y_test'])
+    metrics = self.fns.evaluate(self.state, self.hp, self.labels, d['x_train'], d['x_test'], d['y_test'])
+    if self.spec.keep_best:
+      self.state = self.fns.remember_best(self.state, metrics['test_loss'],
+                                          jax.device_put(np.int32(epoch), self.replicated))
+      metrics = dict(metrics, best_epoch=self.state['best']['epoch'], best_test_loss=self.state['best']['loss'])
+    return metrics
 
 
 def placement(cfg: cfglib.Config) -> str:
@@ -109,9 +124,9 @@ def make_buckets(job: Job, ds, plan: list[list[int]], cost, log=print) -> list[B
   shard = placement(cfg) == 'shard'
   # Per device: the dataset (a copy on each), every member's resident state (spread evenly), then what the
   # running bucket's step needs; a bucket whose step does not fit in what is left is split.
-  sizes = [memory.member_bytes_split(make_model(cfg.model.name, max(b), ds.input_shape, ds.num_classes,
-                                                conv_form(cfg), cfg.train.compute_dtype),
-                                     max(b), ds.input_shape, cfg.train.batch_size, cfg.optim.name) for b in plan]
+  tokens = np.issubdtype(ds.x_train.dtype, np.signedinteger)  # uint8 images reach the model as floats
+  sizes = [memory.member_bytes_split(model_for(cfg, max(b), ds), max(b), ds.input_shape, batch_size(cfg, ds),
+                                     cfg.optim.name, jnp.int32 if tokens else jnp.float32) for b in plan]
   resident = sum(len(b) * r for b, (r, _) in zip(plan, sizes)) / len(devices)
   budget = (memory.budget_bytes(cfg.train.memory_gb, devices[0]) - sum(a.nbytes for a in arrays.values())
             - resident)
@@ -131,14 +146,12 @@ def make_buckets(job: Job, ds, plan: list[list[int]], cost, log=print) -> list[B
     members = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('members'))
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     data = jax.device_put(arrays, replicated)
-    return [Bucket(job, g, data, ds.num_classes, ds.input_shape, members, replicated, ds.preprocess)
-            for g in groups]
+    return [Bucket(job, g, data, ds, members, replicated) for g in groups]
   widths = [max(job.members[i]['model.width'] for i in g) for g in groups]
   where = parallel.assign([len(g) * cost(w) for g, w in zip(groups, widths)], len(devices))
   single = {d: jax.sharding.SingleDeviceSharding(devices[d]) for d in set(where)}
   data = {d: jax.device_put(arrays, sh) for d, sh in single.items()}  # the dataset once per device used
-  return [Bucket(job, g, data[w], ds.num_classes, ds.input_shape, single[w], single[w], ds.preprocess)
-          for g, w in zip(groups, where)]
+  return [Bucket(job, g, data[w], ds, single[w], single[w]) for g, w in zip(groups, where)]
 
 
 def member_config(job: Job, i: int) -> cfglib.Config:
@@ -152,10 +165,17 @@ def member_config(job: Job, i: int) -> cfglib.Config:
 def _member_rows(job: Job, buckets: list[Bucket], meta: dict[str, Any]) -> list[dict[str, Any]]:
   rows = []
   for b, bucket in enumerate(buckets):
-    for i in bucket.member_ids:
-      rows.append({'job': job.index, 'member': i, **job.members[i], **job.static, 'bucket': b,
+    for slot, i in enumerate(bucket.member_ids):
+      rows.append({'job': job.index, 'member': i, **job.members[i], **job.static, 'bucket': b, 'bucket_slot': slot,
                    'bucket_width': bucket.width, 'config': cfglib.to_json(member_config(job, i)), **meta})
   return sorted(rows, key=lambda r: r['member'])
+
+
+def _postfix(rows: list[dict[str, Any]]) -> str:
+  """Mean train and test error (or loss, for regression) over members, for the progress bar."""
+  metric = 'error' if 'train_error' in rows[0] else 'loss'
+  train, test = (np.nanmean([r[f'{split}_{metric}'] for r in rows]) for split in ('train', 'test'))
+  return f'train {metric} {train:.3g} test {metric} {test:.3g} (mean over members)'
 
 
 class Interrupted(Exception):
@@ -168,14 +188,14 @@ class Interrupted(Exception):
 
 
 def _metric_rows(job: Job, buckets: list[Bucket], epoch: int) -> list[dict[str, Any]]:
-  metrics = jax.device_get([b.evaluate() for b in buckets])  # every device evaluates before the host reads
+  metrics = jax.device_get([b.evaluate(epoch) for b in buckets])  # every device evaluates before the host reads
   # (rows past len(member_ids) are the copies that pad a sharded bucket: never reported)
   rows = []
   for b, m in zip(buckets, metrics):
     for j, i in enumerate(b.member_ids):
       row = {'job': job.index, 'member': i, 'epoch': epoch}
       for k, v in m.items():
-        row[k] = bool(v[j]) if k == 'diverged' else int(v[j]) if k == 'diverged_step' else float(v[j])
+        row[k] = bool(v[j]) if k == 'diverged' else int(v[j]) if k in ('diverged_step', 'best_epoch') else float(v[j])
       rows.append(row)
   return rows
 
@@ -190,7 +210,7 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
   t0 = time.time()
   ds = load_dataset(cfg.data)
   widths = sorted(m['model.width'] for m in job.members)
-  cost = make_model(cfg.model.name, max(widths), ds.input_shape, ds.num_classes, 'lax').macs
+  cost = model_for(cfg, max(widths), ds, 'lax').macs
   plan = plan_buckets(widths, cost, cfg.train.bucket_ratio, cfg.train.max_buckets)
   log(f'job {job.index + 1}/{n_jobs} {job.static or ""}: {len(job.members)} members in {len(plan)} buckets '
       f'padded to {[max(b) for b in plan]}; padded/useful FLOPs {padded_ratio(plan, cost):.3f} '
@@ -205,7 +225,7 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
       b.state = st
     log(f'job {job.index + 1}/{n_jobs}: resumed after epoch {start}')
   meta = {'versions': json.dumps(versions()), 'device': device_name(),
-          'wall_time_s': float('nan'), 'padded_ratio': padded_ratio(plan, cost)}
+          'wall_time_s': float('nan'), 'padded_ratio': padded_ratio(plan, cost), **dict(ds.info)}
   results.write_members(out, job.index, _member_rows(job, buckets, meta))
   elapsed = lambda: before_s + time.time() - t0
 
@@ -214,6 +234,14 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
   bar = tqdm(range(start + 1, epochs + 1), desc=f'job {job.index + 1}/{n_jobs}', unit='epoch', initial=start,
              total=epochs, disable=not progress, file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
   pending, last_save, rows = None, time.time(), []
+  buffered, last_flush = [], time.time()
+
+  def flush():  # buffered evaluation rows -> one part file named by its last epoch
+    nonlocal buffered, last_flush
+    if buffered:
+      results.write_curves(out, job.index, buffered[-1]['epoch'], buffered)
+    buffered, last_flush = [], time.time()
+
   try:
     for epoch in bar:
       losses = [b.train_epoch(epoch - 1) for b in buckets]  # epoch index e-1 seeds the order of epoch e
@@ -222,13 +250,14 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
       pending = losses
       if epoch in evals:
         rows = _metric_rows(job, buckets, epoch)
-        results.write_curves(out, job.index, epoch, rows)
-        train_err = np.mean([r['train_error'] for r in rows])
-        test_err = np.mean([r['test_error'] for r in rows])
-        bar.set_postfix_str(f'train err {train_err:.3f} test err {test_err:.3f} (mean over members)')
+        buffered += rows
+        bar.set_postfix_str(_postfix(rows))
       every, minutes = cfg.train.checkpoint_every, cfg.train.checkpoint_minutes
-      if stop or epoch == epochs or (every and epoch % every == 0) or (
-          minutes and time.time() - last_save >= 60 * minutes):
+      save = stop or epoch == epochs or (every and epoch % every == 0) or (
+          minutes and time.time() - last_save >= 60 * minutes)
+      if save or time.time() - last_flush >= cfg.train.flush_seconds:
+        flush()  # before the checkpoint: rows past a checkpoint are recomputed identically on resume
+      if save:
         ckpt.save(epoch, [b.state for b in buckets], elapsed())
         last_save = time.time()
       if stop and epoch < epochs:
@@ -241,6 +270,29 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
   diverged = sum(int(r['diverged']) for r in rows)  # rows of the last evaluation (none if resumed when done)
   log(f'job {job.index + 1}/{n_jobs} done in {meta["wall_time_s"]:.1f} s'
       + (f'; {diverged} member(s) diverged and were frozen' if diverged else ''))
+
+
+def member_variables(out: Path, job: int, member: int, which: str = 'best') -> tuple[dict[str, Any], int]:
+  """One member's {'params', 'batch_stats'} from the newest checkpoint of its job: at its lowest test loss
+  (which='best', runs with train.keep_best) or at the checkpoint's epoch ('last'); with the width they are padded
+  to (the bucket's). Apply them with make_model(..., that width) and the member's own width."""
+  table = results.load(out)
+  row = table[(table['job'] == job) & (table['member'] == member)].iloc[0]
+  ckpt = Checkpoints(Path(out) / 'checkpoints' / f'job-{job:04d}')
+  try:
+    step = ckpt.manager.latest_step()
+    if step is None:
+      raise FileNotFoundError(f'no checkpoint of job {job} in {out}')
+    tree = ckpt.manager.restore(step, args=ocp.args.StandardRestore())['buckets'][int(row['bucket'])]
+  finally:
+    ckpt.close()
+  if which == 'best':
+    if 'best' not in tree:
+      raise ValueError(f'{out} was trained without train.keep_best: only which="last" is available')
+    tree = tree['best']
+  slot = int(row['bucket_slot'])
+  pick = lambda t: jax.tree.map(lambda x: np.asarray(x)[slot], t)
+  return {'params': pick(tree['params']), 'batch_stats': pick(tree.get('batch_stats', {}))}, int(row['bucket_width'])
 
 
 def run(cfg: cfglib.Config, sweep: dict[str, list], jobs: list[Job], out: Path, progress: bool = True,

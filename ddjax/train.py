@@ -42,10 +42,26 @@ class StepSpec:
   strategy: str = 'vmap'    # 'vmap' | 'map'
   map_batch: int = 1
   preprocess: Preprocess = Preprocess()  # on-device input pipeline (normalisation, augmentation)
+  task: str = 'classify'    # 'classify': cross-entropy, error | 'regress': squared error, non-finite targets skipped
+  keep_best: bool = False   # carry each member's parameters at its lowest test loss in the state
 
 
 def tree_norm(tree) -> jax.Array:
   return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
+
+
+LAST_LAYERS = ('head', 'unembed')  # the name of a model's output layer
+
+
+def weight_norms(params) -> dict[str, jax.Array]:
+  """Total norm, the output layer's norm and one norm per top-level layer (masked entries are zero, so only active
+  parameters count)."""
+  out = {'weight_norm': tree_norm(params)}
+  last = [k for k in LAST_LAYERS if k in params]
+  if last:
+    out['weight_norm_last'] = tree_norm(params[last[0]])
+  out.update({f'norm_{name}': tree_norm(sub) for name, sub in params.items()})
+  return out
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -55,30 +71,45 @@ def init_member(spec: StepSpec, hp, x_example) -> dict[str, Any]:
   x = spec.preprocess(x_example[None])
   variables = spec.model.init({'params': member_key(hp, 'init')}, x, hp['width'], train=False)
   params = variables['params']
-  return {
+  state = {
       'params': params,
       'batch_stats': variables.get('batch_stats', {}),
       'opt': make_optimizer(spec.optimizer, hp).init(params),
       'diverged': jnp.zeros((), bool),
       'diverged_step': jnp.full((), -1, jnp.int32),
       'step': jnp.zeros((), jnp.int32),
+      'update_norm': jnp.zeros((), jnp.float32),  # norm of the last optimizer update
   }
+  if spec.keep_best:
+    state['best'] = {'params': params, 'batch_stats': state['batch_stats'], 'loss': jnp.full((), jnp.inf),
+                     'epoch': jnp.zeros((), jnp.int32)}
+  return state
 
 
 def member_labels(spec: StepSpec, hp, y_train) -> jax.Array:
-  """The member's training labels: noisy with its own probability, drawn once from its noise seed."""
+  """The member's training labels: noisy with its own probability, drawn once from its noise seed (classification;
+  regression targets are the same for every member)."""
+  if spec.task == 'regress':
+    return y_train
   return noisy_labels(member_key(hp, 'noise'), y_train, hp['noise'], spec.num_classes)
 
 
 def _loss(spec: StepSpec, params, batch_stats, hp, x, y, train: bool):
+  """Per-example (loss, wrong, weight): cross-entropy and misclassification, or squared error with weight 0 where
+  the target is not finite (an infinite m-height); `wrong` is 0 for regression."""
   variables = {'params': params, 'batch_stats': batch_stats}
   if train:
-    logits, mutated = spec.model.apply(variables, x, hp['width'], train=True, mutable=['batch_stats'])
+    out, mutated = spec.model.apply(variables, x, hp['width'], train=True, mutable=['batch_stats'])
     batch_stats = mutated.get('batch_stats', batch_stats)
   else:
-    logits = spec.model.apply(variables, x, hp['width'], train=False)
-  loss = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), y)
-  return loss, logits, batch_stats
+    out = spec.model.apply(variables, x, hp['width'], train=False)
+  out = out.astype(jnp.float32)
+  if spec.task == 'regress':
+    weight = jnp.isfinite(y).astype(jnp.float32)
+    loss = jnp.square(out[:, 0] - jnp.where(weight > 0, y, 0.0)) * weight
+    return (loss, jnp.zeros_like(loss), weight), batch_stats
+  loss = optax.softmax_cross_entropy_with_integer_labels(out, y)
+  return (loss, (jnp.argmax(out, -1) != y).astype(jnp.float32), jnp.ones_like(loss)), batch_stats
 
 
 def train_step(spec: StepSpec, state, hp, x_BxD, y_B, key=None):
@@ -87,13 +118,14 @@ def train_step(spec: StepSpec, state, hp, x_BxD, y_B, key=None):
   x_BxD = spec.preprocess(x_BxD, key)
 
   def loss_fn(params):
-    loss_B, _, batch_stats = _loss(spec, params, state['batch_stats'], hp, x_BxD, y_B, train=True)
-    return loss_B.mean(), batch_stats
+    (loss_B, _, weight_B), batch_stats = _loss(spec, params, state['batch_stats'], hp, x_BxD, y_B, train=True)
+    return loss_B.sum() / jnp.maximum(weight_B.sum(), 1.0), batch_stats
 
   (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
   updates, opt = make_optimizer(spec.optimizer, hp).update(grads, state['opt'], state['params'])
   params = optax.apply_updates(state['params'], updates)
-  new = dict(state, params=params, batch_stats=batch_stats, opt=opt, step=state['step'] + 1)
+  new = dict(state, params=params, batch_stats=batch_stats, opt=opt, step=state['step'] + 1,
+             update_norm=tree_norm(updates))
   ok = ~state['diverged'] & jnp.isfinite(loss) & jnp.isfinite(tree_norm(params))
   frozen = dict(state, diverged=jnp.ones((), bool),
                 diverged_step=jnp.where(state['diverged'], state['diverged_step'], state['step']))
@@ -106,7 +138,10 @@ def train_epoch(spec: StepSpec, state, hp, labels_N, x_train, epoch):
   n = labels_N.shape[0]
   n_batches = n // spec.batch_size
   key = jax.random.fold_in(member_key(hp, 'batches'), epoch)
-  order = jax.random.permutation(key, n)[: n_batches * spec.batch_size].reshape(n_batches, spec.batch_size)
+  if n_batches == 1 and spec.batch_size == n:  # full batch: the order does not matter
+    order = jnp.arange(n)[None]
+  else:
+    order = jax.random.permutation(key, n)[: n_batches * spec.batch_size].reshape(n_batches, spec.batch_size)
   aug_key = jax.random.fold_in(member_key(hp, 'augment'), epoch)
 
   def step(state, args):
@@ -118,7 +153,8 @@ def train_epoch(spec: StepSpec, state, hp, labels_N, x_train, epoch):
 
 
 def _dataset_stats(spec: StepSpec, state, hp, x, y):
-  """Mean loss and error over (x, y), in chunks of eval_batch, with evaluation-mode BatchNorm."""
+  """Mean loss and error over (x, y) (over finite targets for regression), in chunks of eval_batch, with
+  evaluation-mode BatchNorm."""
   n = x.shape[0]
   chunk = min(spec.eval_batch, n)
   n_chunks = -(-n // chunk)
@@ -129,25 +165,39 @@ def _dataset_stats(spec: StepSpec, state, hp, x, y):
 
   def one(args):
     xc, yc, vc = args
-    loss, logits, _ = _loss(spec, state['params'], state['batch_stats'], hp, spec.preprocess(xc), yc, train=False)
-    wrong = (jnp.argmax(logits, -1) != yc)
-    return jnp.sum(loss * vc), jnp.sum(wrong * vc)
+    (loss, wrong, weight), _ = _loss(spec, state['params'], state['batch_stats'], hp, spec.preprocess(xc), yc,
+                                     train=False)
+    weight = weight * vc
+    return jnp.sum(loss * weight), jnp.sum(wrong * weight), jnp.sum(weight)
 
-  loss_sum, wrong_sum = lax.map(one, (xs, ys, valid))
-  return loss_sum.sum() / n, wrong_sum.sum() / n
+  loss_sum, wrong_sum, count = (a.sum() for a in lax.map(one, (xs, ys, valid)))
+  count = jnp.maximum(count, 1.0)
+  return loss_sum / count, wrong_sum / count
 
 
 def evaluate(spec: StepSpec, state, hp, labels_N, x_train, x_test, y_test) -> dict[str, jax.Array]:
-  """Train metrics on the member's own (noisy) labels; test metrics on clean labels and on the noisy distribution."""
+  """Train metrics on the member's own (noisy) labels; test metrics on clean labels and on the noisy distribution
+  (classification), or mean squared errors over finite targets (regression); weight norms; the last update's norm."""
   train_loss, train_error = _dataset_stats(spec, state, hp, x_train, labels_N)
   test_loss, test_error = _dataset_stats(spec, state, hp, x_test, y_test)
-  return {
-      'train_loss': train_loss, 'train_error': train_error,
-      'test_loss': test_loss, 'test_error': test_error,
-      'test_error_noisy': noisy_test_error(test_error, hp['noise'], spec.num_classes),
-      'weight_norm': tree_norm(state['params']),
-      'diverged': state['diverged'], 'diverged_step': state['diverged_step'],
-  }
+  out = {'train_loss': train_loss, 'test_loss': test_loss}
+  if spec.task == 'classify':
+    out.update(train_error=train_error, test_error=test_error,
+               test_error_noisy=noisy_test_error(test_error, hp['noise'], spec.num_classes))
+  out.update(weight_norms(state['params']))
+  out.update(update_norm=state['update_norm'], diverged=state['diverged'], diverged_step=state['diverged_step'])
+  return out
+
+
+def remember_best(spec: StepSpec, state, test_loss, epoch):
+  """With keep_best: the parameters (and BatchNorm statistics) at the lowest test loss seen so far."""
+  best = state['best']
+  better = (test_loss < best['loss']) & ~state['diverged']
+  pick = lambda new, old: jax.tree.map(lambda n, o: jnp.where(better, n, o), new, old)
+  return dict(state, best={'params': pick(state['params'], best['params']),
+                           'batch_stats': pick(state['batch_stats'], best['batch_stats']),
+                           'loss': jnp.where(better, test_loss, best['loss']),
+                           'epoch': jnp.where(better, epoch, best['epoch']).astype(jnp.int32)})
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -172,6 +222,7 @@ class BucketFns:
   labels: Callable    # (hp_M, y_train) -> labels_MxN
   epoch: Callable     # (state_M, hp_M, labels_MxN, x_train, epoch) -> (state_M, loss_M); donates state
   evaluate: Callable  # (state_M, hp_M, labels_MxN, x_train, x_test, y_test) -> metrics of shape (M,)
+  remember_best: Callable  # (state_M, test_loss_M, epoch) -> state_M; donates state
 
 
 def bucket_fns(spec: StepSpec, members: jax.sharding.Sharding | None = None) -> BucketFns:
@@ -188,4 +239,5 @@ def bucket_fns(spec: StepSpec, members: jax.sharding.Sharding | None = None) -> 
       labels=jax.jit(jax.vmap(lambda hp, y: member_labels(spec, hp, y), in_axes=(0, None)), **out),
       epoch=jax.jit(lift(train_epoch, 3), donate_argnums=0, **out),
       evaluate=jax.jit(lift(evaluate, 3), **out),
+      remember_best=jax.jit(lift(remember_best, 2), donate_argnums=0, **out),
   )

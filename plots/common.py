@@ -11,11 +11,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ddjax import config as cfglib  # noqa: E402
 from ddjax import results  # noqa: E402
 
 SEED_KEYS = ('seed', 'model.seed', 'train.batch_seed', 'data.noise_seed')
-ID_KEYS = ('job', 'member', 'bucket', 'bucket_width', 'config', 'versions', 'device', 'wall_time_s',
-           'padded_ratio', 'diverged', 'diverged_step')
 
 plt.rcParams.update({'figure.dpi': 150, 'savefig.dpi': 150, 'font.size': 9, 'axes.grid': True,
                      'grid.alpha': 0.3, 'axes.spines.top': False, 'axes.spines.right': False})
@@ -26,10 +25,11 @@ def load(out) -> pd.DataFrame:
 
 
 def series_keys(df: pd.DataFrame, x: str) -> list[str]:
-  """Scalar columns other than x, seeds and bookkeeping that take more than one value: one line each."""
+  """Config keys other than x and seeds that take more than one value: one line each."""
   keys = []
+  config_keys = cfglib.fields(cfglib.Config())
   for c in df.columns:
-    if c in ID_KEYS or c in SEED_KEYS or c == x or isinstance(df[c].iloc[0], (np.ndarray, list)):
+    if c not in config_keys or c in SEED_KEYS or c == x:
       continue
     if df[c].nunique(dropna=False) > 1:
       keys.append(c)

@@ -75,3 +75,31 @@ class DenseResNet18k(nn.Module):
       for b in range(2):
         x = DenseBlock(self.width * mult, stride if b == 0 else 1, 2, name=f'stage{s}_block{b}')(x, train)
     return nn.Dense(self.num_classes, name='head')(jnp.mean(x, axis=(1, 2)))
+
+
+class DenseEmbedMLP(nn.Module):
+  """Kitouni's grokking MLP at width d: nn.Embed(p, d), both tokens' embeddings concatenated, Dense-ReLU-Dense."""
+  width: int
+  num_classes: int = 7
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    e = nn.Embed(self.num_classes, self.width, name='embed')(x).reshape(x.shape[0], -1)
+    return nn.Dense(self.num_classes, name='head')(nn.relu(nn.Dense(self.width, name='hidden')(e)))
+
+
+class DenseResMLP(nn.Module):
+  """Residual MLP with pre-LayerNorm blocks and a final LayerNorm-ReLU before the head."""
+  width: int
+  depth: int = 2
+  num_classes: int = 1
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    h = nn.Dense(self.width, name='stem')(x.reshape(x.shape[0], -1))
+    for i in range(self.depth):
+      r = nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, name=f'block{i}_ln')(h)
+      r = nn.relu(nn.Dense(self.width, name=f'block{i}_dense0')(r))
+      h = h + nn.Dense(self.width, name=f'block{i}_dense1')(r)
+    h = nn.relu(nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, name='final_ln')(h))
+    return nn.Dense(self.num_classes, name='head')(h)

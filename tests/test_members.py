@@ -134,7 +134,8 @@ def test_sharded_bucket_lays_every_leaf_over_the_member_axis(tiny_mnist1d):
   from ddjax.members import expand
   from ddjax.run import make_buckets
   cfg, sweep = cfglib.apply_overrides(cfglib.Config(), {}, [
-      'model.name=resnet1d', 'model.width=2,3,4', 'train.batch_size=40', 'train.placement=shard'])
+      'model.name=resnet1d', 'model.width=2,3,4', 'train.batch_size=40', 'train.placement=shard',
+      'train.keep_best=true'])
   job = expand(cfg, sweep)[0]
   cost = lambda w: w * w
   (bucket,) = make_buckets(job, tiny_mnist1d, [[2, 3, 4]], cost)
@@ -148,9 +149,11 @@ def test_sharded_bucket_lays_every_leaf_over_the_member_axis(tiny_mnist1d):
   job_single = expand(cfglib.replace(cfg, 'train.placement', 'bucket'), sweep)[0]
   (single,) = make_buckets(job_single, tiny_mnist1d, [[2, 3, 4]], cost)
   single.train_epoch(0)
-  a, b = jax.device_get(bucket.evaluate()), jax.device_get(single.evaluate())
-  for k in ('train_loss', 'test_loss', 'weight_norm'):
+  a, b = jax.device_get(bucket.evaluate(1)), jax.device_get(single.evaluate(1))
+  for k in ('train_loss', 'test_loss', 'weight_norm', 'best_test_loss'):
     np.testing.assert_allclose(a[k][:3], b[k], rtol=1e-5)
+  for leaf in jax.tree.leaves(bucket.state['best']):  # the best-validation copy is sharded like the rest
+    assert leaf.sharding.spec[0] == 'members'
 
 
 def test_bfloat16_compute_keeps_float32_parameters(tiny_mnist1d):

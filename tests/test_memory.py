@@ -53,7 +53,7 @@ def test_buckets_over_budget_are_split_with_the_same_results(tiny_mnist1d):
     for b in buckets:
       b.train_epoch(0)
     results[memory_gb] = (len(buckets), logs, {i: float(m) for b in buckets for i, m in
-                                               zip(b.member_ids, jax.device_get(b.evaluate())['train_loss'])})
+                                               zip(b.member_ids, jax.device_get(b.evaluate(1))['train_loss'])})
   assert results[0.0][0] == 1 and results[tight][0] == 3 and 'split into 3 buckets' in results[tight][1][0]
   for i, loss in results[0.0][2].items():
     np.testing.assert_allclose(results[tight][2][i], loss, rtol=1e-5)

@@ -52,3 +52,20 @@ def test_load_assembles_parts_of_a_run_still_going(tmp_path):
 def test_missing_results_is_a_clear_error(tmp_path):
   with pytest.raises(FileNotFoundError, match='no results'):
     results.load(tmp_path)
+
+
+def test_rows_written_twice_are_kept_once_and_columns_added(tmp_path):
+  """A resumed run rewrites the evaluations after its checkpoint into another part file: each (member, epoch) once;
+  add_columns writes per-member analysis columns into results.parquet."""
+  fake_run(tmp_path, epochs=(1, 2, 5))
+  rows = [{'job': 0, 'member': i, 'epoch': e, 'train_error': 0.5, 'test_error': 0.5, 'diverged': False,
+           'diverged_step': -1} for e in (2, 5) for i in range(3)]
+  results.write_curves(tmp_path, 0, 9, rows)  # newer part, overlapping epochs 2 and 5
+  df = results.load(tmp_path)
+  assert all(list(e) == [1, 2, 5] for e in df['epoch'])
+  assert all(list(v)[1:] == [0.5, 0.5] for v in df['test_error'])  # the newest part wins
+  results.compact(tmp_path)
+  results.add_columns(tmp_path, pd.DataFrame({'grokking_epoch': [3.0, np.nan, 7.0]}, index=df.index))
+  again = pd.read_parquet(tmp_path / 'results.parquet')
+  np.testing.assert_array_equal(again['grokking_epoch'], [3.0, np.nan, 7.0])
+  assert list(again['epoch'][0]) == [1, 2, 5]

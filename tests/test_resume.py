@@ -14,7 +14,7 @@ from ddjax.members import expand
 
 OVERRIDES = ['model.width=2,5', 'seed=0,1', 'train.epochs=4', 'data.num_samples=300', 'data.seed=3',
              'train.batch_size=40', 'train.eval_points=4', 'data.noise=0.2', 'train.checkpoint_every=1',
-             'model.name=resnet1d', 'optim.name=adamw', 'optim.wd=0.05']
+             'model.name=resnet1d', 'optim.name=adamw', 'optim.wd=0.05', 'train.keep_best=true']
 
 
 def setup():
@@ -55,5 +55,7 @@ def test_sigterm_then_resume_is_exact(tmp_path, monkeypatch):
   with pytest.warns(UserWarning, match='checkpoint at epoch 3 is unreadable'):
     resumed = runlib.run(cfg, sweep, jobs, out, progress=False, log=lambda *a: None, resume=True)
   a, b = table(straight.parent), table(resumed.parent)
-  for col in ('epoch', 'train_loss', 'train_error', 'test_loss', 'test_error', 'weight_norm'):
+  for col in ('epoch', 'train_loss', 'train_error', 'test_loss', 'test_error', 'weight_norm', 'update_norm'):
     np.testing.assert_array_equal(np.stack(a[col]), np.stack(b[col]), err_msg=col)
+  for col in ('best_epoch', 'best_test_loss'):  # the best-validation state is part of the checkpoint
+    np.testing.assert_array_equal(a[col], b[col], err_msg=col)

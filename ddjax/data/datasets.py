@@ -21,8 +21,10 @@ class Dataset:
   y_train: np.ndarray  # (N,) int32, clean labels
   x_test: np.ndarray
   y_test: np.ndarray
-  num_classes: int
+  num_classes: int         # classes, or outputs of a regression (1)
   preprocess: Preprocess = Preprocess()  # applied on the device to every gathered batch
+  task: str = 'classify'   # 'classify' (cross-entropy on int labels) | 'regress' (MSE on float targets; inf = excluded)
+  info: tuple[tuple[str, int | float], ...] = ()  # facts about the data written next to every member (e.g. infinite targets)
 
   @property
   def input_shape(self) -> tuple[int, ...]:
@@ -77,6 +79,60 @@ def image_dataset(arrays, data_cfg, default_augment: str) -> Dataset:
   return Dataset(*arrays, num_classes=10, preprocess=Preprocess(cifar10.MEAN, cifar10.STD, augment))
 
 
+MODULAR_OPS = {'add': lambda a, b, p: (a + b) % p, 'sub': lambda a, b, p: (a - b) % p,
+               'mul': lambda a, b, p: (a * b) % p, 'div': lambda a, b, p: (a * pow_mod(b, p - 2, p)) % p}
+
+
+def pow_mod(b: np.ndarray, e: int, p: int) -> np.ndarray:
+  """b^e mod p elementwise (b^(p-2) is the inverse of b mod a prime p)."""
+  out, b = np.ones_like(b), b % p
+  while e:
+    if e & 1:
+      out = out * b % p
+    b, e = b * b % p, e >> 1
+  return out
+
+
+def modular(op: str = 'add', p: int = 53, train_split: float = 0.6, seed: int = 42) -> Dataset:
+  """Every pair (a, b) with a, b in [0, p) (b != 0 for div) labelled a op b mod p, split at random (from `seed`)
+  into train and test; inputs are the int32 tokens (a, b)."""
+  a, b = (g.ravel() for g in np.meshgrid(np.arange(p), np.arange(1 if op == 'div' else 0, p), indexing='ij'))
+  y = MODULAR_OPS[op](a, b, p)
+  order = np.random.default_rng(seed).permutation(len(a))
+  n_train = int(len(a) * train_split)
+  x = np.stack([a, b], axis=1).astype(np.int32)[order]
+  y = y.astype(np.int32)[order]
+  return Dataset(x[:n_train], y[:n_train], x[n_train:], y[n_train:], p)
+
+
+def mheight(groups: str = 'all', num_samples: int = 6250, train_split: float = 0.8, seed: int = 42,
+            workers: int = 0) -> Dataset:
+  """m-height regression over (n, k, m) groups: `num_samples` codes per group, the first train_split of each group
+  for training. Input (K, R, 2 + M): P / 100 zero-padded to the largest k x (n - k), a mask of P's entries, and a
+  one-hot of m (broadcast); target log2(h_m), +inf where the height is infinite (kept, excluded from the loss)."""
+  from ddjax.data import mheight as mh
+  spec = mh.parse_groups(groups)
+  rows, cols, ms = max(k for _, k, _ in spec), max(n - k for n, k, _ in spec), max(m for *_, m in spec)
+  n_train = int(num_samples * train_split)
+  parts = {'x_train': [], 'y_train': [], 'x_test': [], 'y_test': []}
+  for n, k, m in spec:
+    P, h = mh.sample_group(n, k, m, num_samples, seed, workers=workers or None)
+    x = np.zeros((num_samples, rows, cols, 2 + ms), np.float32)
+    x[:, :k, :n - k, 0] = P / 100.0
+    x[:, :k, :n - k, 1] = 1.0
+    x[:, :, :, 1 + m] = 1.0
+    with np.errstate(divide='ignore'):
+      y = np.log2(h).astype(np.float32)
+    for split, sl in (('train', slice(0, n_train)), ('test', slice(n_train, None))):
+      parts[f'x_{split}'].append(x[sl])
+      parts[f'y_{split}'].append(y[sl])
+  arrays = {k: np.concatenate(v) for k, v in parts.items()}
+  info = (('train_infinite', int(np.isinf(arrays['y_train']).sum())),
+          ('test_infinite', int(np.isinf(arrays['y_test']).sum())))
+  return Dataset(arrays['x_train'], arrays['y_train'], arrays['x_test'], arrays['y_test'], 1, task='regress',
+                 info=info)
+
+
 def load_dataset(data_cfg) -> Dataset:
   """The data set a config names. Raises cifar10.DataMissing (a message for the user) if it is not there."""
   if data_cfg.name == 'mnist1d':
@@ -88,6 +144,10 @@ def load_dataset(data_cfg) -> Dataset:
     n_train = int(data_cfg.num_samples * data_cfg.train_split)
     arrays = cifar10.synthetic(n_train, data_cfg.num_samples - n_train, data_cfg.seed)
     return image_dataset(arrays, data_cfg, 'crop_flip')
+  if data_cfg.name == 'modular':
+    return modular(data_cfg.op, data_cfg.p, data_cfg.train_split, data_cfg.seed)
+  if data_cfg.name == 'mheight':
+    return mheight(data_cfg.groups, data_cfg.num_samples, data_cfg.train_split, data_cfg.seed, data_cfg.workers)
   raise ValueError(f'unknown dataset {data_cfg.name!r}')
 
 

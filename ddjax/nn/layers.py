@@ -24,7 +24,10 @@ def channel_mask(padded: int, active) -> jax.Array:
 
 
 def invariant_uniform(key: jax.Array, shape: Sequence[int]) -> jax.Array:
-  """U(-1, 1) draws where element i depends only on (key, i): padding a tensor leaves its slice unchanged."""
+  """U(-1, 1) draws where element i depends only on (key, i): padding a tensor leaves its slice unchanged.
+
+  Uniform rather than Gaussian: a uniform draw is exact bit arithmetic, so the active block is bit-identical however
+  far it is padded, whereas a Gaussian's erf_inv can round differently in differently fused programs."""
   index = jnp.indices(tuple(shape)).reshape(len(shape), -1).T
 
   def draw(ix):
@@ -34,6 +37,11 @@ def invariant_uniform(key: jax.Array, shape: Sequence[int]) -> jax.Array:
     return jax.random.uniform(k, (), minval=-1.0, maxval=1.0)
 
   return jax.vmap(draw)(index).reshape(shape)
+
+
+def std_uniform(std, mask):
+  """Padding-invariant U(-sqrt(3), sqrt(3)) * std draws (mean 0, variance std**2), masked."""
+  return lambda key, shape: invariant_uniform(key, shape) * (math.sqrt(3.0) * std) * mask
 
 
 def _fan_in_init(scale, mask):
@@ -60,6 +68,19 @@ class MaskedDense(nn.Module):
       bias = self.param('bias', _fan_in_init(scale, out_mask), (self.features,))
       y = y + (bias * out_mask).astype(dtype)
     return y
+
+
+class MaskedEmbed(nn.Module):
+  """Token lookup in a (num_embeddings, D) table whose columns are masked (D = the mask's length). Init variance 1
+  (PyTorch's nn.Embedding, from uniform draws), or 1/active D with scale_by_width (Nanda's transformer)."""
+  num_embeddings: int
+  scale_by_width: bool = False
+
+  @nn.compact
+  def __call__(self, tokens, mask):
+    std = lax.rsqrt(jnp.maximum(jnp.sum(mask), 1.0)) if self.scale_by_width else 1.0
+    table = self.param('embedding', std_uniform(std, mask), (self.num_embeddings, mask.shape[0]))
+    return jnp.take(table * mask, tokens, axis=0)
 
 
 def _pad_spatial(x, padding: Sequence[int]):

@@ -12,7 +12,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ddjax.nn.layers import MaskedBatchNorm, MaskedConv, MaskedDense, channel_mask
+from ddjax.nn.layers import MaskedBatchNorm, MaskedConv, MaskedDense, MaskedEmbed, MaskedLayerNorm, channel_mask
 
 
 class MLP(nn.Module):
@@ -71,6 +71,60 @@ class CNN1D(nn.Module):
     return total + length * width * self.num_classes
 
 
+class EmbedMLP(nn.Module):
+  """Tokens (a, b) -> a shared embedding of width d (variance 1, as PyTorch's nn.Embedding) -> concatenated (2d) ->
+  Dense(d) -> ReLU -> Dense(num_classes): the grokking MLP of Kitouni's simple-grokking (d = 128, p = 53)."""
+  max_width: int
+  num_classes: int = 53
+  input_shape: Sequence[int] = (2,)
+  conv: str = 'im2col'
+  dtype: str = 'float32'
+
+  @nn.compact
+  def __call__(self, x, width, train: bool = False):
+    mask = channel_mask(self.max_width, width)
+    e = MaskedEmbed(self.num_classes, name='embed')(x, mask)  # (B, 2, W)
+    h = MaskedDense(self.max_width, dtype=self.dtype, name='hidden')(e, jnp.broadcast_to(mask, e.shape[1:]), mask)
+    return MaskedDense(self.num_classes, dtype=self.dtype, name='head')(nn.relu(h), mask, jnp.ones(self.num_classes))
+
+  def macs(self, width: int) -> float:
+    return 2 * width * width + width * self.num_classes
+
+
+class ResMLP(nn.Module):
+  """Flattened input -> Dense(width) -> depth x [h + Dense(ReLU(Dense(LayerNorm(h))))] -> LayerNorm -> ReLU ->
+  Dense(num_classes): a residual MLP with LayerNorm (the m-height regressor's MLP variant)."""
+  max_width: int
+  num_classes: int = 1
+  depth: int = 2
+  input_shape: Sequence[int] = (36,)
+  conv: str = 'im2col'
+  dtype: str = 'float32'
+
+  @nn.compact
+  def __call__(self, x, width, train: bool = False):
+    x = x.reshape(x.shape[0], -1)
+    mask = channel_mask(self.max_width, width)
+    h = MaskedDense(self.max_width, dtype=self.dtype, name='stem')(x, jnp.ones(x.shape[-1]), mask)
+    for i in range(self.depth):
+      r = MaskedLayerNorm(name=f'block{i}_ln')(h, mask)
+      r = nn.relu(MaskedDense(self.max_width, dtype=self.dtype, name=f'block{i}_dense0')(r, mask, mask))
+      h = h + MaskedDense(self.max_width, dtype=self.dtype, name=f'block{i}_dense1')(r, mask, mask)
+    h = nn.relu(MaskedLayerNorm(name='final_ln')(h, mask))
+    return MaskedDense(self.num_classes, dtype=self.dtype, name='head')(h, mask, jnp.ones(self.num_classes))
+
+  def macs(self, width: int) -> float:
+    return math.prod(self.input_shape) * width + 2 * self.depth * width * width + width * self.num_classes
+
+
+def _norm(kind: str, name: str):
+  """A masked norm layer called as norm(x, mask, train): BatchNorm or LayerNorm (over channels, per position)."""
+  if kind == 'batch':
+    return MaskedBatchNorm(name=name)
+  ln = MaskedLayerNorm(name=name)
+  return lambda x, mask, train: ln(x, mask)
+
+
 class PreActBlock(nn.Module):
   """BN-ReLU-conv3(s)-BN-ReLU-conv3; shortcut conv1x1(s) on relu(bn1(x)) when shape changes, else x."""
   features: int
@@ -78,11 +132,12 @@ class PreActBlock(nn.Module):
   ndim: int
   conv: str
   dtype: str = 'float32'
+  norm: str = 'batch'  # 'batch' | 'layer'
 
   @nn.compact
   def __call__(self, x, in_mask, out_mask, train: bool):
     k3, k1 = (3,) * self.ndim, (1,) * self.ndim
-    out = nn.relu(MaskedBatchNorm(name='bn1')(x, in_mask, train))
+    out = nn.relu(_norm(self.norm, 'bn1')(x, in_mask, train))
     if self.stride != 1 or x.shape[-1] != self.features:
       shortcut = MaskedConv(self.features, k1, self.stride, 0, use_bias=False, form=self.conv, dtype=self.dtype,
                             name='shortcut')(out, in_mask, out_mask)
@@ -90,7 +145,7 @@ class PreActBlock(nn.Module):
       shortcut = x
     out = MaskedConv(self.features, k3, self.stride, 1, use_bias=False, form=self.conv, dtype=self.dtype,
                      name='conv1')(out, in_mask, out_mask)
-    out = nn.relu(MaskedBatchNorm(name='bn2')(out, out_mask, train))
+    out = nn.relu(_norm(self.norm, 'bn2')(out, out_mask, train))
     out = MaskedConv(self.features, k3, 1, 1, use_bias=False, form=self.conv, dtype=self.dtype,
                      name='conv2')(out, out_mask, out_mask)
     return out + shortcut
@@ -110,6 +165,7 @@ class PreActResNet(nn.Module):
   stage_strides: Sequence[int] = (1, 2, 2)
   ndim: int = 1
   dtype: str = 'float32'
+  norm: str = 'batch'  # 'batch' | 'layer' (LayerNorm over the channels of each position)
 
   @nn.compact
   def __call__(self, x, width, train: bool = False):
@@ -123,7 +179,7 @@ class PreActResNet(nn.Module):
       out_mask = channel_mask(self.max_width * mult, width * mult)
       for b in range(blocks):
         x = PreActBlock(self.max_width * mult, stride if b == 0 else 1, self.ndim, self.conv,
-                        self.dtype, name=f'stage{s}_block{b}')(x, mask, out_mask, train)
+                        self.dtype, self.norm, name=f'stage{s}_block{b}')(x, mask, out_mask, train)
         mask = out_mask
     x = x.mean(axis=tuple(range(1, 1 + self.ndim)))
     return MaskedDense(self.num_classes, dtype=self.dtype, name='head')(x, mask, jnp.ones(self.num_classes))
@@ -155,10 +211,27 @@ def resnet18k(max_width: int, num_classes: int = 10, input_shape: Sequence[int] 
                       dtype=dtype)
 
 
-MODELS = {'mlp': MLP, 'cnn1d': CNN1D, 'resnet1d': PreActResNet, 'resnet18k': resnet18k}
+def resnet2d_ln(max_width: int, num_classes: int = 1, input_shape: Sequence[int] = (6, 6, 8),
+               conv: str = 'lax', dtype: str = 'float32') -> PreActResNet:
+  """A small pre-activation conv ResNet with LayerNorm for small 2-D inputs (the m-height regressor's conv variant):
+  stages of widths k, 2k, one block each, stride 1 (the input is only a few positions wide)."""
+  return PreActResNet(max_width=max_width, num_classes=num_classes, input_shape=tuple(input_shape), conv=conv,
+                      stage_blocks=(1, 1), stage_mults=(1, 2), stage_strides=(1, 1), ndim=2, dtype=dtype,
+                      norm='layer')
+
+
+def _transformer(**kw):
+  from ddjax.nn.transformer import Transformer
+  return Transformer(**kw)
+
+
+MODELS = {'mlp': MLP, 'cnn1d': CNN1D, 'resnet1d': PreActResNet, 'resnet18k': resnet18k, 'embed_mlp': EmbedMLP,
+          'transformer': _transformer, 'resmlp': ResMLP, 'resnet2d_ln': resnet2d_ln}
+_HAS_DEPTH = ('mlp', 'resmlp')
 
 
 def make_model(name: str, max_width: int, input_shape: Sequence[int], num_classes: int, conv: str,
-               dtype: str = 'float32') -> nn.Module:
+               dtype: str = 'float32', depth: int = 2) -> nn.Module:
+  extra = {'depth': depth} if name in _HAS_DEPTH else {}
   return MODELS[name](max_width=max_width, num_classes=num_classes, input_shape=tuple(input_shape), conv=conv,
-                      dtype=dtype)
+                      dtype=dtype, **extra)
