@@ -2,13 +2,16 @@
 PY := .venv/bin/python
 OUT ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo grok test bench clean
 
 venv:
 	@bash scripts/bootstrap.sh
 
 demo: venv
 	$(PY) -m experiments.double_descent --preset mnist1d --out $(OUT)
+
+grok: venv
+	$(PY) -m experiments.grokking --preset default --out runs/grok-$(shell date +%Y%m%d-%H%M%S) --report
 
 test: venv
 	$(PY) -m pytest -q -p no:cacheprovider tests

@@ -1,8 +1,9 @@
 """A sweep -> jobs (one per combination of static keys) x members (one per combination of member keys).
 
 Member keys (width, seeds, lr, wd, label noise, ...) can differ inside one compiled step; every other key changes
-shapes or the program and makes a separate job. Within a job, widths are grouped into buckets padded to their own
-maximum; `plan_buckets` picks contiguous buckets by an exact dynamic programme over the cost model.
+shapes or the program and makes a separate job. Zipped keys (`--zip a,b`) vary together instead of crosswise.
+Within a job, widths are grouped into buckets padded to their own maximum; `plan_buckets` picks contiguous
+buckets by an exact dynamic programme over the cost model.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ HP_KEYS = {
 class Job:
   index: int
   config: cfglib.Config            # static keys resolved; member keys hold the first member's values
-  static: dict[str, object]        # the swept static keys of this job
+  static: dict[str, object]        # the swept static keys of this job (and member keys zipped with them)
   members: list[dict[str, object]]  # per member: every member key's value (dotted names)
 
 
@@ -49,21 +50,35 @@ def stack_hp(members: list[dict[str, object]]) -> dict[str, np.ndarray]:
   return {k: np.asarray([r[k] for r in rows], np.int32 if k in INT_HP else np.float32) for k in rows[0]}
 
 
-def expand(cfg: cfglib.Config, sweep: dict[str, list]) -> list[Job]:
-  """Cartesian product of the sweep, split into jobs over static keys."""
-  static_keys = [k for k in sweep if k not in cfglib.MEMBER_KEYS]
-  member_keys = [k for k in sweep if k in cfglib.MEMBER_KEYS]
+def expand(cfg: cfglib.Config, sweep: dict[str, list], zip_groups: Sequence[Sequence[str]] = ()) -> list[Job]:
+  """Cartesian product of the sweep, split into jobs over static keys.
+
+  Keys of one zip group take their i-th values together (one axis of the product). A group of member keys only
+  makes members; a group with any static key makes jobs, and its member keys are then fixed per job. Axes keep
+  the sweep's key order (a group sits at its first key)."""
+  cfglib.check_zip(sweep, zip_groups)
+  grouped = {k: tuple(g) for g in zip_groups for k in g}
+  axes, seen = [], set()
+  for key in sweep:
+    keys = grouped.get(key, (key,))
+    if keys not in seen:
+      seen.add(keys)
+      axes.append((keys, list(zip(*(sweep[k] for k in keys)))))
+  static = [a for a in axes if any(k not in cfglib.MEMBER_KEYS for k in a[0])]
+  member = [a for a in axes if all(k in cfglib.MEMBER_KEYS for k in a[0])]
   jobs = []
-  for i, combo in enumerate(itertools.product(*(sweep[k] for k in static_keys))):
+  for i, combo in enumerate(itertools.product(*(values for _, values in static))):
+    fixed = {k: v for (keys, _), row in zip(static, combo) for k, v in zip(keys, row)}
     job_cfg = cfg
-    for k, v in zip(static_keys, combo):
+    for k, v in fixed.items():
       job_cfg = cfglib.replace(job_cfg, k, v)
     members = []
-    for mcombo in itertools.product(*(sweep[k] for k in member_keys)):
+    for mcombo in itertools.product(*(values for _, values in member)):
       m = {k: cfglib.get(job_cfg, k) for k in sorted(cfglib.MEMBER_KEYS)}
-      m.update(zip(member_keys, mcombo))
+      for (keys, _), row in zip(member, mcombo):
+        m.update(zip(keys, row))
       members.append(m)
-    jobs.append(Job(i, job_cfg, dict(zip(static_keys, combo)), members))
+    jobs.append(Job(i, job_cfg, fixed, members))
   return jobs
 
 

@@ -62,6 +62,26 @@ def _label(df: pd.DataFrame, row) -> str:
                    for k in dict.fromkeys(keys))
 
 
+def _legend_labels(df: pd.DataFrame) -> dict:
+  """member -> legend label for the first member of each group of seeds (same keys but the seeds), else None."""
+  keys = [k for k in series_keys(df, '') if k != WD] + ([WD] if WD in df.columns else [])
+  out, seen = {}, {}
+  for _, r in df.iterrows():
+    group = tuple(r[k] for k in keys)
+    seen[group] = seen.get(group, 0) + 1
+  shown = set()
+  for _, r in df.iterrows():
+    group = tuple(r[k] for k in keys)
+    if group in shown:
+      out[r['member']] = None
+      continue
+    shown.add(group)
+    text = ', '.join(f'{k.split(".")[-1]}={v:g}' if isinstance(v, float) else f'{k.split(".")[-1]}={v}'
+                     for k, v in zip(keys, group))
+    out[r['member']] = (text or 'all') + (f' ({seen[group]} seeds)' if seen[group] > 1 else '')
+  return out
+
+
 def _colours(df: pd.DataFrame) -> dict:
   """One colour per weight decay (or per member when wd does not vary), ordered along viridis."""
   values = sorted(df[WD].unique()) if WD in df.columns else [0]
@@ -73,10 +93,11 @@ def curves(df: pd.DataFrame, path: Path) -> Path:
   regress = is_regression(df)
   colours = _colours(df)
   fig, (ax_m, ax_l) = plt.subplots(1, 2, figsize=(10, 3.8))
+  labels = _legend_labels(df)
   for _, r in df.iterrows():
     c = colours[r[WD]]
     e = np.asarray(r['epoch'], float)
-    label = _label(df, r)
+    label = labels[r['member']]
     ax_m.plot(e, _metric(df, r, 'train'), '--', color=c, lw=1)
     ax_m.plot(e, _metric(df, r, 'test'), '-', color=c, lw=1.3, label=label)
     ax_l.plot(e, r['train_loss'], '--', color=c, lw=1)
@@ -91,7 +112,7 @@ def curves(df: pd.DataFrame, path: Path) -> Path:
            title=f'{name}: train (dashed), validation (solid); memorised (:) and grokked (-.)')
   if regress:
     ax_m.set_yscale('log')
-  ax_l.set(xscale='log', yscale='log', xlabel='epoch', ylabel='loss', title='loss: train (dashed), validation')
+  ax_l.set(xscale='log', yscale='log', xlabel='epoch', ylabel='loss', title='loss: train (dashed), validation (solid)')
   ax_m.legend(fontsize=7, loc='best')
   ax_m.title.set_fontsize(8)
   return save(fig, path)
@@ -101,12 +122,13 @@ def weight_norms(df: pd.DataFrame, path: Path) -> Path:
   colours = _colours(df)
   has_last = 'weight_norm_last' in df.columns
   fig, axes = plt.subplots(1, 2 if has_last else 1, figsize=(10 if has_last else 5.5, 3.6), squeeze=False)
+  labels = _legend_labels(df)
   for _, r in df.iterrows():
     c = colours[r[WD]]
     e = np.asarray(r['epoch'], float)
     for ax, col in zip(axes[0], ('weight_norm', 'weight_norm_last')):
       y = np.asarray(r[col], float)
-      ax.plot(e, y, color=c, lw=1.2, label=_label(df, r))
+      ax.plot(e, y, color=c, lw=1.2, label=labels[r['member']])
       spikes = np.isin(e, r['spike_epochs'])
       ax.plot(e[spikes], y[spikes], 'v', color='crimson', ms=5)
   axes[0][0].set(xscale='log', xlabel='epoch', ylabel='||W||', title='total weight norm (v: train-loss spikes)')
