@@ -24,26 +24,28 @@ class Checkpoints:
         Path(directory).absolute(),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False))
 
-  def save(self, epoch: int, states: list, elapsed_s: float) -> None:
-    tree = {'buckets': list(states), 'elapsed_s': np.asarray(elapsed_s, np.float64)}
+  def save(self, epoch: int, states: list, elapsed_s: float, attempt: int = 0) -> None:
+    tree = {'buckets': list(states), 'elapsed_s': np.asarray(elapsed_s, np.float64),
+            'attempt': np.asarray(attempt, np.int64)}
     if epoch in self.manager.all_steps():  # an unreadable checkpoint that resume fell back from
       self.manager.delete(epoch)
     self.manager.save(epoch, args=ocp.args.StandardSave(tree), force=True)
     self.manager.wait_until_finished()
 
-  def restore(self, states: list) -> tuple[int, list, float] | None:
-    """(epoch, states, elapsed seconds) of the newest readable checkpoint, placed like `states`; None if none.
+  def restore(self, states: list) -> tuple[int, list, float, int] | None:
+    """(epoch, states, elapsed seconds, attempt) of the newest readable checkpoint, placed like `states`; None if
+    none.
 
     A newest checkpoint that cannot be read (cut off mid-write, corrupted) is skipped with a warning."""
     target = {'buckets': jax.tree.map(ocp.utils.to_shape_dtype_struct, list(states)),
-              'elapsed_s': np.asarray(0.0, np.float64)}
+              'elapsed_s': np.asarray(0.0, np.float64), 'attempt': np.asarray(0, np.int64)}
     for step in sorted(self.manager.all_steps(), reverse=True):
       try:
         restored = self.manager.restore(step, args=ocp.args.StandardRestore(target))
       except Exception as e:  # noqa: BLE001 - any unreadable checkpoint falls back to the previous one
         warnings.warn(f'checkpoint at epoch {step} is unreadable ({type(e).__name__}: {e}); trying an older one')
         continue
-      return step, list(restored['buckets']), float(restored['elapsed_s'])
+      return step, list(restored['buckets']), float(restored['elapsed_s']), int(restored['attempt'])
     return None
 
   def close(self) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import sys
 import time
@@ -59,8 +60,20 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
                   f'preset {default}:\n{cfglib.describe(presets[default].config, presets[default].sweep)}')
   parser.add_argument('--preset', help=f'one of: {", ".join(presets)} (default {default})')
   parser.add_argument('--out', type=Path, help='output directory (default runs/NAME-PRESET-TIME)')
-  parser.add_argument('--resume', action='store_true', help='continue the run in --out')
-  parser.add_argument('--dry-run', action='store_true', help='print the jobs and members, train nothing')
+  parser.add_argument('--resume', action='store_true',
+                      help='continue the run in --out, refusing a different config (a plain re-run into --out '
+                           'also continues: it skips complete members and resumes interrupted jobs)')
+  parser.add_argument('--dry-run', action='store_true',
+                      help='print the jobs x members table and the compiled programs, train nothing')
+  parser.add_argument('-c', '--config', type=Path, metavar='PATH',
+                      help='YAML file of keys (nested or dotted; lists are sweeps), applied before key=value')
+  parser.add_argument('--zip', action='append', default=[], metavar='KEY,KEY',
+                      help='swept keys that vary together instead of crosswise (repeatable)')
+  parser.add_argument('--workers', type=int, default=1, metavar='N',
+                      help='run independent jobs in N processes (one per GPU on a GPU machine; cores/N devices each '
+                           'on a CPU)')
+  parser.add_argument('--rerun', action='append', default=[], metavar='key=value',
+                      help='train members matching key=value again even if complete; newest rows win (repeatable)')
   parser.add_argument('--no-progress', action='store_true', help='no progress bar')
   for flag in flags:
     parser.add_argument(f'--{flag.name}', help=flag.help)
@@ -83,10 +96,16 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
     _fail(f"unknown preset {args.preset!r}: allowed presets are {', '.join(presets)}")
   preset = presets[args.preset]
   try:
-    cfg, sweep = cfglib.apply_overrides(preset.config, preset.sweep, args.overrides)
+    cfg, sweep, zips = preset.config, preset.sweep, []
+    if args.config:
+      cfg, sweep, zips = cfglib.load_config_file(args.config, cfg, sweep)
+    cfg, sweep = cfglib.apply_overrides(cfg, sweep, args.overrides)
+    zips = zips + [cfglib.parse_zip(z) for z in args.zip]
+    jobs = expand(cfg, sweep, zips)
+    if args.rerun:
+      cfglib.rerun_filter(cfg, args.rerun)  # checked now: a bad --rerun is an error before any work
   except cfglib.ConfigError as e:
     _fail(str(e))
-  jobs = expand(cfg, sweep)
   from ddjax.data import DataMissing, check_available
   try:
     for job in jobs:
@@ -94,41 +113,61 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
   except DataMissing as e:
     _fail(str(e))
   out = args.out or Path('runs') / f'{name}-{args.preset}-{time.strftime("%Y%m%d-%H%M%S")}'
-  if args.dry_run:
-    for job in jobs:
-      widths = sorted({m['model.width'] for m in job.members})
-      print(f'job {job.index}: {job.static or "(no static keys swept)"}: {len(job.members)} members, '
-            f'widths {widths}')
-    return None
+  if args.workers < 1:
+    _fail(f'bad --workers {args.workers}: must be >= 1')
   if out.exists() and not out.is_dir():
     _fail(f'--out {out} exists and is not a directory')
-  if (out / 'run.json').exists() and not args.resume:
-    _fail(f'--out {out} already holds a run; pass --resume to continue it or choose another --out')
+  if args.dry_run:
+    _dry_run(jobs, out)
+    return None
   if args.resume and not (out / 'run.json').exists():
     _fail(f'--resume: no run found in {out}')
   if args.resume:
     _check_same_run(out, cfg, sweep)
-    if (out / 'results.parquet').exists():
-      print(f'{out} is complete; nothing to resume')
-      _after(out, after, report if getattr(args, 'report', False) else None)
-      return out / 'results.parquet'
   from ddjax import parallel
   parallel.use_host_devices()  # before jax starts: on a CPU, one device per core
-  from ddjax.run import Interrupted, run  # imports jax: only once the input is known to be good
+  from ddjax.run import Interrupted, run, run_record  # imports jax: only once the input is known to be good
   created = not out.exists()
+  record = dict(run_record(cfg, sweep, jobs), zip=zips, argv=list(argv if argv is not None else sys.argv[1:]))
   try:
-    path = run(cfg, sweep, jobs, out, progress=not args.no_progress, resume=args.resume)
+    path = run(cfg, sweep, jobs, out, progress=not args.no_progress, rerun=args.rerun or None, record=record,
+               workers=args.workers)
   except DataMissing as e:  # found only while loading (a damaged archive, tfds without prepared data)
     if created and not any((out / 'parts').glob('curves-*')):
       shutil.rmtree(out, ignore_errors=True)  # nothing of value was written: leave nothing behind
     _fail(str(e))
   except Interrupted as e:
-    print(f'{e}; continue with: python -m experiments.{name} --preset {args.preset} --out {out} --resume '
-          + ' '.join(args.overrides), file=sys.stderr)
+    given = list(argv if argv is not None else sys.argv[1:]) + ([] if args.out else ['--out', str(out)])
+    again = ' '.join(shlex.quote(a) for a in given if a != '--resume')
+    print(f'{e}; continue with the same command: python -m experiments.{name} {again}', file=sys.stderr)
     raise SystemExit(128 + e.signum) from None
   print(f'results: {path}')
   _after(out, after, report if getattr(args, 'report', False) else None)
   return path
+
+
+def _dry_run(jobs, out: Path) -> None:
+  """The jobs x members table: static keys, members, widths, the width buckets (one compiled train step each)."""
+  from ddjax.data.datasets import dataset_shape
+  from ddjax.members import plan_buckets
+  from ddjax.nn.models import make_model
+  total_members, total_buckets = 0, 0
+  print(f'{"job":>4}  {"members":>7}  {"buckets":>7}  {"padded widths":<24} static keys')
+  for job in jobs:
+    cfg = job.config
+    shape, classes = dataset_shape(cfg.data)
+    widths = sorted(m['model.width'] for m in job.members)
+    cost = make_model(cfg.model.name, max(widths), shape, classes, 'lax', depth=cfg.model.depth).macs
+    plan = plan_buckets(widths, cost, cfg.train.bucket_ratio, cfg.train.max_buckets)
+    total_members += len(job.members)
+    total_buckets += len(plan)
+    padded = ','.join(str(max(b)) for b in plan)
+    print(f'{job.index:>4}  {len(job.members):>7}  {len(plan):>7}  {padded:<24} {job.static or "-"}')
+  print(f'{len(jobs)} job(s), {total_members} member(s), {total_buckets} compiled train step(s) (one per bucket, '
+        f'each with its init and evaluation programs; buckets over the memory budget split further)')
+  if (out / 'parts').is_dir():
+    from ddjax.results import complete_ids
+    print(f'{out} already holds {len(complete_ids(out))} complete member(s); a run skips them')
 
 
 def _after(out: Path, after, report) -> None:

@@ -26,7 +26,7 @@ import re
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import yaml
 
@@ -583,3 +583,19 @@ def describe(cfg: Config, sweep: dict[str, list]) -> str:
     tag = ' [member axis]' if key in MEMBER_KEYS else ''
     lines.append(f"  {key:<20} {shown:<40} {f.metadata.get('help', '')}{tag}")
   return '\n'.join(lines)
+
+
+def rerun_filter(cfg: Config, items: list[str]) -> Callable[[Config], bool]:
+  """--rerun key=value (values as in a sweep): a member matches when every key has one of the given values.
+  Raises ConfigError for an unknown key or a bad value."""
+  known = fields(cfg)
+  conditions = []
+  for item in items:
+    key, eq, text = item.partition('=')
+    key = key.strip()
+    if not eq or key not in known:
+      raise ConfigError(f"bad --rerun {item!r}: expected key=value with a known key"
+                        + (f" (unknown key {key!r})" if eq else ''))
+    values = parse_values(key, known[key], text)
+    conditions.append((key, values if isinstance(values, list) else [values]))
+  return lambda member_cfg: all(get(member_cfg, k) in vs for k, vs in conditions)

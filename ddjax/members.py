@@ -29,6 +29,15 @@ class Job:
   config: cfglib.Config            # static keys resolved; member keys hold the first member's values
   static: dict[str, object]        # the swept static keys of this job (and member keys zipped with them)
   members: list[dict[str, object]]  # per member: every member key's value (dotted names)
+  positions: list[int] | None = None  # each member's index in the full job (when this is a subset of it)
+
+  def position(self, i: int) -> int:
+    return self.positions[i] if self.positions is not None else i
+
+  def subset(self, indices: Sequence[int]) -> 'Job':
+    """The same job with only members `indices` (they keep their positions in the full job)."""
+    return Job(self.index, self.config, self.static, [self.members[i] for i in indices],
+               [self.position(i) for i in indices])
 
 
 def member_hp(member: dict[str, object]) -> dict[str, float | int]:

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -60,38 +62,65 @@ def write_json(path: Path, obj: Any) -> None:
   atomic_write_bytes(path, write)
 
 
-def write_members(out: Path, job: int, rows: list[dict[str, Any]]) -> None:
-  write_table(Path(out) / 'parts' / f'members-{job:04d}.parquet', pa.Table.from_pylist(rows))
+def write_members(out: Path, job_id: str, rows: list[dict[str, Any]]) -> None:
+  write_table(Path(out) / 'parts' / f'members-{job_id}.parquet', pa.Table.from_pylist(rows))
 
 
-def write_curves(out: Path, job: int, epoch: int, rows: list[dict[str, Any]]) -> None:
-  write_table(Path(out) / 'parts' / f'curves-{job:04d}-{epoch:08d}.parquet', pa.Table.from_pylist(rows))
+def write_curves(out: Path, job_id: str, epoch: int, rows: list[dict[str, Any]]) -> None:
+  write_table(Path(out) / 'parts' / f'curves-{job_id}-{epoch:08d}.parquet', pa.Table.from_pylist(rows))
+
+
+def append_history(out: Path, record: dict[str, Any]) -> None:
+  """One line per invocation of a sweep on this store (sweeps.jsonl), flushed and fsynced."""
+  with open(Path(out) / 'sweeps.jsonl', 'a') as f:
+    f.write(json.dumps({'time': time.strftime('%Y-%m-%dT%H:%M:%S'), **record}, sort_keys=True, default=str) + '\n')
+    f.flush()
+    os.fsync(f.fileno())
 
 
 def _read_parts(out: Path, prefix: str) -> pd.DataFrame | None:
   # Oldest first (then by name), so that keeping the last of duplicated rows keeps the newest.
   files = sorted((Path(out) / 'parts').glob(f'{prefix}-*.parquet'), key=lambda f: (f.stat().st_mtime_ns, f.name))
   frames = [pq.read_table(f).to_pandas() for f in files]
+  frames = [f for f in frames if len(f)]
   return pd.concat(frames, ignore_index=True) if frames else None
 
 
+def complete_ids(out: Path) -> set[str]:
+  """Run ids of the members whose training finished in this store."""
+  members = _read_parts(out, 'members')
+  if members is None or 'complete' not in members.columns:
+    return set()
+  members = members.drop_duplicates('run_id', keep='last')
+  return set(members.loc[members['complete'].astype(bool), 'run_id'])
+
+
 def assemble(out: Path) -> pd.DataFrame:
-  """One row per member from the part files: member columns plus a list column per curve."""
+  """One row per member from the part files: member columns plus a list column per curve.
+
+  A member appears once, by run id: its newest attempt (a --rerun replaces older rows). Curves keep the rows of
+  that attempt, each evaluation epoch once (a resumed run recomputes those written after its checkpoint). Parts
+  with different metrics or float widths unify: missing metrics are NaN, floats widen to float64."""
   members = _read_parts(out, 'members')
   if members is None:
     raise FileNotFoundError(f'no results in {out}: neither results.parquet nor part files')
+  members = members.drop_duplicates('run_id', keep='last')
   curves = _read_parts(out, 'curves')
   if curves is None:
-    return members.assign(epoch=[[] for _ in range(len(members))])
-  # A resumed run recomputes the evaluations written after its checkpoint: the same numbers, kept once.
-  curves = curves.drop_duplicates(['job', 'member', 'epoch'], keep='last').sort_values(['job', 'member', 'epoch'])
+    table = members.assign(epoch=[[] for _ in range(len(members))])
+    return table.sort_values(['job', 'member']).reset_index(drop=True)
+  curves = curves.merge(members[['run_id', 'attempt']], on=['run_id', 'attempt'])
+  curves = curves.drop_duplicates(['run_id', 'epoch'], keep='last').sort_values(['run_id', 'epoch'])
   scalars = [c for c in LAST_ONLY if c in curves.columns]
-  metric_cols = [c for c in curves.columns if c not in ('job', 'member')]
-  lists = curves.groupby(['job', 'member'], sort=True)[metric_cols].agg(list).reset_index()
-  last = curves.groupby(['job', 'member'], sort=True)[scalars].last().reset_index()
-  lists = lists.drop(columns=scalars).merge(last, on=['job', 'member'])
-  table = members.merge(lists, on=['job', 'member'], how='left')
-  for c in metric_cols:  # members of a job not yet evaluated: empty curves
+  metric_cols = [c for c in curves.columns if c not in ('run_id', 'attempt')]
+  for c in metric_cols:
+    if curves[c].dtype.kind == 'f':
+      curves[c] = curves[c].astype('float64')
+  lists = curves.groupby('run_id', sort=True)[metric_cols].agg(list).reset_index()
+  last = curves.groupby('run_id', sort=True)[scalars].last().reset_index()
+  lists = lists.drop(columns=scalars).merge(last, on='run_id')
+  table = members.merge(lists, on='run_id', how='left')
+  for c in metric_cols:  # members not yet evaluated: empty curves
     if c not in scalars:
       table[c] = table[c].map(lambda v: v if isinstance(v, list) else [])
   return table.sort_values(['job', 'member']).reset_index(drop=True)
@@ -123,3 +152,118 @@ def load(out: Path) -> pd.DataFrame:
   if results.exists() and (not parts or results.stat().st_mtime >= max(p.stat().st_mtime for p in parts)):
     return pd.read_parquet(results)
   return assemble(out)
+
+
+def load_sweep(out: Path, backend: str = 'pandas'):
+  """The results table of a sweep store (finished or still going) as a pandas or polars DataFrame."""
+  table = load(out)
+  if backend == 'pandas':
+    return table
+  if backend == 'polars':
+    import polars as pl
+    return pl.from_arrow(pa.Table.from_pandas(table, preserve_index=False))
+  raise ValueError(f'unknown backend {backend!r}: allowed pandas, polars')
+
+
+def _flat(d: dict, prefix: str = '') -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f'{prefix}{k}.'))
+    else:
+      out[prefix + k] = v
+  return out
+
+
+def merge(sources: list[Path], dest: Path, keep: str = 'last') -> Path:
+  """Merges the tables of several sweep stores into dest/results.parquet: each member (run id) once, from the
+  last (or first) source holding it; config keys whose values differ between members but were fixed in a source
+  become columns. dest must not hold results already."""
+  if keep not in ('last', 'first'):
+    raise ValueError(f'bad --keep {keep!r}: allowed last, first')
+  dest = Path(dest)
+  if (dest / 'results.parquet').exists() or (dest / 'parts').exists():
+    raise FileExistsError(f'{dest} already holds results; choose another -o')
+  tables = []
+  for src in sources:
+    table = load(Path(src))
+    tables.append(table.assign(source=str(src)))
+  table = pd.concat(tables, ignore_index=True)
+  flat = pd.DataFrame([_flat(json.loads(c)) for c in table['config']], index=table.index)
+  for key in flat.columns:  # promote fixed keys that differ between the merged sweeps
+    if key not in table.columns and flat[key].astype(str).nunique(dropna=False) > 1:
+      table[key] = flat[key]
+  table = table.drop_duplicates('run_id', keep=keep)
+  table = table.reset_index(drop=True)
+  dest.mkdir(parents=True, exist_ok=True)
+  write_json(dest / 'run.json', {'merged_from': [str(s) for s in sources], 'keep': keep, 'members': len(table)})
+  path = dest / 'results.parquet'
+  write_table(path, pa.Table.from_pandas(table, preserve_index=False))
+  return path
+
+
+def long_form(table: pd.DataFrame) -> pd.DataFrame:
+  """One row per (member, evaluation epoch): the member's scalar columns and every metric at that epoch."""
+  lists = [c for c in table.columns if len(table) and isinstance(table[c].iloc[0], (list, np.ndarray))]
+  scalars = [c for c in table.columns if c not in lists and c not in ('config', 'versions')]
+  rows = []
+  for _, r in table.iterrows():
+    n = len(r['epoch'])
+    base = {c: r[c] for c in scalars}
+    for j in range(n):
+      rows.append({**base, **{c: (r[c][j] if len(r[c]) == n else None) for c in lists}})
+  return pd.DataFrame(rows, columns=scalars + lists)
+
+
+def export(out: Path, fmt: str, dest: Path | None = None) -> Path:
+  """Writes the long form of a store's table as CSV or JSON lines (atomically); returns the path."""
+  if fmt not in ('csv', 'jsonl'):
+    raise ValueError(f'bad --format {fmt!r}: allowed csv, jsonl')
+  frame = long_form(load(Path(out)))
+  dest = Path(dest) if dest else Path(out) / f'results.{fmt}'
+  if fmt == 'csv':
+    atomic_write_bytes(dest, lambda tmp: frame.to_csv(tmp, index=False))
+  else:
+    atomic_write_bytes(dest, lambda tmp: frame.to_json(tmp, orient='records', lines=True))
+  return dest
+
+
+def main(argv: list[str] | None = None) -> None:
+  """python -m ddjax.results merge A B ... -o C [--keep last|first]
+  python -m ddjax.results export DIR --format csv|jsonl [-o PATH]"""
+  import argparse
+  import sys
+
+  class Parser(argparse.ArgumentParser):
+    def error(self, message):
+      self.exit(2, f'error: {message} (see --help)\n')
+
+  parser = Parser(prog='python -m ddjax.results', description='Merge and export sweep stores.')
+  sub = parser.add_subparsers(dest='command', required=True, parser_class=Parser)
+  m = sub.add_parser('merge', help='merge sweep stores run on different machines into a new one')
+  m.add_argument('sources', nargs='+', type=Path)
+  m.add_argument('-o', '--out', type=Path, required=True)
+  m.add_argument('--keep', default='last', help='which copy of a member run in several sources: last or first')
+  e = sub.add_parser('export', help='one line per (member, epoch) with every metric')
+  e.add_argument('store', type=Path)
+  e.add_argument('--format', default='csv', help='csv or jsonl')
+  e.add_argument('-o', '--out', type=Path, help='file to write (default STORE/results.FORMAT)')
+  args = parser.parse_args(argv)
+  try:
+    if args.command == 'merge':
+      for src in args.sources:
+        if not src.is_dir():
+          raise FileNotFoundError(f'{src} is not a sweep store (no such directory)')
+      path = merge(args.sources, args.out, args.keep)
+    else:
+      if not args.store.is_dir():
+        raise FileNotFoundError(f'{args.store} is not a sweep store (no such directory)')
+      path = export(args.store, args.format, args.out)
+  except (ValueError, FileNotFoundError, FileExistsError, OSError) as err:
+    print(f'error: {err}', file=sys.stderr)
+    raise SystemExit(2) from None
+  print(path)
+
+
+if __name__ == '__main__':
+  main()

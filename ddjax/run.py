@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
+import shutil
 import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -154,6 +156,23 @@ def make_buckets(job: Job, ds, plan: list[list[int]], cost, log=print) -> list[B
   return [Bucket(job, g, data[w], ds, single[w], single[w]) for g, w in zip(groups, where)]
 
 
+# Keys that change how a run executes or is stored, never its numbers: left out of run ids.
+EXECUTION_KEYS = ('data.workers', 'train.flush_seconds', 'train.checkpoint_every', 'train.checkpoint_minutes',
+                  'train.checkpoint_keep', 'train.memory_gb', 'train.placement', 'train.bucket_ratio',
+                  'train.max_buckets', 'train.eval_batch', 'train.strategy', 'train.map_batch')
+
+
+def run_id(cfg: cfglib.Config) -> str:
+  """A member's id: a hash of its resolved config (execution-only keys left out). It names its result rows."""
+  flat = {k: cfglib.get(cfg, k) for k in cfglib.fields(cfg) if k not in EXECUTION_KEYS}
+  return hashlib.sha1(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def job_id(run_ids: list[str]) -> str:
+  """A job's id, from its members' ids: it names the job's checkpoint directory and part files."""
+  return hashlib.sha1(','.join(sorted(run_ids)).encode()).hexdigest()[:12]
+
+
 def member_config(job: Job, i: int) -> cfglib.Config:
   """The full config of member i: the job's static keys with the member's own values."""
   cfg = job.config
@@ -166,8 +185,10 @@ def _member_rows(job: Job, buckets: list[Bucket], meta: dict[str, Any]) -> list[
   rows = []
   for b, bucket in enumerate(buckets):
     for slot, i in enumerate(bucket.member_ids):
-      rows.append({'job': job.index, 'member': i, **job.members[i], **job.static, 'bucket': b, 'bucket_slot': slot,
-                   'bucket_width': bucket.width, 'config': cfglib.to_json(member_config(job, i)), **meta})
+      cfg = member_config(job, i)
+      rows.append({'run_id': run_id(cfg), 'job': job.index, 'member': job.position(i), **job.members[i],
+                   **job.static, 'bucket': b, 'bucket_slot': slot, 'bucket_width': bucket.width,
+                   'config': cfglib.to_json(cfg), **meta})
   return sorted(rows, key=lambda r: r['member'])
 
 
@@ -187,27 +208,30 @@ class Interrupted(Exception):
     self.signum, self.job, self.epoch = signum, job, epoch
 
 
-def _metric_rows(job: Job, buckets: list[Bucket], epoch: int) -> list[dict[str, Any]]:
+def _metric_rows(job: Job, buckets: list[Bucket], epoch: int, ids: list[str], attempt: int) -> list[dict[str, Any]]:
   metrics = jax.device_get([b.evaluate(epoch) for b in buckets])  # every device evaluates before the host reads
   # (rows past len(member_ids) are the copies that pad a sharded bucket: never reported)
   rows = []
   for b, m in zip(buckets, metrics):
     for j, i in enumerate(b.member_ids):
-      row = {'job': job.index, 'member': i, 'epoch': epoch}
+      row = {'run_id': ids[i], 'attempt': attempt, 'epoch': epoch}
       for k, v in m.items():
         row[k] = bool(v[j]) if k == 'diverged' else int(v[j]) if k in ('diverged_step', 'best_epoch') else float(v[j])
       rows.append(row)
   return rows
 
 
-def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=print, resume: bool = False,
-            stop=None) -> None:
-  """Trains every member of `job` and writes its part files and checkpoints under `out`.
+def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=print, fresh: bool = False,
+            stop=None, bar_position: int = 0) -> None:
+  """Trains every member of `job` and writes its part files and checkpoints under `out` (named by the job's id).
 
-  With `resume`, continues from the newest readable checkpoint of this job. When `stop` becomes true (a signal),
-  saves a checkpoint after the current epoch and raises Interrupted."""
+  Continues from the newest readable checkpoint of this job (same members) unless `fresh`, which starts over as a
+  new attempt whose rows replace the old ones. When `stop` becomes true (a signal), saves a checkpoint after the
+  current epoch and raises Interrupted."""
   cfg = job.config
   t0 = time.time()
+  ids = [run_id(member_config(job, i)) for i in range(len(job.members))]
+  jid = job_id(ids)
   ds = load_dataset(cfg.data)
   widths = sorted(m['model.width'] for m in job.members)
   cost = model_for(cfg, max(widths), ds, 'lax').macs
@@ -217,29 +241,34 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
       f'(one bucket: {padded_ratio([widths], cost):.3f}); conv={conv_form(cfg)}, strategy={cfg.train.strategy}, '
       f'devices={jax.local_device_count()} ({placement(cfg)})')
   buckets = make_buckets(job, ds, plan, cost, log)
-  ckpt = Checkpoints(out / 'checkpoints' / f'job-{job.index:04d}', cfg.train.checkpoint_keep)
-  start, before_s = 0, 0.0
-  if resume and (restored := ckpt.restore([b.state for b in buckets])) is not None:
-    start, states, before_s = restored
+  ckpt_dir = out / 'checkpoints' / jid
+  if fresh:
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+  ckpt = Checkpoints(ckpt_dir, cfg.train.checkpoint_keep)
+  start, before_s, attempt = 0, 0.0, time.time_ns()
+  if (restored := ckpt.restore([b.state for b in buckets])) is not None:
+    start, states, before_s, attempt = restored
     for b, st in zip(buckets, states):
       b.state = st
     log(f'job {job.index + 1}/{n_jobs}: resumed after epoch {start}')
-  meta = {'versions': json.dumps(versions()), 'device': device_name(),
-          'wall_time_s': float('nan'), 'padded_ratio': padded_ratio(plan, cost), **dict(ds.info)}
-  results.write_members(out, job.index, _member_rows(job, buckets, meta))
+  meta = {'job_id': jid, 'attempt': attempt, 'complete': False, 'versions': json.dumps(versions()),
+          'device': device_name(), 'wall_time_s': float('nan'), 'padded_ratio': padded_ratio(plan, cost),
+          **dict(ds.info)}
+  results.write_members(out, jid, _member_rows(job, buckets, meta))
   elapsed = lambda: before_s + time.time() - t0
 
   epochs = cfg.train.epochs
   evals = set(eval_epochs(epochs, cfg.train.eval_points, cfg.train.eval_every))
   bar = tqdm(range(start + 1, epochs + 1), desc=f'job {job.index + 1}/{n_jobs}', unit='epoch', initial=start,
-             total=epochs, disable=not progress, file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
+             total=epochs, disable=not progress, file=sys.stderr, dynamic_ncols=True, mininterval=1.0,
+             position=bar_position)
   pending, last_save, rows = None, time.time(), []
   buffered, last_flush = [], time.time()
 
   def flush():  # buffered evaluation rows -> one part file named by its last epoch
     nonlocal buffered, last_flush
     if buffered:
-      results.write_curves(out, job.index, buffered[-1]['epoch'], buffered)
+      results.write_curves(out, jid, buffered[-1]['epoch'], buffered)
     buffered, last_flush = [], time.time()
 
   try:
@@ -249,7 +278,7 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
         jax.block_until_ready(pending)  # keep one epoch in flight so the bar and ETA stay true
       pending = losses
       if epoch in evals:
-        rows = _metric_rows(job, buckets, epoch)
+        rows = _metric_rows(job, buckets, epoch, ids, attempt)
         buffered += rows
         bar.set_postfix_str(_postfix(rows))
       every, minutes = cfg.train.checkpoint_every, cfg.train.checkpoint_minutes
@@ -258,31 +287,34 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
       if save or time.time() - last_flush >= cfg.train.flush_seconds:
         flush()  # before the checkpoint: rows past a checkpoint are recomputed identically on resume
       if save:
-        ckpt.save(epoch, [b.state for b in buckets], elapsed())
+        ckpt.save(epoch, [b.state for b in buckets], elapsed(), attempt)
         last_save = time.time()
       if stop and epoch < epochs:
         raise Interrupted(stop.signal, job.index, epoch)
   finally:
     bar.close()
     ckpt.close()
-  meta['wall_time_s'] = elapsed()
-  results.write_members(out, job.index, _member_rows(job, buckets, meta))
+  meta['wall_time_s'], meta['complete'] = elapsed(), True
+  results.write_members(out, jid, _member_rows(job, buckets, meta))
   diverged = sum(int(r['diverged']) for r in rows)  # rows of the last evaluation (none if resumed when done)
   log(f'job {job.index + 1}/{n_jobs} done in {meta["wall_time_s"]:.1f} s'
       + (f'; {diverged} member(s) diverged and were frozen' if diverged else ''))
 
 
-def member_variables(out: Path, job: int, member: int, which: str = 'best') -> tuple[dict[str, Any], int]:
-  """One member's {'params', 'batch_stats'} from the newest checkpoint of its job: at its lowest test loss
-  (which='best', runs with train.keep_best) or at the checkpoint's epoch ('last'); with the width they are padded
-  to (the bucket's). Apply them with make_model(..., that width) and the member's own width."""
+def member_variables(out: Path, run: str, which: str = 'best') -> tuple[dict[str, Any], int]:
+  """One member's {'params', 'batch_stats'} (member `run`: its run id) from the newest checkpoint of its job: at
+  its lowest test loss (which='best', runs with train.keep_best) or at the checkpoint's epoch ('last'); with the
+  width they are padded to (the bucket's). Apply them with make_model(..., that width) and the member's width."""
   table = results.load(out)
-  row = table[(table['job'] == job) & (table['member'] == member)].iloc[0]
-  ckpt = Checkpoints(Path(out) / 'checkpoints' / f'job-{job:04d}')
+  rows = table[table['run_id'] == run]
+  if rows.empty:
+    raise KeyError(f'no member with run id {run!r} in {out}')
+  row = rows.iloc[0]
+  ckpt = Checkpoints(Path(out) / 'checkpoints' / row['job_id'])
   try:
     step = ckpt.manager.latest_step()
     if step is None:
-      raise FileNotFoundError(f'no checkpoint of job {job} in {out}')
+      raise FileNotFoundError(f'no checkpoint of job {row["job_id"]} in {out}')
     tree = ckpt.manager.restore(step, args=ocp.args.StandardRestore())['buckets'][int(row['bucket'])]
   finally:
     ckpt.close()
@@ -295,20 +327,52 @@ def member_variables(out: Path, job: int, member: int, which: str = 'best') -> t
   return {'params': pick(tree['params']), 'batch_stats': pick(tree.get('batch_stats', {}))}, int(row['bucket_width'])
 
 
-def run(cfg: cfglib.Config, sweep: dict[str, list], jobs: list[Job], out: Path, progress: bool = True,
-        log=print, resume: bool = False) -> Path:
-  """Runs every job into `out` and compacts the results; returns the path of results.parquet.
+Rerun = Callable[[cfglib.Config], bool] | list[str] | None
 
-  On SIGTERM/SIGINT the current job checkpoints after its epoch and Interrupted is raised."""
+
+def run_jobs(jobs: list[Job], n_jobs: int, out: Path, progress: bool = True, log=print, rerun: Rerun = None,
+             stop=None, bar_position: int = 0) -> None:
+  """Trains the members of `jobs` that `out` does not hold complete (or that `rerun` selects: a filter of member
+  configs, or --rerun key=value strings)."""
+  if isinstance(rerun, list):
+    rerun = cfglib.rerun_filter(jobs[0].config, rerun) if rerun else None
+  complete = results.complete_ids(out)
+  for job in jobs:
+    if stop:  # a signal during the previous job's last epoch: its work is saved, start no new one
+      raise Interrupted(stop.signal, job.index, None)
+    configs = [member_config(job, i) for i in range(len(job.members))]
+    again = [rerun is not None and rerun(c) for c in configs]
+    todo = [i for i, c in enumerate(configs) if run_id(c) not in complete or again[i]]
+    if len(todo) < len(configs):
+      log(f'job {job.index + 1}/{n_jobs}: {len(configs) - len(todo)} of {len(configs)} members already '
+          f'complete in {out}' + ('; skipped' if not todo else ''))
+    if todo:
+      run_job(job.subset(todo), out, n_jobs, progress, log, any(again), stop, bar_position)
+
+
+def run(cfg: cfglib.Config, sweep: dict[str, list], jobs: list[Job], out: Path, progress: bool = True,
+        log=print, rerun: Rerun = None, record: dict | None = None, workers: int = 1) -> Path:
+  """Runs every job into the sweep store `out` and compacts the results; returns the path of results.parquet.
+
+  Members already complete in `out` (same run id) are skipped, unless `rerun` selects them (a filter of member
+  configs, or --rerun key=value strings): those train again from scratch and their new rows replace the old. A job
+  interrupted earlier continues from its checkpoint. With workers > 1, jobs run in that many processes
+  (ddjax.workers). On SIGTERM/SIGINT the current job checkpoints after its epoch and Interrupted is raised."""
   out = Path(out)
   out.mkdir(parents=True, exist_ok=True)
-  if not resume:
-    results.write_json(out / 'run.json', run_record(cfg, sweep, jobs))
-  with StopRequested() as stop:
-    for job in jobs:
-      if stop:  # a signal during the previous job's last epoch: its work is saved, start no new one
-        raise Interrupted(stop.signal, job.index, None)
-      run_job(job, out, len(jobs), progress, log, resume, stop)
+  record = record or run_record(cfg, sweep, jobs)
+  if not (out / 'run.json').exists():
+    results.write_json(out / 'run.json', record)
+  results.append_history(out, record)
+  if workers > 1 and len(jobs) > 1:
+    if callable(rerun):
+      raise ValueError('with workers > 1, pass rerun as key=value strings')
+    from ddjax.workers import run_workers
+    if (signum := run_workers(jobs, out, workers, progress, log, rerun)) is not None:
+      raise Interrupted(signum, 0, None)
+  else:
+    with StopRequested() as stop:
+      run_jobs(jobs, len(jobs), out, progress, log, rerun, stop)
   return results.compact(out)
 
 

@@ -73,12 +73,12 @@ def _legend_labels(df: pd.DataFrame) -> dict:
   for _, r in df.iterrows():
     group = tuple(r[k] for k in keys)
     if group in shown:
-      out[r['member']] = None
+      out[r['run_id']] = None
       continue
     shown.add(group)
     text = ', '.join(f'{k.split(".")[-1]}={v:g}' if isinstance(v, float) else f'{k.split(".")[-1]}={v}'
                      for k, v in zip(keys, group))
-    out[r['member']] = (text or 'all') + (f' ({seen[group]} seeds)' if seen[group] > 1 else '')
+    out[r['run_id']] = (text or 'all') + (f' ({seen[group]} seeds)' if seen[group] > 1 else '')
   return out
 
 
@@ -97,7 +97,7 @@ def curves(df: pd.DataFrame, path: Path) -> Path:
   for _, r in df.iterrows():
     c = colours[r[WD]]
     e = np.asarray(r['epoch'], float)
-    label = labels[r['member']]
+    label = labels[r['run_id']]
     ax_m.plot(e, _metric(df, r, 'train'), '--', color=c, lw=1)
     ax_m.plot(e, _metric(df, r, 'test'), '-', color=c, lw=1.3, label=label)
     ax_l.plot(e, r['train_loss'], '--', color=c, lw=1)
@@ -128,7 +128,7 @@ def weight_norms(df: pd.DataFrame, path: Path) -> Path:
     e = np.asarray(r['epoch'], float)
     for ax, col in zip(axes[0], ('weight_norm', 'weight_norm_last')):
       y = np.asarray(r[col], float)
-      ax.plot(e, y, color=c, lw=1.2, label=labels[r['member']])
+      ax.plot(e, y, color=c, lw=1.2, label=labels[r['run_id']])
       spikes = np.isin(e, r['spike_epochs'])
       ax.plot(e[spikes], y[spikes], 'v', color='crimson', ms=5)
   axes[0][0].set(xscale='log', xlabel='epoch', ylabel='||W||', title='total weight norm (v: train-loss spikes)')

@@ -81,15 +81,6 @@ def test_cli_errors_exit_2_and_write_nothing(argv, needle, tmp_path, capsys):
   assert not out.exists()
 
 
-def test_cli_refuses_to_overwrite_a_run(tmp_path, capsys):
-  (tmp_path / 'run.json').write_text('{}')
-  (tmp_path / 'results.parquet').write_bytes(b'earlier results')
-  with pytest.raises(SystemExit) as e:
-    cli.main('double_descent', PRESETS, ['--out', str(tmp_path)])
-  assert e.value.code == 2 and 'already holds a run' in capsys.readouterr().err
-  assert (tmp_path / 'results.parquet').read_bytes() == b'earlier results'
-
-
 def test_help_lists_presets_and_keys(capsys):
   with pytest.raises(SystemExit) as e:
     cli.main('double_descent', PRESETS, ['--help'])

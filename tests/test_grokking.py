@@ -178,7 +178,7 @@ def test_task_and_wd_flags_build_the_sweep(capsys):
   from ddjax.cli import main
   main('grokking', PRESETS, ['--dry-run', '--task', 'div', '--wd', '0.01,0.1', 'seed=0..2'], flags=FLAGS)
   out = capsys.readouterr().out
-  assert '6 members' in out
+  assert '6 member(s)' in out
   cfg, sweep = cfglib.apply_overrides(PRESETS['default'].config, PRESETS['default'].sweep,
                                       ['data.op=div', 'optim.wd=0.01,0.1', 'seed=0..2'])
   [job] = expand(cfg, sweep)
@@ -194,7 +194,7 @@ def test_best_checkpoint_holds_the_lowest_validation_loss(grok_run):
   for member in (0, 1):
     row = df[df['member'] == member].iloc[0]
     for which, want in (('best', row['best_test_loss']), ('last', row['test_loss'][-1])):
-      variables, width = runlib.member_variables(out, 0, member, which)
+      variables, width = runlib.member_variables(out, row['run_id'], which)
       model = make_model('embed_mlp', width, (2,), 53, 'im2col')
       logits = model.apply({'params': variables['params']}, jnp.asarray(ds.x_test), int(row['model.width']))
       loss = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.asarray(ds.y_test)).mean()

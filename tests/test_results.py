@@ -1,25 +1,35 @@
-"""Parquet part files and results.parquet: atomic writes, round trip with pandas and polars, a run still going."""
+"""The sweep store: atomic part files, results.parquet, round trip with pandas and polars, a run still going, newest
+attempt wins, schema unification, merge and export (with their command line)."""
+
+import json
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import polars as pl
+import pyarrow as pa
 import pytest
 
 from ddjax import results
 
 
-def fake_run(out, n_members=3, epochs=(1, 2, 5)):
-  rng = np.random.default_rng(0)
-  members = [{'job': 0, 'member': i, 'model.width': 2 ** i, 'seed': i % 2, 'config': '{}'} for i in range(n_members)]
-  results.write_members(out, 0, members)
+def fake_run(out, n_members=3, epochs=(1, 2, 5), job_id='j0', attempt=1, seed=0, extra=None, complete=True):
+  """Part files as a job writes them: members with run ids r0, r1, ... and their curves."""
+  rng = np.random.default_rng(seed)
+  members = [{'run_id': f'r{i}', 'job_id': job_id, 'attempt': attempt, 'complete': complete, 'job': 0,
+              'member': i, 'model.width': 2 ** i, 'seed': i % 2,
+              'config': json.dumps({'model': {'width': 2 ** i}, 'seed': i % 2, **(extra or {})})}
+             for i in range(n_members)]
+  results.write_members(out, job_id, members)
   curves = {}
   for e in epochs:
-    rows = [{'job': 0, 'member': i, 'epoch': e, 'train_error': float(rng.random()), 'test_error': float(rng.random()),
-             'diverged': bool(i == 2 and e == epochs[-1]), 'diverged_step': 7 if (i == 2 and e == epochs[-1]) else -1}
-            for i in range(n_members)]
-    results.write_curves(out, 0, e, rows)
+    rows = [{'run_id': f'r{i}', 'attempt': attempt, 'epoch': e, 'train_error': float(rng.random()),
+             'test_error': float(rng.random()), 'diverged': bool(i == 2 and e == epochs[-1]),
+             'diverged_step': 7 if (i == 2 and e == epochs[-1]) else -1} for i in range(n_members)]
+    results.write_curves(out, job_id, e, rows)
     for r in rows:
-      curves.setdefault(r['member'], []).append(r)
+      curves.setdefault(r['run_id'], []).append(r)
   return members, curves
 
 
@@ -27,23 +37,26 @@ def test_round_trip_pandas_and_polars(tmp_path):
   members, curves = fake_run(tmp_path)
   path = results.compact(tmp_path)
   assert not list(tmp_path.rglob('.*tmp'))  # no temporary files left behind
-  for df in (pd.read_parquet(path), pl.read_parquet(path).to_pandas()):
+  for df in (pd.read_parquet(path), pl.read_parquet(path).to_pandas(), results.load_sweep(tmp_path, 'polars'
+                                                                                           ).to_pandas()):
     assert len(df) == len(members)
     for m in members:
-      row = df[df['member'] == m['member']].iloc[0]
+      row = df[df['run_id'] == m['run_id']].iloc[0]
       assert row['model.width'] == m['model.width'] and row['seed'] == m['seed']
-      want = curves[m['member']]
+      want = curves[m['run_id']]
       assert list(row['epoch']) == [r['epoch'] for r in want]
       np.testing.assert_array_equal(np.asarray(row['test_error']), [r['test_error'] for r in want])
       assert bool(row['diverged']) == want[-1]['diverged']
   table = pl.read_parquet(path)
   assert table.schema['test_error'] == pl.List(pl.Float64) and table.schema['model.width'] == pl.Int64
+  assert results.complete_ids(tmp_path) == {'r0', 'r1', 'r2'}
 
 
 def test_load_assembles_parts_of_a_run_still_going(tmp_path):
-  fake_run(tmp_path, epochs=(1, 2))
+  fake_run(tmp_path, epochs=(1, 2), complete=False)
   running = results.load(tmp_path)  # no results.parquet yet: as after a kill
   assert len(running) == 3 and all(len(e) == 2 for e in running['epoch'])
+  assert results.complete_ids(tmp_path) == set()
   results.compact(tmp_path)
   fake_run(tmp_path, epochs=(1, 2, 3))  # newer parts than results.parquet: load sees them
   assert all(len(e) == 3 for e in results.load(tmp_path)['epoch'])
@@ -58,9 +71,9 @@ def test_rows_written_twice_are_kept_once_and_columns_added(tmp_path):
   """A resumed run rewrites the evaluations after its checkpoint into another part file: each (member, epoch) once;
   add_columns writes per-member analysis columns into results.parquet."""
   fake_run(tmp_path, epochs=(1, 2, 5))
-  rows = [{'job': 0, 'member': i, 'epoch': e, 'train_error': 0.5, 'test_error': 0.5, 'diverged': False,
+  rows = [{'run_id': f'r{i}', 'attempt': 1, 'epoch': e, 'train_error': 0.5, 'test_error': 0.5, 'diverged': False,
            'diverged_step': -1} for e in (2, 5) for i in range(3)]
-  results.write_curves(tmp_path, 0, 9, rows)  # newer part, overlapping epochs 2 and 5
+  results.write_curves(tmp_path, 'j0', 9, rows)  # newer part, overlapping epochs 2 and 5
   df = results.load(tmp_path)
   assert all(list(e) == [1, 2, 5] for e in df['epoch'])
   assert all(list(v)[1:] == [0.5, 0.5] for v in df['test_error'])  # the newest part wins
@@ -69,3 +82,67 @@ def test_rows_written_twice_are_kept_once_and_columns_added(tmp_path):
   again = pd.read_parquet(tmp_path / 'results.parquet')
   np.testing.assert_array_equal(again['grokking_epoch'], [3.0, np.nan, 7.0])
   assert list(again['epoch'][0]) == [1, 2, 5]
+
+
+def test_a_newer_attempt_replaces_the_older_rows(tmp_path):
+  """--rerun: member r1 trained again (attempt 2, in another job's files, stopped after epoch 2): only its new rows
+  are kept, not a mix with epoch 5 of the older attempt."""
+  fake_run(tmp_path, epochs=(1, 2, 5), seed=0)
+  results.write_members(tmp_path, 'j1', [{'run_id': 'r1', 'job_id': 'j1', 'attempt': 2, 'complete': False, 'job': 0,
+                                          'member': 1, 'model.width': 2, 'seed': 1, 'config': '{}'}])
+  results.write_curves(tmp_path, 'j1', 2, [{'run_id': 'r1', 'attempt': 2, 'epoch': e, 'train_error': 0.25,
+                                            'test_error': 0.25, 'diverged': False, 'diverged_step': -1}
+                                           for e in (1, 2)])
+  df = results.load(tmp_path).set_index('run_id')
+  assert len(df) == 3 and list(df.loc['r1', 'epoch']) == [1, 2] and list(df.loc['r1', 'test_error']) == [0.25] * 2
+  assert len(df.loc['r0', 'epoch']) == 3 and df.loc['r1', 'attempt'] == 2
+  assert results.complete_ids(tmp_path) == {'r0', 'r2'}
+
+
+def test_parts_with_different_metrics_and_float_widths_unify(tmp_path):
+  fake_run(tmp_path, n_members=1, job_id='a')
+  results.write_members(tmp_path, 'b', [{'run_id': 'q', 'job_id': 'b', 'attempt': 1, 'complete': True, 'job': 1,
+                                         'member': 0, 'config': '{}'}])
+  table = pa.table({'run_id': ['q', 'q'], 'attempt': [1, 1], 'epoch': [1, 2],
+                    'train_loss': pa.array([0.5, 0.25], pa.float32())})  # float32, and no error columns
+  results.write_table(tmp_path / 'parts' / 'curves-b-00000002.parquet', table)
+  df = results.load(tmp_path).set_index('run_id')
+  assert list(df.loc['q', 'train_loss']) == [0.5, 0.25] and np.isnan(df.loc['q', 'test_error']).all()
+  assert all(np.isnan(df.loc['r0', 'train_loss']))
+  path = results.compact(tmp_path)
+  assert pl.read_parquet(path).schema['train_loss'] == pl.List(pl.Float64)
+
+
+def test_merge_keeps_each_member_once_and_promotes_differing_fixed_keys(tmp_path):
+  a, b = tmp_path / 'a', tmp_path / 'b'
+  fake_run(a, seed=1, extra={'data': {'noise': 0.1}})
+  results.compact(a)
+  _, curves_b = fake_run(b, n_members=4, seed=2, extra={'data': {'noise': 0.2}})
+  for keep, want_source in (('last', b), ('first', a)):
+    out = tmp_path / f'm-{keep}'
+    merged = pd.read_parquet(results.merge([a, b], out, keep))
+    assert sorted(merged['run_id']) == ['r0', 'r1', 'r2', 'r3']
+    assert (merged.set_index('run_id').loc[['r0', 'r1', 'r2'], 'source'] == str(want_source)).all()
+    assert merged.set_index('run_id').loc['r3', 'data.noise'] == 0.2  # a fixed key that differs: a column
+    assert 'model.width' in merged and 'seed' in merged
+  r0 = pd.read_parquet(tmp_path / 'm-last' / 'results.parquet').set_index('run_id').loc['r0']
+  np.testing.assert_array_equal(r0['test_error'], [r['test_error'] for r in curves_b['r0']])
+  with pytest.raises(FileExistsError):
+    results.merge([a, b], tmp_path / 'm-last')  # never over earlier results
+
+
+def test_export_long_form_csv_and_jsonl_from_the_command_line(tmp_path):
+  _, curves = fake_run(tmp_path)
+  for fmt in ('csv', 'jsonl'):
+    proc = subprocess.run([sys.executable, '-m', 'ddjax.results', 'export', str(tmp_path), '--format', fmt],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    path = tmp_path / f'results.{fmt}'
+    frame = pd.read_csv(path) if fmt == 'csv' else pd.read_json(path, lines=True)
+    assert len(frame) == 9 and {'run_id', 'epoch', 'test_error', 'model.width'} <= set(frame.columns)
+    for _, row in frame.iterrows():
+      want = next(r for r in curves[row['run_id']] if r['epoch'] == row['epoch'])
+      assert row['test_error'] == pytest.approx(want['test_error'])
+  bad = subprocess.run([sys.executable, '-m', 'ddjax.results', 'export', str(tmp_path), '--format', 'xml'],
+                       capture_output=True, text=True, timeout=60)
+  assert bad.returncode == 2 and 'allowed csv, jsonl' in bad.stderr and len(bad.stderr.splitlines()) == 1

@@ -133,6 +133,21 @@ def mheight(groups: str = 'all', num_samples: int = 6250, train_split: float = 0
                  info=info)
 
 
+def dataset_shape(data_cfg) -> tuple[tuple[int, ...], int]:
+  """(input shape, classes or outputs) of the data set a config names, without loading it."""
+  if data_cfg.name == 'mnist1d':
+    return (40,), 10
+  if data_cfg.name in ('cifar10', 'synthetic_cifar10'):
+    return (32, 32, 3), 10
+  if data_cfg.name == 'modular':
+    return (2,), data_cfg.p
+  if data_cfg.name == 'mheight':
+    from ddjax.data import mheight as mh
+    spec = mh.parse_groups(data_cfg.groups)
+    return (max(k for _, k, _ in spec), max(n - k for n, k, _ in spec), 2 + max(m for *_, m in spec)), 1
+  raise ValueError(f'unknown dataset {data_cfg.name!r}')
+
+
 def load_dataset(data_cfg) -> Dataset:
   """The data set a config names. Raises cifar10.DataMissing (a message for the user) if it is not there."""
   if data_cfg.name == 'mnist1d':

@@ -1,0 +1,229 @@
+"""Sweeps at scale: a store that skips complete members, --rerun, dry-run tables, run ids, a battery of malformed
+input (one line, exit 2, nothing written), and SIGKILL at random moments."""
+
+import hashlib
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ddjax import cli
+from ddjax import config as cfglib
+from ddjax import results
+from ddjax import run as runlib
+from ddjax.members import expand
+from experiments.double_descent import PRESETS
+
+TINY = ['data.num_samples=300', 'data.seed=3', 'train.batch_size=40', 'train.eval_points=3', 'data.noise=0.2']
+
+
+def sweep_of(*extra):
+  cfg, sweep = cfglib.apply_overrides(cfglib.Config(), {}, TINY + list(extra))
+  return cfg, sweep, expand(cfg, sweep)
+
+
+def curves(table):
+  return {r['run_id']: (list(r['epoch']), list(r['test_loss']), list(r['train_loss'])) for _, r in table.iterrows()}
+
+
+SMALL = ('model.width=2,3', 'seed=0,1', 'train.epochs=2', 'optim.name=adam,sgd')
+
+
+@pytest.fixture(scope='module')
+def small_store(tmp_path_factory):
+  """Two jobs (adam, sgd) of 4 members each, trained once in this process."""
+  out = tmp_path_factory.mktemp('small') / 'store'
+  cfg, sweep, jobs = sweep_of(*SMALL)
+  runlib.run(cfg, sweep, jobs, out, progress=False, log=lambda *a: None)
+  return out
+
+
+def test_store_skips_complete_members_and_reruns_on_request(small_store, tmp_path):
+  out, logs = tmp_path / 'store', []
+  shutil.copytree(small_store, out)
+  log = logs.append
+  cfg, sweep, jobs = sweep_of(*SMALL)
+  first = results.load_sweep(out)
+  assert len(first) == 8 and first['run_id'].is_unique and first['job_id'].nunique() == 2
+  # run ids: a hash of each member's own config, the same whatever else is swept or how it executes
+  for _, row in first.iterrows():
+    member_cfg = cfglib.replace(cfglib.replace(cfg, 'model.width', row['model.width']), 'seed', row['seed'])
+    member_cfg = cfglib.replace(cfglib.replace(member_cfg, 'optim.name', row['optim.name']), 'train.max_buckets', 1)
+    assert runlib.run_id(member_cfg) == row['run_id']
+  parts = {p.name: p.stat().st_mtime_ns for p in (out / 'parts').iterdir()}
+
+  logs.clear()  # the same sweep again: nothing trains, nothing is rewritten
+  again = results.load_sweep(runlib.run(cfg, sweep, jobs, out, progress=False, log=log).parent)
+  assert sum('members already complete' in m and 'skipped' in m for m in logs) == 2
+  assert {p.name: p.stat().st_mtime_ns for p in (out / 'parts').iterdir()} == parts
+  assert curves(again) == curves(first)
+
+  logs.clear()  # one more seed: only its 4 members train; the others are untouched
+  cfg3, sweep3, jobs3 = sweep_of('model.width=2,3', 'seed=0,1,2', 'train.epochs=2', 'optim.name=adam,sgd')
+  grown = results.load_sweep(runlib.run(cfg3, sweep3, jobs3, out, progress=False, log=log).parent)
+  assert len(grown) == 12 and sorted(grown['seed'].value_counts()) == [4, 4, 4]
+  assert all(curves(grown)[k] == v for k, v in curves(first).items())
+  assert sum('4 of 6 members already complete' in m for m in logs) == 2
+
+  rerun = lambda c: c.seed == 1 and c.optim.name == 'sgd'  # --rerun seed=1 optim.name=sgd
+  redone = results.load_sweep(runlib.run(cfg3, sweep3, jobs3, out, progress=False, log=log, rerun=rerun).parent)
+  assert len(redone) == 12 and redone['run_id'].is_unique
+  newer = redone[(redone['seed'] == 1) & (redone['optim.name'] == 'sgd')]
+  assert len(newer) == 2 and (newer['attempt'] > grown.set_index('run_id').loc[newer['run_id'], 'attempt'].values).all()
+  assert curves(redone) == curves(grown)  # deterministic: the same numbers again, kept once
+
+
+def test_dry_run_prints_jobs_members_and_compiled_steps(tmp_path, capsys):
+  cli.main('double_descent', PRESETS, ['--dry-run', '--out', str(tmp_path / 'x'), 'model.width=range(2,66,2)',
+                                       'seed=0,1', 'optim.name=adam,sgd', 'optim.lr=1e-3,3e-4', 'optim.wd=0,0.1',
+                                       '--zip', 'optim.lr,optim.wd'])
+  text = capsys.readouterr().out
+  assert '2 job(s), 256 member(s)' in text and 'compiled train step' in text
+  lines = [line for line in text.splitlines() if line.strip().startswith(('0 ', '1 '))]
+  assert len(lines) == 2 and all(' 128 ' in line for line in lines)  # 32 widths x 2 seeds x 2 zipped (lr, wd)
+  assert not (tmp_path / 'x').exists()
+
+
+def _tree_digest(path):
+  if not path.exists():
+    return None
+  return {str(p.relative_to(path)): hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(path.rglob('*'))
+          if p.is_file()}
+
+
+def _yaml(tmp_path, name, text):
+  path = tmp_path / name
+  path.write_text(text)
+  return str(path)
+
+
+def battery(tmp_path):
+  """(argv, expected words in the one-line error): malformed overrides, config files, flags and paths."""
+  a_file = tmp_path / 'a-file'
+  a_file.write_text('not a directory')
+  return [
+      (['model.widht=3'], 'did you mean model.width'),
+      (['model.width=abc'], 'expected an integer'),
+      (['model.width=0'], 'must be >= 1'),
+      (['optim.lr=-1'], 'must be > 0'),
+      (['model.width='], 'model.width'),
+      (['=3'], 'bad override'),
+      (['model.width'], 'expected key=value'),
+      (['model.width=1,,2'], 'empty value'),
+      (['model.width=5..2'], 'a <= b'),
+      (['model.width=range(5,5)'], 'range'),
+      (['model.width=range(1,4,0)'], 'range'),
+      (["data.dir='unclosed"], 'quote'),
+      (['optim.name=rmsprop'], 'allowed values are adam, adamw, sgd'),
+      (['data.noise=1.5'], 'must be in [0, 1)'),
+      (['seed=-1'], 'must be in [0, 2^31)'),
+      (['train.batch_size=99999'], 'larger than the 4000 training examples'),
+      (['model.name=resnet18k'], 'does not fit data.name=mnist1d'),
+      (['data.augment=crop_flip'], 'has no images'),
+      (['train.epochs=1e3'], 'expected an integer'),
+      (['optim.lr=1e-3,3e-4,1e-4', 'optim.wd=0,0.1', '--zip', 'optim.lr,optim.wd'], 'optim.lr has 3 values'),
+      (['--zip', 'optim.lr,optim.wd'], 'not swept'),
+      (['--zip', 'optim.lrr,seed'], 'optim.lrr'),
+      (['-c', str(tmp_path / 'missing.yaml')], 'missing.yaml'),
+      (['-c', _yaml(tmp_path, 'bad.yaml', 'optim: [1, 2\n')], 'bad.yaml'),
+      (['-c', _yaml(tmp_path, 'list.yaml', '- 1\n- 2\n')], 'mapping'),
+      (['-c', _yaml(tmp_path, 'unknown.yaml', 'optim:\n  lrr: 0.1\n')], 'did you mean'),
+      (['-c', _yaml(tmp_path, 'type.yaml', 'model.width: 2.5\n')], 'model.width'),
+      (['--rerun', 'foo=1'], 'bad --rerun'),
+      (['--rerun', 'seed=abc'], 'expected an integer'),
+      (['--out', str(a_file)], 'not a directory'),
+      (['--preset', 'nope'], "unknown preset 'nope'"),
+      (['--resume'], 'no run found'),
+      (['data.name=cifar10', 'model.name=resnet18k', f'data.dir={tmp_path / "no-such-cifar"}'], 'no-such-cifar'),
+      (['--bogus-flag'], 'unrecognized arguments'),
+      (['--workers', '0'], 'bad --workers 0'),
+      (['--workers', 'two'], 'invalid int value'),
+  ]
+
+
+def test_malformed_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys):
+  """Each bad input stops before any work: one line naming the problem, status 2, and neither a fresh --out nor an
+  existing store changes."""
+  store = tmp_path / 'store'
+  cfg, sweep, jobs = sweep_of('model.width=2', 'train.epochs=1')
+  runlib.run(cfg, sweep, jobs, store, progress=False, log=lambda *a: None)
+  before = _tree_digest(store)
+  cases = battery(tmp_path)
+  assert len(cases) >= 25
+  for argv, words in cases:
+    outs = [[]] if '--out' in argv else [['--out', str(tmp_path / 'fresh')]] + ([] if '--resume' in argv else [
+        ['--out', str(store)]])
+    for out in outs:
+      with pytest.raises(SystemExit) as e:
+        cli.main('double_descent', PRESETS, out + argv)
+      err = capsys.readouterr().err.strip()
+      assert e.value.code == 2, (argv, err)
+      assert words in err and len(err.splitlines()) == 1 and err.startswith('error:'), (argv, err)
+      assert not (tmp_path / 'fresh').exists(), argv
+      assert _tree_digest(store) == before, argv
+  assert (tmp_path / 'a-file').read_text() == 'not a directory'
+
+
+KILL_ARGS = ['--no-progress', *TINY, 'model.width=2,4', 'seed=0,1', 'optim.name=adam,sgd', 'train.epochs=40',
+             'train.eval_every=2', 'train.checkpoint_every=3', 'train.flush_seconds=0']
+
+
+def _cli(out):
+  return [sys.executable, '-m', 'experiments.double_descent', '--out', str(out), *KILL_ARGS]
+
+
+def test_sigkill_at_random_moments_then_rerun_completes_exactly(tmp_path):
+  straight = tmp_path / 'straight'
+  t0 = time.time()
+  proc = subprocess.run(_cli(straight), capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  duration = time.time() - t0
+  want = curves(results.load(straight))
+
+  out, rng, kills = tmp_path / 'killed', random.Random(0), 0
+  for attempt in range(3):  # each restart resumes, so it has less left to do: kill it sooner
+    p = subprocess.Popen(_cli(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(rng.uniform(0.25, 0.5) * duration * (0.8 ** attempt))
+    if p.poll() is None:
+      os.kill(p.pid, signal.SIGKILL)
+      kills += 1
+    p.wait()
+    try:  # the store stays readable after every kill
+      table = results.load(out)
+      assert table['run_id'].is_unique and len(table) <= 8
+    except FileNotFoundError:  # killed before the first part file
+      pass
+  assert kills >= 2
+  proc = subprocess.run(_cli(out), capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  got = results.load(out)
+  assert len(got) == 8 and got['run_id'].is_unique and got['complete'].all()
+  have = curves(got)
+  assert have.keys() == want.keys()
+  for k in want:
+    assert have[k][0] == want[k][0]
+    np.testing.assert_array_equal(have[k][1], want[k][1])
+    np.testing.assert_array_equal(have[k][2], want[k][2])
+
+
+def test_workers_run_jobs_in_processes_with_the_same_results(small_store, tmp_path):
+  """--workers 2: the two jobs train in two spawned processes (one CPU device each) and give the numbers of the
+  single-process sweep."""
+  cfg, sweep, jobs = sweep_of(*SMALL)
+  single = results.load(small_store)
+  logs = []
+  path = runlib.run(cfg, sweep, jobs, tmp_path / 'two', progress=False, log=logs.append, workers=2)
+  assert any('2 jobs in 2 worker processes' in m for m in logs)
+  both = results.load(path.parent)
+  assert len(both) == 8 and both['complete'].all()
+  a, b = curves(single), curves(both)
+  assert a.keys() == b.keys()
+  for k in a:
+    np.testing.assert_allclose(a[k][1], b[k][1], rtol=1e-6)
