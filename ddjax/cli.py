@@ -126,6 +126,8 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
     _check_same_run(out, cfg, sweep)
   from ddjax import parallel
   parallel.use_host_devices()  # before jax starts: on a CPU, one device per core
+  if parallel.init_distributed() > 1 and args.workers > 1:
+    _fail('--workers cannot be combined with a multi-host run (DDJAX_COORDINATOR / DDJAX_DISTRIBUTED)')
   from ddjax.run import Interrupted, run, run_record  # imports jax: only once the input is known to be good
   created = not out.exists()
   record = dict(run_record(cfg, sweep, jobs), zip=zips, argv=list(argv if argv is not None else sys.argv[1:]))
@@ -141,6 +143,9 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
     again = ' '.join(shlex.quote(a) for a in given if a != '--resume')
     print(f'{e}; continue with the same command: python -m experiments.{name} {again}', file=sys.stderr)
     raise SystemExit(128 + e.signum) from None
+  import jax
+  if jax.process_index() != 0:  # a multi-host run: process 0 reports
+    return path
   print(f'results: {path}')
   _after(out, after, report if getattr(args, 'report', False) else None)
   return path

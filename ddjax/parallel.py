@@ -31,3 +31,21 @@ def assign(costs: list[float], n_devices: int) -> list[int]:
     out[i] = d
     load[d] += costs[i]
   return out
+
+
+def init_distributed() -> int:
+  """Joins a multi-process (multi-host) run, before any computation: with DDJAX_COORDINATOR=host:port,
+  DDJAX_NUM_PROCESSES and DDJAX_PROCESS_ID set, or with DDJAX_DISTRIBUTED=auto, by jax's own detection of the
+  cluster (SLURM, ...). Returns the number of processes (1 when neither is set)."""
+  coordinator = os.environ.get('DDJAX_COORDINATOR')
+  auto = os.environ.get('DDJAX_DISTRIBUTED', '').lower() == 'auto'
+  if not coordinator and not auto:
+    return 1
+  import jax
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')  # CPU devices talk over gloo
+  if coordinator:
+    jax.distributed.initialize(coordinator, int(os.environ['DDJAX_NUM_PROCESSES']),
+                               int(os.environ['DDJAX_PROCESS_ID']))
+  else:
+    jax.distributed.initialize()
+  return jax.process_count()

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from ddjax import config as cfglib
@@ -115,6 +116,8 @@ def placement(cfg: cfglib.Config) -> str:
   """'shard' (member axis over all devices) or 'bucket' (whole buckets onto devices)."""
   if cfg.train.placement != 'auto':
     return cfg.train.placement
+  if jax.process_count() > 1:
+    return 'shard'  # one SPMD program over every host's devices
   return 'bucket' if jax.default_backend() == 'cpu' or jax.local_device_count() == 1 else 'shard'
 
 
@@ -122,8 +125,8 @@ def make_buckets(job: Job, ds, plan: list[list[int]], cost, log=print) -> list[B
   """Buckets of the member indices of `job` (widths grouped as in `plan`), placed on the local devices."""
   cfg = job.config
   arrays = {'x_train': ds.x_train, 'y_train': ds.y_train, 'x_test': ds.x_test, 'y_test': ds.y_test}
-  devices = jax.local_devices()
   shard = placement(cfg) == 'shard'
+  devices = jax.devices() if shard else jax.local_devices()  # shard: every process's devices, one global mesh
   # Per device: the dataset (a copy on each), every member's resident state (spread evenly), then what the
   # running bucket's step needs; a bucket whose step does not fit in what is left is split.
   tokens = np.issubdtype(ds.x_train.dtype, np.signedinteger)  # uint8 images reach the model as floats
@@ -209,7 +212,10 @@ class Interrupted(Exception):
 
 
 def _metric_rows(job: Job, buckets: list[Bucket], epoch: int, ids: list[str], attempt: int) -> list[dict[str, Any]]:
-  metrics = jax.device_get([b.evaluate(epoch) for b in buckets])  # every device evaluates before the host reads
+  metrics = [b.evaluate(epoch) for b in buckets]  # every device evaluates before the host reads
+  if jax.process_count() > 1:  # members sharded over hosts: every process gathers all of them
+    metrics = multihost_utils.process_allgather(metrics, tiled=True)
+  metrics = jax.device_get(metrics)
   # (rows past len(member_ids) are the copies that pad a sharded bucket: never reported)
   rows = []
   for b, m in zip(buckets, metrics):
@@ -239,11 +245,14 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
   log(f'job {job.index + 1}/{n_jobs} {job.static or ""}: {len(job.members)} members in {len(plan)} buckets '
       f'padded to {[max(b) for b in plan]}; padded/useful FLOPs {padded_ratio(plan, cost):.3f} '
       f'(one bucket: {padded_ratio([widths], cost):.3f}); conv={conv_form(cfg)}, strategy={cfg.train.strategy}, '
-      f'devices={jax.local_device_count()} ({placement(cfg)})')
+      f'devices={jax.device_count()} ({placement(cfg)})'
+      + (f', {jax.process_count()} processes' if jax.process_count() > 1 else ''))
   buckets = make_buckets(job, ds, plan, cost, log)
   ckpt_dir = out / 'checkpoints' / jid
   if fresh:
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    if writer():
+      shutil.rmtree(ckpt_dir, ignore_errors=True)
+    sync('fresh-' + jid)
   ckpt = Checkpoints(ckpt_dir, cfg.train.checkpoint_keep)
   start, before_s, attempt = 0, 0.0, time.time_ns()
   if (restored := ckpt.restore([b.state for b in buckets])) is not None:
@@ -254,20 +263,21 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
   meta = {'job_id': jid, 'attempt': attempt, 'complete': False, 'versions': json.dumps(versions()),
           'device': device_name(), 'wall_time_s': float('nan'), 'padded_ratio': padded_ratio(plan, cost),
           **dict(ds.info)}
-  results.write_members(out, jid, _member_rows(job, buckets, meta))
+  if writer():
+    results.write_members(out, jid, _member_rows(job, buckets, meta))
   elapsed = lambda: before_s + time.time() - t0
 
   epochs = cfg.train.epochs
   evals = set(eval_epochs(epochs, cfg.train.eval_points, cfg.train.eval_every))
   bar = tqdm(range(start + 1, epochs + 1), desc=f'job {job.index + 1}/{n_jobs}', unit='epoch', initial=start,
-             total=epochs, disable=not progress, file=sys.stderr, dynamic_ncols=True, mininterval=1.0,
+             total=epochs, disable=not progress or not writer(), file=sys.stderr, dynamic_ncols=True, mininterval=1.0,
              position=bar_position)
   pending, last_save, rows = None, time.time(), []
   buffered, last_flush = [], time.time()
 
   def flush():  # buffered evaluation rows -> one part file named by its last epoch
     nonlocal buffered, last_flush
-    if buffered:
+    if buffered and writer():
       results.write_curves(out, jid, buffered[-1]['epoch'], buffered)
     buffered, last_flush = [], time.time()
 
@@ -295,7 +305,8 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
     bar.close()
     ckpt.close()
   meta['wall_time_s'], meta['complete'] = elapsed(), True
-  results.write_members(out, jid, _member_rows(job, buckets, meta))
+  if writer():
+    results.write_members(out, jid, _member_rows(job, buckets, meta))
   diverged = sum(int(r['diverged']) for r in rows)  # rows of the last evaluation (none if resumed when done)
   log(f'job {job.index + 1}/{n_jobs} done in {meta["wall_time_s"]:.1f} s'
       + (f'; {diverged} member(s) diverged and were frozen' if diverged else ''))
@@ -359,11 +370,15 @@ def run(cfg: cfglib.Config, sweep: dict[str, list], jobs: list[Job], out: Path, 
   interrupted earlier continues from its checkpoint. With workers > 1, jobs run in that many processes
   (ddjax.workers). On SIGTERM/SIGINT the current job checkpoints after its epoch and Interrupted is raised."""
   out = Path(out)
-  out.mkdir(parents=True, exist_ok=True)
+  if not writer():  # another process of a multi-host run: it trains its shard, process 0 writes
+    log = lambda *a: None
   record = record or run_record(cfg, sweep, jobs)
-  if not (out / 'run.json').exists():
-    results.write_json(out / 'run.json', record)
-  results.append_history(out, record)
+  if writer():
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / 'run.json').exists():
+      results.write_json(out / 'run.json', record)
+    results.append_history(out, record)
+  sync('store-ready')
   if workers > 1 and len(jobs) > 1:
     if callable(rerun):
       raise ValueError('with workers > 1, pass rerun as key=value strings')
@@ -373,7 +388,21 @@ def run(cfg: cfglib.Config, sweep: dict[str, list], jobs: list[Job], out: Path, 
   else:
     with StopRequested() as stop:
       run_jobs(jobs, len(jobs), out, progress, log, rerun, stop)
-  return results.compact(out)
+  sync('trained')
+  path = results.compact(out) if writer() else out / 'results.parquet'
+  sync('compacted')
+  return path
+
+
+def writer() -> bool:
+  """Whether this process writes the store (process 0; the only one outside a multi-host run)."""
+  return jax.process_index() == 0
+
+
+def sync(name: str) -> None:
+  """A barrier over the processes of a multi-host run (nothing with one process)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
 
 
 def run_record(cfg: cfglib.Config, sweep: dict[str, list], jobs: list[Job]) -> dict[str, Any]:

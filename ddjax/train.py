@@ -7,6 +7,7 @@ Randomness comes only from keys folded from a member's seeds (`member_key`), nev
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -225,8 +226,10 @@ class BucketFns:
   remember_best: Callable  # (state_M, test_loss_M, epoch) -> state_M; donates state
 
 
+@functools.lru_cache(maxsize=64)
 def bucket_fns(spec: StepSpec, members: jax.sharding.Sharding | None = None) -> BucketFns:
-  """The jitted programs of one bucket. Each compiles once per (bucket shape, member count).
+  """The jitted programs of one bucket. Each compiles once per (bucket shape, member count); the same spec (and
+  sharding) gets the same functions, so a later job or run in this process reuses their compilations.
 
   With `members` (a NamedSharding of the member axis), every output with a member axis, optimizer state
   included, is laid out that way; otherwise outputs follow their committed inputs."""

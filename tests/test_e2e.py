@@ -78,3 +78,27 @@ def test_same_results_sharded_over_8_devices(run_dir, tmp_path):
   stdout, b = run_on_devices(tmp_path / 'sharded', 8, 'train.placement=shard')
   assert 'devices=8 (shard)' in stdout and len(b) == 6
   assert_same_curves(pd.read_parquet(out / 'results.parquet').sort_values(['model.width', 'seed']), b)
+
+
+def test_same_results_on_two_processes_of_four_devices(run_dir, tmp_path):
+  """Multi-host: two processes joined by jax.distributed (4 simulated CPU devices each), the member axis sharded
+  over all 8 devices as one SPMD program; process 0 writes the store. Same numbers as the 1-process run."""
+  import socket
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    port = s.getsockname()[1]
+  out = tmp_path / 'multihost'
+  procs = []
+  for pid in range(2):
+    env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4', DDJAX_COORDINATOR=f'localhost:{port}',
+               DDJAX_NUM_PROCESSES='2', DDJAX_PROCESS_ID=str(pid))
+    procs.append(subprocess.Popen([sys.executable, '-m', 'experiments.double_descent', '--out', str(out), *ARGS],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+  outputs = [p.communicate(timeout=300) for p in procs]
+  for p, (stdout, stderr) in zip(procs, outputs):
+    assert p.returncode == 0, stderr[-3000:]
+  assert 'devices=8 (shard), 2 processes' in outputs[0][0] and 'results:' in outputs[0][0]
+  assert 'results:' not in outputs[1][0]  # process 1 trains its shard and writes nothing
+  b = pd.read_parquet(out / 'results.parquet').sort_values(['model.width', 'seed'])
+  assert len(b) == 6 and b['complete'].all()
+  assert_same_curves(pd.read_parquet(run_dir[0] / 'results.parquet').sort_values(['model.width', 'seed']), b)
