@@ -72,6 +72,10 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
   parser.add_argument('--workers', type=int, default=1, metavar='N',
                       help='run independent jobs in N processes (one per GPU on a GPU machine; cores/N devices each '
                            'on a CPU)')
+  parser.add_argument('--wandb', action='store_true',
+                      help='also log to Weights & Biases; offline unless WANDB_API_KEY or WANDB_MODE says otherwise; '
+                           'needs `pip install wandb`')
+  parser.add_argument('--wandb-project', default='ddjax', metavar='NAME', help='W&B project (default ddjax)')
   parser.add_argument('--rerun', action='append', default=[], metavar='key=value',
                       help='train members matching key=value again even if complete; newest rows win (repeatable)')
   parser.add_argument('--no-progress', action='store_true', help='no progress bar')
@@ -115,6 +119,12 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
   out = args.out or Path('runs') / f'{name}-{args.preset}-{time.strftime("%Y%m%d-%H%M%S")}'
   if args.workers < 1:
     _fail(f'bad --workers {args.workers}: must be >= 1')
+  if args.wandb:
+    from ddjax.wandb_log import available
+    if not available():
+      _fail('--wandb: wandb is not installed (pip install wandb), or run without --wandb')
+    if args.workers > 1:
+      _fail('--wandb logs from one process: run without --workers, or log later from results.parquet')
   if out.exists() and not out.is_dir():
     _fail(f'--out {out} exists and is not a directory')
   if args.dry_run:
@@ -133,7 +143,8 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
   record = dict(run_record(cfg, sweep, jobs), zip=zips, argv=list(argv if argv is not None else sys.argv[1:]))
   try:
     path = run(cfg, sweep, jobs, out, progress=not args.no_progress, rerun=args.rerun or None, record=record,
-               workers=args.workers)
+               workers=args.workers,
+               wandb_project=args.wandb_project if args.wandb else None)
   except DataMissing as e:  # found only while loading (a damaged archive, tfds without prepared data)
     if created and not any((out / 'parts').glob('curves-*')):
       shutil.rmtree(out, ignore_errors=True)  # nothing of value was written: leave nothing behind

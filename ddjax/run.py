@@ -228,7 +228,7 @@ def _metric_rows(job: Job, buckets: list[Bucket], epoch: int, ids: list[str], at
 
 
 def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=print, fresh: bool = False,
-            stop=None, bar_position: int = 0) -> None:
+            stop=None, bar_position: int = 0, logger=None) -> None:
   """Trains every member of `job` and writes its part files and checkpoints under `out` (named by the job's id).
 
   Continues from the newest readable checkpoint of this job (same members) unless `fresh`, which starts over as a
@@ -290,6 +290,8 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
       if epoch in evals:
         rows = _metric_rows(job, buckets, epoch, ids, attempt)
         buffered += rows
+        if logger is not None:
+          logger.log(rows, epoch)
         bar.set_postfix_str(_postfix(rows))
       every, minutes = cfg.train.checkpoint_every, cfg.train.checkpoint_minutes
       save = stop or epoch == epochs or (every and epoch % every == 0) or (
@@ -342,7 +344,7 @@ Rerun = Callable[[cfglib.Config], bool] | list[str] | None
 
 
 def run_jobs(jobs: list[Job], n_jobs: int, out: Path, progress: bool = True, log=print, rerun: Rerun = None,
-             stop=None, bar_position: int = 0) -> None:
+             stop=None, bar_position: int = 0, logger=None) -> None:
   """Trains the members of `jobs` that `out` does not hold complete (or that `rerun` selects: a filter of member
   configs, or --rerun key=value strings)."""
   if isinstance(rerun, list):
@@ -358,17 +360,19 @@ def run_jobs(jobs: list[Job], n_jobs: int, out: Path, progress: bool = True, log
       log(f'job {job.index + 1}/{n_jobs}: {len(configs) - len(todo)} of {len(configs)} members already '
           f'complete in {out}' + ('; skipped' if not todo else ''))
     if todo:
-      run_job(job.subset(todo), out, n_jobs, progress, log, any(again), stop, bar_position)
+      run_job(job.subset(todo), out, n_jobs, progress, log, any(again), stop, bar_position, logger)
 
 
 def run(cfg: cfglib.Config, sweep: dict[str, list], jobs: list[Job], out: Path, progress: bool = True,
-        log=print, rerun: Rerun = None, record: dict | None = None, workers: int = 1) -> Path:
+        log=print, rerun: Rerun = None, record: dict | None = None, workers: int = 1,
+        wandb_project: str | None = None) -> Path:
   """Runs every job into the sweep store `out` and compacts the results; returns the path of results.parquet.
 
   Members already complete in `out` (same run id) are skipped, unless `rerun` selects them (a filter of member
   configs, or --rerun key=value strings): those train again from scratch and their new rows replace the old. A job
   interrupted earlier continues from its checkpoint. With workers > 1, jobs run in that many processes
-  (ddjax.workers). On SIGTERM/SIGINT the current job checkpoints after its epoch and Interrupted is raised."""
+  (ddjax.workers). With `wandb_project`, process 0 also logs every evaluation to Weights & Biases. On
+  SIGTERM/SIGINT the current job checkpoints after its epoch and Interrupted is raised."""
   out = Path(out)
   if not writer():  # another process of a multi-host run: it trains its shard, process 0 writes
     log = lambda *a: None
@@ -386,8 +390,16 @@ def run(cfg: cfglib.Config, sweep: dict[str, list], jobs: list[Job], out: Path, 
     if (signum := run_workers(jobs, out, workers, progress, log, rerun)) is not None:
       raise Interrupted(signum, 0, None)
   else:
-    with StopRequested() as stop:
-      run_jobs(jobs, len(jobs), out, progress, log, rerun, stop)
+    logger = None
+    if wandb_project is not None and writer():
+      from ddjax.wandb_log import WandbLogger
+      logger = WandbLogger(out, record, wandb_project)
+    try:
+      with StopRequested() as stop:
+        run_jobs(jobs, len(jobs), out, progress, log, rerun, stop, logger=logger)
+    finally:
+      if logger is not None:
+        logger.finish()
   sync('trained')
   path = results.compact(out) if writer() else out / 'results.parquet'
   sync('compacted')

@@ -227,3 +227,45 @@ def test_workers_run_jobs_in_processes_with_the_same_results(small_store, tmp_pa
   assert a.keys() == b.keys()
   for k in a:
     np.testing.assert_allclose(a[k][1], b[k][1], rtol=1e-6)
+
+
+class FakeWandb:
+  """Stands in for the wandb package: records init, log and finish calls."""
+
+  def __init__(self):
+    self.inits, self.logs, self.finished = [], [], 0
+
+  def init(self, **kw):
+    self.inits.append(kw)
+    return self
+
+  def log(self, metrics):
+    self.logs.append(metrics)
+
+  def finish(self):
+    self.finished += 1
+
+
+def test_wandb_logging_is_optional(small_store, tmp_path, monkeypatch, capsys):
+  fake = FakeWandb()
+  monkeypatch.setitem(sys.modules, 'wandb', fake)
+  monkeypatch.delenv('WANDB_MODE', raising=False)
+  monkeypatch.delenv('WANDB_API_KEY', raising=False)
+  cfg, sweep, jobs = sweep_of(*SMALL)
+  out = tmp_path / 'store'
+  shutil.copytree(small_store, out)
+  rerun = lambda c: c.optim.name == 'adam'  # one job trains again and is logged
+  table = results.load(runlib.run(cfg, sweep, jobs, out, progress=False, log=lambda *a: None, rerun=rerun,
+                                  wandb_project='proj').parent)
+  [init] = fake.inits
+  assert init['project'] == 'proj' and init['mode'] == 'offline' and fake.finished == 1
+  adam = table[table['optim.name'] == 'adam']
+  assert [m['epoch'] for m in fake.logs] == list(adam['epoch'].iloc[0])
+  for _, r in adam.iterrows():
+    assert [m[f'{r["run_id"]}/test_loss'] for m in fake.logs] == list(r['test_loss'])
+  monkeypatch.setitem(sys.modules, 'wandb', None)  # not installed: a one-line error before any work
+  with pytest.raises(SystemExit) as e:
+    cli.main('double_descent', PRESETS, ['--out', str(tmp_path / 'w'), '--wandb'])
+  err = capsys.readouterr().err.strip()
+  assert e.value.code == 2 and 'wandb is not installed' in err and len(err.splitlines()) == 1
+  assert not (tmp_path / 'w').exists()
