@@ -171,7 +171,7 @@ def test_malformed_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys)
   assert (tmp_path / 'a-file').read_text() == 'not a directory'
 
 
-KILL_ARGS = ['--no-progress', *TINY, 'model.width=2,4', 'seed=0,1', 'optim.name=adam,sgd', 'train.epochs=40',
+KILL_ARGS = ['--no-progress', *TINY, 'model.width=2,4', 'seed=0,1', 'optim.name=adam,sgd', 'train.epochs=24',
              'train.eval_every=2', 'train.checkpoint_every=3', 'train.flush_seconds=0']
 
 
