@@ -205,8 +205,9 @@ def _postfix(rows: list[dict[str, Any]]) -> str:
 class Interrupted(Exception):
   """Training stopped on SIGTERM/SIGINT after checkpointing; `--resume` continues it."""
 
-  def __init__(self, signum: int, job: int, epoch: int | None):
-    where = f'after epoch {epoch} of job {job + 1}' if epoch is not None else f'before job {job + 1}'
+  def __init__(self, signum: int, job: int | None, epoch: int | None):
+    where = (f'after epoch {epoch} of job {job + 1}' if epoch is not None else
+             f'before job {job + 1}' if job is not None else 'in every worker')
     super().__init__(f'stopped by signal {signum} {where}; checkpoints saved')
     self.signum, self.job, self.epoch = signum, job, epoch
 
@@ -388,7 +389,7 @@ def run(cfg: cfglib.Config, sweep: dict[str, list], jobs: list[Job], out: Path, 
       raise ValueError('with workers > 1, pass rerun as key=value strings')
     from ddjax.workers import run_workers
     if (signum := run_workers(jobs, out, workers, progress, log, rerun)) is not None:
-      raise Interrupted(signum, 0, None)
+      raise Interrupted(signum, None, None)
   else:
     logger = None
     if wandb_project is not None and writer():
