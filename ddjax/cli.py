@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import shutil
 import sys
@@ -136,9 +137,14 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
     _check_same_run(out, cfg, sweep)
   from ddjax import parallel
   parallel.use_host_devices()  # before jax starts: on a CPU, one device per core
+  if args.workers > 1 and 'XLA_PYTHON_CLIENT_PREALLOCATE' not in os.environ:
+    os.environ['XLA_PYTHON_CLIENT_PREALLOCATE'] = 'false'  # the parent only counts GPUs; workers get the memory
+    os.environ['DDJAX_PARENT_NO_PREALLOCATE'] = '1'
   if parallel.init_distributed() > 1 and args.workers > 1:
     _fail('--workers cannot be combined with a multi-host run (DDJAX_COORDINATOR / DDJAX_DISTRIBUTED)')
-  from ddjax.run import Interrupted, run, run_record  # imports jax: only once the input is known to be good
+  from ddjax.run import Interrupted, duplicate_members, run, run_record  # imports jax: input known to be good
+  if (duplicate := duplicate_members(jobs)) is not None:
+    _fail(duplicate)
   created = not out.exists()
   record = dict(run_record(cfg, sweep, jobs), zip=zips, argv=list(argv if argv is not None else sys.argv[1:]))
   try:

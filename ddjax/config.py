@@ -544,6 +544,11 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
   for values in itertools.product(*(sweep.get(k, [get(cfg, k)]) for k in keys)):
     data = dataclasses.replace(cfg.data, **{k.split('.')[1]: v for k, v in zip(keys, values)})
     n_train = train_examples(data)
+    if data.name in ('modular', 'mheight') and n_train is not None:
+      total = train_examples(dataclasses.replace(data, train_split=1.0))
+      if n_train < 1 or n_train >= total:
+        raise ConfigError(f"bad value {data.train_split!r} for data.train_split: it leaves {n_train} of {total} "
+                          f"examples for training; both splits need at least one")
     for b in sweep.get('train.batch_size', [cfg.train.batch_size]):
       if n_train is not None and b > n_train:
         raise ConfigError(f"bad value {b!r} for train.batch_size: larger than the {n_train} training examples")

@@ -91,8 +91,45 @@ def complete_ids(out: Path) -> set[str]:
   members = _read_parts(out, 'members')
   if members is None or 'complete' not in members.columns:
     return set()
-  members = members.drop_duplicates('run_id', keep='last')
+  members = _newest(members)
   return set(members.loc[members['complete'].astype(bool), 'run_id'])
+
+
+def newest_attempts(out: Path) -> dict[str, int]:
+  """Run id -> the start time (ns) of its newest attempt in this store."""
+  members = _read_parts(out, 'members')
+  if members is None or 'attempt' not in members.columns:
+    return {}
+  members = _newest(members)
+  return dict(zip(members['run_id'], members['attempt'].astype('int64')))
+
+
+def unfinished_start(out: Path, record: dict[str, Any]) -> int | None:
+  """The start (ns) of the newest invocation on this store with the same argv as `record` that did not finish (it
+  was interrupted), or None."""
+  path = Path(out) / 'sweeps.jsonl'
+  if 'argv' not in record or not path.exists():
+    return None
+  entries = []
+  for line in path.read_text().splitlines():
+    try:
+      entries.append(json.loads(line))
+    except ValueError:  # a line cut off by a kill
+      continue
+  finished = {e['finished_ns'] for e in entries if 'finished_ns' in e}
+  same = [e for e in entries if e.get('argv') == record['argv'] and 'start_ns' in e]
+  if same and same[-1]['start_ns'] not in finished:
+    return int(same[-1]['start_ns'])
+  return None
+
+
+def _newest(members: pd.DataFrame) -> pd.DataFrame:
+  """Each run id's row of its newest attempt (attempts are start times in ns; within one, the completed row):
+  independent of file times, so a copied store reads the same."""
+  if 'attempt' in members.columns:
+    done = members['complete'].astype(bool) if 'complete' in members.columns else False
+    members = members.assign(_done=done).sort_values(['attempt', '_done'], kind='stable').drop(columns='_done')
+  return members.drop_duplicates('run_id', keep='last')
 
 
 def assemble(out: Path) -> pd.DataFrame:
@@ -104,7 +141,7 @@ def assemble(out: Path) -> pd.DataFrame:
   members = _read_parts(out, 'members')
   if members is None:
     raise FileNotFoundError(f'no results in {out}: neither results.parquet nor part files')
-  members = members.drop_duplicates('run_id', keep='last')
+  members = _newest(members)
   curves = _read_parts(out, 'curves')
   if curves is None:
     table = members.assign(epoch=[[] for _ in range(len(members))])

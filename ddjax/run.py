@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-import shutil
 import math
+import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -176,6 +177,22 @@ def job_id(run_ids: list[str]) -> str:
   return hashlib.sha1(','.join(sorted(run_ids)).encode()).hexdigest()[:12]
 
 
+def duplicate_members(jobs: list[Job]) -> str | None:
+  """A one-line description of members that would share a run id (the same numbers twice: a repeated sweep value,
+  or a swept key that only changes execution), or None."""
+  seen = {}
+  for job in jobs:
+    for i in range(len(job.members)):
+      rid = run_id(member_config(job, i))
+      if rid in seen:
+        (j0, m0), swept = seen[rid], sorted(k for k in job.static if k in EXECUTION_KEYS)
+        why = (f'{", ".join(swept)} only change(s) how a run executes, not its results' if swept else
+               'a value is repeated in a sweep')
+        return f'jobs {j0 + 1} and {job.index + 1} (members {m0} and {i}) would train the same member: {why}'
+      seen[rid] = (job.index, i)
+  return None
+
+
 def member_config(job: Job, i: int) -> cfglib.Config:
   """The full config of member i: the job's static keys with the member's own values."""
   cfg = job.config
@@ -297,13 +314,14 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
       every, minutes = cfg.train.checkpoint_every, cfg.train.checkpoint_minutes
       save = stop or epoch == epochs or (every and epoch % every == 0) or (
           minutes and time.time() - last_save >= 60 * minutes)
+      save, stopping = agree(bool(save), bool(stop))  # every process of a multi-host run decides alike
       if save or time.time() - last_flush >= cfg.train.flush_seconds:
         flush()  # before the checkpoint: rows past a checkpoint are recomputed identically on resume
       if save:
         ckpt.save(epoch, [b.state for b in buckets], elapsed(), attempt)
         last_save = time.time()
-      if stop and epoch < epochs:
-        raise Interrupted(stop.signal, job.index, epoch)
+      if stopping and epoch < epochs:
+        raise Interrupted(stop.signal or signal.SIGTERM, job.index, epoch)
   finally:
     bar.close()
     ckpt.close()
@@ -345,17 +363,20 @@ Rerun = Callable[[cfglib.Config], bool] | list[str] | None
 
 
 def run_jobs(jobs: list[Job], n_jobs: int, out: Path, progress: bool = True, log=print, rerun: Rerun = None,
-             stop=None, bar_position: int = 0, logger=None) -> None:
-  """Trains the members of `jobs` that `out` does not hold complete (or that `rerun` selects: a filter of member
-  configs, or --rerun key=value strings)."""
+             stop=None, bar_position: int = 0, logger=None, rerun_before: int | None = None) -> None:
+  """Trains the members of `jobs` that `out` does not hold complete, and those that `rerun` selects (a filter of
+  member configs, or --rerun key=value strings) whose newest attempt started before `rerun_before` (ns; default
+  now): so an interrupted rerun, run again, continues instead of starting over."""
   if isinstance(rerun, list):
     rerun = cfglib.rerun_filter(jobs[0].config, rerun) if rerun else None
   complete = results.complete_ids(out)
+  attempts = results.newest_attempts(out)
+  cutoff = rerun_before if rerun_before is not None else time.time_ns()
   for job in jobs:
-    if stop:  # a signal during the previous job's last epoch: its work is saved, start no new one
-      raise Interrupted(stop.signal, job.index, None)
+    if agree(bool(stop))[0]:  # a signal during the previous job's last epoch: its work is saved, start no new one
+      raise Interrupted(stop.signal or signal.SIGTERM, job.index, None)
     configs = [member_config(job, i) for i in range(len(job.members))]
-    again = [rerun is not None and rerun(c) for c in configs]
+    again = [rerun is not None and rerun(c) and attempts.get(run_id(c), 0) < cutoff for c in configs]
     todo = [i for i, c in enumerate(configs) if run_id(c) not in complete or again[i]]
     if len(todo) < len(configs):
       log(f'job {job.index + 1}/{n_jobs}: {len(configs) - len(todo)} of {len(configs)} members already '
@@ -378,17 +399,20 @@ def run(cfg: cfglib.Config, sweep: dict[str, list], jobs: list[Job], out: Path, 
   if not writer():  # another process of a multi-host run: it trains its shard, process 0 writes
     log = lambda *a: None
   record = record or run_record(cfg, sweep, jobs)
+  started = time.time_ns()
+  rerun_before = results.unfinished_start(out, record) if rerun else None  # continuing an interrupted rerun
+  rerun_before = rerun_before or started
   if writer():
     out.mkdir(parents=True, exist_ok=True)
     if not (out / 'run.json').exists():
       results.write_json(out / 'run.json', record)
-    results.append_history(out, record)
+    results.append_history(out, dict(record, start_ns=started))
   sync('store-ready')
   if workers > 1 and len(jobs) > 1:
     if callable(rerun):
       raise ValueError('with workers > 1, pass rerun as key=value strings')
     from ddjax.workers import run_workers
-    if (signum := run_workers(jobs, out, workers, progress, log, rerun)) is not None:
+    if (signum := run_workers(jobs, out, workers, progress, log, rerun, rerun_before)) is not None:
       raise Interrupted(signum, None, None)
   else:
     logger = None
@@ -397,11 +421,13 @@ def run(cfg: cfglib.Config, sweep: dict[str, list], jobs: list[Job], out: Path, 
       logger = WandbLogger(out, record, wandb_project)
     try:
       with StopRequested() as stop:
-        run_jobs(jobs, len(jobs), out, progress, log, rerun, stop, logger=logger)
+        run_jobs(jobs, len(jobs), out, progress, log, rerun, stop, logger=logger, rerun_before=rerun_before)
     finally:
       if logger is not None:
         logger.finish()
   sync('trained')
+  if writer():
+    results.append_history(out, {'finished_ns': started})
   path = results.compact(out) if writer() else out / 'results.parquet'
   sync('compacted')
   return path
@@ -410,6 +436,15 @@ def run(cfg: cfglib.Config, sweep: dict[str, list], jobs: list[Job], out: Path, 
 def writer() -> bool:
   """Whether this process writes the store (process 0; the only one outside a multi-host run)."""
   return jax.process_index() == 0
+
+
+def agree(*flags: bool) -> tuple[bool, ...]:
+  """Process 0's values of `flags` on every process of a multi-host run (a stop or save that one process decides
+  alone would leave the others waiting in orbax's barrier); the flags themselves with one process."""
+  if jax.process_count() == 1:
+    return flags
+  shared = multihost_utils.broadcast_one_to_all(np.asarray(flags, np.bool_))
+  return tuple(bool(f) for f in np.asarray(shared))
 
 
 def sync(name: str) -> None:

@@ -4,7 +4,7 @@ Each worker is a fresh (spawned) Python process that takes job indices from a sh
 jobs balance out. On a machine with GPUs worker k sees only GPU k (CUDA_VISIBLE_DEVICES); on a CPU each worker
 gets cores / N XLA devices. Every job is written by exactly one worker (its own part files and checkpoints, named
 by the job's id); the parent alone writes run.json, sweeps.jsonl and results.parquet. SIGTERM/SIGINT to the parent
-is passed on: each worker checkpoints after its epoch and stops, and running the same command again continues.
+is passed on (workers are in their own process groups, so each gets it once): each worker checkpoints after its epoch and stops, and running the same command again continues.
 """
 
 from __future__ import annotations
@@ -26,7 +26,11 @@ def _gpus() -> list[str]:
   return visible.split(',')[:n] if visible else [str(i) for i in range(n)]
 
 
-def _worker(k: int, n: int, gpus: list[str], jobs, out: str, rerun_items, progress: bool, queue, failures) -> None:
+def _worker(k: int, n: int, gpus: list[str], jobs, out: str, rerun_items, rerun_before, progress: bool, queue,
+            failures) -> None:
+  os.setpgrp()  # signals come from the parent only, once (a terminal's Ctrl-C reaches the parent alone)
+  if os.environ.pop('DDJAX_PARENT_NO_PREALLOCATE', None):
+    os.environ.pop('XLA_PYTHON_CLIENT_PREALLOCATE', None)  # the parent kept its GPU memory free; workers need it
   if gpus:
     os.environ['CUDA_VISIBLE_DEVICES'] = gpus[k]
   else:
@@ -40,7 +44,8 @@ def _worker(k: int, n: int, gpus: list[str], jobs, out: str, rerun_items, progre
       if stop:
         break
       try:
-        runlib.run_jobs([jobs[index]], len(jobs), Path(out), progress, log, rerun_items, stop, bar_position=k)
+        runlib.run_jobs([jobs[index]], len(jobs), Path(out), progress, log, rerun_items, stop, bar_position=k,
+                        rerun_before=rerun_before)
       except runlib.Interrupted:
         break
       except Exception as e:  # noqa: BLE001 - reported to the parent, which fails the sweep after the others
@@ -48,7 +53,8 @@ def _worker(k: int, n: int, gpus: list[str], jobs, out: str, rerun_items, progre
         raise
 
 
-def run_workers(jobs, out: Path, workers: int, progress: bool = True, log=print, rerun_items=None) -> int | None:
+def run_workers(jobs, out: Path, workers: int, progress: bool = True, log=print, rerun_items=None,
+                rerun_before: int | None = None) -> int | None:
   """Runs `jobs` in `workers` processes; returns the signal number if the run was stopped by one, else None.
 
   Raises RuntimeError naming the failed jobs if a worker failed."""
@@ -65,8 +71,8 @@ def run_workers(jobs, out: Path, workers: int, progress: bool = True, log=print,
   log(f'{len(jobs)} jobs in {workers} worker processes ' + (f'(one per GPU: {", ".join(gpus[:workers])})' if gpus
                                                              else f'(CPU: {max(1, (os.cpu_count() or 1) // workers)} '
                                                                   f'device(s) each)'))
-  procs = [ctx.Process(target=_worker, args=(k, workers, gpus, jobs, str(out), rerun_items, progress, queue,
-                                             failures), daemon=False) for k in range(workers)]
+  procs = [ctx.Process(target=_worker, args=(k, workers, gpus, jobs, str(out), rerun_items, rerun_before, progress,
+                                             queue, failures), daemon=False) for k in range(workers)]
   stopped = []
 
   def forward(signum, frame):

@@ -92,7 +92,9 @@ def test_same_results_on_two_processes_of_four_devices(run_dir, tmp_path):
   for pid in range(2):
     env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4', DDJAX_COORDINATOR=f'localhost:{port}',
                DDJAX_NUM_PROCESSES='2', DDJAX_PROCESS_ID=str(pid))
-    procs.append(subprocess.Popen([sys.executable, '-m', 'experiments.double_descent', '--out', str(out), *ARGS],
+    # checkpoints by time (every 0.06 s): each process's clock would decide differently; process 0 decides for all
+    procs.append(subprocess.Popen([sys.executable, '-m', 'experiments.double_descent', '--out', str(out), *ARGS,
+                                   'train.checkpoint_minutes=0.001'],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
   outputs = [p.communicate(timeout=300) for p in procs]
   for p, (stdout, stderr) in zip(procs, outputs):

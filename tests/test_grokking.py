@@ -165,6 +165,7 @@ def test_grokking_cli_groks_and_reports(grok_run):
     (['data.groups=9/4/9', '--task', 'mheight'], 'data.groups'),
     (['model.name=cnn1d'], 'model.name=cnn1d does not fit data.name=modular'),
     (['train.batch_size=5000'], 'larger than the 1685 training examples'),
+    (['data.p=2', 'data.train_split=0.2'], 'both splits need at least one'),
 ])
 def test_grokking_cli_rejects_bad_input(argv, message, tmp_path):
   proc = subprocess.run([sys.executable, '-m', 'experiments.grokking', '--out', str(tmp_path / 'x'), *argv],

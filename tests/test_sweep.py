@@ -144,6 +144,8 @@ def battery(tmp_path):
       (['data.name=cifar10', 'model.name=resnet18k', f'data.dir={tmp_path / "no-such-cifar"}'], 'no-such-cifar'),
       (['--bogus-flag'], 'unrecognized arguments'),
       (['--workers', '0'], 'bad --workers 0'),
+      (['train.eval_batch=50,100'], 'only change(s) how a run executes'),
+      (['seed=0,0'], 'a value is repeated'),
       (['--workers', 'two'], 'invalid int value'),
   ]
 
@@ -269,3 +271,38 @@ def test_wandb_logging_is_optional(small_store, tmp_path, monkeypatch, capsys):
   err = capsys.readouterr().err.strip()
   assert e.value.code == 2 and 'wandb is not installed' in err and len(err.splitlines()) == 1
   assert not (tmp_path / 'w').exists()
+
+
+def test_an_interrupted_rerun_continues_when_run_again(small_store, tmp_path, monkeypatch):
+  """--rerun stopped by a signal in its second job: the same command again keeps the first job's new attempt,
+  resumes the second from its checkpoint, and retrains nothing twice."""
+  out, logs = tmp_path / 'store', []
+  shutil.copytree(small_store, out)
+  cfg, sweep, jobs = sweep_of(*SMALL, 'train.checkpoint_every=1')
+  record = dict(runlib.run_record(cfg, sweep, jobs), argv=['--rerun', 'optim.name=adam,sgd'])
+  before = results.newest_attempts(out)
+  original, sent = runlib.Bucket.train_epoch, []
+
+  def signal_in_second_job(self, epoch):
+    loss = original(self, epoch)
+    if self.spec.optimizer == 'sgd' and epoch == 0 and not sent:
+      sent.append(True)
+      os.kill(os.getpid(), signal.SIGTERM)
+    return loss
+
+  monkeypatch.setattr(runlib.Bucket, 'train_epoch', signal_in_second_job)
+  with pytest.raises(runlib.Interrupted):
+    runlib.run(cfg, sweep, jobs, out, progress=False, log=logs.append, rerun=['optim.name=adam,sgd'], record=record)
+  monkeypatch.setattr(runlib.Bucket, 'train_epoch', original)
+  middle = results.newest_attempts(out)
+  table = results.load(out).set_index('run_id')
+  adam = table.index[table['optim.name'] == 'adam']
+  assert all(middle[r] > before[r] for r in table.index)  # every member has started its new attempt
+  logs.clear()
+  runlib.run(cfg, sweep, jobs, out, progress=False, log=logs.append, rerun=['optim.name=adam,sgd'], record=record)
+  after = results.newest_attempts(out)
+  assert all(after[r] == middle[r] for r in table.index)  # nothing started over
+  assert any('4 of 4 members already complete' in m for m in logs) and any('resumed after epoch 1' in m for m in logs)
+  final = results.load(out)
+  assert final['complete'].all() and len(final) == 8 and set(adam) <= set(final['run_id'])
+  assert curves(final) == curves(results.load(small_store))
