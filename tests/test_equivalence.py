@@ -13,12 +13,11 @@ import pytest
 from ddjax.nn.models import make_model
 from ddjax.train import StepSpec, init_member, train_step
 from tests.dense_reference import DenseCNN1D, DenseMLP, DenseResNet1D
-from tests.helpers import hp_for, unstack
+from tests.helpers import close, hp_for, unstack
 
 K, W = 3, 8  # member width and padded width
 CASES = [('mlp', 'im2col', DenseMLP), ('cnn1d', 'lax', DenseCNN1D), ('cnn1d', 'im2col', DenseCNN1D),
          ('resnet1d', 'lax', DenseResNet1D), ('resnet1d', 'im2col', DenseResNet1D)]
-RTOL = 1e-5  # float32; absolute slack is RTOL times the tensor's largest magnitude (never below 1e-6)
 
 
 def active_slice(name, tree, dense_tree):
@@ -49,11 +48,6 @@ def inactive_abs_max(name, tree, dense_tree):
   return worst
 
 
-def close(a, b, rtol=RTOL):
-  def check(x, y):
-    x, y = np.asarray(x), np.asarray(y)
-    np.testing.assert_allclose(x, y, rtol=rtol, atol=max(1e-6, rtol * float(np.abs(y).max(initial=0.0))))
-  jax.tree.map(check, a, b)
 
 
 @pytest.fixture(scope='module')

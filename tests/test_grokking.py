@@ -20,7 +20,7 @@ from ddjax.members import expand
 from ddjax.nn.models import make_model
 from ddjax.train import StepSpec, init_member, train_step, weight_norms
 from tests.dense_reference import DenseEmbedMLP, DenseResMLP
-from tests.helpers import hp_for, unstack
+from tests.helpers import close, hp_for, unstack
 
 K, W = 3, 8
 
@@ -53,9 +53,6 @@ def _slice(tree, dense_tree):
   return tu.unflatten_dict(out)
 
 
-def _close(a, b, rtol=2e-5):
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(
-      x, y, rtol=rtol, atol=max(1e-6, rtol * float(np.abs(np.asarray(y)).max(initial=0.0)))), a, b)
 
 
 def _five_adamw_steps(model, dense, spec, xs, ys, dense_loss):
@@ -73,7 +70,7 @@ def _five_adamw_steps(model, dense, spec, xs, ys, dense_loss):
     want_loss, g = jax.value_and_grad(lambda p: dense_loss(dense.apply({'params': p}, x), y))(params)
     updates, opt = tx.update(g, opt, params)
     params = optax.apply_updates(params, updates)
-    _close(_slice(state['params'], dense_params), params)
+    close(_slice(state['params'], dense_params), params, rtol=2e-5)
   total = sum(float(jnp.abs(v).sum()) for v in jax.tree.leaves(state['params']))
   active = sum(float(jnp.abs(v).sum()) for v in jax.tree.leaves(_slice(state['params'], dense_params)))
   assert total == pytest.approx(active, rel=1e-6)  # nothing outside the active block
@@ -88,7 +85,8 @@ def test_embed_mlp_matches_dense_under_adamw():
   spec = StepSpec(model, 'adamw', 8, p)
   ce = lambda logits, y: optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
   state, params = _five_adamw_steps(model, DenseEmbedMLP(K, p), spec, xs, ys, ce)
-  _close(model.apply({'params': state['params']}, xs[0], K), DenseEmbedMLP(K, p).apply({'params': params}, xs[0]))
+  close(model.apply({'params': state['params']}, xs[0], K), DenseEmbedMLP(K, p).apply({'params': params}, xs[0]),
+        rtol=2e-5)
 
 
 def test_resmlp_regression_skips_infinite_targets():

@@ -12,8 +12,7 @@ import pytest
 from ddjax.nn.models import make_model
 from ddjax.train import StepSpec, init_member, train_step
 from tests.dense_reference import DenseResNet18k
-from tests.helpers import hp_for, unstack
-from tests.test_equivalence import close
+from tests.helpers import close, hp_for, unstack
 
 
 def test_parameter_count_and_macs_match_the_paper():

@@ -13,10 +13,9 @@ import pytest
 
 from ddjax.nn.transformer import Transformer
 from ddjax.train import StepSpec, init_member, train_step
-from tests.helpers import hp_for, unstack
+from tests.helpers import close, hp_for, unstack
 
 P, K, W, H = 7, 8, 16, 4  # modulus, member width, padded width, heads
-RTOL = 1e-5
 
 
 class DenseTransformer(nn.Module):
@@ -70,11 +69,6 @@ def inactive_abs_max(tree, k=K):
              for path, leaf in tu.flatten_dict(tree).items())
 
 
-def close(a, b, rtol=RTOL):
-  def check(x, y):
-    x, y = np.asarray(x), np.asarray(y)
-    np.testing.assert_allclose(x, y, rtol=rtol, atol=max(1e-6, rtol * float(np.abs(y).max(initial=0.0))))
-  jax.tree.map(check, a, b)
 
 
 @pytest.fixture(scope='module')
