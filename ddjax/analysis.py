@@ -44,6 +44,7 @@ class Spike:
   start_epoch: float   # first evaluation above factor x the running minimum
   peak_epoch: float    # where the loss is highest within the spike
   height: float        # peak loss / running minimum before the spike
+  end_epoch: float     # first evaluation back under factor x that minimum (the last evaluation if never)
 
 
 def loss_spikes(epochs, loss, factor: float = 2.0, floor: float = 0.0) -> list[Spike]:
@@ -57,12 +58,12 @@ def loss_spikes(epochs, loss, factor: float = 2.0, floor: float = 0.0) -> list[S
       if v > current['peak_v']:
         current['peak'], current['peak_v'] = e, v
       if v <= factor * current['base']:
-        spikes.append(Spike(current['start'], current['peak'], current['peak_v'] / current['base']))
+        spikes.append(Spike(current['start'], current['peak'], current['peak_v'] / current['base'], e))
         current = None
     if current is None:
       running_min = min(running_min, v)
   if current is not None:
-    spikes.append(Spike(current['start'], current['peak'], current['peak_v'] / current['base']))
+    spikes.append(Spike(current['start'], current['peak'], current['peak_v'] / current['base'], epochs[-1]))
   return spikes
 
 
@@ -120,9 +121,8 @@ def grokking_summary(epochs, train_acc, val_acc, train_loss, weight_norm, thresh
   least `jump`."""
   g = grokking(epochs, train_acc, val_acc, threshold, above)
   spikes = loss_spikes(epochs, train_loss, spike_factor, spike_floor)
-  ends = [_spike_end(epochs, train_loss, s, spike_factor) for s in spikes]
-  norm_change = [window_change(epochs, weight_norm, s.start_epoch, e) for s, e in zip(spikes, ends)]
-  val_change = [window_change(epochs, val_acc, s.start_epoch, e) for s, e in zip(spikes, ends)]
+  norm_change = [window_change(epochs, weight_norm, s.start_epoch, s.end_epoch) for s in spikes]
+  val_change = [window_change(epochs, val_acc, s.start_epoch, s.end_epoch) for s in spikes]
   sign = 1.0 if above else -1.0
   return {
       'memorisation_epoch': g.memorisation_epoch, 'grokking_epoch': g.grokking_epoch, 'grokking_gap': g.gap,
@@ -132,10 +132,3 @@ def grokking_summary(epochs, train_acc, val_acc, train_loss, weight_norm, thresh
       'spikes_with_val_jump': int(sum(sign * v >= jump for v in val_change)),
   }
 
-
-def _spike_end(epochs, loss, spike: Spike, factor: float) -> float:
-  """The first evaluation after the spike's peak where the loss is back under factor x its base."""
-  epochs, loss = np.asarray(epochs, float), np.asarray(loss, float)
-  base = loss[epochs == spike.peak_epoch][0] / spike.height
-  after = (epochs > spike.peak_epoch) & (loss <= factor * base)
-  return float(epochs[after][0]) if after.any() else float(epochs[-1])

@@ -199,25 +199,15 @@ def _after(out: Path, after, report) -> None:
     print(f'report: {report(out)}')
 
 
-def _flat(d: dict, prefix: str = '') -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict) and k != 'sweep':
-      out.update(_flat(v, f'{prefix}{k}.'))
-    else:
-      out[prefix + k] = v
-  return out
-
-
 def _check_same_run(out: Path, cfg: cfglib.Config, sweep: dict[str, list]) -> None:
   """--resume continues only the run it finds: same config and sweep, or a one-line error naming the key."""
   try:
     stored = json.loads((out / 'run.json').read_text())
   except (OSError, ValueError) as e:
     _fail(f'--resume: cannot read {out / "run.json"} ({e})')
-  before = _flat(stored.get('config', {}))
+  before = cfglib.flatten(stored.get('config', {}))
   before.update({f'sweep of {k}': v for k, v in stored.get('sweep', {}).items()})
-  now = _flat(json.loads(json.dumps(cfglib.to_dict(cfg))))
+  now = cfglib.flatten(json.loads(json.dumps(cfglib.to_dict(cfg))))
   now.update({f'sweep of {k}': v for k, v in json.loads(json.dumps(sweep)).items()})
   for key in sorted(set(before) | set(now)):
     if before.get(key) != now.get(key):

@@ -147,6 +147,17 @@ def to_dict(cfg: Any) -> dict[str, Any]:
   return dataclasses.asdict(cfg)
 
 
+def flatten(d: dict[str, Any], prefix: str = '') -> dict[str, Any]:
+  """A nested dict (e.g. to_dict of a config, or its JSON) as {dotted key: value}."""
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(flatten(v, f'{prefix}{k}.'))
+    else:
+      out[prefix + k] = v
+  return out
+
+
 def to_json(cfg: Any) -> str:
   return json.dumps(to_dict(cfg), sort_keys=True)
 

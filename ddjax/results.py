@@ -24,6 +24,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ddjax import config as cfglib
+
 # Evaluation columns kept as their last value (a scalar per member), not as a curve.
 LAST_ONLY = ('diverged', 'diverged_step', 'best_epoch', 'best_test_loss')
 
@@ -86,22 +88,23 @@ def _read_parts(out: Path, prefix: str) -> pd.DataFrame | None:
   return pd.concat(frames, ignore_index=True) if frames else None
 
 
-def complete_ids(out: Path) -> set[str]:
-  """Run ids of the members whose training finished in this store."""
-  members = _read_parts(out, 'members')
-  if members is None or 'complete' not in members.columns:
-    return set()
-  members = _newest(members)
-  return set(members.loc[members['complete'].astype(bool), 'run_id'])
-
-
-def newest_attempts(out: Path) -> dict[str, int]:
-  """Run id -> the start time (ns) of its newest attempt in this store."""
+def member_status(out: Path) -> dict[str, tuple[int, bool]]:
+  """Run id -> (start time in ns of its newest attempt in this store, whether that attempt finished)."""
   members = _read_parts(out, 'members')
   if members is None or 'attempt' not in members.columns:
     return {}
   members = _newest(members)
-  return dict(zip(members['run_id'], members['attempt'].astype('int64')))
+  return dict(zip(members['run_id'], zip(members['attempt'].astype('int64'), members['complete'].astype(bool))))
+
+
+def complete_ids(out: Path) -> set[str]:
+  """Run ids of the members whose training finished in this store."""
+  return {r for r, (_, done) in member_status(out).items() if done}
+
+
+def newest_attempts(out: Path) -> dict[str, int]:
+  """Run id -> the start time (ns) of its newest attempt in this store."""
+  return {r: attempt for r, (attempt, _) in member_status(out).items()}
 
 
 def unfinished_start(out: Path, record: dict[str, Any]) -> int | None:
@@ -202,16 +205,6 @@ def load_sweep(out: Path, backend: str = 'pandas'):
   raise ValueError(f'unknown backend {backend!r}: allowed pandas, polars')
 
 
-def _flat(d: dict, prefix: str = '') -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flat(v, f'{prefix}{k}.'))
-    else:
-      out[prefix + k] = v
-  return out
-
-
 def merge(sources: list[Path], dest: Path, keep: str = 'last') -> Path:
   """Merges the tables of several sweep stores into dest/results.parquet: each member (run id) once, from the
   last (or first) source holding it; config keys whose values differ between members but were fixed in a source
@@ -226,7 +219,7 @@ def merge(sources: list[Path], dest: Path, keep: str = 'last') -> Path:
     table = load(Path(src))
     tables.append(table.assign(source=str(src)))
   table = pd.concat(tables, ignore_index=True)
-  flat = pd.DataFrame([_flat(json.loads(c)) for c in table['config']], index=table.index)
+  flat = pd.DataFrame([cfglib.flatten(json.loads(c)) for c in table['config']], index=table.index)
   for key in flat.columns:  # promote fixed keys that differ between the merged sweeps
     if key not in table.columns and flat[key].astype(str).nunique(dropna=False) > 1:
       table[key] = flat[key]

@@ -369,15 +369,15 @@ def run_jobs(jobs: list[Job], n_jobs: int, out: Path, progress: bool = True, log
   now): so an interrupted rerun, run again, continues instead of starting over."""
   if isinstance(rerun, list):
     rerun = cfglib.rerun_filter(jobs[0].config, rerun) if rerun else None
-  complete = results.complete_ids(out)
-  attempts = results.newest_attempts(out)
+  status = results.member_status(out)  # run id -> (newest attempt, finished)
   cutoff = rerun_before if rerun_before is not None else time.time_ns()
   for job in jobs:
     if agree(bool(stop))[0]:  # a signal during the previous job's last epoch: its work is saved, start no new one
       raise Interrupted(stop.signal or signal.SIGTERM, job.index, None)
     configs = [member_config(job, i) for i in range(len(job.members))]
-    again = [rerun is not None and rerun(c) and attempts.get(run_id(c), 0) < cutoff for c in configs]
-    todo = [i for i, c in enumerate(configs) if run_id(c) not in complete or again[i]]
+    ids = [run_id(c) for c in configs]
+    again = [rerun is not None and rerun(c) and status.get(r, (0, False))[0] < cutoff for c, r in zip(configs, ids)]
+    todo = [i for i, r in enumerate(ids) if not status.get(r, (0, False))[1] or again[i]]
     if len(todo) < len(configs):
       log(f'job {job.index + 1}/{n_jobs}: {len(configs) - len(todo)} of {len(configs)} members already '
           f'complete in {out}' + ('; skipped' if not todo else ''))

@@ -55,31 +55,21 @@ def analyse(out, threshold: float | None = None) -> pd.DataFrame:
   return load(out)
 
 
-def _label(df: pd.DataFrame, row) -> str:
+def _label(df: pd.DataFrame, row, seeds: bool = True) -> str:
+  """key=value for the swept keys (wd last), and with `seeds` the seeds that vary."""
   keys = [k for k in series_keys(df, '') if k != WD] + ([WD] if WD in df.columns else [])
-  keys += [k for k in SEED_KEYS if k in df.columns and df[k].nunique(dropna=False) > 1]
+  if seeds:
+    keys += [k for k in SEED_KEYS if k in df.columns and df[k].nunique(dropna=False) > 1]
   return ', '.join(f'{k.split(".")[-1]}={row[k]:g}' if isinstance(row[k], float) else f'{k.split(".")[-1]}={row[k]}'
                    for k in dict.fromkeys(keys))
 
 
 def _legend_labels(df: pd.DataFrame) -> dict:
-  """member -> legend label for the first member of each group of seeds (same keys but the seeds), else None."""
-  keys = [k for k in series_keys(df, '') if k != WD] + ([WD] if WD in df.columns else [])
-  out, seen = {}, {}
-  for _, r in df.iterrows():
-    group = tuple(r[k] for k in keys)
-    seen[group] = seen.get(group, 0) + 1
-  shown = set()
-  for _, r in df.iterrows():
-    group = tuple(r[k] for k in keys)
-    if group in shown:
-      out[r['run_id']] = None
-      continue
-    shown.add(group)
-    text = ', '.join(f'{k.split(".")[-1]}={v:g}' if isinstance(v, float) else f'{k.split(".")[-1]}={v}'
-                     for k, v in zip(keys, group))
-    out[r['run_id']] = (text or 'all') + (f' ({seen[group]} seeds)' if seen[group] > 1 else '')
-  return out
+  """run id -> legend label for the first member of each group of seeds (same keys but the seeds), else None."""
+  groups = pd.Series([_label(df, r, seeds=False) for _, r in df.iterrows()], index=df['run_id'])
+  sizes, first = groups.value_counts(), ~groups.duplicated()
+  return {rid: ((g or 'all') + (f' ({sizes[g]} seeds)' if sizes[g] > 1 else '')) if first[rid] else None
+          for rid, g in groups.items()}
 
 
 def _colours(df: pd.DataFrame) -> dict:

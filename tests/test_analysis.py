@@ -31,6 +31,7 @@ def test_loss_spikes():
   loss = [1.0, 0.1, 0.05, 0.04, 0.5, 0.9, 0.03, 0.02, 0.3, 0.01]
   spikes = analysis.loss_spikes(e, loss, factor=2.0)
   assert [(s.start_epoch, s.peak_epoch) for s in spikes] == [(4, 5), (8, 8)]
+  assert [s.end_epoch for s in spikes] == [6, 9]  # back under 2x the minimum before the spike
   assert spikes[0].height == pytest.approx(0.9 / 0.04) and spikes[1].height == pytest.approx(0.3 / 0.02)
   assert analysis.loss_spikes(e, np.linspace(1, 0.1, 10)) == []
 
