@@ -51,16 +51,12 @@ def tree_norm(tree) -> jax.Array:
   return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
 
 
-LAST_LAYERS = ('head', 'unembed')  # the name of a model's output layer
-
-
 def weight_norms(params) -> dict[str, jax.Array]:
   """Total norm, the output layer's norm and one norm per top-level layer (masked entries are zero, so only active
   parameters count)."""
   out = {'weight_norm': tree_norm(params)}
-  last = [k for k in LAST_LAYERS if k in params]
-  if last:
-    out['weight_norm_last'] = tree_norm(params[last[0]])
+  if 'head' in params:  # every model names its output layer head
+    out['weight_norm_last'] = tree_norm(params['head'])
   out.update({f'norm_{name}': tree_norm(sub) for name, sub in params.items()})
   return out
 
@@ -138,12 +134,11 @@ def train_epoch(spec: StepSpec, state, hp, labels_N, x_train, epoch):
   augmentation draws come from the member's batch seed, the epoch and the step."""
   n = labels_N.shape[0]
   n_batches = n // spec.batch_size
-  key = jax.random.fold_in(member_key(hp, 'batches'), epoch)
-  if n_batches == 1 and spec.batch_size == n:  # full batch: the order does not matter
-    order = jnp.arange(n)[None]
-  else:
-    order = jax.random.permutation(key, n)[: n_batches * spec.batch_size].reshape(n_batches, spec.batch_size)
   aug_key = jax.random.fold_in(member_key(hp, 'augment'), epoch)
+  if spec.batch_size == n:  # full batch: one step on the data as it is (no order to draw, no gathered copy)
+    return train_step(spec, state, hp, x_train, labels_N, jax.random.fold_in(aug_key, 0))
+  key = jax.random.fold_in(member_key(hp, 'batches'), epoch)
+  order = jax.random.permutation(key, n)[: n_batches * spec.batch_size].reshape(n_batches, spec.batch_size)
 
   def step(state, args):
     i, idx_B = args

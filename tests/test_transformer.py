@@ -32,7 +32,7 @@ class DenseTransformer(nn.Module):
     h = h + nn.MultiHeadDotProductAttention(H, qkv_features=self.width, out_features=self.width, use_bias=False,
                                             name='attn')(h, mask=mask)
     h = h + nn.Dense(self.width, name='mlp_out')(nn.relu(nn.Dense(4 * self.width, name='mlp_in')(h)))
-    return nn.Dense(self.p, use_bias=False, name='unembed')(h[:, -1])
+    return nn.Dense(self.p, use_bias=False, name='head')(h[:, -1])
 
 
 def active_mask(path, shape, k):
@@ -45,9 +45,9 @@ def active_mask(path, shape, k):
     m[:, :k // H, :k] = True
   elif name in ('embed/embedding', 'pos_embed'):
     m[:, :k] = True
-  elif name in ('mlp_in/kernel', 'mlp_out/kernel', 'mlp_in/bias', 'mlp_out/bias', 'unembed/kernel'):
+  elif name in ('mlp_in/kernel', 'mlp_out/kernel', 'mlp_in/bias', 'mlp_out/bias', 'head/kernel'):
     dense = {'mlp_in/kernel': (k, 4 * k), 'mlp_out/kernel': (4 * k, k), 'mlp_in/bias': (4 * k,),
-             'mlp_out/bias': (k,), 'unembed/kernel': (k, P)}[name]
+             'mlp_out/bias': (k,), 'head/kernel': (k, P)}[name]
     m[tuple(slice(0, s) for s in dense)] = True
   else:
     raise KeyError(name)

@@ -80,7 +80,7 @@ class Transformer(nn.Module):
   x (B, 2) int tokens (a, b) -> logits (B, num_classes) at the '=' position. Parameters at max_width W (H heads,
   p = num_classes): embed/embedding (p+1, W), pos_embed (3, W), attn/{query,key,value}/kernel (W, H, W/H),
   attn/out/kernel (H, W/H, W), mlp_in/{kernel (W, rW), bias (rW,)}, mlp_out/{kernel (rW, W), bias (W,)},
-  unembed/kernel (W, p), with r = mlp_ratio.
+  head/kernel (W, p) (the unembedding; every model names its output layer head), with r = mlp_ratio.
   """
   max_width: int
   num_classes: int = 113
@@ -118,7 +118,7 @@ class Transformer(nn.Module):
     hidden = nn.relu(mlp_in(h, d_mask[:, None] * mlp_mask[None], d_active, mlp_mask))
     h = h + mlp_out(hidden, mlp_mask[:, None] * d_mask[None], jnp.sum(mlp_mask), d_mask)
 
-    unembed = MaskedEinsum('bd,dc->bc', dtype=self.dtype, name='unembed')
+    unembed = MaskedEinsum('bd,dc->bc', dtype=self.dtype, name='head')
     return unembed(h[:, -1], jnp.broadcast_to(d_mask[:, None], (d_pad, p)), d_active)
 
   def macs(self, width: int) -> float:
