@@ -24,9 +24,8 @@ import jax  # noqa: E402
 from benchmarks.common import write_result  # noqa: E402
 from ddjax import config as cfglib  # noqa: E402
 from ddjax.data import load_dataset
-from ddjax.members import expand, group_members, padded_ratio, plan_buckets
-from ddjax.nn.models import make_model
-from ddjax.run import Bucket, device_name, make_buckets, versions
+from ddjax.members import expand, group_members, padded_ratio
+from ddjax.run import Bucket, device_name, job_plan, make_buckets, versions
 from experiments.double_descent import PRESETS
 
 TARGET_S = 0.35  # issue 3: these 16 widths, batch 100, 2-core CPU (a one-width-at-a-time PyTorch loop: ~1.1 s)
@@ -65,8 +64,7 @@ def main(argv=None):
   ds = load_dataset(cfg.data)
   widths = [m['model.width'] for m in job.members]
   order = sorted(range(len(widths)), key=lambda i: widths[i])
-  cost = make_model(cfg.model.name, max(widths), ds.input_shape, ds.num_classes, 'lax').macs
-  plan = plan_buckets(sorted(widths), cost, cfg.train.bucket_ratio, cfg.train.max_buckets)
+  plan, cost = job_plan(job, ds.input_shape, ds.num_classes)
 
   def variant(**kw):
     c = job.config

@@ -171,16 +171,11 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
 def _dry_run(jobs, out: Path) -> None:
   """The jobs x members table: static keys, members, widths, the width buckets (one compiled train step each)."""
   from ddjax.data.datasets import dataset_shape
-  from ddjax.members import plan_buckets
-  from ddjax.nn.models import make_model
+  from ddjax.run import job_plan  # imports jax, which computes nothing here
   total_members, total_buckets = 0, 0
   print(f'{"job":>4}  {"members":>7}  {"buckets":>7}  {"padded widths":<24} static keys')
   for job in jobs:
-    cfg = job.config
-    shape, classes = dataset_shape(cfg.data)
-    widths = sorted(m['model.width'] for m in job.members)
-    cost = make_model(cfg.model.name, max(widths), shape, classes, 'lax', depth=cfg.model.depth).macs
-    plan = plan_buckets(widths, cost, cfg.train.bucket_ratio, cfg.train.max_buckets)
+    plan, _ = job_plan(job, *dataset_shape(job.config.data))
     total_members += len(job.members)
     total_buckets += len(plan)
     padded = ','.join(str(max(b)) for b in plan)

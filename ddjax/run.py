@@ -67,6 +67,14 @@ def model_for(cfg: cfglib.Config, width: int, ds, conv: str | None = None):
                     cfg.train.compute_dtype, cfg.model.depth)
 
 
+def job_plan(job: Job, input_shape, num_classes: int) -> tuple[list[list[int]], Callable[[int], float]]:
+  """The job's width buckets (plan_buckets on the model's MAC count) and that cost function."""
+  cfg = job.config
+  widths = sorted(m['model.width'] for m in job.members)
+  cost = make_model(cfg.model.name, max(widths), input_shape, num_classes, 'lax', depth=cfg.model.depth).macs
+  return plan_buckets(widths, cost, cfg.train.bucket_ratio, cfg.train.max_buckets), cost
+
+
 def batch_size(cfg: cfglib.Config, ds) -> int:
   return cfg.train.batch_size or len(ds.y_train)  # 0: full batch
 
@@ -257,9 +265,8 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
   ids = [run_id(member_config(job, i)) for i in range(len(job.members))]
   jid = job_id(ids)
   ds = load_dataset(cfg.data)
-  widths = sorted(m['model.width'] for m in job.members)
-  cost = model_for(cfg, max(widths), ds, 'lax').macs
-  plan = plan_buckets(widths, cost, cfg.train.bucket_ratio, cfg.train.max_buckets)
+  plan, cost = job_plan(job, ds.input_shape, ds.num_classes)
+  widths = [w for b in plan for w in b]
   log(f'job {job.index + 1}/{n_jobs} {job.static or ""}: {len(job.members)} members in {len(plan)} buckets '
       f'padded to {[max(b) for b in plan]}; padded/useful FLOPs {padded_ratio(plan, cost):.3f} '
       f'(one bucket: {padded_ratio([widths], cost):.3f}); conv={conv_form(cfg)}, strategy={cfg.train.strategy}, '
