@@ -4,10 +4,14 @@ import json
 from pathlib import Path
 
 
-def write_result(out_dir: Path, name: str, res: dict) -> Path:
-  """Writes `res` as benchmarks/results/NAME.json (or under out_dir) and says where."""
+def write_result(out_dir: Path, name: str, res: dict, quiet: bool = False) -> Path:
+  """Writes `res` as benchmarks/results/NAME.json (or under out_dir), replacing the file in one rename, and
+  says where unless `quiet`."""
   out_dir.mkdir(parents=True, exist_ok=True)
   path = out_dir / f'{name}.json'
-  path.write_text(json.dumps(res, indent=1) + '\n')
-  print(f'wrote {path}')
+  tmp = path.with_suffix('.json.tmp')
+  tmp.write_text(json.dumps(res, indent=1) + '\n')
+  tmp.replace(path)
+  if not quiet:
+    print(f'wrote {path}')
   return path

@@ -3,6 +3,7 @@ execution strategy and conv form, with projections to the full 4000-epoch runs.
 
   python -m benchmarks.double_descent_gpu                 # on a GPU: about 8 minutes
   python -m benchmarks.double_descent_gpu --tiny          # CPU-sized check of the script (widths 1 and 2)
+  bash scripts/gpu_benchmark.sh                           # on the lent GPU machine: checks, then this, into $OUT
 
 Each configuration trains `--steps` minibatches of synthetic CIFAR-shaped data (compile and one warm-up pass
 excluded) and is projected to a 50,000-image epoch. The fastest configuration of each planned bucket (summed over
@@ -39,7 +40,8 @@ EPOCHS = 4000
 # these GPUs at default precision, so tf32 is the ceiling that applies to float32 runs.
 PEAKS = {'H100 80GB HBM3': (67.0, 494.7, 989.4), 'H100 PCIe': (51.2, 378.0, 756.0),
          'H200': (67.0, 494.7, 989.4), 'A100-SXM4-80GB': (19.5, 156.0, 312.0), 'A100-SXM4-40GB': (19.5, 156.0, 312.0)}
-VARIANTS = ['lax/vmap', 'lax/map', 'lax/map:4', 'im2col/vmap', 'im2col/map:4']  # conv form / strategy[:chunk]
+# conv form / strategy[:chunk][/compute dtype]; the first is timed on every bucket whatever the budget says
+VARIANTS = ['lax/vmap', 'lax/map', 'lax/map:4', 'im2col/vmap', 'im2col/map:4', 'lax/vmap/bfloat16']
 
 
 def peak_for(kind: str):
@@ -57,6 +59,33 @@ def time_bucket(bucket, steps: int) -> float:
   return (time.perf_counter() - t) / steps
 
 
+def variant_job(job, label: str):
+  """`job` with the conv form, member strategy (`map:c`: chunks of c members) and compute dtype of `label`,
+  written conv/strategy[:chunk][/dtype]."""
+  conv, strategy, *dtype = label.split('/')
+  strategy, _, chunk = strategy.partition(':')
+  cfg = job.config
+  for k, v in (('model.conv', conv), ('train.strategy', strategy), ('train.map_batch', int(chunk or 1)),
+               ('train.compute_dtype', dtype[0] if dtype else 'float32')):
+    cfg = cfglib.replace(cfg, k, v)
+  return type(job)(job.index, cfg, job.static, job.members)
+
+
+def fastest(rows: list[dict], sizes: list[int]) -> dict[int, tuple[str, float]]:
+  """Planned bucket -> (config, s/epoch) of its fastest configuration, among those that timed every one of its
+  `sizes[p]` members (a bucket split to fit memory is timed as the sum of its pieces)."""
+  secs, count = {}, {}
+  for r in rows:
+    key = (r['planned'], r['config'])
+    secs[key] = secs.get(key, 0.0) + r['s_per_epoch']
+    count[key] = count.get(key, 0) + r['members']
+  best = {}
+  for (p, config), s in secs.items():
+    if count[p, config] == sizes[p] and (p not in best or s < best[p][1]):
+      best[p] = (config, s)
+  return best
+
+
 def torch_loop(widths, steps: int, batch: int, budget_s: float) -> dict | None:
   """Per-width seconds per step of a PyTorch PreActResNet18k, one width at a time, data on the device."""
   try:
@@ -65,6 +94,7 @@ def torch_loop(widths, steps: int, batch: int, budget_s: float) -> dict | None:
   except Exception:  # noqa: BLE001 - not installed, or its CUDA libraries clash with jax's in this process
     return None
   dev = 'cuda' if torch.cuda.is_available() else 'cpu'
+  torch.backends.cudnn.benchmark = True  # PyTorch at its best: cuDNN picks each convolution's fastest algorithm
 
   class Block(nn.Module):
     def __init__(self, cin, cout, stride):
@@ -112,8 +142,13 @@ def torch_loop(widths, steps: int, batch: int, budget_s: float) -> dict | None:
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(prog='python -m benchmarks.double_descent_gpu', description=__doc__.split('\n')[0])
   parser.add_argument('--tiny', action='store_true',
-                      help='widths 1 and 2 in one bucket, 2 steps, lax/vmap and im2col/vmap: a CPU check of the script')
-  parser.add_argument('--variants', default=','.join(VARIANTS), help='conv/strategy[:chunk] to time, in order')
+                      help='2 steps, lax/vmap and im2col/vmap, widths 1,2 in one bucket: a CPU check of the script')
+  parser.add_argument('--widths', default=None, help='member widths (default 1..64; with --tiny 1,2)')
+  parser.add_argument('--max-buckets', type=int, default=None,
+                      help="at most this many buckets (default: the preset's; with --tiny 1)")
+  parser.add_argument('--variants', default=None,
+                      help=f"conv/strategy[:chunk][/dtype] to time, in order (default {','.join(VARIANTS)}; "
+                           "with --tiny lax/vmap,im2col/vmap)")
   parser.add_argument('--steps', type=int, default=20, help='timed minibatches per configuration')
   parser.add_argument('--seeds', type=int, default=1, help='trials trained together (the paper preset has 5)')
   parser.add_argument('--budget-s', type=float, default=420.0, help='stop starting new measurements after this')
@@ -122,11 +157,12 @@ def main(argv=None) -> dict:
   t_start = time.perf_counter()
   steps = 2 if args.tiny else args.steps
   preset = PRESETS['paper']
-  widths = '1,2' if args.tiny else '1..64'
-  variants = ['lax/vmap', 'im2col/vmap'] if args.tiny else args.variants.split(',')
+  widths = args.widths or ('1,2' if args.tiny else '1..64')
+  max_buckets = args.max_buckets or (1 if args.tiny else None)
+  variants = (args.variants or ('lax/vmap,im2col/vmap' if args.tiny else ','.join(VARIANTS))).split(',')
   n_train = steps * preset.config.train.batch_size  # one timed epoch is `steps` minibatches
-  cfg, sweep = cfglib.apply_overrides(preset.config, preset.sweep, ['train.max_buckets=1'] * args.tiny + [
-      f'model.width={widths}', f'seed=0..{args.seeds - 1}' if args.seeds > 1 else 'seed=0',
+  cfg, sweep = cfglib.apply_overrides(preset.config, preset.sweep, [f'train.max_buckets={max_buckets}'] * bool(
+      max_buckets) + [f'model.width={widths}', f'seed=0..{args.seeds - 1}' if args.seeds > 1 else 'seed=0',
       'data.name=synthetic_cifar10', f'data.num_samples={2 * n_train}', 'data.train_split=0.5'])
   job = expand(cfg, sweep)[0]
   ds = image_dataset(cifar10.synthetic(n_train, 16, 0), cfg.data, 'crop_flip')
@@ -137,61 +173,57 @@ def main(argv=None) -> dict:
   dev = jax.local_devices()[0]
   res = {'device': device_name(), 'versions': versions(), 'tiny': args.tiny, 'steps_timed': steps,
          'seeds': args.seeds, 'batch_size': cfg.train.batch_size, 'buckets': [max(b) for b in plan],
-         'padded_ratio': padded_ratio(plan, model.macs), 'per_bucket': [], 'skipped': []}
+         'padded_ratio': padded_ratio(plan, model.macs), 'per_bucket': [], 'skipped': [], 'failed': [],
+         'complete': False}
+  name = f"double_descent_gpu-{jax.default_backend()}{'-tiny' if args.tiny else ''}"
   print(f"{len(job.members)} members; buckets padded to {res['buckets']}; padded/useful {res['padded_ratio']:.3f}")
 
   # member index -> planned bucket, so the pieces of a memory split add up per planned bucket
   plan_of = {i: p for p, group in enumerate(group_members(job, plan)) for i in group}
-  best = {}  # planned bucket -> (variant, s/epoch, width)
   for label in variants:
-    conv, _, how = label.partition('/')
-    strategy, _, chunk = how.partition(':')
-    chunk = int(chunk or 1)
-    variant = job.config
-    for k, v in (('model.conv', conv), ('train.strategy', strategy), ('train.map_batch', chunk)):
-      variant = cfglib.replace(variant, k, v)
-    vjob = type(job)(job.index, variant, job.static, job.members)
-    first = label == variants[0]  # every bucket gets the first variant, whatever the budget says
-    if not first and time.perf_counter() - t_start > args.budget_s:
-      res['skipped'].append(label)
+    if label != variants[0] and time.perf_counter() - t_start > args.budget_s:
+      res['skipped'].append(label)  # every bucket gets the first variant, whatever the budget says
       continue
-    buckets = make_buckets(vjob, ds, plan, model.macs, log=lambda *a: None)
-    per_plan, measured = {}, {}
-    for b in buckets:
-      if not first and time.perf_counter() - t_start > args.budget_s:
-        res['skipped'].append(f'{label} width {b.width}')
-        continue
-      s_step = time_bucket(b, steps)
-      row = {'config': label, 'bucket_width': b.width, 'members': len(b.member_ids),
-             's_per_epoch': s_step * steps_per_epoch}
-      res['per_bucket'].append(row)
-      print(f"  {label:<14} bucket {b.width:>3} ({len(b.member_ids):>3} members): "
-            f"{row['s_per_epoch']:8.2f} s/epoch")
-      p = plan_of[b.member_ids[0]]
-      per_plan[p] = per_plan.get(p, 0.0) + row['s_per_epoch']
-      measured[p] = measured.get(p, 0) + len(b.member_ids)
-    for p, secs in per_plan.items():
-      if measured[p] == len(plan[p]) and (p not in best or secs < best[p][1]):  # every piece of it timed
-        best[p] = (label, secs, max(plan[p]))
-    del buckets, b  # free this variant's device memory before the next one
+    try:
+      buckets = make_buckets(variant_job(job, label), ds, plan, model.macs, log=lambda *a: None)
+      for b in buckets:
+        if label != variants[0] and time.perf_counter() - t_start > args.budget_s:
+          res['skipped'].append(f'{label} width {b.width}')
+          continue
+        row = {'config': label, 'bucket_width': b.width, 'planned': plan_of[b.member_ids[0]],
+               'members': len(b.member_ids), 's_per_epoch': time_bucket(b, steps) * steps_per_epoch}
+        res['per_bucket'].append(row)
+        print(f"  {label:<18} bucket {b.width:>3} ({len(b.member_ids):>3} members): {row['s_per_epoch']:8.2f} s/epoch")
+        write_result(args.out, name, res, quiet=True)  # a run cut short keeps what it measured
+    except Exception as e:  # noqa: BLE001 - out of memory or a compile failure: record it, time the next variant
+      res['failed'].append({'config': label, 'error': f'{type(e).__name__}: {str(e)[:500]}'})
+      print(f'  {label}: failed ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ""})')
+    buckets = b = None  # free this variant's device memory before the next one
 
-  epoch_s = sum(v[1] for v in best.values())
+  best = fastest(res['per_bucket'], [len(g) for g in plan])
+  missing = [max(plan[p]) for p in range(len(plan)) if p not in best]
+  epoch_s = sum(secs for _, secs in best.values()) if not missing else None
   useful_flop = 6 * sum(model.macs(w) for w in member_widths) * EPOCH_IMAGES
   res.update({
-      'best_per_bucket': [{'bucket_width': w, 'config': c, 's_per_epoch': s} for c, s, w in best.values()],
+      'best_per_bucket': [{'bucket_width': max(plan[p]), 'config': c, 's_per_epoch': s}
+                          for p, (c, s) in sorted(best.items())],
+      'buckets_not_timed': missing,
       's_per_epoch_all_members': epoch_s,
-      'hours_one_trial': epoch_s * EPOCHS / 3600 / args.seeds,
-      'hours_five_trials': epoch_s * EPOCHS / 3600 * 5 / args.seeds,
+      'hours_one_trial': epoch_s * EPOCHS / 3600 / args.seeds if epoch_s else None,
+      'hours_five_trials': epoch_s * EPOCHS / 3600 * 5 / args.seeds if epoch_s else None,
       'useful_tflops': useful_flop / epoch_s / 1e12 if epoch_s else None,
   })
   peaks = peak_for(getattr(dev, 'device_kind', ''))
   if peaks and res['useful_tflops']:
-    res['fraction_of_peak'] = {'fp32': res['useful_tflops'] / peaks[0], 'tf32': res['useful_tflops'] / peaks[1]}
+    res['fraction_of_peak'] = {k: res['useful_tflops'] / v for k, v in zip(('fp32', 'tf32', 'bf16'), peaks)}
   stats = dev.memory_stats() if dev.platform != 'cpu' else None
   res['peak_memory_gib'] = stats['peak_bytes_in_use'] / 2 ** 30 if stats and 'peak_bytes_in_use' in stats else None
-  print(f"all {len(member_widths)} members: {epoch_s:.2f} s/epoch; one trial of {EPOCHS} epochs: "
-        f"{res['hours_one_trial']:.2f} h, five: {res['hours_five_trials']:.2f} h; "
-        f"useful {res['useful_tflops'] or 0:.2f} TFLOP/s; peak memory {res['peak_memory_gib']} GiB")
+  if missing:
+    print(f'no configuration timed every member of the buckets of widths {missing}: no projection')
+  else:
+    print(f"all {len(member_widths)} members: {epoch_s:.2f} s/epoch; one trial of {EPOCHS} epochs: "
+          f"{res['hours_one_trial']:.2f} h, five: {res['hours_five_trials']:.2f} h; "
+          f"useful {res['useful_tflops']:.2f} TFLOP/s; peak memory {res['peak_memory_gib']} GiB")
 
   left = max(0.0, args.budget_s + 60 - (time.perf_counter() - t_start))
   torch_widths = [1, 2] if args.tiny else [1, 8, 16, 32, 48, 64]
@@ -203,11 +235,12 @@ def main(argv=None) -> dict:
                       for k in sorted(set(member_widths))) * steps_per_epoch
     res['torch'] = {'s_per_step': {str(k): v for k, v in per_width.items()}, 's_per_epoch_all_widths': torch_epoch,
                     'speedup': torch_epoch * args.seeds / epoch_s if epoch_s else None}
-    print(f"PyTorch one width at a time: {torch_epoch:.2f} s/epoch of one trial; ddjax is "
-          f"{res['torch']['speedup']:.1f}x faster")
+    speedup = f"ddjax is {res['torch']['speedup']:.1f}x faster" if epoch_s else 'no ddjax projection to compare'
+    print(f'PyTorch one width at a time: {torch_epoch:.2f} s/epoch of one trial; {speedup}')
   else:
     res['torch'] = None
-  write_result(args.out, f"double_descent_gpu-{jax.default_backend()}{'-tiny' if args.tiny else ''}", res)
+  res['complete'] = True
+  write_result(args.out, name, res)
   return res
 
 

@@ -6,10 +6,39 @@ from benchmarks import double_descent_gpu
 
 
 def test_gpu_benchmark_tiny_on_cpu(tmp_path):
-  res = double_descent_gpu.main(['--tiny', '--out', str(tmp_path)])
+  # Two planned buckets (widths 1 and 2); a zero budget times only the first variant, on every bucket.
+  res = double_descent_gpu.main(['--tiny', '--max-buckets', '2', '--budget-s', '0', '--out', str(tmp_path)])
   saved = json.loads((tmp_path / 'double_descent_gpu-cpu-tiny.json').read_text())
-  assert saved['buckets'] == [2] and {r['config'] for r in saved['per_bucket']} == {'lax/vmap', 'im2col/vmap'}
-  assert res['s_per_epoch_all_members'] > 0 and res['hours_five_trials'] == 5 * res['hours_one_trial']
+  assert saved == json.loads(json.dumps(res)) and saved['complete'] and not saved['failed']
+  assert saved['buckets'] == [1, 2] and saved['skipped'] == ['im2col/vmap']
+  assert [(r['config'], r['bucket_width'], r['members']) for r in saved['per_bucket']] == [
+      ('lax/vmap', 1, 1), ('lax/vmap', 2, 1)]
+  assert res['s_per_epoch_all_members'] == sum(r['s_per_epoch'] for r in res['per_bucket']) > 0
+  assert res['hours_five_trials'] == 5 * res['hours_one_trial'] > 0
   assert res['useful_tflops'] > 0 and 'peak_memory_gib' in res and 'torch' in res
-  best = res['best_per_bucket'][0]
-  assert best['s_per_epoch'] == min(r['s_per_epoch'] for r in res['per_bucket'])
+  assert res['buckets_not_timed'] == [] and [b['bucket_width'] for b in res['best_per_bucket']] == [1, 2]
+
+
+def test_fastest_configuration_per_bucket_counts_every_piece_of_a_split():
+  rows = [
+      {'planned': 0, 'config': 'a', 'members': 4, 's_per_epoch': 3.0},
+      {'planned': 0, 'config': 'b', 'members': 4, 's_per_epoch': 2.0},
+      {'planned': 1, 'config': 'a', 'members': 2, 's_per_epoch': 5.0},  # split in two pieces: 5 + 4
+      {'planned': 1, 'config': 'a', 'members': 2, 's_per_epoch': 4.0},
+      {'planned': 1, 'config': 'b', 'members': 2, 's_per_epoch': 1.0},  # only half of it timed: not a candidate
+      {'planned': 2, 'config': 'b', 'members': 1, 's_per_epoch': 7.0},
+  ]
+  assert double_descent_gpu.fastest(rows, [4, 4, 1]) == {0: ('b', 2.0), 1: ('a', 9.0), 2: ('b', 7.0)}
+  assert 2 not in double_descent_gpu.fastest(rows, [4, 4, 2])  # a bucket no configuration covered
+
+
+def test_variant_sets_conv_strategy_chunk_and_dtype():
+  from ddjax import config as cfglib
+  from ddjax.members import expand
+  from experiments.double_descent import PRESETS
+  job = expand(*cfglib.apply_overrides(PRESETS['smoke'].config, PRESETS['smoke'].sweep, []))[0]
+  c = double_descent_gpu.variant_job(job, 'im2col/map:4/bfloat16').config
+  assert (c.model.conv, c.train.strategy, c.train.map_batch, c.train.compute_dtype) == ('im2col', 'map', 4, 'bfloat16')
+  c = double_descent_gpu.variant_job(job, 'lax/vmap').config
+  assert (c.model.conv, c.train.strategy, c.train.map_batch, c.train.compute_dtype) == ('lax', 'vmap', 1, 'float32')
+  assert double_descent_gpu.variant_job(job, 'lax/vmap').members == job.members
