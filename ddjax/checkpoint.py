@@ -3,10 +3,16 @@
 A checkpoint's step is the number of finished epochs. Everything a member's future depends on is in its state
 (params, batch_stats, optimizer state, divergence flag, step) or derived from (seeds, epoch), so restoring at
 epoch e and training on reproduces the uninterrupted run exactly.
+
+A checkpoint also records its layout: which member sits in each row of each bucket. A run resumed with other
+buckets (another memory budget, device count or bucketing setting) moves every member's state into its new
+bucket and slot: each array's leading (active) block is copied, and padding a member did not have before starts
+at zero, where masked parameters and optimizer moments are anyway.
 """
 
 from __future__ import annotations
 
+import functools
 import signal
 import warnings
 from pathlib import Path
@@ -21,36 +27,84 @@ class Checkpoints:
 
   def __init__(self, directory: Path, keep: int = 3):
     self.manager = ocp.CheckpointManager(
-        Path(directory).absolute(),
+        Path(directory).absolute(), item_handlers=ocp.StandardCheckpointHandler(),  # item_metadata needs it
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False))
 
-  def save(self, epoch: int, states: list, elapsed_s: float, attempt: int = 0) -> None:
-    tree = {'buckets': list(states), 'elapsed_s': np.asarray(elapsed_s, np.float64),
-            'attempt': np.asarray(attempt, np.int64)}
+  def save(self, epoch: int, states: list, layout: list[list[int]], elapsed_s: float, attempt: int = 0) -> None:
+    """Saves the bucket `states`; layout[b][r] is the member in row r of bucket b."""
+    tree = {'buckets': list(states), 'layout': [np.asarray(ids, np.int32) for ids in layout],
+            'elapsed_s': np.asarray(elapsed_s, np.float64), 'attempt': np.asarray(attempt, np.int64)}
     if epoch in self.manager.all_steps():  # an unreadable checkpoint that resume fell back from
       self.manager.delete(epoch)
     self.manager.save(epoch, args=ocp.args.StandardSave(tree), force=True)
     self.manager.wait_until_finished()
 
-  def restore(self, states: list) -> tuple[int, list, float, int] | None:
-    """(epoch, states, elapsed seconds, attempt) of the newest readable checkpoint, placed like `states`; None if
-    none.
+  def restore(self, states: list, layout: list[list[int]], log=print) -> tuple[int, list, float, int, bool] | None:
+    """(epoch, states, elapsed seconds, attempt, moved) of the newest readable checkpoint, placed like `states`
+    (whose rows hold the members of `layout`); None if none. `moved`: the checkpoint had other buckets, and its
+    members were moved into these (relayout).
 
     A newest checkpoint that cannot be read (cut off mid-write, corrupted) is skipped with a warning."""
     target = {'buckets': jax.tree.map(ocp.utils.to_shape_dtype_struct, list(states)),
+              'layout': [np.zeros(len(ids), np.int32) for ids in layout],
               'elapsed_s': np.asarray(0.0, np.float64), 'attempt': np.asarray(0, np.int64)}
     for step in sorted(self.manager.all_steps(), reverse=True):
       try:
-        restored = self.manager.restore(step, args=ocp.args.StandardRestore(target))
+        restored, moved = self._restore(step, target, layout, states, log)
       except Exception as e:  # noqa: BLE001 - any unreadable checkpoint falls back to the previous one
         warnings.warn(f'checkpoint at epoch {step} is unreadable ({type(e).__name__}: {e}); trying an older one')
         continue
-      return step, list(restored['buckets']), float(restored['elapsed_s']), int(restored['attempt'])
+      return step, list(restored['buckets']), float(restored['elapsed_s']), int(restored['attempt']), moved
     return None
+
+  def _restore(self, step: int, target: dict, layout: list[list[int]], states: list, log) -> tuple[dict, bool]:
+    stored = self.manager.item_metadata(step)
+    if 'layout' not in stored:  # written before checkpoints recorded their layout: rows as they are now
+      without = {k: v for k, v in target.items() if k != 'layout'}
+      return self.manager.restore(step, args=ocp.args.StandardRestore(without)), False
+    if [m.shape[0] for m in stored['layout']] == [len(ids) for ids in layout]:
+      restored = self.manager.restore(step, args=ocp.args.StandardRestore(target))
+      if all(np.array_equal(a, b) for a, b in zip(restored['layout'], layout)):
+        return restored, False
+    on_host = jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), stored)
+    restored = self.manager.restore(step, args=ocp.args.StandardRestore(on_host))
+    log(f'checkpoint at epoch {step} has buckets of {[len(ids) for ids in restored["layout"]]} members, now '
+        f'{[len(ids) for ids in layout]}: moving each member into its new bucket')
+    restored['buckets'] = relayout(restored['buckets'], restored['layout'], states, layout)
+    return restored, True
 
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def relayout(old: list, old_layout: list, like: list, layout: list[list[int]]) -> list:
+  """Bucket states shaped and placed like `like` (rows: the members of `layout`), filled from the host states
+  `old` as orbax restores them without a target (rows: the members of `old_layout`). Each member's arrays are
+  copied on the block both shapes share: widths pad every axis at its end, so the block holds the whole active
+  part; the rest is zero."""
+  where = {}
+  for b, ids in enumerate(old_layout):
+    for r, i in enumerate(np.asarray(ids).tolist()):
+      where.setdefault(i, (b, r))
+
+  def fill(rows, path, x):
+    host = np.zeros(x.shape, x.dtype)
+    for row, (b, r) in enumerate(rows):
+      y = _at(old[b], path)[r]
+      block = tuple(slice(0, min(n, m)) for n, m in zip(x.shape[1:], y.shape))
+      host[(row,) + block] = y[block]
+    return jax.make_array_from_callback(x.shape, x.sharding, lambda index: host[index])
+
+  return [jax.tree_util.tree_map_with_path(functools.partial(fill, [where[i] for i in ids]), state)
+          for state, ids in zip(like, layout)]
+
+
+def _at(tree, path):
+  """The leaf of a restored tree at a key path of the live one (orbax restores a NamedTuple as a dict)."""
+  for key in path:
+    tree = tree[key.key if hasattr(key, 'key') else key.name if hasattr(key, 'name') else key.idx]
+  return tree
 
 
 class StopRequested:

@@ -205,6 +205,8 @@ def _check_same_run(out: Path, cfg: cfglib.Config, sweep: dict[str, list]) -> No
   now = cfglib.flatten(json.loads(json.dumps(cfglib.to_dict(cfg))))
   now.update({f'sweep of {k}': v for k, v in json.loads(json.dumps(sweep)).items()})
   for key in sorted(set(before) | set(now)):
+    if key.removeprefix('sweep of ') in cfglib.EXECUTION_KEYS:
+      continue  # how it runs may change (memory, devices, bucketing): checkpoints move into the new buckets
     if before.get(key) != now.get(key):
       _fail(f'--resume: {key} was {before.get(key)!r} in {out}, now {now.get(key)!r}; '
             f'pass the same preset and overrides, or choose another --out')

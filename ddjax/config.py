@@ -116,6 +116,13 @@ MEMBER_KEYS = frozenset({
     'seed', 'model.width', 'model.seed', 'train.batch_seed', 'data.noise', 'data.noise_seed',
     'optim.lr', 'optim.wd', 'optim.momentum', 'optim.b1', 'optim.b2', 'optim.eps'})
 
+# Keys that change how a run executes or is stored, never its numbers: left out of run ids, and free to differ
+# when a run is resumed (a checkpoint moves its members into whatever buckets the new settings make).
+EXECUTION_KEYS = frozenset({
+    'data.workers', 'train.flush_seconds', 'train.checkpoint_every', 'train.checkpoint_minutes',
+    'train.checkpoint_keep', 'train.memory_gb', 'train.placement', 'train.bucket_ratio', 'train.max_buckets',
+    'train.eval_batch', 'train.strategy', 'train.map_batch'})
+
 
 def fields(cfg: Any, prefix: str = '') -> dict[str, dataclasses.Field]:
   """Dotted key -> dataclass field, for every leaf of a config."""

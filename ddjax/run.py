@@ -99,6 +99,7 @@ class Bucket:
     self.fns = bucket_fns(self.spec, members if sharded else None)
     n_dev = len(members.device_set)
     padded_ids = member_ids + [member_ids[-1]] * (-len(member_ids) % n_dev if sharded else 0)
+    self.rows = padded_ids  # the member in each row of the stacked state
     self.hp = jax.device_put(stack_hp([job.members[i] for i in padded_ids]), members)
     self.data = data
     self.state = self.fns.init(self.hp, self.data['x_train'][0])
@@ -168,15 +169,9 @@ def make_buckets(job: Job, ds, plan: list[list[int]], cost, log=print) -> list[B
   return [Bucket(job, g, data[w], ds, single[w], single[w]) for g, w in zip(groups, where)]
 
 
-# Keys that change how a run executes or is stored, never its numbers: left out of run ids.
-EXECUTION_KEYS = ('data.workers', 'train.flush_seconds', 'train.checkpoint_every', 'train.checkpoint_minutes',
-                  'train.checkpoint_keep', 'train.memory_gb', 'train.placement', 'train.bucket_ratio',
-                  'train.max_buckets', 'train.eval_batch', 'train.strategy', 'train.map_batch')
-
-
 def run_id(cfg: cfglib.Config) -> str:
   """A member's id: a hash of its resolved config (execution-only keys left out). It names its result rows."""
-  flat = {k: cfglib.get(cfg, k) for k in cfglib.fields(cfg) if k not in EXECUTION_KEYS}
+  flat = {k: cfglib.get(cfg, k) for k in cfglib.fields(cfg) if k not in cfglib.EXECUTION_KEYS}
   return hashlib.sha1(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -193,7 +188,7 @@ def duplicate_members(jobs: list[Job]) -> str | None:
     for i in range(len(job.members)):
       rid = run_id(member_config(job, i))
       if rid in seen:
-        (j0, m0), swept = seen[rid], sorted(k for k in job.static if k in EXECUTION_KEYS)
+        (j0, m0), swept = seen[rid], sorted(k for k in job.static if k in cfglib.EXECUTION_KEYS)
         why = (f'{", ".join(swept)} only change(s) how a run executes, not its results' if swept else
                'a value is repeated in a sweep')
         return f'jobs {j0 + 1} and {job.index + 1} (members {m0} and {i}) would train the same member: {why}'
@@ -279,11 +274,15 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
       shutil.rmtree(ckpt_dir, ignore_errors=True)
     sync('fresh-' + jid)
   ckpt = Checkpoints(ckpt_dir, cfg.train.checkpoint_keep)
+  rank = {rid: n for n, rid in enumerate(sorted(ids))}  # a member's identity whatever order the sweep lists it in
+  layout = [[rank[ids[i]] for i in b.rows] for b in buckets]
   start, before_s, attempt = 0, 0.0, time.time_ns()
-  if (restored := ckpt.restore([b.state for b in buckets])) is not None:
-    start, states, before_s, attempt = restored
+  if (restored := ckpt.restore([b.state for b in buckets], layout, log)) is not None:
+    start, states, before_s, attempt, moved = restored
     for b, st in zip(buckets, states):
       b.state = st
+    if moved and start < cfg.train.epochs:  # the newest checkpoint in these buckets, as the members table says
+      ckpt.save(start, states, layout, before_s, attempt)
     log(f'job {job.index + 1}/{n_jobs}: resumed after epoch {start}')
   meta = {'job_id': jid, 'attempt': attempt, 'complete': False, 'versions': json.dumps(versions()),
           'device': device_name(), 'wall_time_s': float('nan'), 'padded_ratio': padded_ratio(plan, cost),
@@ -325,7 +324,7 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
       if save or time.time() - last_flush >= cfg.train.flush_seconds:
         flush()  # before the checkpoint: rows past a checkpoint are recomputed identically on resume
       if save:
-        ckpt.save(epoch, [b.state for b in buckets], elapsed(), attempt)
+        ckpt.save(epoch, [b.state for b in buckets], layout, elapsed(), attempt)
         last_save = time.time()
       if stopping and epoch < epochs:
         raise Interrupted(stop.signal or signal.SIGTERM, job.index, epoch)

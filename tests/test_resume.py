@@ -1,5 +1,6 @@
 """Invariant 5 and 6: a run stopped by SIGTERM checkpoints, and resuming gives exactly the uninterrupted results,
-also when the newest checkpoint is damaged (it falls back to the previous one)."""
+also when the newest checkpoint is damaged (it falls back to the previous one), and with other buckets or another
+sweep order (members move into their new buckets and rows)."""
 
 import os
 import signal
@@ -10,52 +11,94 @@ import pytest
 
 from ddjax import config as cfglib
 from ddjax import run as runlib
+from ddjax.checkpoint import Checkpoints
 from ddjax.members import expand
+from tests.helpers import close
 
 OVERRIDES = ['model.width=2,5', 'seed=0,1', 'train.epochs=4', 'data.num_samples=300', 'data.seed=3',
              'train.batch_size=40', 'train.eval_points=4', 'data.noise=0.2', 'train.checkpoint_every=1',
              'model.name=resnet1d', 'optim.name=adamw', 'optim.wd=0.05', 'train.keep_best=true']
 
 
-def setup():
-  cfg, sweep = cfglib.apply_overrides(cfglib.Config(), {}, OVERRIDES)
+def setup(*more):
+  cfg, sweep = cfglib.apply_overrides(cfglib.Config(), {}, OVERRIDES + list(more))
   return cfg, sweep, expand(cfg, sweep)
+
+
+@pytest.fixture(scope='module')
+def straight(tmp_path_factory):
+  cfg, sweep, jobs = setup()
+  return runlib.run(cfg, sweep, jobs, tmp_path_factory.mktemp('straight'), progress=False, log=lambda *a: None)
+
+
+def signal_during_third_epoch(monkeypatch):
+  """Bucket.train_epoch that sends one real SIGTERM, handled by the run loop, during the third epoch."""
+  original, sent = runlib.Bucket.train_epoch, []
+
+  def train_then_signal(self, epoch):
+    loss = original(self, epoch)
+    if epoch == 2 and not sent:
+      sent.append(True)
+      os.kill(os.getpid(), signal.SIGTERM)
+    return loss
+
+  monkeypatch.setattr(runlib.Bucket, 'train_epoch', train_then_signal)
+  return lambda: monkeypatch.setattr(runlib.Bucket, 'train_epoch', original)
 
 
 def table(out):
   return pd.read_parquet(out / 'results.parquet').sort_values(['model.width', 'seed']).reset_index(drop=True)
 
 
-def test_sigterm_then_resume_is_exact(tmp_path, monkeypatch):
+def test_sigterm_then_resume_is_exact(tmp_path, monkeypatch, straight):
   cfg, sweep, jobs = setup()
-  straight = runlib.run(cfg, sweep, jobs, tmp_path / 'straight', progress=False, log=lambda *a: None)
-
-  original = runlib.Bucket.train_epoch
-  sent = []
-
-  def train_then_signal(self, epoch):
-    loss = original(self, epoch)
-    if epoch == 2 and not sent:  # during the third epoch: one real SIGTERM, handled by the run loop
-      sent.append(True)
-      os.kill(os.getpid(), signal.SIGTERM)
-    return loss
-
   out = tmp_path / 'killed'
-  monkeypatch.setattr(runlib.Bucket, 'train_epoch', train_then_signal)
+  restore = signal_during_third_epoch(monkeypatch)
   with pytest.raises(runlib.Interrupted) as e:
     runlib.run(cfg, sweep, jobs, out, progress=False, log=lambda *a: None)
   assert e.value.epoch == 3 and e.value.signum == signal.SIGTERM
-  monkeypatch.setattr(runlib.Bucket, 'train_epoch', original)
+  restore()
   assert len(runlib.results.load(out)) == 4  # the table is readable after the stop
   [ckpt_dir] = (out / 'checkpoints').iterdir()  # named by the job's id
   assert sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit()) == [1, 2, 3]
   for f in (ckpt_dir / '3').rglob('*'):  # damage the newest checkpoint: resume must fall back to epoch 2
     if f.is_file():
       f.write_bytes(b'\0garbage')
+  said = []
   with pytest.warns(UserWarning, match='checkpoint at epoch 3 is unreadable'):
-    resumed = runlib.run(cfg, sweep, jobs, out, progress=False, log=lambda *a: None)
+    resumed = runlib.run(cfg, sweep, jobs, out, progress=False, log=said.append)
+  assert any('resumed after epoch 2' in str(m) for m in said)  # not started over
   a, b = table(straight.parent), table(resumed.parent)
   for col in ('epoch', 'train_loss', 'train_error', 'test_loss', 'test_error', 'weight_norm', 'update_norm'):
     np.testing.assert_array_equal(np.stack(a[col]), np.stack(b[col]), err_msg=col)
   for col in ('best_epoch', 'best_test_loss'):  # the best-validation state is part of the checkpoint
     np.testing.assert_array_equal(a[col], b[col], err_msg=col)
+
+
+def test_resume_moves_members_into_other_buckets_and_sweep_order(tmp_path, monkeypatch, straight):
+  # Interrupted with every member in one bucket padded to width 5; resumed with the default two buckets (2 and 5)
+  # and the seeds listed the other way round: each member continues from its own state in its new row.
+  one = setup('train.max_buckets=1')
+  out = tmp_path / 'moved'
+  restore = signal_during_third_epoch(monkeypatch)
+  with pytest.raises(runlib.Interrupted):
+    runlib.run(*one, out, progress=False, log=lambda *a: None)
+  restore()
+  cfg, sweep, jobs = setup('seed=1,0')
+  said = []
+  resumed = runlib.run(cfg, sweep, jobs, out, progress=False, log=said.append)
+  assert any('moving each member into its new bucket' in str(m) for m in said)
+  assert any('resumed after epoch 3' in str(m) for m in said)
+  a, b = table(straight.parent), table(resumed.parent)
+  assert b['bucket_width'].tolist() == [2, 2, 5, 5]
+  for col in ('epoch', 'train_loss', 'train_error', 'test_loss', 'test_error', 'weight_norm', 'update_norm'):
+    close(np.stack(a[col]), np.stack(b[col]))
+  close(a['best_test_loss'].to_numpy(), b['best_test_loss'].to_numpy())
+  np.testing.assert_array_equal(a['best_epoch'], b['best_epoch'])
+  # The checkpoint it resumed from was written again in the new buckets, as the members table now has them.
+  [ckpt_dir] = (out / 'checkpoints').iterdir()
+  ckpt = Checkpoints(ckpt_dir)
+  try:
+    assert [[m.shape[0] for m in ckpt.manager.item_metadata(step)['layout']] for step in (3, 4)] == [[2, 2]] * 2
+  finally:
+    ckpt.close()
