@@ -99,3 +99,16 @@ def test_resume_refuses_a_different_config(tmp_path, capsys):
   err = capsys.readouterr().err
   assert e.value.code == 2 and 'train.epochs was 7' in err and len(err.strip().splitlines()) == 1
   assert sorted(p.name for p in tmp_path.iterdir()) == ['run.json']
+
+
+def test_resume_lets_execution_keys_change(tmp_path, capsys):
+  # Keys that only change how a run executes (memory, bucketing, workers) may differ on resume; a real difference
+  # is still named, even when execution keys sorting before it differ too.
+  import json
+  cfg = cfglib.to_dict(PRESETS['mnist1d'].config)
+  cfg['data']['workers'], cfg['train']['bucket_ratio'], cfg['train']['epochs'] = 3, 1.5, 7
+  (tmp_path / 'run.json').write_text(json.dumps({'config': cfg, 'sweep': PRESETS['mnist1d'].sweep}))
+  with pytest.raises(SystemExit) as e:
+    cli.main('double_descent', PRESETS, ['--out', str(tmp_path), '--resume'])
+  err = capsys.readouterr().err
+  assert e.value.code == 2 and 'train.epochs was 7' in err and len(err.strip().splitlines()) == 1
