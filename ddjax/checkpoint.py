@@ -4,10 +4,12 @@ A checkpoint's step is the number of finished epochs. Everything a member's futu
 (params, batch_stats, optimizer state, divergence flag, step) or derived from (seeds, epoch), so restoring at
 epoch e and training on reproduces the uninterrupted run exactly.
 
-A checkpoint also records its layout: which member sits in each row of each bucket. A run resumed with other
-buckets (another memory budget, device count or bucketing setting) moves every member's state into its new
-bucket and slot: each array's leading (active) block is copied, and padding a member did not have before starts
-at zero, where masked parameters and optimizer moments are anyway.
+A checkpoint also records its layout: the member (its run id as an integer) in each row of each bucket, and each
+bucket's padded width. A run resumed with other buckets (another memory budget, device count or bucketing
+setting, or the sweep's values in another order) moves every member's state into its new bucket and row: each
+array's leading (active) block is copied, and padding a member did not have before starts at zero. Masked
+parameters and optimizer moments are zero anyway; masked channels' running statistics differ from a fresh
+bucket's but are never read (their output is multiplied by a zero mask).
 """
 
 from __future__ import annotations
@@ -30,11 +32,14 @@ class Checkpoints:
         Path(directory).absolute(), item_handlers=ocp.StandardCheckpointHandler(),  # item_metadata needs it
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False))
 
-  def save(self, epoch: int, states: list, layout: list[list[int]], elapsed_s: float, attempt: int = 0) -> None:
-    """Saves the bucket `states`; layout[b][r] is the member in row r of bucket b."""
-    tree = {'buckets': list(states), 'layout': [np.asarray(ids, np.int32) for ids in layout],
-            'elapsed_s': np.asarray(elapsed_s, np.float64), 'attempt': np.asarray(attempt, np.int64)}
-    if epoch in self.manager.all_steps():  # an unreadable checkpoint that resume fell back from
+  def save(self, epoch: int, states: list, layout: list[list[int]], widths: list[int], elapsed_s: float,
+           attempt: int = 0) -> None:
+    """Saves the bucket `states`; layout[b][r] is the member (run id as an integer) in row r of bucket b, padded
+    to widths[b]."""
+    tree = {'buckets': list(states), 'layout': [np.asarray(ids, np.int64) for ids in layout],
+            'widths': np.asarray(widths, np.int64), 'elapsed_s': np.asarray(elapsed_s, np.float64),
+            'attempt': np.asarray(attempt, np.int64)}
+    if epoch in self.manager.all_steps():  # an unreadable checkpoint that resume fell back from, or a moved one
       self.manager.delete(epoch)
     self.manager.save(epoch, args=ocp.args.StandardSave(tree), force=True)
     self.manager.wait_until_finished()
@@ -45,33 +50,37 @@ class Checkpoints:
     members were moved into these (relayout).
 
     A newest checkpoint that cannot be read (cut off mid-write, corrupted) is skipped with a warning."""
-    target = {'buckets': jax.tree.map(ocp.utils.to_shape_dtype_struct, list(states)),
-              'layout': [np.zeros(len(ids), np.int32) for ids in layout],
-              'elapsed_s': np.asarray(0.0, np.float64), 'attempt': np.asarray(0, np.int64)}
     for step in sorted(self.manager.all_steps(), reverse=True):
       try:
-        restored, moved = self._restore(step, target, layout, states, log)
+        restored, same = self._read(step, states, layout)
       except Exception as e:  # noqa: BLE001 - any unreadable checkpoint falls back to the previous one
         warnings.warn(f'checkpoint at epoch {step} is unreadable ({type(e).__name__}: {e}); trying an older one')
         continue
-      return step, list(restored['buckets']), float(restored['elapsed_s']), int(restored['attempt']), moved
-    return None
+      if not same:
+        log(f'checkpoint at epoch {step} has buckets of {[len(ids) for ids in restored["layout"]]} members, now '
+            f'{[len(ids) for ids in layout]}: moving each member into its new bucket')
+        restored['buckets'] = relayout(restored['buckets'], restored['layout'], states, layout)
+      return step, list(restored['buckets']), float(restored['elapsed_s']), int(restored['attempt']), not same
 
-  def _restore(self, step: int, target: dict, layout: list[list[int]], states: list, log) -> tuple[dict, bool]:
+  def _read(self, step: int, states: list, layout: list[list[int]]) -> tuple[dict, bool]:
+    """The checkpoint at `step`, and whether its layout is `layout`: then restored placed like `states`, else
+    onto the host as it was written."""
     stored = self.manager.item_metadata(step)
+    target = {'buckets': jax.tree.map(ocp.utils.to_shape_dtype_struct, list(states)),
+              'elapsed_s': np.asarray(0.0, np.float64), 'attempt': np.asarray(0, np.int64)}
     if 'layout' not in stored:  # written before checkpoints recorded their layout: rows as they are now
-      without = {k: v for k, v in target.items() if k != 'layout'}
-      return self.manager.restore(step, args=ocp.args.StandardRestore(without)), False
-    if [m.shape[0] for m in stored['layout']] == [len(ids) for ids in layout]:
+      try:
+        return self.manager.restore(step, args=ocp.args.StandardRestore(target)), True
+      except ValueError as e:
+        raise ValueError('it was written by an older ddjax that did not record its buckets: resume it with the '
+                         f'buckets it had (same train.memory_gb, max_buckets, bucket_ratio and devices); {e}') from e
+    if _same_shapes(stored['buckets'], states):
+      target.update(layout=[np.zeros(len(ids), np.int64) for ids in layout], widths=np.zeros(len(layout), np.int64))
       restored = self.manager.restore(step, args=ocp.args.StandardRestore(target))
       if all(np.array_equal(a, b) for a, b in zip(restored['layout'], layout)):
-        return restored, False
+        return restored, True
     on_host = jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), stored)
-    restored = self.manager.restore(step, args=ocp.args.StandardRestore(on_host))
-    log(f'checkpoint at epoch {step} has buckets of {[len(ids) for ids in restored["layout"]]} members, now '
-        f'{[len(ids) for ids in layout]}: moving each member into its new bucket')
-    restored['buckets'] = relayout(restored['buckets'], restored['layout'], states, layout)
-    return restored, True
+    return self.manager.restore(step, args=ocp.args.StandardRestore(on_host)), False
 
   def close(self) -> None:
     self.manager.wait_until_finished()
@@ -98,6 +107,18 @@ def relayout(old: list, old_layout: list, like: list, layout: list[list[int]]) -
 
   return [jax.tree_util.tree_map_with_path(functools.partial(fill, [where[i] for i in ids]), state)
           for state, ids in zip(like, layout)]
+
+
+def _same_shapes(stored: list, states: list) -> bool:
+  """Whether the checkpoint's buckets (metadata) have the shapes of `states`, leaf by leaf."""
+  def shape_at(tree, path):
+    try:
+      return tuple(_at(tree, path).shape)
+    except (KeyError, IndexError, TypeError, AttributeError):
+      return None
+  return len(stored) == len(states) and all(
+      shape_at(old, path) == tuple(x.shape)
+      for old, state in zip(stored, states) for path, x in jax.tree_util.tree_flatten_with_path(state)[0])
 
 
 def _at(tree, path):

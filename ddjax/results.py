@@ -120,10 +120,28 @@ def unfinished_start(out: Path, record: dict[str, Any]) -> int | None:
     except ValueError:  # a line cut off by a kill
       continue
   finished = {e['finished_ns'] for e in entries if 'finished_ns' in e}
-  same = [e for e in entries if e.get('argv') == record['argv'] and 'start_ns' in e]
+  same = [e for e in entries if 'start_ns' in e and _invocation(e.get('argv')) == _invocation(record['argv'])]
   if same and same[-1]['start_ns'] not in finished:
     return int(same[-1]['start_ns'])
   return None
+
+
+def _invocation(argv: list[str] | None) -> list[str] | None:
+  """argv without what only changes how it executes (--resume, --no-progress, --workers N, execution-only keys),
+  so a continuation on another machine or with more memory is recognised as the same invocation."""
+  if argv is None:
+    return None
+  out, skip = [], False
+  for a in argv:
+    if skip:
+      skip = False
+    elif a in ('--resume', '--no-progress') or a.startswith('--workers='):
+      pass
+    elif a == '--workers':
+      skip = True
+    elif a.partition('=')[0] not in cfglib.EXECUTION_KEYS:
+      out.append(a)
+  return out
 
 
 def _newest(members: pd.DataFrame) -> pd.DataFrame:

@@ -274,15 +274,15 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
       shutil.rmtree(ckpt_dir, ignore_errors=True)
     sync('fresh-' + jid)
   ckpt = Checkpoints(ckpt_dir, cfg.train.checkpoint_keep)
-  rank = {rid: n for n, rid in enumerate(sorted(ids))}  # a member's identity whatever order the sweep lists it in
-  layout = [[rank[ids[i]] for i in b.rows] for b in buckets]
+  layout = [[int(ids[i], 16) for i in b.rows] for b in buckets]  # members by run id, whatever the sweep's order
+  widths = [b.width for b in buckets]
   start, before_s, attempt = 0, 0.0, time.time_ns()
   if (restored := ckpt.restore([b.state for b in buckets], layout, log)) is not None:
     start, states, before_s, attempt, moved = restored
     for b, st in zip(buckets, states):
       b.state = st
-    if moved and start < cfg.train.epochs:  # the newest checkpoint in these buckets, as the members table says
-      ckpt.save(start, states, layout, before_s, attempt)
+    if moved:  # the newest checkpoint in these buckets, as the members table is about to say
+      ckpt.save(start, states, layout, widths, before_s, attempt)
     log(f'job {job.index + 1}/{n_jobs}: resumed after epoch {start}')
   meta = {'job_id': jid, 'attempt': attempt, 'complete': False, 'versions': json.dumps(versions()),
           'device': device_name(), 'wall_time_s': float('nan'), 'padded_ratio': padded_ratio(plan, cost),
@@ -324,7 +324,7 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
       if save or time.time() - last_flush >= cfg.train.flush_seconds:
         flush()  # before the checkpoint: rows past a checkpoint are recomputed identically on resume
       if save:
-        ckpt.save(epoch, [b.state for b in buckets], layout, elapsed(), attempt)
+        ckpt.save(epoch, [b.state for b in buckets], layout, widths, elapsed(), attempt)
         last_save = time.time()
       if stopping and epoch < epochs:
         raise Interrupted(stop.signal or signal.SIGTERM, job.index, epoch)
@@ -353,16 +353,21 @@ def member_variables(out: Path, run: str, which: str = 'best') -> tuple[dict[str
     step = ckpt.manager.latest_step()
     if step is None:
       raise FileNotFoundError(f'no checkpoint of job {row["job_id"]} in {out}')
-    tree = ckpt.manager.restore(step, args=ocp.args.StandardRestore())['buckets'][int(row['bucket'])]
+    saved = ckpt.manager.restore(step, args=ocp.args.StandardRestore())
   finally:
     ckpt.close()
+  bucket, slot, width = int(row['bucket']), int(row['bucket_slot']), int(row['bucket_width'])
+  if 'layout' in saved:  # where the checkpoint itself has the member (the table may be a moment behind it)
+    rows_of = [np.asarray(ids).tolist() for ids in saved['layout']]
+    bucket = next(b for b, ids in enumerate(rows_of) if int(run, 16) in ids)
+    slot, width = rows_of[bucket].index(int(run, 16)), int(saved['widths'][bucket])
+  tree = saved['buckets'][bucket]
   if which == 'best':
     if 'best' not in tree:
       raise ValueError(f'{out} was trained without train.keep_best: only which="last" is available')
     tree = tree['best']
-  slot = int(row['bucket_slot'])
   pick = lambda t: jax.tree.map(lambda x: np.asarray(x)[slot], t)
-  return {'params': pick(tree['params']), 'batch_stats': pick(tree.get('batch_stats', {}))}, int(row['bucket_width'])
+  return {'params': pick(tree['params']), 'batch_stats': pick(tree.get('batch_stats', {}))}, width
 
 
 Rerun = Callable[[cfglib.Config], bool] | list[str] | None

@@ -146,3 +146,14 @@ def test_export_long_form_csv_and_jsonl_from_the_command_line(tmp_path):
   bad = subprocess.run([sys.executable, '-m', 'ddjax.results', 'export', str(tmp_path), '--format', 'xml'],
                        capture_output=True, text=True, timeout=60)
   assert bad.returncode == 2 and 'allowed csv, jsonl' in bad.stderr and len(bad.stderr.splitlines()) == 1
+
+
+def test_an_interrupted_invocation_is_recognised_whatever_its_execution_keys(tmp_path):
+  import json
+  argv = ['--preset', 'x', 'seed=0,1', '--rerun', 'seed=1']
+  lines = [{'argv': argv + ['train.memory_gb=4', '--workers', '2'], 'start_ns': 5},
+           {'argv': argv + ['optim.lr=0.1'], 'start_ns': 6}]  # another invocation: it changes the numbers
+  (tmp_path / 'sweeps.jsonl').write_text(''.join(json.dumps(e) + '\n' for e in lines))
+  assert results.unfinished_start(tmp_path, {'argv': argv + ['train.max_buckets=2', '--resume']}) == 5
+  (tmp_path / 'sweeps.jsonl').write_text(''.join(json.dumps(e) + '\n' for e in lines + [{'finished_ns': 5}]))
+  assert results.unfinished_start(tmp_path, {'argv': argv}) is None

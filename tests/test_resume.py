@@ -102,3 +102,30 @@ def test_resume_moves_members_into_other_buckets_and_sweep_order(tmp_path, monke
     assert [[m.shape[0] for m in ckpt.manager.item_metadata(step)['layout']] for step in (3, 4)] == [[2, 2]] * 2
   finally:
     ckpt.close()
+
+
+def test_checkpoint_moves_rows_into_buckets_of_other_widths(tmp_path):
+  # Members 11..14 of active width 1..4 (their kernel's active block holds their id), saved in buckets [11, 12]
+  # and [13, 14] padded to widths 2 and 4, restored into [13, 11] and [12, 14] padded to 3 and 4: as many rows
+  # per bucket, other shapes and rows. Optimizer states are NamedTuples, which orbax restores as dicts.
+  import jax
+  import optax
+
+  def bucket(ids, width, filled=True):
+    k = np.zeros((len(ids), width, width), np.float32)
+    for r, i in enumerate(ids):
+      k[r, :i - 10, :i - 10] = i if filled else 0
+    count = np.asarray(ids if filled else [0] * len(ids), np.int32)
+    return {'params': {'k': jax.numpy.asarray(k)},
+            'opt': optax.ScaleByAdamState(count=jax.numpy.asarray(count), mu={'k': jax.numpy.asarray(-k)}, nu={})}
+
+  saved = Checkpoints(tmp_path)
+  saved.save(7, [bucket([11, 12], 2), bucket([13, 14], 4)], [[11, 12], [13, 14]], [2, 4], 1.5, 9)
+  saved.close()
+  said = []
+  ckpt = Checkpoints(tmp_path)
+  epoch, states, elapsed, attempt, moved = ckpt.restore(
+      [bucket([13, 11], 3, False), bucket([12, 14], 4, False)], [[13, 11], [12, 14]], said.append)
+  ckpt.close()
+  assert (epoch, elapsed, attempt, moved) == (7, 1.5, 9, True) and 'moving each member' in said[0]
+  close(states, [bucket([13, 11], 3), bucket([12, 14], 4)], rtol=0)
