@@ -68,13 +68,13 @@ class Checkpoints:
     stored = self.manager.item_metadata(step)
     target = {'buckets': jax.tree.map(ocp.utils.to_shape_dtype_struct, list(states)),
               'elapsed_s': np.asarray(0.0, np.float64), 'attempt': np.asarray(0, np.int64)}
+    same_shapes = _same_shapes(stored['buckets'], states)
     if 'layout' not in stored:  # written before checkpoints recorded their layout: rows as they are now
-      try:
-        return self.manager.restore(step, args=ocp.args.StandardRestore(target)), True
-      except ValueError as e:
+      if not same_shapes:
         raise ValueError('it was written by an older ddjax that did not record its buckets: resume it with the '
-                         f'buckets it had (same train.memory_gb, max_buckets, bucket_ratio and devices); {e}') from e
-    if _same_shapes(stored['buckets'], states):
+                         'buckets it had (same train.memory_gb, max_buckets, bucket_ratio and devices)')
+      return self.manager.restore(step, args=ocp.args.StandardRestore(target)), True
+    if same_shapes:
       target.update(layout=[np.zeros(len(ids), np.int64) for ids in layout], widths=np.zeros(len(layout), np.int64))
       restored = self.manager.restore(step, args=ocp.args.StandardRestore(target))
       if all(np.array_equal(a, b) for a, b in zip(restored['layout'], layout)):

@@ -129,3 +129,20 @@ def test_checkpoint_moves_rows_into_buckets_of_other_widths(tmp_path):
   ckpt.close()
   assert (epoch, elapsed, attempt, moved) == (7, 1.5, 9, True) and 'moving each member' in said[0]
   close(states, [bucket([13, 11], 3), bucket([12, 14], 4)], rtol=0)
+
+
+def test_checkpoint_without_layout_restores_into_the_buckets_it_had(tmp_path):
+  import jax
+  import orbax.checkpoint as ocp
+  state = {'k': jax.numpy.arange(6.0).reshape(2, 3)}
+  old = Checkpoints(tmp_path)  # as written before checkpoints recorded their layout
+  old.manager.save(4, args=ocp.args.StandardSave({'buckets': [state], 'elapsed_s': np.asarray(2.0),
+                                                  'attempt': np.asarray(3)}))
+  old.close()
+  ckpt = Checkpoints(tmp_path)
+  epoch, [restored], elapsed, attempt, moved = ckpt.restore([{'k': jax.numpy.zeros((2, 3))}], [[1, 2]])
+  np.testing.assert_array_equal(restored['k'], state['k'])
+  assert (epoch, elapsed, attempt, moved) == (4, 2.0, 3, False)
+  with pytest.warns(UserWarning, match='older ddjax that did not record its buckets'):
+    assert ckpt.restore([{'k': jax.numpy.zeros((2, 4))}], [[1, 2]]) is None
+  ckpt.close()
