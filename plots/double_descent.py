@@ -96,7 +96,7 @@ def heatmap(df, path: Path, metric: str = 'test_error') -> Path:
       ax.clabel(cs, fmt={0.01: 'train 1%', 0.1: 'train 10%'}, fontsize=6)
     ax.set_yscale('log')
     ax.grid(False)
-    step = max(1, len(widths) // 12)
+    step = -(-len(widths) // 10)  # at most 10 labels, so they never run together
     ax.set_xticks(np.arange(len(widths))[::step], [str(w) for w in widths[::step]])
     ax.set(xlabel='width', ylabel='epoch', title=f'{metric.replace("_", " ")} {label}'.strip())
     fig.colorbar(mesh, ax=ax)
