@@ -75,6 +75,16 @@ def job_plan(job: Job, input_shape, num_classes: int) -> tuple[list[list[int]], 
   return plan_buckets(widths, cost, cfg.train.bucket_ratio, cfg.train.max_buckets), cost
 
 
+def member_sizes(cfg: cfglib.Config, plan: list[list[int]], input_shape, num_classes: int, batch: int,
+                 tokens: bool) -> list[tuple[float, float]]:
+  """(resident, transient) bytes of one member of each planned bucket (memory.member_bytes_split), from shapes
+  alone; `tokens`: the model reads integer tokens."""
+  return [memory.member_bytes_split(
+      make_model(cfg.model.name, max(b), input_shape, num_classes, conv_form(cfg), cfg.train.compute_dtype,
+                 cfg.model.depth), max(b), input_shape, batch, cfg.optim.name, jnp.int32 if tokens else jnp.float32)
+      for b in plan]
+
+
 def batch_size(cfg: cfglib.Config, ds) -> int:
   return cfg.train.batch_size or len(ds.y_train)  # 0: full batch
 
@@ -140,8 +150,7 @@ def make_buckets(job: Job, ds, plan: list[list[int]], cost, log=print) -> list[B
   # Per device: the dataset (a copy on each), every member's resident state (spread evenly), then what the
   # running bucket's step needs; a bucket whose step does not fit in what is left is split.
   tokens = np.issubdtype(ds.x_train.dtype, np.signedinteger)  # uint8 images reach the model as floats
-  sizes = [memory.member_bytes_split(model_for(cfg, max(b), ds), max(b), ds.input_shape, batch_size(cfg, ds),
-                                     cfg.optim.name, jnp.int32 if tokens else jnp.float32) for b in plan]
+  sizes = member_sizes(cfg, plan, ds.input_shape, ds.num_classes, batch_size(cfg, ds), tokens)
   resident = sum(len(b) * r for b, (r, _) in zip(plan, sizes)) / len(devices)
   budget = (memory.budget_bytes(cfg.train.memory_gb, devices[0]) - sum(a.nbytes for a in arrays.values())
             - resident)

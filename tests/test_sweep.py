@@ -88,7 +88,17 @@ def test_dry_run_prints_jobs_members_and_compiled_steps(tmp_path, capsys):
   assert '2 job(s), 256 member(s)' in text and 'compiled train step' in text
   lines = [line for line in text.splitlines() if line.strip().startswith(('0 ', '1 '))]
   assert len(lines) == 2 and all(' 128 ' in line for line in lines)  # 32 widths x 2 seeds x 2 zipped (lr, wd)
+  adam, sgd = (float(line.split()[4]) for line in lines)  # est. GiB: Adam keeps two moments, SGD one
+  assert adam > sgd > 0 and 'est. GiB' in text
   assert not (tmp_path / 'x').exists()
+
+
+def test_dry_run_plans_without_the_data_and_says_a_run_would_stop(tmp_path, capsys):
+  cli.main('double_descent', PRESETS, ['--preset', 'paper', '--dry-run', 'model.width=1..4', 'seed=0',
+                                       f'data.dir={tmp_path / "missing"}', '--out', str(tmp_path / 'x')])
+  text = capsys.readouterr().out
+  assert '1 job(s), 4 member(s)' in text and 'note: a run would stop here (exit status 2)' in text
+  assert 'cifar-10-python.tar.gz' in text and not (tmp_path / 'x').exists()
 
 
 def _tree_digest(path):
