@@ -57,7 +57,10 @@ def budget_bytes(memory_gb: float, device: jax.Device) -> float:
 
 
 def split_to_fit(group: list[int], per_member: float, budget: float, multiple: int = 1) -> list[list[int]]:
-  """`group` cut into consecutive chunks whose members, `multiple` of them per unit of `budget` (members sharded
-  over that many devices), fit: chunk sizes are multiples of `multiple`, at least one unit."""
+  """`group` cut into as few consecutive chunks as fit, as even as can be: members `multiple` to a unit of
+  `budget` (members sharded over that many devices), chunk sizes multiples of `multiple`, at least one unit.
+  Even chunks leave no small remainder step, which would use an accelerator poorly."""
   most = max(1, int(budget // per_member)) * multiple
-  return [group[i:i + most] for i in range(0, len(group), most)]
+  pieces = -(-len(group) // most)
+  size = -(-len(group) // (pieces * multiple)) * multiple
+  return [group[i:i + size] for i in range(0, len(group), size)]

@@ -34,6 +34,10 @@ def test_split_to_fit():
   assert split_to_fit([1, 2], 10.0, 5.0) == [[1], [2]]  # one member per bucket at least
   # sharded over 4 devices that fit 3.5 members each: chunks of 12 (3 per device), never 14 padded to 16
   assert [len(c) for c in split_to_fit(list(range(30)), 10.0, 35.0, multiple=4)] == [12, 12, 6]
+  # 40 members of which 38 fit: two even halves, not 38 and a remainder step of 2
+  assert [len(c) for c in split_to_fit(list(range(40)), 1.0, 38.5)] == [20, 20]
+  assert [len(c) for c in split_to_fit(list(range(41)), 1.0, 38.5)] == [21, 20]
+  assert split_to_fit(list(range(6)), 1.0, 6.0) == [list(range(6))]
 
 
 def test_buckets_over_budget_are_split_with_the_same_results(tiny_mnist1d):
