@@ -5,12 +5,16 @@ execution strategy and conv form, with projections to the full 4000-epoch runs.
   python -m benchmarks.double_descent_gpu --tiny          # CPU-sized check of the script (widths 1 and 2)
   bash scripts/gpu_benchmark.sh                           # on the lent GPU machine: checks, then this, into $OUT
 
-Each configuration trains `--steps` minibatches of synthetic CIFAR-shaped data (compile and one warm-up pass
-excluded) and is projected to a 50,000-image epoch. The fastest configuration of each planned bucket (summed over
-the pieces a memory split makes of it) gives the epoch time of one trial (64 widths); five trials are projected
-as five times that, or measured with --seeds 5. Achieved TFLOP/s counts useful work only (6 x MACs x images; padding excluded). When torch is importable the same steps of a
-one-width-at-a-time PyTorch ResNet18k (the original protocol, data already on the device) are timed for a few
-widths and summed over 1..64 by a fit linear in MACs. Results go to benchmarks/results/ as JSON.
+Each configuration (conv form / member strategy [/ compute dtype]) trains `--steps` minibatches of synthetic
+CIFAR-shaped data per bucket (compile and one warm-up pass excluded), projected to a 50,000-image epoch. The
+headline is the fastest float32 configuration that timed every bucket, since a run sets one per job: its epoch
+time for all members, projected to one trial (64 widths) and five, and its useful TFLOP/s (6 x MACs x images,
+padding excluded) against the device's peak. The fastest configuration per bucket and every complete
+configuration (bfloat16 too) are listed beside it. The JSON is rewritten, projections included, after every
+measurement, so a run cut short keeps what it measured; a configuration or bucket that fails is recorded and the
+rest are timed. When torch is importable the same steps of a one-width-at-a-time PyTorch ResNet18k (the original
+protocol, cuDNN autotuned, data already on the device) are timed for widths 1, 64, 32, 8, 16, 48 while
+`--torch-s` lasts, and summed over 1..64 by a fit linear in MACs. Results go to benchmarks/results/ as JSON.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 from ddjax import parallel
 
 parallel.use_host_devices()
+parallel.use_gpu_memory()  # as a run does, so buckets split as they would in one
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -71,19 +76,33 @@ def variant_job(job, label: str):
   return type(job)(job.index, cfg, job.static, job.members)
 
 
-def fastest(rows: list[dict], sizes: list[int]) -> dict[int, tuple[str, float]]:
-  """Planned bucket -> (config, s/epoch) of its fastest configuration, among those that timed every one of its
-  `sizes[p]` members (a bucket split to fit memory is timed as the sum of its pieces)."""
+def timed(rows: list[dict], sizes: list[int]) -> dict[tuple[int, str], float]:
+  """(planned bucket, config) -> s/epoch, for the configurations that timed every one of the bucket's `sizes[p]`
+  members (a bucket split to fit memory is timed as the sum of its pieces)."""
   secs, count = {}, {}
   for r in rows:
     key = (r['planned'], r['config'])
     secs[key] = secs.get(key, 0.0) + r['s_per_epoch']
     count[key] = count.get(key, 0) + r['members']
+  return {key: s for key, s in secs.items() if count[key] == sizes[key[0]]}
+
+
+def fastest(rows: list[dict], sizes: list[int]) -> dict[int, tuple[str, float]]:
+  """Planned bucket -> (config, s/epoch) of its fastest fully timed configuration."""
   best = {}
-  for (p, config), s in secs.items():
-    if count[p, config] == sizes[p] and (p not in best or s < best[p][1]):
+  for (p, config), s in timed(rows, sizes).items():
+    if p not in best or s < best[p][1]:
       best[p] = (config, s)
   return best
+
+
+def totals(rows: list[dict], sizes: list[int]) -> dict[str, float]:
+  """Config -> s/epoch of all members, for the configurations that timed every bucket: what a run with that one
+  configuration (it is set per job) would take."""
+  per = timed(rows, sizes)
+  configs = {c for _, c in per}
+  return {c: sum(per[p, c] for p in range(len(sizes))) for c in configs
+          if all((p, c) in per for p in range(len(sizes)))}
 
 
 def torch_loop(widths, steps: int, batch: int, budget_s: float) -> dict | None:
@@ -151,7 +170,11 @@ def main(argv=None) -> dict:
                            "with --tiny lax/vmap,im2col/vmap)")
   parser.add_argument('--steps', type=int, default=20, help='timed minibatches per configuration')
   parser.add_argument('--seeds', type=int, default=1, help='trials trained together (the paper preset has 5)')
-  parser.add_argument('--budget-s', type=float, default=420.0, help='stop starting new measurements after this')
+  parser.add_argument('--budget-s', type=float, default=330.0,
+                      help='start no new jax measurement after this many seconds (the first configuration is '
+                           'timed on every bucket regardless)')
+  parser.add_argument('--torch-s', type=float, default=60.0,
+                      help='seconds for the PyTorch loop after the jax measurements (0: skip it)')
   parser.add_argument('--out', type=Path, default=Path('benchmarks/results'))
   args = parser.parse_args(argv)
   t_start = time.perf_counter()
@@ -180,55 +203,76 @@ def main(argv=None) -> dict:
 
   # member index -> planned bucket, so the pieces of a memory split add up per planned bucket
   plan_of = {i: p for p, group in enumerate(group_members(job, plan)) for i in group}
+  sizes = [len(g) for g in plan]
+  useful_flop = 6 * sum(model.macs(w) for w in member_widths) * EPOCH_IMAGES
+  peaks = peak_for(getattr(dev, 'device_kind', ''))
+
+  def project():  # the figures from what is measured so far, so that every write holds them
+    whole = totals(res['per_bucket'], sizes)
+    float32 = {c: t for c, t in whole.items() if not c.endswith('/bfloat16')}
+    best = min(float32, key=float32.get) if float32 else None
+    epoch_s = float32[best] if best else None
+    stats = dev.memory_stats() if dev.platform != 'cpu' else None
+    res.update({
+        'config': best,  # the fastest float32 configuration that timed every bucket: what a run would use
+        's_per_epoch_all_members': epoch_s,
+        'hours_one_trial': epoch_s * EPOCHS / 3600 / args.seeds if epoch_s else None,
+        'hours_five_trials': epoch_s * EPOCHS / 3600 * 5 / args.seeds if epoch_s else None,
+        'useful_tflops': useful_flop / epoch_s / 1e12 if epoch_s else None,
+        's_per_epoch_by_config': whole,  # every configuration that timed every bucket, bfloat16 included
+        'best_per_bucket': [{'bucket_width': max(plan[p]), 'config': c, 's_per_epoch': t}
+                            for p, (c, t) in sorted(fastest(res['per_bucket'], sizes).items())],
+        'peak_memory_gib': stats['peak_bytes_in_use'] / 2 ** 30 if stats and 'peak_bytes_in_use' in stats else None,
+    })
+    if peaks and epoch_s:
+      res['fraction_of_peak'] = {k: res['useful_tflops'] / v for k, v in zip(('fp32', 'tf32', 'bf16'), peaks)}
+
   for label in variants:
     if label != variants[0] and time.perf_counter() - t_start > args.budget_s:
       res['skipped'].append(label)  # every bucket gets the first variant, whatever the budget says
       continue
     try:
       buckets = make_buckets(variant_job(job, label), ds, plan, model.macs, log=lambda *a: None)
-      for b in buckets:
-        if label != variants[0] and time.perf_counter() - t_start > args.budget_s:
-          res['skipped'].append(f'{label} width {b.width}')
-          continue
-        row = {'config': label, 'bucket_width': b.width, 'planned': plan_of[b.member_ids[0]],
-               'members': len(b.member_ids), 's_per_epoch': time_bucket(b, steps) * steps_per_epoch}
-        res['per_bucket'].append(row)
-        print(f"  {label:<18} bucket {b.width:>3} ({len(b.member_ids):>3} members): {row['s_per_epoch']:8.2f} s/epoch")
-        write_result(args.out, name, res, quiet=True)  # a run cut short keeps what it measured
-    except Exception as e:  # noqa: BLE001 - out of memory or a compile failure: record it, time the next variant
-      res['failed'].append({'config': label, 'error': f'{type(e).__name__}: {str(e)[:500]}'})
-      print(f'  {label}: failed ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ""})')
+    except Exception as e:  # noqa: BLE001 - a failure is recorded, and the next configuration timed
+      buckets = []
+      failed(res, label, None, e)
+    for b in buckets:
+      if label != variants[0] and time.perf_counter() - t_start > args.budget_s:
+        res['skipped'].append(f'{label} width {b.width}')
+        continue
+      try:
+        s_epoch = time_bucket(b, steps) * steps_per_epoch
+      except Exception as e:  # noqa: BLE001 - out of memory, a compile failure: this bucket only
+        failed(res, label, b.width, e)
+        continue
+      res['per_bucket'].append({'config': label, 'bucket_width': b.width, 'planned': plan_of[b.member_ids[0]],
+                                'members': len(b.member_ids), 's_per_epoch': s_epoch})
+      print(f"  {label:<18} bucket {b.width:>3} ({len(b.member_ids):>3} members): {s_epoch:8.2f} s/epoch")
+      project()
+      write_result(args.out, name, res, quiet=True)  # a run cut short keeps what it measured
+    if label == variants[0]:
+      project()
+      res['peak_memory_gib_first_config'] = res['peak_memory_gib']
     buckets = b = None  # free this variant's device memory before the next one
 
-  best = fastest(res['per_bucket'], [len(g) for g in plan])
-  missing = [max(plan[p]) for p in range(len(plan)) if p not in best]
-  epoch_s = sum(secs for _, secs in best.values()) if not missing else None
-  useful_flop = 6 * sum(model.macs(w) for w in member_widths) * EPOCH_IMAGES
-  res.update({
-      'best_per_bucket': [{'bucket_width': max(plan[p]), 'config': c, 's_per_epoch': s}
-                          for p, (c, s) in sorted(best.items())],
-      'buckets_not_timed': missing,
-      's_per_epoch_all_members': epoch_s,
-      'hours_one_trial': epoch_s * EPOCHS / 3600 / args.seeds if epoch_s else None,
-      'hours_five_trials': epoch_s * EPOCHS / 3600 * 5 / args.seeds if epoch_s else None,
-      'useful_tflops': useful_flop / epoch_s / 1e12 if epoch_s else None,
-  })
-  peaks = peak_for(getattr(dev, 'device_kind', ''))
-  if peaks and res['useful_tflops']:
-    res['fraction_of_peak'] = {k: res['useful_tflops'] / v for k, v in zip(('fp32', 'tf32', 'bf16'), peaks)}
-  stats = dev.memory_stats() if dev.platform != 'cpu' else None
-  res['peak_memory_gib'] = stats['peak_bytes_in_use'] / 2 ** 30 if stats and 'peak_bytes_in_use' in stats else None
-  if missing:
-    print(f'no configuration timed every member of the buckets of widths {missing}: no projection')
+  project()
+  epoch_s = res['s_per_epoch_all_members']
+  if epoch_s is None:
+    print('no float32 configuration timed every bucket: no projection')
   else:
-    print(f"all {len(member_widths)} members: {epoch_s:.2f} s/epoch; one trial of {EPOCHS} epochs: "
-          f"{res['hours_one_trial']:.2f} h, five: {res['hours_five_trials']:.2f} h; "
-          f"useful {res['useful_tflops']:.2f} TFLOP/s; peak memory {res['peak_memory_gib']} GiB")
+    print(f"all {len(member_widths)} members with {res['config']}: {epoch_s:.2f} s/epoch; one trial of {EPOCHS} "
+          f"epochs: {res['hours_one_trial']:.2f} h, five: {res['hours_five_trials']:.2f} h; useful "
+          f"{res['useful_tflops']:.2f} TFLOP/s; peak memory {res['peak_memory_gib']} GiB")
+  res['torch'] = None
+  write_result(args.out, name, res, quiet=True)
 
-  left = max(0.0, args.budget_s + 60 - (time.perf_counter() - t_start))
-  torch_widths = [1, 2] if args.tiny else [1, 8, 16, 32, 48, 64]
-  per_width = torch_loop(torch_widths, steps, cfg.train.batch_size, left) if left > 0 else None
-  if per_width and len(per_width) >= 2:
+  torch_widths = [1, 2] if args.tiny else [1, 64, 32, 8, 16, 48]  # the ends first: a fit needs both
+  try:
+    per_width = torch_loop(torch_widths, steps, cfg.train.batch_size, args.torch_s)
+  except Exception as e:  # noqa: BLE001 - PyTorch out of memory beside jax, say: the jax figures stand
+    per_width = None
+    failed(res, 'torch', None, e)
+  if per_width and max(torch_widths[:2]) in per_width and len(per_width) >= 2:
     ks = np.asarray(sorted(per_width))
     a, b = np.polyfit([model.macs(k) for k in ks], [per_width[k] for k in ks], 1)
     torch_epoch = sum(max(a * model.macs(k) + b, min(per_width.values()))
@@ -237,12 +281,17 @@ def main(argv=None) -> dict:
                     'speedup': torch_epoch * args.seeds / epoch_s if epoch_s else None}
     speedup = f"ddjax is {res['torch']['speedup']:.1f}x faster" if epoch_s else 'no ddjax projection to compare'
     print(f'PyTorch one width at a time: {torch_epoch:.2f} s/epoch of one trial; {speedup}')
-  else:
-    res['torch'] = None
+  elif per_width is not None:
+    res['torch'] = {'s_per_step': {str(k): v for k, v in per_width.items()}, 'note': 'too few widths for a fit'}
   res['complete'] = True
   write_result(args.out, name, res)
   return res
 
+
+def failed(res: dict, config: str, width: int | None, e: Exception) -> None:
+  res['failed'].append({'config': config, 'bucket_width': width, 'error': f'{type(e).__name__}: {str(e)[:500]}'})
+  first = str(e).splitlines()[0][:200] if str(e) else ''
+  print(f"  {config}{f' width {width}' if width else ''}: failed ({type(e).__name__}: {first})")
 
 if __name__ == '__main__':
   main()

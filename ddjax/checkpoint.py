@@ -39,7 +39,7 @@ class Checkpoints:
     tree = {'buckets': list(states), 'layout': [np.asarray(ids, np.int64) for ids in layout],
             'widths': np.asarray(widths, np.int64), 'elapsed_s': np.asarray(elapsed_s, np.float64),
             'attempt': np.asarray(attempt, np.int64)}
-    if epoch in self.manager.all_steps():  # an unreadable checkpoint that resume fell back from, or a moved one
+    if epoch in self.manager.all_steps():  # an unreadable checkpoint that resume fell back from
       self.manager.delete(epoch)
     self.manager.save(epoch, args=ocp.args.StandardSave(tree), force=True)
     self.manager.wait_until_finished()

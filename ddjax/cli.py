@@ -142,6 +142,7 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
     _check_same_run(out, cfg, sweep)
   from ddjax import parallel
   parallel.use_host_devices()  # before jax starts: on a CPU, one device per core
+  parallel.use_gpu_memory()  # on a GPU, 90% of its memory rather than XLA's 75%
   if args.workers > 1 and 'XLA_PYTHON_CLIENT_PREALLOCATE' not in os.environ:
     os.environ['XLA_PYTHON_CLIENT_PREALLOCATE'] = 'false'  # the parent only counts GPUs; workers get the memory
     os.environ['DDJAX_PARENT_NO_PREALLOCATE'] = '1'
@@ -196,7 +197,8 @@ def _dry_run(jobs, out: Path) -> None:
         f'each with its init and evaluation programs; buckets over the memory budget split further)')
   print(f'est. GiB: device memory of all members\' state plus the largest bucket\'s training step, with '
         f'conv={conv_form(jobs[0].config)} (0.9-1.8x what XLA reported in the tests), data excluded; a run '
-        f'splits buckets to fit 90% of a GPU\'s memory, or train.memory_gb')
+        f'splits buckets to fit 90% of what XLA may take (90% of a GPU\'s memory unless '
+        f'XLA_PYTHON_CLIENT_MEM_FRACTION says otherwise), or train.memory_gb')
   if (out / 'parts').is_dir():
     from ddjax.results import complete_ids
     print(f'{out} already holds {len(complete_ids(out))} complete member(s); a run skips them')

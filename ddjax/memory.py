@@ -14,6 +14,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 ACTIVATION_FACTOR = {'lax': 2.0, 'im2col': 4.0}  # by conv form
 RESIDENT_COPIES = {'adam': 3, 'adamw': 3, 'sgd': 2}  # kept between steps: params + optimizer moments
@@ -58,9 +59,11 @@ def budget_bytes(memory_gb: float, device: jax.Device) -> float:
 
 def split_to_fit(group: list[int], per_member: float, budget: float, multiple: int = 1) -> list[list[int]]:
   """`group` cut into as few consecutive chunks as fit, as even as can be: members `multiple` to a unit of
-  `budget` (members sharded over that many devices), chunk sizes multiples of `multiple`, at least one unit.
-  Even chunks leave no small remainder step, which would use an accelerator poorly."""
-  most = max(1, int(budget // per_member)) * multiple
-  pieces = -(-len(group) // most)
-  size = -(-len(group) // (pieces * multiple)) * multiple
-  return [group[i:i + size] for i in range(0, len(group), size)]
+  `budget` (members sharded over that many devices), chunk sizes multiples of `multiple` but the last, at least
+  one unit. Even chunks leave no small remainder step, which would use an accelerator poorly."""
+  per_unit = max(1, int(budget // per_member))
+  units = -(-len(group) // multiple)
+  pieces = -(-units // per_unit)
+  q, r = divmod(units, pieces)
+  bounds = np.cumsum([0] + [(q + (i < r)) * multiple for i in range(pieces)]).clip(max=len(group))
+  return [group[a:b] for a, b in zip(bounds[:-1], bounds[1:])]

@@ -287,11 +287,9 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
   widths = [b.width for b in buckets]
   start, before_s, attempt = 0, 0.0, time.time_ns()
   if (restored := ckpt.restore([b.state for b in buckets], layout, log)) is not None:
-    start, states, before_s, attempt, moved = restored
+    start, states, before_s, attempt, _ = restored
     for b, st in zip(buckets, states):
       b.state = st
-    if moved:  # the newest checkpoint in these buckets, as the members table is about to say
-      ckpt.save(start, states, layout, widths, before_s, attempt)
     log(f'job {job.index + 1}/{n_jobs}: resumed after epoch {start}')
   meta = {'job_id': jid, 'attempt': attempt, 'complete': False, 'versions': json.dumps(versions()),
           'device': device_name(), 'wall_time_s': float('nan'), 'padded_ratio': padded_ratio(plan, cost),

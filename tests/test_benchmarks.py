@@ -16,7 +16,8 @@ def test_gpu_benchmark_tiny_on_cpu(tmp_path):
   assert res['s_per_epoch_all_members'] == sum(r['s_per_epoch'] for r in res['per_bucket']) > 0
   assert res['hours_five_trials'] == 5 * res['hours_one_trial'] > 0
   assert res['useful_tflops'] > 0 and 'peak_memory_gib' in res and 'torch' in res
-  assert res['buckets_not_timed'] == [] and [b['bucket_width'] for b in res['best_per_bucket']] == [1, 2]
+  assert res['config'] == 'lax/vmap' and res['s_per_epoch_by_config'] == {'lax/vmap': res['s_per_epoch_all_members']}
+  assert [b['bucket_width'] for b in res['best_per_bucket']] == [1, 2]
 
 
 def test_fastest_configuration_per_bucket_counts_every_piece_of_a_split():
@@ -30,6 +31,9 @@ def test_fastest_configuration_per_bucket_counts_every_piece_of_a_split():
   ]
   assert double_descent_gpu.fastest(rows, [4, 4, 1]) == {0: ('b', 2.0), 1: ('a', 9.0), 2: ('b', 7.0)}
   assert 2 not in double_descent_gpu.fastest(rows, [4, 4, 2])  # a bucket no configuration covered
+  # one configuration per run: only 'a' timed buckets 0 and 1 whole, and 'a' never timed bucket 2
+  assert double_descent_gpu.totals(rows[:5], [4, 4]) == {'a': 12.0}
+  assert double_descent_gpu.totals(rows, [4, 4, 1]) == {}
 
 
 def test_variant_sets_conv_strategy_chunk_and_dtype():

@@ -38,6 +38,8 @@ def test_split_to_fit():
   assert [len(c) for c in split_to_fit(list(range(40)), 1.0, 38.5)] == [20, 20]
   assert [len(c) for c in split_to_fit(list(range(41)), 1.0, 38.5)] == [21, 20]
   assert split_to_fit(list(range(6)), 1.0, 6.0) == [list(range(6))]
+  assert [len(c) for c in split_to_fit(list(range(7)), 1.0, 3.0)] == [3, 2, 2]
+  assert [len(c) for c in split_to_fit(list(range(10)), 1.0, 4.0)] == [4, 3, 3]
 
 
 def test_buckets_over_budget_are_split_with_the_same_results(tiny_mnist1d):
