@@ -251,8 +251,7 @@ def main(argv=None) -> dict:
       project()
       write_result(args.out, name, res, quiet=True)  # a run cut short keeps what it measured
     if label == variants[0]:
-      project()
-      res['peak_memory_gib_first_config'] = res['peak_memory_gib']
+      res['peak_memory_gib_first_config'] = res.get('peak_memory_gib')
     buckets = b = None  # free this variant's device memory before the next one
 
   project()

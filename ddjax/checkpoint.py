@@ -44,10 +44,10 @@ class Checkpoints:
     self.manager.save(epoch, args=ocp.args.StandardSave(tree), force=True)
     self.manager.wait_until_finished()
 
-  def restore(self, states: list, layout: list[list[int]], log=print) -> tuple[int, list, float, int, bool] | None:
-    """(epoch, states, elapsed seconds, attempt, moved) of the newest readable checkpoint, placed like `states`
-    (whose rows hold the members of `layout`); None if none. `moved`: the checkpoint had other buckets, and its
-    members were moved into these (relayout).
+  def restore(self, states: list, layout: list[list[int]], log=print) -> tuple[int, list, float, int] | None:
+    """(epoch, states, elapsed seconds, attempt) of the newest readable checkpoint, placed like `states` (whose
+    rows hold the members of `layout`); None if none. A checkpoint of other buckets has its members moved into
+    these (relayout), and says so through `log`.
 
     A newest checkpoint that cannot be read (cut off mid-write, corrupted) is skipped with a warning."""
     for step in sorted(self.manager.all_steps(), reverse=True):
@@ -60,7 +60,7 @@ class Checkpoints:
         log(f'checkpoint at epoch {step} has buckets of {[len(ids) for ids in restored["layout"]]} members, now '
             f'{[len(ids) for ids in layout]}: moving each member into its new bucket')
         restored['buckets'] = relayout(restored['buckets'], restored['layout'], states, layout)
-      return step, list(restored['buckets']), float(restored['elapsed_s']), int(restored['attempt']), not same
+      return step, list(restored['buckets']), float(restored['elapsed_s']), int(restored['attempt'])
 
   def _read(self, step: int, states: list, layout: list[list[int]]) -> tuple[dict, bool]:
     """The checkpoint at `step`, and whether its layout is `layout`: then restored placed like `states`, else

@@ -61,10 +61,10 @@ def conv_form(cfg: cfglib.Config) -> str:
   return 'im2col' if jax.default_backend() == 'cpu' else 'lax'
 
 
-def model_for(cfg: cfglib.Config, width: int, ds, conv: str | None = None):
-  """The job's model padded to `width`, for data set `ds`."""
-  return make_model(cfg.model.name, width, ds.input_shape, ds.num_classes, conv or conv_form(cfg),
-                    cfg.train.compute_dtype, cfg.model.depth)
+def model_for(cfg: cfglib.Config, width: int, input_shape, num_classes: int):
+  """The job's model padded to `width`, for inputs of `input_shape` and `num_classes` outputs."""
+  return make_model(cfg.model.name, width, input_shape, num_classes, conv_form(cfg), cfg.train.compute_dtype,
+                    cfg.model.depth)
 
 
 def job_plan(job: Job, input_shape, num_classes: int) -> tuple[list[list[int]], Callable[[int], float]]:
@@ -79,10 +79,8 @@ def member_sizes(cfg: cfglib.Config, plan: list[list[int]], input_shape, num_cla
                  tokens: bool) -> list[tuple[float, float]]:
   """(resident, transient) bytes of one member of each planned bucket (memory.member_bytes_split), from shapes
   alone; `tokens`: the model reads integer tokens."""
-  return [memory.member_bytes_split(
-      make_model(cfg.model.name, max(b), input_shape, num_classes, conv_form(cfg), cfg.train.compute_dtype,
-                 cfg.model.depth), max(b), input_shape, batch, cfg.optim.name, jnp.int32 if tokens else jnp.float32)
-      for b in plan]
+  return [memory.member_bytes_split(model_for(cfg, max(b), input_shape, num_classes), max(b), input_shape, batch,
+                                    cfg.optim.name, jnp.int32 if tokens else jnp.float32) for b in plan]
 
 
 def batch_size(cfg: cfglib.Config, ds) -> int:
@@ -102,9 +100,9 @@ class Bucket:
     self.member_ids = member_ids
     self.replicated = replicated
     self.width = max(job.members[i]['model.width'] for i in member_ids)
-    self.spec = StepSpec(model_for(cfg, self.width, ds), cfg.optim.name, batch_size(cfg, ds), ds.num_classes,
-                         cfg.train.eval_batch, cfg.train.strategy, cfg.train.map_batch, ds.preprocess, ds.task,
-                         cfg.train.keep_best)
+    self.spec = StepSpec(model_for(cfg, self.width, ds.input_shape, ds.num_classes), cfg.optim.name,
+                         batch_size(cfg, ds), ds.num_classes, cfg.train.eval_batch, cfg.train.strategy,
+                         cfg.train.map_batch, ds.preprocess, ds.task, cfg.train.keep_best)
     sharded = isinstance(members, jax.sharding.NamedSharding)
     self.fns = bucket_fns(self.spec, members if sharded else None)
     n_dev = len(members.device_set)
@@ -287,7 +285,7 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
   widths = [b.width for b in buckets]
   start, before_s, attempt = 0, 0.0, time.time_ns()
   if (restored := ckpt.restore([b.state for b in buckets], layout, log)) is not None:
-    start, states, before_s, attempt, _ = restored
+    start, states, before_s, attempt = restored
     for b, st in zip(buckets, states):
       b.state = st
     log(f'job {job.index + 1}/{n_jobs}: resumed after epoch {start}')
