@@ -131,15 +131,15 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
       _fail('--wandb logs from one process: run without --workers, or log later from results.parquet')
   if out.exists() and not out.is_dir():
     _fail(f'--out {out} exists and is not a directory')
+  if args.resume and not (out / 'run.json').exists():
+    _fail(f'--resume: no run found in {out}')
+  if args.resume:
+    _check_same_run(out, cfg, sweep, zips)
   if args.dry_run:
     _dry_run(jobs, out)
     if missing:
       print(f'note: a run would stop here (exit status 2): {missing}')
     return None
-  if args.resume and not (out / 'run.json').exists():
-    _fail(f'--resume: no run found in {out}')
-  if args.resume:
-    _check_same_run(out, cfg, sweep)
   from ddjax import parallel
   parallel.use_host_devices()  # before jax starts: on a CPU, one device per core
   parallel.use_gpu_memory()  # on a GPU, 90% of its memory rather than XLA's 75%
@@ -211,19 +211,16 @@ def _after(out: Path, after, report) -> None:
     print(f'report: {report(out)}')
 
 
-def _check_same_run(out: Path, cfg: cfglib.Config, sweep: dict[str, list]) -> None:
-  """--resume continues only the run it finds: same config and sweep, or a one-line error naming the key."""
+def _check_same_run(out: Path, cfg: cfglib.Config, sweep: dict[str, list], zips: list[list[str]]) -> None:
+  """--resume continues only the run it finds: same config and sweep, or a one-line error naming the key. A sweep's
+  values may come in another order (members are found by run id), but zipped keys must keep their pairs."""
   try:
     stored = json.loads((out / 'run.json').read_text())
   except (OSError, ValueError) as e:
     _fail(f'--resume: cannot read {out / "run.json"} ({e})')
-  before = cfglib.flatten(stored.get('config', {}))
-  before.update({f'sweep of {k}': v for k, v in stored.get('sweep', {}).items()})
-  now = cfglib.flatten(json.loads(json.dumps(cfglib.to_dict(cfg))))
-  now.update({f'sweep of {k}': v for k, v in json.loads(json.dumps(sweep)).items()})
+  before = cfglib.what_trains(stored.get('config', {}), stored.get('sweep', {}), stored.get('zip', []))
+  now = cfglib.what_trains(cfglib.to_dict(cfg), sweep, zips)
   for key in sorted(set(before) | set(now)):
-    if key.removeprefix('sweep of ') in cfglib.EXECUTION_KEYS:
-      continue  # how it runs may change (memory, devices, bucketing): checkpoints move into the new buckets
     if before.get(key) != now.get(key):
       _fail(f'--resume: {key} was {before.get(key)!r} in {out}, now {now.get(key)!r}; '
             f'pass the same preset and overrides, or choose another --out')

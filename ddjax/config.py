@@ -334,6 +334,26 @@ def apply_overrides(cfg: Config, sweep: dict[str, list], overrides: list[str]
   return cfg, sweep
 
 
+def what_trains(config: dict[str, Any], sweep: dict[str, list], zips: Sequence[Sequence[str]]) -> dict[str, Any]:
+  """What a run trains, as {key: value} to compare two runs by (a run record's config dict, sweep and zip groups):
+  the fixed keys, and each swept key's values or each zip group's value tuples in a canonical order ('sweep of a
+  with b' -> [[a0, b0], [a1, b1], ...] sorted), since members are found by run id, not by position. Execution-only
+  keys are left out."""
+  config, sweep = json.loads(json.dumps(config, default=str)), json.loads(json.dumps(sweep, default=str))
+  keys = {k: v for k, v in flatten(config).items() if k not in sweep and k not in EXECUTION_KEYS}
+  zipped = set()
+  for group in map(sorted, zips):
+    if all(k in sweep for k in group):
+      zipped.update(group)
+      if not all(k in EXECUTION_KEYS for k in group):
+        keys[f'sweep of {" with ".join(group)}'] = sorted(
+            (list(p) for p in zip(*(sweep[k] for k in group))), key=json.dumps)
+  for key, values in sweep.items():
+    if key not in zipped and key not in EXECUTION_KEYS:
+      keys[f'sweep of {key}'] = sorted(values, key=json.dumps)
+  return keys
+
+
 def parse_zip(text: str) -> list[str]:
   """The keys of one `--zip a,b[,c]` group: comma-separated dotted keys swept in step with each other."""
   keys = [k.strip() for k in text.split(',')]

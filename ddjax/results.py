@@ -108,10 +108,10 @@ def newest_attempts(out: Path) -> dict[str, int]:
 
 
 def unfinished_start(out: Path, record: dict[str, Any]) -> int | None:
-  """The start (ns) of the newest invocation on this store with the same argv as `record` that did not finish (it
-  was interrupted), or None."""
+  """The start (ns) of the newest invocation on this store that trained what `record` trains (the same
+  `invocation`) and did not finish (it was interrupted), or None."""
   path = Path(out) / 'sweeps.jsonl'
-  if 'argv' not in record or not path.exists():
+  if invocation(record) is None or not path.exists():
     return None
   entries = []
   for line in path.read_text().splitlines():
@@ -120,28 +120,21 @@ def unfinished_start(out: Path, record: dict[str, Any]) -> int | None:
     except ValueError:  # a line cut off by a kill
       continue
   finished = {e['finished_ns'] for e in entries if 'finished_ns' in e}
-  same = [e for e in entries if 'start_ns' in e and _invocation(e.get('argv')) == _invocation(record['argv'])]
+  same = [e for e in entries if 'start_ns' in e and invocation(e) == invocation(record)]
   if same and same[-1]['start_ns'] not in finished:
     return int(same[-1]['start_ns'])
   return None
 
 
-def _invocation(argv: list[str] | None) -> list[str] | None:
-  """argv without what only changes how it executes (--resume, --no-progress, --workers N, execution-only keys),
-  so a continuation on another machine or with more memory is recognised as the same invocation."""
-  if argv is None:
+def invocation(record: dict[str, Any]) -> str | None:
+  """An invocation's identity, from its run record (as sweeps.jsonl holds it): what it trains (config.what_trains:
+  no execution-only keys, the sweep in any order) and its --rerun filter. A continuation on another machine, with
+  more memory, more workers, the sweep in another order or the same keys from a config file, is the same
+  invocation. None without a recorded --rerun filter."""
+  if 'config' not in record or 'rerun' not in record:
     return None
-  out, skip = [], False
-  for a in argv:
-    if skip:
-      skip = False
-    elif a in ('--resume', '--no-progress') or a.startswith('--workers='):
-      pass
-    elif a == '--workers':
-      skip = True
-    elif a.partition('=')[0] not in cfglib.EXECUTION_KEYS:
-      out.append(a)
-  return out
+  trains = cfglib.what_trains(record['config'], record.get('sweep', {}), record.get('zip', []))
+  return json.dumps([trains, sorted(record['rerun'])], sort_keys=True)
 
 
 def _newest(members: pd.DataFrame) -> pd.DataFrame:

@@ -415,6 +415,8 @@ def run(cfg: cfglib.Config, sweep: dict[str, list], jobs: list[Job], out: Path, 
   if not writer():  # another process of a multi-host run: it trains its shard, process 0 writes
     log = lambda *a: None
   record = record or run_record(cfg, sweep, jobs)
+  if rerun is not None and not callable(rerun):
+    record = dict(record, rerun=sorted(rerun))  # names the invocation (results.invocation)
   started = time.time_ns()
   rerun_before = results.unfinished_start(out, record) if rerun else None  # continuing an interrupted rerun
   rerun_before = rerun_before or started

@@ -101,6 +101,27 @@ def test_resume_refuses_a_different_config(tmp_path, capsys):
   assert sorted(p.name for p in tmp_path.iterdir()) == ['run.json']
 
 
+def test_resume_accepts_a_reordered_sweep_but_not_new_zip_pairs(tmp_path, capsys):
+  # Members are found by run id, so a sweep's values may come in another order; zipped keys keep their pairs.
+  import json
+  stored = {'config': cfglib.to_dict(PRESETS['mnist1d'].config), 'zip': [['seed', 'optim.lr']],
+            'sweep': {'seed': [0, 1], 'optim.lr': [0.1, 0.2], 'model.width': [4, 2]}}
+  (tmp_path / 'run.json').write_text(json.dumps(stored))
+  trains = cfglib.what_trains({'seed': 1, 'model': {'width': 2, 'depth': 3}, 'train': {'memory_gb': 2.0}},
+                              {'model.width': [2, 4], 'optim.lr': [0.2, 0.1], 'seed': [1, 0]}, [['seed', 'optim.lr']])
+  assert trains == {'model.depth': 3, 'sweep of optim.lr with seed': [[0.1, 0], [0.2, 1]],
+                    'sweep of model.width': [2, 4]}
+  argv = ['--out', str(tmp_path), '--resume', '--dry-run', 'model.width=2,4', 'seed=1,0']
+  for zipped in ('seed,optim.lr', 'optim.lr,seed'):  # accepted: the dry run prints its table
+    cli.main('double_descent', PRESETS, argv + ['optim.lr=0.2,0.1', '--zip', zipped])
+    assert 'compiled train step' in capsys.readouterr().out
+  with pytest.raises(SystemExit) as e:  # the same values paired the other way: other members
+    cli.main('double_descent', PRESETS, argv + ['optim.lr=0.1,0.2', '--zip', 'seed,optim.lr'])
+  err = capsys.readouterr().err
+  assert e.value.code == 2 and 'sweep of optim.lr with seed was [[0.1, 0], [0.2, 1]]' in err
+  assert len(err.strip().splitlines()) == 1 and sorted(p.name for p in tmp_path.iterdir()) == ['run.json']
+
+
 def test_resume_lets_execution_keys_change(tmp_path, capsys):
   # Keys that only change how a run executes (memory, bucketing, workers) may differ on resume; a real difference
   # is still named, even when execution keys sorting before it differ too.

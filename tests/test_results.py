@@ -149,11 +149,20 @@ def test_export_long_form_csv_and_jsonl_from_the_command_line(tmp_path):
 
 
 def test_an_interrupted_invocation_is_recognised_whatever_its_execution_keys(tmp_path):
-  import json
-  argv = ['--preset', 'x', 'seed=0,1', '--rerun', 'seed=1']
-  lines = [{'argv': argv + ['train.memory_gb=4', '--workers', '2'], 'start_ns': 5},
-           {'argv': argv + ['optim.lr=0.1'], 'start_ns': 6}]  # another invocation: it changes the numbers
-  (tmp_path / 'sweeps.jsonl').write_text(''.join(json.dumps(e) + '\n' for e in lines))
-  assert results.unfinished_start(tmp_path, {'argv': argv + ['train.max_buckets=2', '--resume']}) == 5
+  # An interrupted --rerun continued on another machine (memory, workers, bucketing), with its sweep in another
+  # order, is the same invocation; another lr or another --rerun filter is not; a finished one is not continued.
+  def record(start=None, sweep=None, rerun=('seed=1',), **keys):
+    config = {'optim': {'lr': 0.1}, 'train': {'memory_gb': None, 'max_buckets': 4}, 'data': {'workers': 1}}
+    for key, value in keys.items():
+      group, name = key.split('__')
+      config[group][name] = value
+    entry = {'config': config, 'sweep': sweep or {'seed': [0, 1]}, 'zip': [], 'rerun': list(rerun),
+             'argv': ['ignored']}
+    return entry if start is None else dict(entry, start_ns=start)
+  lines = [record(5, train__memory_gb=4.0, data__workers=2), record(6, optim__lr=0.2), record(7, rerun=['seed=0'])]
+  (tmp_path / 'sweeps.jsonl').write_text(''.join(json.dumps(e) + '\n' for e in lines) + '{"cut off')
+  assert results.unfinished_start(tmp_path, record(sweep={'seed': [1, 0]}, train__max_buckets=2)) == 5
+  assert results.unfinished_start(tmp_path, record(optim__lr=0.2)) == 6
+  assert results.unfinished_start(tmp_path, {k: v for k, v in record().items() if k != 'rerun'}) is None
   (tmp_path / 'sweeps.jsonl').write_text(''.join(json.dumps(e) + '\n' for e in lines + [{'finished_ns': 5}]))
-  assert results.unfinished_start(tmp_path, {'argv': argv}) is None
+  assert results.unfinished_start(tmp_path, record()) is None
