@@ -187,7 +187,8 @@ def _dry_run(jobs, out: Path) -> None:
     plan, _ = job_plan(job, shape, classes)
     batch = cfg.train.batch_size or cfglib.train_examples(cfg.data) or 50_000
     sizes = member_sizes(cfg, plan, shape, classes, batch, cfg.data.name == 'modular')
-    gib = (sum(len(b) * r for b, (r, _) in zip(plan, sizes)) + max(len(b) * t for b, (_, t) in zip(plan, sizes)))
+    gib = (sum(len(b) * s.resident for b, s in zip(plan, sizes))
+           + max(len(b) * s.transient for b, s in zip(plan, sizes)))
     total_members += len(job.members)
     total_buckets += len(plan)
     padded = ','.join(str(max(b)) for b in plan)

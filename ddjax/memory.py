@@ -3,20 +3,24 @@
 Per member: parameters, gradients and optimizer moments (4 to 5 copies of the parameters, fp32), plus the
 activations of one training batch: the outputs of every layer (from an abstract trace with
 `capture_intermediates`, nothing is computed) times a factor for what the backward pass keeps (normalised values,
-ReLU masks, and for the im2col form its patches). tests/test_memory.py checks the estimate against XLA's own
-accounting of the compiled step (measured on CPU: 0.9-1.8x of it, so a split comes early rather than late).
+ReLU masks, and for the im2col form its patches). Evaluation keeps no activations for a backward pass, but runs
+larger batches: its peak is a few of the largest layer outputs (and the im2col patches of one), per example.
+tests/test_memory.py checks both estimates against XLA's own accounting of the compiled programs (measured on
+CPU: 0.9-1.8x of it for training, 1.2-2.5x for evaluation, so a split comes early rather than late).
 """
 
 from __future__ import annotations
 
 import math
 import os
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 ACTIVATION_FACTOR = {'lax': 2.0, 'im2col': 4.0}  # by conv form
+EVAL_FACTOR = {'lax': 6.0, 'im2col': 24.0}  # evaluation peak over the largest layer output (im2col: 3x3 patches)
 RESIDENT_COPIES = {'adam': 3, 'adamw': 3, 'sgd': 2}  # kept between steps: params + optimizer moments
 TRANSIENT_COPIES = 2  # during a step: gradients and updates
 
@@ -25,25 +29,41 @@ def _size(tree) -> int:
   return sum(math.prod(x.shape) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
 
 
+class MemberBytes(NamedTuple):
+  """Estimated bytes of one member: its state, held on the device for the whole run; what one training step of its
+  bucket needs on top (gradients, updates, activations); and what evaluation needs per example of a chunk."""
+  resident: float
+  transient: float
+  eval_per_example: float
+
+
 def member_bytes(model, width: int, input_shape, batch_size: int, optimizer: str) -> float:
   """Estimated bytes one member of `model` (padded to its max_width) needs while its bucket trains."""
-  resident, transient = member_bytes_split(model, width, input_shape, batch_size, optimizer)
-  return resident + transient
+  sizes = member_bytes_split(model, width, input_shape, batch_size, optimizer)
+  return sizes.resident + sizes.transient
 
 
 def member_bytes_split(model, width: int, input_shape, batch_size: int, optimizer: str,
-                       input_dtype=jnp.float32) -> tuple[float, float]:
-  """(resident, transient) bytes of one member: its state, held on the device for the whole run, and what one
-  training step of its bucket needs on top (gradients, updates, activations). `input_dtype`: what the model
-  receives (int32 for token inputs)."""
+                       input_dtype=jnp.float32) -> MemberBytes:
+  """The MemberBytes of one member of `model` padded to `width`; `input_dtype`: what the model receives (int32
+  for token inputs)."""
   x = jax.ShapeDtypeStruct((batch_size, *input_shape), input_dtype)
   variables = jax.eval_shape(lambda x: model.init({'params': jax.random.key(0)}, x[:1], width), x)
   _, inter = jax.eval_shape(lambda v, x: model.apply(v, x, width, train=True, capture_intermediates=True,
                                                      mutable=['intermediates', 'batch_stats']), variables, x)
   activations = _size(inter['intermediates'])
-  factor = ACTIVATION_FACTOR.get(getattr(model, 'conv', 'lax'), 4.0)
+  largest = max(_size(leaf) for leaf in jax.tree.leaves(inter['intermediates'])) / batch_size
+  conv = getattr(model, 'conv', 'lax')
   params = _size(variables['params'])
-  return RESIDENT_COPIES[optimizer] * params, TRANSIENT_COPIES * params + factor * activations
+  return MemberBytes(RESIDENT_COPIES[optimizer] * params,
+                     TRANSIENT_COPIES * params + ACTIVATION_FACTOR.get(conv, 4.0) * activations,
+                     EVAL_FACTOR.get(conv, 24.0) * largest)
+
+
+def eval_chunk(eval_batch: int, members: int, per_example: float, budget: float) -> int:
+  """The evaluation chunk (examples per member per forward pass): eval_batch, or fewer if `members` evaluating
+  together (per device) would not fit in `budget` bytes; at least 1."""
+  return int(min(eval_batch, max(1, budget // max(members * per_example, 1.0))))
 
 
 def budget_bytes(memory_gb: float, device: jax.Device) -> float:

@@ -76,9 +76,9 @@ def job_plan(job: Job, input_shape, num_classes: int) -> tuple[list[list[int]], 
 
 
 def member_sizes(cfg: cfglib.Config, plan: list[list[int]], input_shape, num_classes: int, batch: int,
-                 tokens: bool) -> list[tuple[float, float]]:
-  """(resident, transient) bytes of one member of each planned bucket (memory.member_bytes_split), from shapes
-  alone; `tokens`: the model reads integer tokens."""
+                 tokens: bool) -> list[memory.MemberBytes]:
+  """The estimated bytes of one member of each planned bucket (memory.member_bytes_split), from shapes alone;
+  `tokens`: the model reads integer tokens."""
   return [memory.member_bytes_split(model_for(cfg, max(b), input_shape, num_classes), max(b), input_shape, batch,
                                     cfg.optim.name, jnp.int32 if tokens else jnp.float32) for b in plan]
 
@@ -95,13 +95,13 @@ class Bucket:
   device count; only the first len(member_ids) members are ever reported."""
 
   def __init__(self, job: Job, member_ids: list[int], data, ds, members: jax.sharding.Sharding,
-               replicated: jax.sharding.Sharding):
+               replicated: jax.sharding.Sharding, eval_batch: int | None = None):
     cfg = job.config
     self.member_ids = member_ids
     self.replicated = replicated
     self.width = max(job.members[i]['model.width'] for i in member_ids)
     self.spec = StepSpec(model_for(cfg, self.width, ds.input_shape, ds.num_classes), cfg.optim.name,
-                         batch_size(cfg, ds), ds.num_classes, cfg.train.eval_batch, cfg.train.strategy,
+                         batch_size(cfg, ds), ds.num_classes, eval_batch or cfg.train.eval_batch, cfg.train.strategy,
                          cfg.train.map_batch, ds.preprocess, ds.task, cfg.train.keep_best)
     sharded = isinstance(members, jax.sharding.NamedSharding)
     self.fns = bucket_fns(self.spec, members if sharded else None)
@@ -149,31 +149,38 @@ def make_buckets(job: Job, ds, plan: list[list[int]], cost, log=print) -> list[B
   # running bucket's step needs; a bucket whose step does not fit in what is left is split.
   tokens = np.issubdtype(ds.x_train.dtype, np.signedinteger)  # uint8 images reach the model as floats
   sizes = member_sizes(cfg, plan, ds.input_shape, ds.num_classes, batch_size(cfg, ds), tokens)
-  resident = sum(len(b) * r for b, (r, _) in zip(plan, sizes)) / len(devices)
+  resident = sum(len(b) * size.resident for b, size in zip(plan, sizes)) / len(devices)
   budget = (memory.budget_bytes(cfg.train.memory_gb, devices[0]) - sum(a.nbytes for a in arrays.values())
             - resident)
   if budget <= 0:
     log(f'warning: the members\' state alone (about {resident / 2**30:.1f} GiB per device) exceeds the memory '
         f'budget; every bucket is split to its smallest')
-  groups = []
-  for b, group, (_, transient) in zip(plan, group_members(job, plan), sizes):
-    chunks = memory.split_to_fit(group, transient, budget, len(devices) if shard else 1)
+  groups, chunks_of = [], []  # member groups, and each one's evaluation chunk
+  eval_batch = min(cfg.train.eval_batch, max(len(ds.y_train), len(ds.y_test)))
+  for b, group, size in zip(plan, group_members(job, plan), sizes):
+    chunks = memory.split_to_fit(group, size.transient, budget, len(devices) if shard else 1)
     if len(chunks) > 1:
       log(f'bucket of width {max(b)}: {len(b)} members\' training steps need about '
-          f'{len(b) * transient / 2**30:.1f} GiB, more than the {max(budget, 0) / 2**30:.1f} GiB left per device: '
+          f'{len(b) * size.transient / 2**30:.1f} GiB, more than the {max(budget, 0) / 2**30:.1f} GiB left per device: '
           f'split into {len(chunks)} buckets')
-    groups += chunks
+    for chunk in chunks:
+      per_device = -(-len(chunk) // len(devices)) if shard else len(chunk)
+      groups.append(chunk)
+      chunks_of.append(memory.eval_chunk(eval_batch, per_device, size.eval_per_example, budget))
+      if chunks_of[-1] < eval_batch:
+        log(f'bucket of width {max(b)} ({len(chunk)} members): evaluation in chunks of {chunks_of[-1]} examples '
+            f'({eval_batch} would need about {per_device * eval_batch * size.eval_per_example / 2**30:.1f} GiB)')
   if shard:
     mesh = jax.sharding.Mesh(np.asarray(devices), ('members',))
     members = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('members'))
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     data = jax.device_put(arrays, replicated)
-    return [Bucket(job, g, data, ds, members, replicated) for g in groups]
+    return [Bucket(job, g, data, ds, members, replicated, c) for g, c in zip(groups, chunks_of)]
   widths = [max(job.members[i]['model.width'] for i in g) for g in groups]
   where = parallel.assign([len(g) * cost(w) for g, w in zip(groups, widths)], len(devices))
   single = {d: jax.sharding.SingleDeviceSharding(devices[d]) for d in set(where)}
   data = {d: jax.device_put(arrays, sh) for d, sh in single.items()}  # the dataset once per device used
-  return [Bucket(job, g, data[w], ds, single[w], single[w]) for g, w in zip(groups, where)]
+  return [Bucket(job, g, data[w], ds, single[w], single[w], c) for g, w, c in zip(groups, where, chunks_of)]
 
 
 def run_id(cfg: cfglib.Config) -> str:

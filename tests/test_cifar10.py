@@ -18,26 +18,31 @@ from experiments.double_descent import PRESETS
 N_PER_BATCH = 4
 
 
-def fake_batches(rng):
-  """name -> pickled dict exactly as in cifar-10-batches-py (bytes keys, uint8 rows R|G|B of 1024 each)."""
+def fake_batches(rng, sizes=(N_PER_BATCH,) * 6):
+  """name -> pickled dict exactly as in cifar-10-batches-py (bytes keys, uint8 rows R|G|B of 1024 each), with
+  sizes[i] images in the i-th file (data_batch_1..5, test_batch)."""
   out = {}
-  for name in cifar10.TRAIN_FILES + (cifar10.TEST_FILE,):
-    data = rng.integers(0, 256, size=(N_PER_BATCH, 3072), dtype=np.uint8)
-    labels = [int(v) for v in rng.integers(0, 10, N_PER_BATCH)]
+  for name, n in zip(cifar10.TRAIN_FILES + (cifar10.TEST_FILE,), sizes):
+    data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+    labels = [int(v) for v in rng.integers(0, 10, n)]
     out[name] = pickle.dumps({b'batch_label': name.encode(), b'labels': labels, b'data': data,
-                              b'filenames': [b'x.png'] * N_PER_BATCH})
+                              b'filenames': [b'x.png'] * n})
   return out
+
+
+def write_archive(path, batches):
+  with tarfile.open(path, 'w:gz') as tar:
+    for name, blob in batches.items():
+      info = tarfile.TarInfo(f'{cifar10.FOLDER}/{name}')
+      info.size = len(blob)
+      tar.addfile(info, io.BytesIO(blob))
 
 
 @pytest.fixture
 def archive(tmp_path):
   batches = fake_batches(np.random.default_rng(0))
   path = tmp_path / cifar10.ARCHIVE
-  with tarfile.open(path, 'w:gz') as tar:
-    for name, blob in batches.items():
-      info = tarfile.TarInfo(f'{cifar10.FOLDER}/{name}')
-      info.size = len(blob)
-      tar.addfile(info, io.BytesIO(blob))
+  write_archive(path, batches)
   folder = tmp_path / 'extracted' / cifar10.FOLDER
   folder.mkdir(parents=True)
   for name, blob in batches.items():
@@ -116,11 +121,62 @@ def test_preprocess_scales_then_normalises():
   assert np.isclose(aug, -np.array(cifar10.MEAN) / np.array(cifar10.STD), rtol=1e-5).all(-1).any()
 
 
-def test_smoke_preset_runs(tmp_path):
-  out = tmp_path / 'smoke'
-  path = cli.main('double_descent', PRESETS, ['--preset', 'smoke', '--out', str(out), '--no-progress'],
-                  after=None)
+def test_smoke_preset_runs_on_synthetic_data_and_through_a_cifar10_archive(tmp_path):
+  # The same preset then trains from a fake archive in the real format (data.dir), of the synthetic data's sizes
+  # (128 train, 32 test images), so the compiled programs are shared.
   import pandas as pd
-  df = pd.read_parquet(path)
-  assert sorted(df['model.width']) == [1, 2, 3, 4] and not df['diverged'].any()
-  assert all(np.isfinite(v).all() for v in df['train_loss'])
+  write_archive(tmp_path / cifar10.ARCHIVE, fake_batches(np.random.default_rng(1), (26, 26, 26, 25, 25, 32)))
+  for out, extra in ((tmp_path / 'smoke', []), (tmp_path / 'archive', ['data.name=cifar10', f'data.dir={tmp_path}'])):
+    path = cli.main('double_descent', PRESETS, ['--preset', 'smoke', '--out', str(out), '--no-progress', *extra],
+                    after=None)
+    df = pd.read_parquet(path)
+    assert sorted(df['model.width']) == [1, 2, 3, 4] and not df['diverged'].any()
+    assert all(np.isfinite(v).all() for v in df['train_loss'])
+
+
+class FakeSplit:
+  """What tfds.load returns for one split, enough for load_tfds: batch(n), then tfds.as_numpy of that."""
+
+  def __init__(self, x, y, size=None):
+    self.x, self.y, self.size = x, y, size
+
+  def batch(self, n):
+    return FakeSplit(self.x, self.y, n)
+
+  def numpy_batches(self):
+    return [(self.x[i:i + self.size], self.y[i:i + self.size].astype(np.int64))
+            for i in range(0, len(self.y), self.size)]
+
+
+def test_tensorflow_datasets_path_with_a_stand_in_module(tmp_path, monkeypatch, capsys):
+  # tensorflow-datasets replaced by a stand-in that records its call (tfds itself needs TensorFlow, the tfds extra,
+  # which the tests do not install; its mock data was checked by hand with tensorflow-datasets 4.9.10).
+  import sys
+  import types
+  rng = np.random.default_rng(2)
+  images = {s: rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8) for s, n in (('train', 25_000), ('test', 7))}
+  labels = {s: rng.integers(0, 10, len(x)) for s, x in images.items()}
+  calls, fail = [], []
+
+  def load(name, split, as_supervised, data_dir, download):
+    calls.append((name, split, as_supervised, download))
+    if fail:
+      raise fail[0]
+    return [FakeSplit(images[s], labels[s]) for s in split]
+
+  stub = types.SimpleNamespace(load=load, as_numpy=lambda ds: ds.numpy_batches())
+  monkeypatch.setitem(sys.modules, 'tensorflow_datasets', stub)
+  x, y, xt, yt = cifar10.load_tfds()
+  assert calls == [('cifar10', ['train', 'test'], True, False)]  # never downloads
+  for got, want in zip((x, y, xt, yt), (images['train'], labels['train'], images['test'], labels['test'])):
+    np.testing.assert_array_equal(got, want)
+  assert (x.dtype, y.dtype) == (np.uint8, np.int32)
+  for error, needle in ((ImportError('No module named tensorflow'), 'cannot read it: No module named tensorflow'),
+                        (FileNotFoundError('cifar10 not prepared\nin /x'), 'FileNotFoundError: cifar10 not prepared')):
+    fail[:] = [error]
+    out = tmp_path / type(error).__name__
+    with pytest.raises(SystemExit) as e:
+      cli.main('double_descent', PRESETS, ['--preset', 'paper', '--out', str(out), 'model.width=1'])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and needle in err and 'data.dir=PATH' in err and len(err.splitlines()) == 1
+    assert not out.exists()

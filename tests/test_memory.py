@@ -10,7 +10,7 @@ from ddjax.members import expand
 from ddjax.memory import member_bytes, member_bytes_split, split_to_fit
 from ddjax.nn.models import make_model
 from ddjax.run import make_buckets
-from ddjax.train import StepSpec, init_member, train_step
+from ddjax.train import StepSpec, _dataset_stats, init_member, train_step
 from tests.helpers import hp_for, unstack
 
 
@@ -29,6 +29,49 @@ def test_estimate_is_close_to_xla_accounting(name, width, shape, batch, conv):
   assert 0.7 <= member_bytes(model, width, shape, batch, 'adam') / xla <= 2.5
 
 
+@pytest.mark.parametrize('name,width,shape,chunk,conv,most', [
+    ('resnet18k', 8, (16, 16, 3), 64, 'lax', 2.5), ('resnet18k', 8, (16, 16, 3), 64, 'im2col', 2.5),
+    ('resnet18k', 16, (32, 32, 3), 100, 'im2col', 2.5), ('resnet1d', 16, (40,), 500, 'im2col', None)])
+def test_evaluation_estimate_is_close_to_xla_accounting(name, width, shape, chunk, conv, most):
+  # Evaluation keeps no activations for a backward pass but runs larger chunks (train.eval_batch): its peak is
+  # estimated from the largest layer output. Conservative for 1-D models, whose largest output is not a conv's input.
+  model = make_model(name, width, shape, 10, conv)
+  spec = StepSpec(model, 'adam', 32, 10, eval_batch=chunk)
+  hp = unstack(hp_for([width]), 0)
+  state = jax.eval_shape(lambda: init_member(spec, hp, jnp.zeros(shape)))
+  x, y = jax.ShapeDtypeStruct((2 * chunk, *shape), jnp.float32), jax.ShapeDtypeStruct((2 * chunk,), jnp.int32)
+  xla = jax.jit(lambda s, x, y: _dataset_stats(spec, s, hp, x, y)).lower(state, x, y).compile().memory_analysis()
+  ratio = chunk * member_bytes_split(model, width, shape, 32, 'adam').eval_per_example / xla.temp_size_in_bytes
+  assert 0.9 <= ratio <= (most or np.inf)
+
+
+def test_evaluation_chunks_shrink_to_fit_with_the_same_results(tiny_mnist1d):
+  # A budget that fits the training steps but not evaluation in chunks of train.eval_batch: the bucket stays whole
+  # and evaluates in smaller chunks, to the same numbers.
+  cfg, sweep = cfglib.apply_overrides(cfglib.Config(), {}, ['model.name=cnn1d', 'model.width=4,8', 'seed=0,1,2',
+                                                            'train.batch_size=40', 'train.eval_batch=240'])
+  model = make_model('cnn1d', 8, (40,), 10, 'im2col')
+  resident, transient, per_example = member_bytes_split(model, 8, (40,), 40, 'adam')
+  data_bytes = sum(a.nbytes for a in (tiny_mnist1d.x_train, tiny_mnist1d.y_train, tiny_mnist1d.x_test,
+                                      tiny_mnist1d.y_test))
+  left = max(6 * transient * 1.01, 6 * 60 * per_example)  # whole buckets go to one device; about 60 per chunk
+  tight = (data_bytes + 6 * resident / jax.local_device_count() + left) / 2 ** 30
+  results = {}
+  for memory_gb in (0.0, tight):
+    job = expand(cfglib.replace(cfg, 'train.memory_gb', memory_gb), sweep)[0]
+    logs = []
+    buckets = make_buckets(job, tiny_mnist1d, [[4, 4, 4, 8, 8, 8]], lambda w: w * w, log=logs.append)
+    for b in buckets:
+      b.train_epoch(0)
+    metrics = [jax.device_get(b.evaluate(1)) for b in buckets]
+    results[memory_gb] = ([b.spec.eval_batch for b in buckets], logs, metrics)
+  assert results[0.0][0] == [240] and results[0.0][1] == []
+  [chunk], said, _ = results[tight]
+  assert 40 <= chunk < 240 and len(said) == 1 and f'evaluation in chunks of {chunk} examples' in said[0]
+  for key in ('train_loss', 'train_error', 'test_loss', 'test_error'):
+    np.testing.assert_allclose(results[tight][2][0][key], results[0.0][2][0][key], rtol=1e-5, err_msg=key)
+
+
 def test_split_to_fit():
   assert split_to_fit([1, 2, 3, 4, 5], 10.0, 25.0) == [[1, 2], [3, 4], [5]]
   assert split_to_fit([1, 2], 10.0, 5.0) == [[1], [2]]  # one member per bucket at least
@@ -45,7 +88,7 @@ def test_split_to_fit():
 def test_buckets_over_budget_are_split_with_the_same_results(tiny_mnist1d):
   overrides = ['model.name=cnn1d', 'model.width=4,6,8', 'seed=0,1', 'train.batch_size=40']
   cfg, sweep = cfglib.apply_overrides(cfglib.Config(), {}, overrides)
-  resident, transient = member_bytes_split(make_model('cnn1d', 8, (40,), 10, 'im2col'), 8, (40,), 40, 'adam')
+  resident, transient, _ = member_bytes_split(make_model('cnn1d', 8, (40,), 10, 'im2col'), 8, (40,), 40, 'adam')
   data_bytes = sum(a.nbytes for a in (tiny_mnist1d.x_train, tiny_mnist1d.y_train, tiny_mnist1d.x_test,
                                       tiny_mnist1d.y_test))
   n_dev = jax.local_device_count()

@@ -80,18 +80,24 @@ def load_local(path: str | Path) -> tuple[np.ndarray, ...]:
 
 
 def load_tfds(data_dir: str | None = None) -> tuple[np.ndarray, ...]:
-  """From tensorflow-datasets, without downloading (the data must be prepared in its data dir)."""
+  """From tensorflow-datasets (with TensorFlow: the `tfds` extra), without downloading: the data must be prepared
+  in its data dir (`tfds build cifar10`, or tfds.load once with download=True)."""
   try:
     import tensorflow_datasets as tfds
   except ImportError:
     raise DataMissing(missing_message('(no data.dir given and tensorflow-datasets is not installed)')) from None
   try:
-    train, test = tfds.load('cifar10', split=['train', 'test'], batch_size=-1, as_supervised=True,
-                            data_dir=data_dir, download=False)
+    splits = tfds.load('cifar10', split=['train', 'test'], as_supervised=True, data_dir=data_dir, download=False)
+  except ImportError as e:  # tensorflow-datasets without TensorFlow
+    raise DataMissing(missing_message(f'(tensorflow-datasets cannot read it: {e})')) from None
   except Exception as e:  # noqa: BLE001 - tfds raises several kinds for a data set that is not prepared
-    raise DataMissing(missing_message(f'by tensorflow-datasets ({type(e).__name__})')) from None
-  (x, y), (xt, yt) = tfds.as_numpy(train), tfds.as_numpy(test)
-  return np.asarray(x, np.uint8), np.asarray(y, np.int32), np.asarray(xt, np.uint8), np.asarray(yt, np.int32)
+    raise DataMissing(missing_message(f'by tensorflow-datasets ({type(e).__name__}: {e})'.splitlines()[0])) from None
+  arrays = []
+  for split in splits:  # in batches: batch_size=-1 fails on tfds's mock data; the images are uint8 throughout
+    batches = list(tfds.as_numpy(split.batch(10_000)))
+    arrays += [np.concatenate([x for x, _ in batches]).astype(np.uint8),
+               np.concatenate([y for _, y in batches]).astype(np.int32)]
+  return tuple(arrays)
 
 
 def synthetic(num_train: int, num_test: int, seed: int = 0) -> tuple[np.ndarray, ...]:
