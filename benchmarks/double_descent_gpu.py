@@ -1,7 +1,8 @@
 """Throughput of the `paper` double-descent preset (ResNet18k widths 1..64, CIFAR-10 shapes, batch 128) per bucket,
 execution strategy and conv form, with projections to the full 4000-epoch runs.
 
-  python -m benchmarks.double_descent_gpu                 # on a GPU: about 8 minutes
+  python -m benchmarks.double_descent_gpu --torch-s 0     # on a GPU: about 7 minutes of jax measurements
+  python -m benchmarks.double_descent_gpu --torch-only    # then PyTorch in a process of its own: about a minute
   python -m benchmarks.double_descent_gpu --tiny          # CPU-sized check of the script (widths 1 and 2)
   bash scripts/gpu_benchmark.sh                           # on the lent GPU machine: checks, then this, into $OUT
 
@@ -9,22 +10,34 @@ Each configuration (conv form / member strategy [/ compute dtype]) trains `--ste
 CIFAR-shaped data per bucket (compile and one warm-up pass excluded), projected to a 50,000-image epoch. The
 headline is the fastest float32 configuration that timed every bucket, since a run sets one per job: its epoch
 time for all members, projected to one trial (64 widths) and five, and its useful TFLOP/s (6 x MACs x images,
-padding excluded) against the device's peak. The fastest configuration per bucket and every complete
-configuration (bfloat16 too) are listed beside it. The JSON is rewritten, projections included, after every
+padding excluded; executed TFLOP/s count it) against the device's peak. The fastest configuration per bucket
+and every complete configuration (bfloat16 too) are listed beside it. Right after the first configuration, the
+widest bucket is also timed with `--trials` seeds trained together (split to fit memory as a run would), to
+check the five-trial projection against a measurement. The JSON is rewritten, projections included, after every
 measurement, so a run cut short keeps what it measured; a configuration or bucket that fails is recorded and the
-rest are timed. When torch is importable the same steps of a one-width-at-a-time PyTorch ResNet18k (the original
-protocol, cuDNN autotuned, data already on the device) are timed for widths 1, 64, 32, 8, 16, 48 while
-`--torch-s` lasts, and summed over 1..64 by a fit linear in MACs. Results go to benchmarks/results/ as JSON.
+rest are timed.
+
+When torch is importable the same steps of a one-width-at-a-time PyTorch ResNet18k (the original protocol: float32
+with TF32 convolutions and matmuls as XLA uses by default, cuDNN autotuned, the faster of NCHW and channels-last,
+data already on the device) are timed for widths 1, 64, 32, 8, 16, 48 while `--torch-s` lasts, and summed over
+1..64 by a fit linear in MACs. In the jax process PyTorch would get only what XLA left of the GPU; `--torch-only`
+runs it in a process where jax stays on the CPU, and adds it to the JSON the jax run wrote. Results go to
+benchmarks/results/ as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import sys
 import time
 from pathlib import Path
 
 from ddjax import parallel
 
+if '--torch-only' in sys.argv:  # PyTorch alone on the GPU: jax, imported below, must not take its memory
+  os.environ['JAX_PLATFORMS'] = 'cpu'
 parallel.use_host_devices()
 parallel.use_gpu_memory()  # as a run does, so buckets split as they would in one
 import jax  # noqa: E402
@@ -32,19 +45,21 @@ import numpy as np  # noqa: E402
 
 from benchmarks.common import write_result  # noqa: E402
 from ddjax import config as cfglib  # noqa: E402
+from ddjax import memory  # noqa: E402
 from ddjax.data import cifar10  # noqa: E402
 from ddjax.data.datasets import image_dataset  # noqa: E402
 from ddjax.members import expand, group_members, padded_ratio, plan_buckets  # noqa: E402
 from ddjax.nn.models import make_model  # noqa: E402
-from ddjax.run import device_name, make_buckets, versions  # noqa: E402
+from ddjax.run import device_name, make_buckets, member_sizes, versions  # noqa: E402
 from experiments.double_descent import PRESETS  # noqa: E402
 
 EPOCH_IMAGES = 50_000
 EPOCHS = 4000
 # Dense peak TFLOP/s by device kind: (fp32, tf32, bf16). XLA runs float32 matmuls and convolutions as TF32 on
 # these GPUs at default precision, so tf32 is the ceiling that applies to float32 runs.
-PEAKS = {'H100 80GB HBM3': (67.0, 494.7, 989.4), 'H100 PCIe': (51.2, 378.0, 756.0),
-         'H200': (67.0, 494.7, 989.4), 'A100-SXM4-80GB': (19.5, 156.0, 312.0), 'A100-SXM4-40GB': (19.5, 156.0, 312.0)}
+PEAKS = {'H100 80GB HBM3': (67.0, 494.7, 989.4), 'H100 PCIe': (51.2, 378.0, 756.0), 'H100 NVL': (60.0, 417.5, 835.0),
+         'H200': (67.0, 494.7, 989.4), 'GH200': (67.0, 494.7, 989.4), 'A100-SXM4-80GB': (19.5, 156.0, 312.0),
+         'A100-SXM4-40GB': (19.5, 156.0, 312.0)}
 # conv form / strategy[:chunk][/compute dtype]; the first is timed on every bucket whatever the budget says
 VARIANTS = ['lax/vmap', 'lax/map', 'lax/map:4', 'im2col/vmap', 'im2col/map:4', 'lax/vmap/bfloat16']
 
@@ -106,7 +121,8 @@ def totals(rows: list[dict], sizes: list[int]) -> dict[str, float]:
 
 
 def torch_loop(widths, steps: int, batch: int, budget_s: float) -> dict | None:
-  """Per-width seconds per step of a PyTorch PreActResNet18k, one width at a time, data on the device."""
+  """Per-width seconds per step of a PyTorch PreActResNet18k, one width at a time, data on the device: the faster
+  of NCHW and channels-last, as {width: {layout: s}}."""
   try:
     import torch
     from torch import nn
@@ -114,6 +130,7 @@ def torch_loop(widths, steps: int, batch: int, budget_s: float) -> dict | None:
     return None
   dev = 'cuda' if torch.cuda.is_available() else 'cpu'
   torch.backends.cudnn.benchmark = True  # PyTorch at its best: cuDNN picks each convolution's fastest algorithm
+  torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True  # what XLA does for float32
 
   class Block(nn.Module):
     def __init__(self, cin, cout, stride):
@@ -138,24 +155,56 @@ def torch_loop(widths, steps: int, batch: int, budget_s: float) -> dict | None:
 
   x = torch.randn(steps, batch, 3, 32, 32, device=dev)
   y = torch.randint(0, 10, (steps, batch), device=dev)
+  layouts = {'nchw': torch.contiguous_format, 'channels_last': torch.channels_last}
   out, start = {}, time.perf_counter()
   for k in widths:
     if time.perf_counter() - start > budget_s:
       break
-    model = resnet18k(k).to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    for rep in range(2):  # the first pass warms up cuDNN's algorithm choice
-      if dev == 'cuda':
-        torch.cuda.synchronize()
-      t = time.perf_counter()
-      for i in range(steps):
-        opt.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(model(x[i]), y[i]).backward()
-        opt.step()
-      if dev == 'cuda':
-        torch.cuda.synchronize()
-    out[k] = (time.perf_counter() - t) / steps
+    out[k] = {}
+    for name, layout in layouts.items():
+      model = resnet18k(k).to(dev, memory_format=layout)
+      opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+      xs = [x[i].contiguous(memory_format=layout) for i in range(steps)]
+      for rep in range(2):  # the first pass warms up cuDNN's algorithm choice
+        if dev == 'cuda':
+          torch.cuda.synchronize()
+        t = time.perf_counter()
+        for i in range(steps):
+          opt.zero_grad(set_to_none=True)
+          nn.functional.cross_entropy(model(xs[i]), y[i]).backward()
+          opt.step()
+        if dev == 'cuda':
+          torch.cuda.synchronize()
+      out[k][name] = (time.perf_counter() - t) / steps
   return out
+
+
+def torch_part(res: dict, args, widths: list[int], macs, batch: int, steps: int, steps_per_epoch: int) -> None:
+  """Times PyTorch one width at a time into res['torch'], with its epoch over `widths` (a fit linear in MACs) and
+  the speedup of the jax headline in `res` (if any)."""
+  torch_widths = [1, 2] if args.tiny else [1, 64, 32, 8, 16, 48]  # the ends first: a fit needs both
+  try:
+    layouts = torch_loop(torch_widths, steps, batch, args.torch_s)
+  except Exception as e:  # noqa: BLE001 - PyTorch out of memory, say: the jax figures stand
+    layouts = None
+    failed(res, 'torch', None, e)
+  if layouts is None:
+    res['torch'] = None
+    return
+  per_width = {k: min(t.values()) for k, t in layouts.items() if t}
+  res['torch'] = {'s_per_step': {str(k): v for k, v in per_width.items()},
+                  's_per_step_by_layout': {str(k): t for k, t in layouts.items()}, 'tf32': True}
+  if max(torch_widths[:2]) not in per_width or len(per_width) < 2:
+    res['torch']['note'] = 'too few widths for a fit'
+    return
+  ks = np.asarray(sorted(per_width))
+  a, b = np.polyfit([macs(k) for k in ks], [per_width[k] for k in ks], 1)
+  torch_epoch = sum(max(a * macs(k) + b, min(per_width.values())) for k in sorted(set(widths))) * steps_per_epoch
+  epoch_s = res.get('s_per_epoch_all_members')
+  res['torch'].update(s_per_epoch_all_widths=torch_epoch,
+                      speedup=torch_epoch * res.get('seeds', 1) / epoch_s if epoch_s else None)
+  speedup = f"ddjax is {res['torch']['speedup']:.1f}x faster" if epoch_s else 'no ddjax projection to compare'
+  print(f'PyTorch one width at a time: {torch_epoch:.2f} s/epoch of one trial; {speedup}')
 
 
 def main(argv=None) -> dict:
@@ -173,8 +222,13 @@ def main(argv=None) -> dict:
   parser.add_argument('--budget-s', type=float, default=330.0,
                       help='start no new jax measurement after this many seconds (the first configuration is '
                            'timed on every bucket regardless)')
+  parser.add_argument('--trials', type=int, default=5,
+                      help='seeds trained together in the check of the widest bucket (0 or 1: no check)')
   parser.add_argument('--torch-s', type=float, default=60.0,
                       help='seconds for the PyTorch loop after the jax measurements (0: skip it)')
+  parser.add_argument('--torch-only', action='store_true',
+                      help='only the PyTorch loop, in a process where jax stays off the GPU; it adds to the JSON '
+                           'an earlier jax run wrote in --out')
   parser.add_argument('--out', type=Path, default=Path('benchmarks/results'))
   args = parser.parse_args(argv)
   t_start = time.perf_counter()
@@ -193,6 +247,13 @@ def main(argv=None) -> dict:
   member_widths = sorted(m['model.width'] for m in job.members)
   plan = plan_buckets(member_widths, model.macs, cfg.train.bucket_ratio, cfg.train.max_buckets)
   steps_per_epoch = EPOCH_IMAGES // cfg.train.batch_size
+  if args.torch_only:
+    name = f"double_descent_gpu-{'gpu' if _torch_cuda() else 'cpu'}{'-tiny' if args.tiny else ''}"
+    path = args.out / f'{name}.json'
+    res = json.loads(path.read_text()) if path.exists() else {'note': 'no jax run found in --out'}
+    torch_part(res, args, member_widths, model.macs, cfg.train.batch_size, steps, steps_per_epoch)
+    write_result(args.out, name, res)
+    return res
   dev = jax.local_devices()[0]
   res = {'device': device_name(), 'versions': versions(), 'tiny': args.tiny, 'steps_timed': steps,
          'seeds': args.seeds, 'batch_size': cfg.train.batch_size, 'buckets': [max(b) for b in plan],
@@ -219,6 +280,7 @@ def main(argv=None) -> dict:
         'hours_one_trial': epoch_s * EPOCHS / 3600 / args.seeds if epoch_s else None,
         'hours_five_trials': epoch_s * EPOCHS / 3600 * 5 / args.seeds if epoch_s else None,
         'useful_tflops': useful_flop / epoch_s / 1e12 if epoch_s else None,
+        'executed_tflops': useful_flop * res['padded_ratio'] / epoch_s / 1e12 if epoch_s else None,
         's_per_epoch_by_config': whole,  # every configuration that timed every bucket, bfloat16 included
         'best_per_bucket': [{'bucket_width': max(plan[p]), 'config': c, 's_per_epoch': t}
                             for p, (c, t) in sorted(fastest(res['per_bucket'], sizes).items())],
@@ -250,9 +312,12 @@ def main(argv=None) -> dict:
       print(f"  {label:<18} bucket {b.width:>3} ({len(b.member_ids):>3} members): {s_epoch:8.2f} s/epoch")
       project()
       write_result(args.out, name, res, quiet=True)  # a run cut short keeps what it measured
+    buckets = b = None  # free this variant's device memory before the next one
     if label == variants[0]:
       res['peak_memory_gib_first_config'] = res.get('peak_memory_gib')
-    buckets = b = None  # free this variant's device memory before the next one
+      if args.trials > 1:
+        trials_check(res, args, job, ds, plan, model.macs, label, steps, steps_per_epoch, t_start)
+        write_result(args.out, name, res, quiet=True)
 
   project()
   epoch_s = res['s_per_epoch_all_members']
@@ -264,27 +329,52 @@ def main(argv=None) -> dict:
           f"{res['useful_tflops']:.2f} TFLOP/s; peak memory {res['peak_memory_gib']} GiB")
   res['torch'] = None
   write_result(args.out, name, res, quiet=True)
-
-  torch_widths = [1, 2] if args.tiny else [1, 64, 32, 8, 16, 48]  # the ends first: a fit needs both
-  try:
-    per_width = torch_loop(torch_widths, steps, cfg.train.batch_size, args.torch_s)
-  except Exception as e:  # noqa: BLE001 - PyTorch out of memory beside jax, say: the jax figures stand
-    per_width = None
-    failed(res, 'torch', None, e)
-  if per_width and max(torch_widths[:2]) in per_width and len(per_width) >= 2:
-    ks = np.asarray(sorted(per_width))
-    a, b = np.polyfit([model.macs(k) for k in ks], [per_width[k] for k in ks], 1)
-    torch_epoch = sum(max(a * model.macs(k) + b, min(per_width.values()))
-                      for k in sorted(set(member_widths))) * steps_per_epoch
-    res['torch'] = {'s_per_step': {str(k): v for k, v in per_width.items()}, 's_per_epoch_all_widths': torch_epoch,
-                    'speedup': torch_epoch * args.seeds / epoch_s if epoch_s else None}
-    speedup = f"ddjax is {res['torch']['speedup']:.1f}x faster" if epoch_s else 'no ddjax projection to compare'
-    print(f'PyTorch one width at a time: {torch_epoch:.2f} s/epoch of one trial; {speedup}')
-  elif per_width is not None:
-    res['torch'] = {'s_per_step': {str(k): v for k, v in per_width.items()}, 'note': 'too few widths for a fit'}
+  if args.torch_s > 0:
+    torch_part(res, args, member_widths, model.macs, cfg.train.batch_size, steps, steps_per_epoch)
   res['complete'] = True
   write_result(args.out, name, res)
   return res
+
+
+def trials_check(res: dict, args, job, ds, plan, macs, label: str, steps: int, steps_per_epoch: int,
+                 t_start: float) -> None:
+  """Times the widest planned bucket with `args.trials` seeds trained together, in the pieces a run would split
+  it into, against `args.trials` times its time with the job's own seeds: res['trials_check']."""
+  one = [r['s_per_epoch'] for r in res['per_bucket'] if r['config'] == label and r['planned'] == len(plan) - 1]
+  if time.perf_counter() - t_start > args.budget_s or not one:
+    res['skipped'].append(f'{label} widest bucket with {args.trials} trials')
+    return
+  widths = ','.join(str(w) for w in sorted(set(plan[-1])))
+  cfg = variant_job(job, label).config
+  # the budget a run of every width with these trials would leave this bucket: the other buckets' state is resident
+  sizes = member_sizes(cfg, plan[:-1], ds.input_shape, ds.num_classes, cfg.train.batch_size, False)
+  others = sum(len(set(b)) * args.trials * size.resident for b, size in zip(plan[:-1], sizes))
+  memory_gb = max(memory.budget_bytes(cfg.train.memory_gb, jax.local_devices()[0]) - others, 2 ** 20) / 2 ** 30
+  cfg, sweep = cfglib.apply_overrides(cfg, {}, [f'model.width={widths}', f'seed=0..{args.trials - 1}',
+                                                f'train.memory_gb={memory_gb:.3f}'])
+  wide = expand(cfg, sweep)[0]
+  said = []
+  try:
+    buckets = make_buckets(wide, ds, [sorted(m['model.width'] for m in wide.members)], macs, log=said.append)
+    pieces = [(len(b.member_ids), time_bucket(b, steps) * steps_per_epoch) for b in buckets]
+  except Exception as e:  # noqa: BLE001 - out of memory, say: recorded, the rest stands
+    failed(res, f'{label} with {args.trials} trials', max(plan[-1]), e)
+    return
+  measured, projected = sum(t for _, t in pieces), sum(one) * args.trials / res['seeds']
+  res['trials_check'] = {'config': label, 'trials': args.trials, 'bucket_width': max(plan[-1]),
+                         'pieces': [{'members': n, 's_per_epoch': t} for n, t in pieces], 's_per_epoch': measured,
+                         'projected_s_per_epoch': projected, 'measured_over_projected': measured / projected,
+                         'log': said}
+  print(f"  {label} widest bucket, {args.trials} trials together: {measured:.2f} s/epoch in {len(pieces)} "
+        f"piece(s) ({[n for n, _ in pieces]} members) against {projected:.2f} projected")
+
+
+def _torch_cuda() -> bool:
+  try:
+    import torch
+    return torch.cuda.is_available()
+  except Exception:  # noqa: BLE001 - not installed
+    return False
 
 
 def failed(res: dict, config: str, width: int | None, e: Exception) -> None:

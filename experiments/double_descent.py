@@ -36,7 +36,8 @@ PRESETS = {
                data=DataConfig(name='cifar10', noise=0.15, augment='crop_flip'),
                model=ModelConfig(name='resnet18k'),
                optim=OptimConfig(name='adam', lr=1e-4),
-               train=TrainConfig(epochs=4000, batch_size=128, eval_points=60, eval_every=100, eval_batch=1000)),
+               train=TrainConfig(epochs=4000, batch_size=128, eval_points=60, eval_every=100, eval_batch=1000,
+                                 checkpoint_keep=2)),  # each checkpoint: ~17 GiB for five trials
         sweep={'model.width': list(range(1, 65)), 'seed': [0, 1, 2, 3, 4]},
         about='CIFAR-10, 15% label noise, ResNet18k widths 1..64 x 5 seeds, Adam 1e-4, 4000 epochs (GPU)'),
     'smoke': Preset(

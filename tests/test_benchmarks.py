@@ -10,7 +10,7 @@ def test_gpu_benchmark_tiny_on_cpu(tmp_path):
   res = double_descent_gpu.main(['--tiny', '--max-buckets', '2', '--budget-s', '0', '--out', str(tmp_path)])
   saved = json.loads((tmp_path / 'double_descent_gpu-cpu-tiny.json').read_text())
   assert saved == json.loads(json.dumps(res)) and saved['complete'] and not saved['failed']
-  assert saved['buckets'] == [1, 2] and saved['skipped'] == ['im2col/vmap']
+  assert saved['buckets'] == [1, 2] and saved['skipped'] == ['lax/vmap widest bucket with 5 trials', 'im2col/vmap']
   assert [(r['config'], r['bucket_width'], r['members']) for r in saved['per_bucket']] == [
       ('lax/vmap', 1, 1), ('lax/vmap', 2, 1)]
   assert res['s_per_epoch_all_members'] == sum(r['s_per_epoch'] for r in res['per_bucket']) > 0
@@ -18,6 +18,23 @@ def test_gpu_benchmark_tiny_on_cpu(tmp_path):
   assert res['useful_tflops'] > 0 and 'peak_memory_gib' in res and 'torch' in res
   assert res['config'] == 'lax/vmap' and res['s_per_epoch_by_config'] == {'lax/vmap': res['s_per_epoch_all_members']}
   assert [b['bucket_width'] for b in res['best_per_bucket']] == [1, 2]
+  assert res['executed_tflops'] == res['useful_tflops'] * res['padded_ratio']
+
+
+def test_trials_check_then_torch_in_a_process_of_its_own(tmp_path):
+  # The widest bucket timed with 2 seeds together against twice its 1-seed time; then --torch-only adds PyTorch's
+  # figures (None here: torch is not installed for the tests) to the same JSON, keeping the jax ones.
+  args = ['--tiny', '--widths', '1', '--variants', 'lax/vmap', '--trials', '2', '--budget-s', '1000', '--out',
+          str(tmp_path)]
+  res = double_descent_gpu.main(args + ['--torch-s', '0'])
+  check = res['trials_check']
+  assert check['trials'] == 2 and [p['members'] for p in check['pieces']] == [2] and check['s_per_epoch'] > 0
+  assert check['projected_s_per_epoch'] == 2 * res['per_bucket'][0]['s_per_epoch']
+  assert check['measured_over_projected'] == check['s_per_epoch'] / check['projected_s_per_epoch']
+  after = double_descent_gpu.main(args + ['--torch-only'])
+  saved = json.loads((tmp_path / 'double_descent_gpu-cpu-tiny.json').read_text())
+  assert saved == json.loads(json.dumps(after)) and saved['trials_check'] == check and 'torch' in saved
+  assert saved['s_per_epoch_all_members'] == res['s_per_epoch_all_members']
 
 
 def test_fastest_configuration_per_bucket_counts_every_piece_of_a_split():
