@@ -180,3 +180,39 @@ def test_tensorflow_datasets_path_with_a_stand_in_module(tmp_path, monkeypatch, 
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and needle in err and 'data.dir=PATH' in err and len(err.splitlines()) == 1
     assert not out.exists()
+
+
+def test_smoke_preset_resumes_exactly_with_augmentation(tmp_path, monkeypatch):
+  # The CIFAR path (ResNet18k, BatchNorm, on-device crop and flip, label noise): stopped by SIGTERM after its
+  # first epoch and resumed, it gives the uninterrupted run's numbers bitwise. Same shapes as the smoke test above,
+  # so the compiled programs are shared.
+  import os
+  import signal
+
+  import pandas as pd
+
+  from ddjax import config as cfglib
+  from ddjax import run as runlib
+  from ddjax.members import expand
+  cfg, sweep = cfglib.apply_overrides(PRESETS['smoke'].config, PRESETS['smoke'].sweep, ['train.checkpoint_every=1'])
+  jobs = expand(cfg, sweep)
+  quiet = dict(progress=False, log=lambda *a: None)
+  straight = pd.read_parquet(runlib.run(cfg, sweep, jobs, tmp_path / 'straight', **quiet))
+  original = runlib.Bucket.train_epoch
+
+  def train_then_signal(self, epoch):
+    loss = original(self, epoch)
+    if epoch == 0:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return loss
+
+  monkeypatch.setattr(runlib.Bucket, 'train_epoch', train_then_signal)
+  with pytest.raises(runlib.Interrupted):
+    runlib.run(cfg, sweep, jobs, tmp_path / 'resumed', **quiet)
+  monkeypatch.setattr(runlib.Bucket, 'train_epoch', original)
+  said = []
+  resumed = pd.read_parquet(runlib.run(cfg, sweep, jobs, tmp_path / 'resumed', progress=False, log=said.append))
+  assert any('resumed after epoch 1' in str(m) for m in said)
+  a, b = (t.sort_values('model.width').reset_index(drop=True) for t in (straight, resumed))
+  for col in ('epoch', 'train_loss', 'train_error', 'test_loss', 'test_error', 'test_error_noisy', 'weight_norm'):
+    np.testing.assert_array_equal(np.stack(a[col]), np.stack(b[col]), err_msg=col)

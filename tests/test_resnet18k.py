@@ -33,6 +33,27 @@ def masked_step(padded):
 
 
 @functools.cache
+def masked_grad(padded):
+  spec, _ = masked_step(padded)
+
+  def loss(p, state, x, y, k):
+    logits, _ = spec.model.apply({'params': p, 'batch_stats': state['batch_stats']}, x, k, train=True,
+                                 mutable=['batch_stats'])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+  return jax.jit(lambda state, x, y, k: jax.grad(loss)(state['params'], state, x, y, k))
+
+
+@functools.cache
+def dense_grad_fn(k):
+  dense = DenseResNet18k(k)
+
+  def loss(p, stats, x, y):
+    logits, _ = dense.apply({'params': p, 'batch_stats': stats}, x, train=True, mutable=['batch_stats'])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+  return jax.jit(jax.grad(loss))
+
+
+@functools.cache
 def dense_step(k):
   dense = DenseResNet18k(k)
   tx = optax.adam(1e-3)
@@ -70,6 +91,14 @@ def test_masked_member_is_the_dense_width_k_model(k, padded):
     got = model.apply({'params': state['params'], 'batch_stats': state['batch_stats']}, x[0], k, train=train, **kw)
     want = dense.apply({'params': params, 'batch_stats': stats}, x[0], train=train, **kw)
     close(got[0] if train else got, want[0] if train else want)
+  # Gradients directly (Adam below would hide a wrong gradient scale): the active block is the dense model's, and
+  # every padded entry's is exactly zero.
+  grad, dense_grad = masked_grad(padded)(state, x[0], y[0], k), dense_grad_fn(k)(params, stats, x[0], y[0])
+  close(slice_params(grad, ref['params']), dense_grad, rtol=1e-4)
+  for g, d in zip(jax.tree.leaves(grad), jax.tree.leaves(ref['params'])):
+    g = np.array(g)
+    g[tuple(slice(0, n) for n in d.shape)] = 0
+    assert not g.any()
   opt = tx.init(params)
   for i in range(3):
     state, _ = step(state, hp, x[i], y[i])
