@@ -45,31 +45,42 @@ def test_evaluation_estimate_is_close_to_xla_accounting(name, width, shape, chun
   assert 0.9 <= ratio <= (most or np.inf)
 
 
-def test_evaluation_chunks_shrink_to_fit_with_the_same_results(tiny_mnist1d):
-  # A budget that fits the training steps but not evaluation in chunks of train.eval_batch: the bucket stays whole
-  # and evaluates in smaller chunks, to the same numbers.
-  cfg, sweep = cfglib.apply_overrides(cfglib.Config(), {}, ['model.name=cnn1d', 'model.width=4,8', 'seed=0,1,2',
-                                                            'train.batch_size=40', 'train.eval_batch=240'])
-  model = make_model('cnn1d', 8, (40,), 10, 'im2col')
-  resident, transient, per_example = member_bytes_split(model, 8, (40,), 40, 'adam')
-  data_bytes = sum(a.nbytes for a in (tiny_mnist1d.x_train, tiny_mnist1d.y_train, tiny_mnist1d.x_test,
-                                      tiny_mnist1d.y_test))
-  left = max(6 * transient * 1.01, 6 * 60 * per_example)  # whole buckets go to one device; about 60 per chunk
-  tight = (data_bytes + 6 * resident / jax.local_device_count() + left) / 2 ** 30
-  results = {}
+def under_budgets(ds, overrides, plan, room):
+  """Buckets of a cnn1d job after one epoch each, with no memory limit and with a budget that leaves
+  room(transient, eval_per_example) bytes per device after the data and every member's state: [(buckets, log,
+  {member: metrics}) for each]."""
+  cfg, sweep = cfglib.apply_overrides(cfglib.Config(), {}, ['model.name=cnn1d', 'train.batch_size=40'] + overrides)
+  width = max(plan[0])
+  resident, transient, per_example = member_bytes_split(make_model('cnn1d', width, (40,), 10, 'im2col'), width,
+                                                        (40,), 40, 'adam')
+  data_bytes = sum(a.nbytes for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test))
+  tight = (data_bytes + len(plan[0]) * resident / jax.local_device_count() + room(transient, per_example)) / 2 ** 30
+  results = []
   for memory_gb in (0.0, tight):
     job = expand(cfglib.replace(cfg, 'train.memory_gb', memory_gb), sweep)[0]
     logs = []
-    buckets = make_buckets(job, tiny_mnist1d, [[4, 4, 4, 8, 8, 8]], lambda w: w * w, log=logs.append)
+    buckets = make_buckets(job, ds, plan, lambda w: w * w, log=logs.append)
     for b in buckets:
       b.train_epoch(0)
-    metrics = [jax.device_get(b.evaluate(1)) for b in buckets]
-    results[memory_gb] = ([b.spec.eval_batch for b in buckets], logs, metrics)
-  assert results[0.0][0] == [240] and results[0.0][1] == []
-  [chunk], said, _ = results[tight]
+    metrics = {i: {k: float(v[row]) for k, v in jax.device_get(b.evaluate(1)).items() if np.ndim(v) == 1}
+               for b in buckets for row, i in enumerate(b.member_ids)}
+    results.append((buckets, logs, metrics))
+  return results
+
+
+def test_evaluation_chunks_shrink_to_fit_with_the_same_results(tiny_mnist1d):
+  # A budget that fits the training steps but not evaluation in chunks of train.eval_batch: the bucket stays whole
+  # and evaluates in smaller chunks (about 60 examples; whole buckets go to one device), to the same numbers.
+  free, tight = under_budgets(tiny_mnist1d, ['model.width=4,8', 'seed=0,1,2', 'train.eval_batch=240'],
+                              [[4, 4, 4, 8, 8, 8]], lambda transient, per_example: max(6.06 * transient,
+                                                                                       360 * per_example))
+  assert [b.spec.eval_batch for b in free[0]] == [240] and free[1] == []
+  [bucket], said, _ = tight
+  chunk = bucket.spec.eval_batch
   assert 40 <= chunk < 240 and len(said) == 1 and f'evaluation in chunks of {chunk} examples' in said[0]
-  for key in ('train_loss', 'train_error', 'test_loss', 'test_error'):
-    np.testing.assert_allclose(results[tight][2][0][key], results[0.0][2][0][key], rtol=1e-5, err_msg=key)
+  for i, metrics in free[2].items():
+    for key in ('train_loss', 'train_error', 'test_loss', 'test_error'):
+      np.testing.assert_allclose(tight[2][i][key], metrics[key], rtol=1e-5, err_msg=key)
 
 
 def test_split_to_fit():
@@ -86,23 +97,9 @@ def test_split_to_fit():
 
 
 def test_buckets_over_budget_are_split_with_the_same_results(tiny_mnist1d):
-  overrides = ['model.name=cnn1d', 'model.width=4,6,8', 'seed=0,1', 'train.batch_size=40']
-  cfg, sweep = cfglib.apply_overrides(cfglib.Config(), {}, overrides)
-  resident, transient, _ = member_bytes_split(make_model('cnn1d', 8, (40,), 10, 'im2col'), 8, (40,), 40, 'adam')
-  data_bytes = sum(a.nbytes for a in (tiny_mnist1d.x_train, tiny_mnist1d.y_train, tiny_mnist1d.x_test,
-                                      tiny_mnist1d.y_test))
-  n_dev = jax.local_device_count()
-  # every member's state (6 members, at most width 8, spread over the devices) plus two members' steps
-  tight = (data_bytes + 6 * resident / n_dev + 2.5 * transient) / 2 ** 30
-  results = {}
-  for memory_gb in (0.0, tight):
-    job = expand(cfglib.replace(cfg, 'train.memory_gb', memory_gb), sweep)[0]
-    logs = []
-    buckets = make_buckets(job, tiny_mnist1d, [[4, 4, 6, 6, 8, 8]], lambda w: w * w, log=logs.append)
-    for b in buckets:
-      b.train_epoch(0)
-    results[memory_gb] = (len(buckets), logs, {i: float(m) for b in buckets for i, m in
-                                               zip(b.member_ids, jax.device_get(b.evaluate(1))['train_loss'])})
-  assert results[0.0][0] == 1 and results[tight][0] == 3 and 'split into 3 buckets' in results[tight][1][0]
-  for i, loss in results[0.0][2].items():
-    np.testing.assert_allclose(results[tight][2][i], loss, rtol=1e-5)
+  # room for two and a half members' steps: 6 members in 3 buckets of 2
+  free, tight = under_budgets(tiny_mnist1d, ['model.width=4,6,8', 'seed=0,1'], [[4, 4, 6, 6, 8, 8]],
+                              lambda transient, per_example: 2.5 * transient)
+  assert len(free[0]) == 1 and len(tight[0]) == 3 and 'split into 3 buckets' in tight[1][0]
+  for i, metrics in free[2].items():
+    np.testing.assert_allclose(tight[2][i]['train_loss'], metrics['train_loss'], rtol=1e-5)
