@@ -47,7 +47,7 @@ def one_device(job, ds, groups) -> list:
   dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   data = jax.device_put({'x_train': ds.x_train, 'y_train': ds.y_train, 'x_test': ds.x_test, 'y_test': ds.y_test},
                         dev)
-  return [Bucket(job, g, data, ds.num_classes, ds.input_shape, dev, dev, ds.preprocess) for g in groups]
+  return [Bucket(job, g, data, ds, dev, dev) for g in groups]
 
 
 def main(argv=None):

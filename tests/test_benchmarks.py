@@ -63,3 +63,13 @@ def test_variant_sets_conv_strategy_chunk_and_dtype():
   c = double_descent_gpu.variant_job(job, 'lax/vmap').config
   assert (c.model.conv, c.train.strategy, c.train.map_batch, c.train.compute_dtype) == ('lax', 'vmap', 1, 'float32')
   assert double_descent_gpu.variant_job(job, 'lax/vmap').members == job.members
+
+
+def test_members_benchmark_runs(tmp_path):
+  # make bench: vectorised members against one member after another (a tiny configuration of it)
+  from benchmarks import members
+  res = members.main(['--quick', '--epochs', '1', '--out', str(tmp_path), 'model.width=2,3', 'data.num_samples=300'])
+  saved = json.loads((tmp_path / 'members-cpu.json').read_text())
+  assert saved == json.loads(json.dumps(res)) and saved['widths'] == [2, 3]
+  assert res['vectorised_s'] > 0 and res['sequential_s'] > 0
+  assert res['speedup'] == res['sequential_s'] / res['vectorised_s']
