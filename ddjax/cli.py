@@ -85,7 +85,7 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
   if report:
     parser.add_argument('--report', action='store_true', help='after training, write report.md (figures, table)')
   parser.add_argument('overrides', nargs='*', metavar='key=value')
-  args = parser.parse_args(argv)
+  args = parser.parse_intermixed_args(argv)  # key=value before and after options
 
   chosen, overrides = args.preset, []
   for flag in flags:

@@ -94,7 +94,8 @@ def test_dry_run_prints_jobs_members_and_compiled_steps(tmp_path, capsys):
 
 
 def test_dry_run_plans_without_the_data_and_says_a_run_would_stop(tmp_path, capsys):
-  cli.main('double_descent', PRESETS, ['--preset', 'paper', '--dry-run', 'model.width=1..4', 'seed=0',
+  # keys before, between and after options
+  cli.main('double_descent', PRESETS, ['model.width=1..4', '--preset', 'paper', 'seed=0', '--dry-run',
                                        f'data.dir={tmp_path / "missing"}', '--out', str(tmp_path / 'x')])
   text = capsys.readouterr().out
   assert '1 job(s), 4 member(s)' in text and 'note: a run would stop here (exit status 2)' in text

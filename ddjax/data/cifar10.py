@@ -27,7 +27,8 @@ class DataMissing(FileNotFoundError):
 def missing_message(where: str) -> str:
   return (f'CIFAR-10 not found {where}: either set data.dir=PATH to the "CIFAR-10 python version" archive '
           f'({ARCHIVE}) or its extracted folder ({FOLDER}/ with {", ".join(TRAIN_FILES[:1])}..5 and {TEST_FILE}), '
-          f'or install the tfds extra (pip install "ddjax[tfds]") with cifar10 prepared in its data dir')
+          f'or install the tfds extra (pip install "ddjax[tfds]", or -e ".[tfds]" in a checkout) with cifar10 '
+          f'prepared in its data dir')
 
 
 def _decode(batch: dict) -> tuple[np.ndarray, np.ndarray]:
