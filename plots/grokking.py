@@ -220,7 +220,10 @@ def main(argv=None):
   parser.add_argument('--report', action='store_true', help='also write report.md')
   parser.add_argument('--threshold', type=float, help='accuracy (or log2-MSE) threshold of the analysis')
   args = parser.parse_args(argv)
-  table = analyse(args.results_dir, args.threshold)
+  try:
+    table = analyse(args.results_dir, args.threshold)
+  except FileNotFoundError as e:
+    parser.exit(2, f'error: {e}\n')
   for line in summary_lines(table):
     print(line)
   for path in plot_all(args.results_dir, args.out):

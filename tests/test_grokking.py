@@ -172,6 +172,14 @@ def test_grokking_cli_rejects_bad_input(argv, message, tmp_path):
   assert not (tmp_path / 'x').exists()
 
 
+@pytest.mark.parametrize('module', ['plots.grokking', 'plots.double_descent'])
+def test_plot_scripts_reject_a_directory_without_results(module, tmp_path):
+  proc = subprocess.run([sys.executable, '-m', module, str(tmp_path / 'none')], capture_output=True, text=True,
+                        timeout=120)
+  assert proc.returncode == 2 and 'no results in' in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+  assert not (tmp_path / 'none').exists()
+
+
 def test_task_and_wd_flags_build_the_sweep(capsys):
   from experiments.grokking import FLAGS, PRESETS
   from ddjax.cli import main
