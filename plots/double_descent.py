@@ -28,13 +28,17 @@ def _series(df):
 
 
 def error_vs_width(df, path: Path) -> Path:
+  """One colour per metric for a single sweep; with another swept key, one colour per value of it (the metric
+  told by the line style), so each value's curves read together."""
   fig, ax = plt.subplots(figsize=(5.5, 3.6))
-  for label, g in _series(df):
-    for metric, style, name in (('test_error', '-', 'test'), ('test_error_noisy', ':', 'test (noisy labels)'),
-                                ('train_error', '--', 'train')):
+  series = _series(df)
+  for i, (label, g) in enumerate(series):
+    for j, (metric, style, name) in enumerate((('test_error', '-', 'test'), ('test_error_noisy', ':',
+                                                'test (noisy labels)'), ('train_error', '--', 'train'))):
       x, mean, std = mean_spread(g, X, final(g, metric))
-      line, = ax.plot(x, mean, style, marker='o', ms=3, label=f'{name} {label}'.strip())
-      ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
+      color = f'C{j if len(series) == 1 else i}'
+      ax.plot(x, mean, style, color=color, marker='o', ms=3, label=f'{name} {label}'.strip())
+      ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, lw=0)
   x, train, _ = mean_spread(df, X, final(df, 'train_error'))
   if (train < 0.01).any():  # the interpolation threshold: first width whose mean train error is below 1%
     ax.axvline(x[np.argmax(train < 0.01)], color='grey', ls=':', lw=1, label='train error < 1%')
@@ -42,7 +46,7 @@ def error_vs_width(df, path: Path) -> Path:
   _width_axis(ax, x)
   ax.set(xlabel='width', ylabel='error at final epoch',
          title=f'Model-wise double descent ({n_seeds} seed{"s" if n_seeds > 1 else ""}, mean ± sd)')
-  ax.legend(fontsize=7)
+  ax.legend(fontsize=7, handlelength=3)
   return save(fig, path)
 
 
@@ -66,7 +70,7 @@ def loss_vs_width(df, path: Path) -> Path:
       ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
   _width_axis(ax, df[X].unique())
   ax.set(xlabel='width', ylabel='cross-entropy at final epoch', yscale='log', title='Loss against width')
-  ax.legend(fontsize=7)
+  ax.legend(fontsize=7, handlelength=3)
   return save(fig, path)
 
 
@@ -83,13 +87,17 @@ def _grid(g, metric):
 
 
 def heatmap(df, path: Path, metric: str = 'test_error') -> Path:
+  """Figure 2: the metric over width and (log) epoch, averaged over seeds, with train-error contours; one panel
+  per value of another swept key, all on one colour scale."""
   groups = _series(df)
+  grids = [_grid(g, metric) for _, g in groups]
+  finite = np.concatenate([grid[np.isfinite(grid)] for _, _, grid in grids])
+  vmin, vmax = (finite.min(), finite.max()) if finite.size else (None, None)
   fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 3.8), squeeze=False)
-  for ax, (label, g) in zip(axes[0], groups):
-    widths, epochs, grid = _grid(g, metric)
+  for ax, (label, g), (widths, epochs, grid) in zip(axes[0], groups, grids):
     e_edges = np.concatenate([[epochs[0] / 1.2], np.sqrt(epochs[1:] * epochs[:-1]), [epochs[-1] * 1.2]])
     w_edges = np.arange(len(widths) + 1) - 0.5
-    mesh = ax.pcolormesh(w_edges, e_edges, grid, cmap='viridis', shading='flat')
+    mesh = ax.pcolormesh(w_edges, e_edges, grid, cmap='viridis', shading='flat', vmin=vmin, vmax=vmax)
     _, _, train = _grid(g, 'train_error')
     if min(train.shape) >= 2 and np.isfinite(train).all():  # contours need a 2x2 grid at least
       cs = ax.contour(np.arange(len(widths)), epochs, train, levels=[0.01, 0.1], colors='w', linewidths=0.8)
@@ -99,7 +107,8 @@ def heatmap(df, path: Path, metric: str = 'test_error') -> Path:
     step = -(-len(widths) // 10)  # at most 10 labels, so they never run together
     ax.set_xticks(np.arange(len(widths))[::step], [str(w) for w in widths[::step]])
     ax.set(xlabel='width', ylabel='epoch', title=f'{metric.replace("_", " ")} {label}'.strip())
-    fig.colorbar(mesh, ax=ax)
+    names = {'test_error': 'test error (clean labels)', 'test_error_noisy': 'test error (noisy labels)'}
+    fig.colorbar(mesh, ax=ax, label=names.get(metric, metric.replace('_', ' ')))
   return save(fig, path)
 
 
