@@ -348,6 +348,7 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
     results.write_members(out, jid, _member_rows(job, buckets, meta))
   diverged = sum(int(r['diverged']) for r in rows)  # rows of the last evaluation (none if resumed when done)
   log(f'job {job.index + 1}/{n_jobs} done in {meta["wall_time_s"]:.1f} s'
+      + (f' (training time of every attempt; {time.time() - t0:.1f} s in this one)' if before_s else '')
       + (f'; {diverged} member(s) diverged and were frozen' if diverged else ''))
 
 
