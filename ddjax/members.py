@@ -73,6 +73,10 @@ def expand(cfg: cfglib.Config, sweep: dict[str, list], zip_groups: Sequence[Sequ
     if keys not in seen:
       seen.add(keys)
       axes.append((keys, list(zip(*(sweep[k] for k in keys)))))
+      if len(set(axes[-1][1])) < len(axes[-1][1]):  # the same members twice: the same numbers, one run id
+        repeated = next(v for i, v in enumerate(axes[-1][1]) if v in axes[-1][1][:i])
+        value = ','.join(map(str, repeated))
+        raise cfglib.ConfigError(f'{" with ".join(keys)} repeats {value} in its sweep: give each value once')
   static = [a for a in axes if any(k not in cfglib.MEMBER_KEYS for k in a[0])]
   member = [a for a in axes if all(k in cfglib.MEMBER_KEYS for k in a[0])]
   jobs = []

@@ -156,7 +156,8 @@ def battery(tmp_path):
       (['--bogus-flag'], 'unrecognized arguments'),
       (['--workers', '0'], 'bad --workers 0'),
       (['train.eval_batch=50,100'], 'only change(s) how a run executes'),
-      (['seed=0,0'], 'a value is repeated'),
+      (['seed=0,0'], 'seed repeats 0 in its sweep: give each value once'),
+      (['seed=0,1,0', 'optim.lr=0.1,0.2,0.1', '--zip', 'seed,optim.lr'], 'seed with optim.lr repeats 0,0.1'),
       (['--workers', 'two'], 'invalid int value'),
   ]
 
