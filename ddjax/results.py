@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
   m.add_argument('--keep', default='last', help='which copy of a member run in several sources: last or first')
   e = sub.add_parser('export', help='one line per (member, epoch) with every metric')
   e.add_argument('store', type=Path)
-  e.add_argument('--format', default='csv', help='csv or jsonl')
+  e.add_argument('--format', help='csv or jsonl (default: from the -o suffix, else csv)')
   e.add_argument('-o', '--out', type=Path, help='file to write (default STORE/results.FORMAT)')
   args = parser.parse_args(argv)
   try:
@@ -296,10 +296,18 @@ def main(argv: list[str] | None = None) -> None:
         if not src.is_dir():
           raise FileNotFoundError(f'{src} is not a sweep store (no such directory)')
       path = merge(args.sources, args.out, args.keep)
+      kept = pd.read_parquet(path, columns=['source'])['source'].value_counts()
+      print(f'{int(kept.sum())} member(s): ' + ', '.join(f'{n} from {src}' for src, n in kept.items()))
     else:
       if not args.store.is_dir():
         raise FileNotFoundError(f'{args.store} is not a sweep store (no such directory)')
-      path = export(args.store, args.format, args.out)
+      suffix = args.out.suffix.lstrip('.') if args.out else ''
+      fmt = args.format or (suffix if suffix in ('csv', 'jsonl') else 'csv')
+      if args.out and suffix in ('csv', 'jsonl') and suffix != fmt:
+        raise ValueError(f'-o {args.out} has a .{suffix} suffix but --format is {fmt}')
+      if args.out and not args.out.parent.is_dir():
+        raise FileNotFoundError(f'-o {args.out}: no directory {args.out.parent}')
+      path = export(args.store, fmt, args.out)
   except (ValueError, FileNotFoundError, FileExistsError, OSError) as err:
     print(f'error: {err}', file=sys.stderr)
     raise SystemExit(2) from None

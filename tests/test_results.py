@@ -148,6 +148,22 @@ def test_export_long_form_csv_and_jsonl_from_the_command_line(tmp_path):
   assert bad.returncode == 2 and 'allowed csv, jsonl' in bad.stderr and len(bad.stderr.splitlines()) == 1
 
 
+def test_export_format_follows_the_file_name_and_merge_says_what_it_kept(tmp_path, capsys):
+  fake_run(tmp_path / 'a')
+  results.main(['export', str(tmp_path / 'a'), '-o', str(tmp_path / 'x.jsonl')])  # no --format: JSON lines
+  assert len(pd.read_json(tmp_path / 'x.jsonl', lines=True)) == 9
+  for argv, message in ((['-o', str(tmp_path / 'y.jsonl'), '--format', 'csv'], 'has a .jsonl suffix'),
+                        (['-o', str(tmp_path / 'no' / 'dir' / 'z.csv')], 'no directory')):
+    with pytest.raises(SystemExit) as e:
+      results.main(['export', str(tmp_path / 'a'), *argv])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+  assert not (tmp_path / 'y.jsonl').exists() and not (tmp_path / 'no').exists()
+  fake_run(tmp_path / 'b', n_members=4, seed=2)
+  capsys.readouterr()
+  results.main(['merge', str(tmp_path / 'a'), str(tmp_path / 'b'), '-o', str(tmp_path / 'm')])
+  assert f'4 member(s): 4 from {tmp_path / "b"}' in capsys.readouterr().out
+
+
 def test_an_interrupted_invocation_is_recognised_whatever_its_execution_keys(tmp_path):
   # An interrupted --rerun continued on another machine (memory, workers, bucketing), with its sweep in another
   # order, is the same invocation; another lr or another --rerun filter is not; a finished one is not continued.
