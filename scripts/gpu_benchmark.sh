@@ -39,7 +39,8 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 log="$OUT/gpu_check.log"
 {
   echo "== $(date -u +%FT%TZ) $(uname -m)"
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1
+  if command -v nvidia-smi >/dev/null; then nvidia-smi --query-gpu=name,memory.total,driver_version \
+    --format=csv,noheader 2>&1; else echo 'no nvidia-smi'; fi
   "$PY" -c 'import jax, flax, optax, orbax.checkpoint as o, numpy
 print("jax", jax.__version__, "flax", flax.__version__, "optax", optax.__version__, "numpy", numpy.__version__)
 print("backend", jax.default_backend(), jax.devices())'
