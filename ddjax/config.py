@@ -617,14 +617,16 @@ def train_examples(data: DataConfig) -> int | None:
 
 def describe(cfg: Config, sweep: dict[str, list]) -> str:
   """One line per key: name, current value or sweep, help text (for --help)."""
-  lines = []
-  for key, f in fields(cfg).items():
+  lines, known = [], fields(cfg)
+  pad = max(map(len, known))
+  for key, f in known.items():
     value = sweep.get(key, get(cfg, key))
     shown = ','.join(map(str, value)) if isinstance(value, list) else str(value)
     if len(shown) > 40:
       shown = shown[:37] + '...'
     tag = ' [member axis]' if key in MEMBER_KEYS else ''
-    lines.append(f"  {key:<20} {shown:<40} {f.metadata.get('help', '')}{tag}")
+    choices = f" (one of: {', '.join(map(str, f.metadata['choices']))})" if f.metadata.get('choices') else ''
+    lines.append(f"  {key:<{pad}} {shown:<40} {f.metadata.get('help', '')}{choices}{tag}")
   return '\n'.join(lines)
 
 
