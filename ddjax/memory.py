@@ -81,7 +81,7 @@ def split_to_fit(group: list[int], per_member: float, budget: float, multiple: i
   """`group` cut into as few consecutive chunks as fit, as even as can be: members `multiple` to a unit of
   `budget` (members sharded over that many devices), chunk sizes multiples of `multiple` but the last, at least
   one unit. Even chunks leave no small remainder step, which would use an accelerator poorly."""
-  per_unit = max(1, int(budget // per_member))
+  per_unit = max(1, int(budget // max(per_member, 1.0)))
   units = -(-len(group) // multiple)
   pieces = -(-units // per_unit)
   q, r = divmod(units, pieces)

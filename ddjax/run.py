@@ -114,15 +114,30 @@ class Bucket:
     self.labels = self.fns.labels(self.hp, self.data['y_train'])
 
   def train_epoch(self, epoch: int):
-    self.state, loss = self.fns.epoch(self.state, self.hp, self.labels, self.data['x_train'],
-                                      jax.device_put(np.int32(epoch), self.replicated))
+    self.state, loss = self.fns.epoch(*self._epoch_args(epoch))
     return loss
+
+  def _epoch_args(self, epoch: int) -> tuple:
+    return self.state, self.hp, self.labels, self.data['x_train'], jax.device_put(np.int32(epoch), self.replicated)
+
+  def _evaluate_args(self) -> tuple:
+    d = self.data
+    return self.state, self.hp, self.labels, d['x_train'], d['x_test'], d['y_test']
+
+  def compiled_bytes(self, evaluation: bool = True) -> tuple[int, int] | None:
+    """Temporary device bytes of this bucket's compiled training epoch and (if `evaluation`, else 0) evaluation, as
+    XLA accounts them; None if the backend reports nothing. Compiles them now; the run's calls reuse the
+    compilations."""
+    programs = [(self.fns.epoch, self._epoch_args(0))] + [(self.fns.evaluate, self._evaluate_args())] * evaluation
+    analyses = [fn.lower(*args).compile().memory_analysis() for fn, args in programs]
+    if any(a is None for a in analyses):
+      return None
+    return analyses[0].temp_size_in_bytes, analyses[1].temp_size_in_bytes if evaluation else 0
 
   def evaluate(self, epoch: int) -> dict[str, jax.Array]:
     """Dispatches the evaluation (and, with keep_best, the update of the best parameters); the metrics stay on
     the device until read."""
-    d = self.data
-    metrics = self.fns.evaluate(self.state, self.hp, self.labels, d['x_train'], d['x_test'], d['y_test'])
+    metrics = self.fns.evaluate(*self._evaluate_args())
     if self.spec.keep_best:
       self.state = self.fns.remember_best(self.state, metrics['test_loss'],
                                           jax.device_put(np.int32(epoch), self.replicated))
@@ -139,8 +154,16 @@ def placement(cfg: cfglib.Config) -> str:
   return 'bucket' if jax.default_backend() == 'cpu' or jax.local_device_count() == 1 else 'shard'
 
 
-def make_buckets(job: Job, ds, plan: list[list[int]], cost, log=print) -> list[Bucket]:
-  """Buckets of the member indices of `job` (widths grouped as in `plan`), placed on the local devices."""
+def make_buckets(job: Job, ds, plan: list[list[int]], cost, log=print,
+                 measured: dict[int, memory.MemberBytes] | None = None, rounds: int = 3,
+                 check: str = 'train+eval') -> list[Bucket]:
+  """Buckets of the member indices of `job` (widths grouped as in `plan`), placed on the local devices.
+
+  Buckets are sized by the estimate (memory.py), then their programs are compiled and XLA's own figure for each
+  training step and evaluation is checked against the budget: if one is over (the estimate was low on this
+  device), the buckets are made again from the compiled figures (`measured`, per planned bucket), at most
+  `rounds` times. `check`: 'train+eval', 'train' (only the training step is compiled and checked) or 'none'. The
+  run's calls reuse these compilations."""
   cfg = job.config
   arrays = {'x_train': ds.x_train, 'y_train': ds.y_train, 'x_test': ds.x_test, 'y_test': ds.y_test}
   shard = placement(cfg) == 'shard'
@@ -149,38 +172,65 @@ def make_buckets(job: Job, ds, plan: list[list[int]], cost, log=print) -> list[B
   # running bucket's step needs; a bucket whose step does not fit in what is left is split.
   tokens = np.issubdtype(ds.x_train.dtype, np.signedinteger)  # uint8 images reach the model as floats
   sizes = member_sizes(cfg, plan, ds.input_shape, ds.num_classes, batch_size(cfg, ds), tokens)
+  sizes = [(measured or {}).get(p, size) for p, size in enumerate(sizes)]
   resident = sum(len(b) * size.resident for b, size in zip(plan, sizes)) / len(devices)
   budget = (memory.budget_bytes(cfg.train.memory_gb, devices[0]) - sum(a.nbytes for a in arrays.values())
             - resident)
   if budget <= 0:
-    log(f'warning: the members\' state alone (about {resident / 2**30:.1f} GiB per device) exceeds the memory '
+    log(f'warning: the members\' state alone (about {gib(resident)} per device) exceeds the memory '
         f'budget; every bucket is split to its smallest')
-  groups, chunks_of = [], []  # member groups, and each one's evaluation chunk
+  groups, chunks_of, planned = [], [], []  # member groups, each one's evaluation chunk and planned bucket
   eval_batch = min(cfg.train.eval_batch, max(len(ds.y_train), len(ds.y_test)))
-  for b, group, size in zip(plan, group_members(job, plan), sizes):
+  for p, (b, group, size) in enumerate(zip(plan, group_members(job, plan), sizes)):
     chunks = memory.split_to_fit(group, size.transient, budget, len(devices) if shard else 1)
     if len(chunks) > 1:
       log(f'bucket of width {max(b)}: {len(b)} members\' training steps need about '
-          f'{len(b) * size.transient / 2**30:.1f} GiB, more than the {max(budget, 0) / 2**30:.1f} GiB left per device: '
+          f'{gib(len(b) * size.transient)}, more than the {gib(max(budget, 0))} left per device: '
           f'split into {len(chunks)} buckets')
     for chunk in chunks:
       per_device = -(-len(chunk) // len(devices)) if shard else len(chunk)
       groups.append(chunk)
+      planned.append(p)
       chunks_of.append(memory.eval_chunk(eval_batch, per_device, size.eval_per_example, budget))
       if chunks_of[-1] < eval_batch:
         log(f'bucket of width {max(b)} ({len(chunk)} members): evaluation in chunks of {chunks_of[-1]} examples '
-            f'({eval_batch} would need about {per_device * eval_batch * size.eval_per_example / 2**30:.1f} GiB)')
+            f'({eval_batch} would need about {gib(per_device * eval_batch * size.eval_per_example)})')
   if shard:
     mesh = jax.sharding.Mesh(np.asarray(devices), ('members',))
     members = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('members'))
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     data = jax.device_put(arrays, replicated)
-    return [Bucket(job, g, data, ds, members, replicated, c) for g, c in zip(groups, chunks_of)]
-  widths = [max(job.members[i]['model.width'] for i in g) for g in groups]
-  where = parallel.assign([len(g) * cost(w) for g, w in zip(groups, widths)], len(devices))
-  single = {d: jax.sharding.SingleDeviceSharding(devices[d]) for d in set(where)}
-  data = {d: jax.device_put(arrays, sh) for d, sh in single.items()}  # the dataset once per device used
-  return [Bucket(job, g, data[w], ds, single[w], single[w], c) for g, w, c in zip(groups, where, chunks_of)]
+    buckets = [Bucket(job, g, data, ds, members, replicated, c) for g, c in zip(groups, chunks_of)]
+  else:
+    widths = [max(job.members[i]['model.width'] for i in g) for g in groups]
+    where = parallel.assign([len(g) * cost(w) for g, w in zip(groups, widths)], len(devices))
+    single = {d: jax.sharding.SingleDeviceSharding(devices[d]) for d in set(where)}
+    data = {d: jax.device_put(arrays, sh) for d, sh in single.items()}  # the dataset once per device used
+    buckets = [Bucket(job, g, data[w], ds, single[w], single[w], c) for g, w, c in zip(groups, where, chunks_of)]
+  if budget <= 0 or check == 'none':
+    return buckets
+  over = dict(measured or {})  # planned bucket -> per-member bytes from XLA's figures, where they exceeded
+  for b, p in zip(buckets, planned):
+    if (got := b.compiled_bytes(check == 'train+eval')) is None:  # a backend that reports no memory figures
+      continue
+    (step, evaluation), n = got, (-(-len(b.rows) // len(devices)) if shard else len(b.rows))
+    if step > budget or evaluation > budget:
+      log(f'bucket of width {b.width} ({len(b.member_ids)} members): XLA\'s compiled programs need '
+          f'{gib(step)} to train and {gib(evaluation)} to evaluate, more than the {gib(budget)} left per device '
+          f'(estimated: {gib(n * sizes[p].transient)} and {gib(n * b.spec.eval_batch * sizes[p].eval_per_example)})'
+          + (': its buckets are made again from XLA\'s figures' if rounds else '; it may not fit'))
+      was = over.get(p, memory.MemberBytes(sizes[p].resident, 0.0, 0.0))
+      over[p] = memory.MemberBytes(sizes[p].resident, max(was.transient, 1.1 * step / n),
+                                   max(was.eval_per_example, 1.1 * evaluation / (n * b.spec.eval_batch)))
+  if over == (measured or {}) or not rounds:
+    return buckets
+  buckets = b = None  # their state goes before the new buckets take theirs
+  return make_buckets(job, ds, plan, cost, log, measured=over, rounds=rounds - 1, check=check)
+
+
+def gib(n: float) -> str:
+  """Bytes for a log line: GiB, or MiB below a tenth of a GiB."""
+  return f'{n / 2**30:.2f} GiB' if n >= 2**30 / 10 else f'{n / 2**20:.1f} MiB'
 
 
 def run_id(cfg: cfglib.Config) -> str:

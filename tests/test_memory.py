@@ -103,3 +103,35 @@ def test_buckets_over_budget_are_split_with_the_same_results(tiny_mnist1d):
   assert len(free[0]) == 1 and len(tight[0]) == 3 and 'split into 3 buckets' in tight[1][0]
   for i, metrics in free[2].items():
     np.testing.assert_allclose(tight[2][i]['train_loss'], metrics['train_loss'], rtol=1e-5)
+
+
+def test_buckets_are_made_again_when_xla_needs_more_than_the_estimate(tiny_mnist1d, monkeypatch):
+  # An estimate far too low (as it might be on another backend) is caught by XLA's own figures once the bucket's
+  # programs are compiled: the bucket is split after all, to the same numbers.
+  from ddjax import memory
+  cfg, sweep = cfglib.apply_overrides(cfglib.Config(), {}, ['model.name=cnn1d', 'model.width=4,8', 'seed=0,1,2',
+                                                            'train.batch_size=40'])
+  plan = [[4, 4, 4, 8, 8, 8]]
+  job = expand(cfg, sweep)[0]
+  [whole] = make_buckets(job, tiny_mnist1d, plan, lambda w: w * w, log=lambda *a: None)
+  step, evaluation = whole.compiled_bytes()
+  resident = member_bytes_split(make_model('cnn1d', 8, (40,), 10, 'im2col'), 8, (40,), 40, 'adam').resident
+  data_bytes = sum(a.nbytes for a in (tiny_mnist1d.x_train, tiny_mnist1d.y_train, tiny_mnist1d.x_test,
+                                      tiny_mnist1d.y_test))
+  tight = (data_bytes + 6 * resident / jax.local_device_count() + 0.7 * step) / 2 ** 30
+  for name, nothing in (('ACTIVATION_FACTOR', {'lax': 0.0, 'im2col': 0.0}), ('TRANSIENT_COPIES', 0),
+                        ('EVAL_FACTOR', {'lax': 0.0, 'im2col': 0.0})):
+    monkeypatch.setattr(memory, name, nothing)  # the estimate: no step memory at all
+  said = []
+  buckets = make_buckets(expand(cfglib.replace(cfg, 'train.memory_gb', tight), sweep)[0], tiny_mnist1d, plan,
+                         lambda w: w * w, log=said.append)
+  assert "XLA's compiled programs need" in said[0] and 'made again' in said[0]  # then maybe smaller eval chunks
+  assert [len(b.member_ids) for b in buckets] == [3, 3]
+  assert all(max(b.compiled_bytes()) <= 0.7 * step for b in buckets)
+  whole.train_epoch(0)
+  want = jax.device_get(whole.evaluate(1))
+  for b in buckets:
+    b.train_epoch(0)
+    got = jax.device_get(b.evaluate(1))
+    for row, i in enumerate(b.member_ids):
+      np.testing.assert_allclose(got['train_loss'][row], want['train_loss'][whole.member_ids.index(i)], rtol=1e-5)
