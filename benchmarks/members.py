@@ -79,7 +79,7 @@ def main(argv=None):
   print(f"{len(widths)} members, widths {res['widths']}; buckets padded to {res['buckets']}, "
         f"padded/useful FLOPs {res['padded_ratio']:.3f} (one bucket {res['padded_ratio_one_bucket']:.3f})")
   res['devices'] = jax.local_device_count()
-  res['vectorised_s'] = time_buckets(make_buckets(job, ds, plan, cost), args.epochs)
+  res['vectorised_s'] = time_buckets(make_buckets(job, ds, plan, cost, check='train'), args.epochs)
   print(f"(a) vectorised, buckets on {res['devices']} device(s): {res['vectorised_s']:.3f} s/epoch of all members")
   res['sequential_s'] = time_buckets(one_device(job, ds, [[i] for i in order]), args.epochs)
   print(f"(b) one member after another:       {res['sequential_s']:.3f} s/epoch of all members")
@@ -91,8 +91,8 @@ def main(argv=None):
     print(f"(c) buckets, all on one device:     {res['vectorised_1_device_s']:.3f} s/epoch")
     res['one_bucket_s'] = time_buckets(one_device(job, ds, [order]), args.epochs)
     print(f"    one bucket padded to {max(widths)}:       {res['one_bucket_s']:.3f} s/epoch")
-    res['vectorised_map_s'] = time_buckets(make_buckets(variant(**{'train.strategy': 'map'}), ds, plan, cost),
-                                           args.epochs)
+    res['vectorised_map_s'] = time_buckets(
+        make_buckets(variant(**{'train.strategy': 'map'}), ds, plan, cost, check='train'), args.epochs)
     print(f"    buckets, strategy=map:          {res['vectorised_map_s']:.3f} s/epoch")
     small = [order[:len(plan[0])]]  # conv=lax under vmap is far slower on CPU (design.md): time the first bucket
     for form in ('im2col', 'lax'):

@@ -209,7 +209,7 @@ def make_buckets(job: Job, ds, plan: list[list[int]], cost, log=print,
     buckets = [Bucket(job, g, data[w], ds, single[w], single[w], c) for g, w, c in zip(groups, where, chunks_of)]
   if budget <= 0 or check == 'none':
     return buckets
-  over = dict(measured or {})  # planned bucket -> per-member bytes from XLA's figures, where they exceeded
+  over = {}  # planned bucket -> XLA's (training bytes per member, evaluation bytes per member and example), where over
   for b, p in zip(buckets, planned):
     if (got := b.compiled_bytes(check == 'train+eval')) is None:  # a backend that reports no memory figures
       continue
@@ -219,13 +219,18 @@ def make_buckets(job: Job, ds, plan: list[list[int]], cost, log=print,
           f'{gib(step)} to train and {gib(evaluation)} to evaluate, more than the {gib(budget)} left per device '
           f'(estimated: {gib(n * sizes[p].transient)} and {gib(n * b.spec.eval_batch * sizes[p].eval_per_example)})'
           + (': its buckets are made again from XLA\'s figures' if rounds else '; it may not fit'))
-      was = over.get(p, memory.MemberBytes(sizes[p].resident, 0.0, 0.0))
-      over[p] = memory.MemberBytes(sizes[p].resident, max(was.transient, 1.1 * step / n),
-                                   max(was.eval_per_example, 1.1 * evaluation / (n * b.spec.eval_batch)))
-  if over == (measured or {}) or not rounds:
+      t, e = over.get(p, (0.0, 0.0))
+      over[p] = (max(t, 1.1 * step / n if step > budget else 0.0),
+                 max(e, 1.1 * evaluation / (n * b.spec.eval_batch) if evaluation > budget else 0.0))
+  if not over or not rounds:
     return buckets
+  measured = dict(measured or {})
+  for p, (t, e) in over.items():
+    size, grow = measured.get(p, sizes[p]), 1.2 if p in measured else 1.0  # over again: at least 20% more
+    measured[p] = memory.MemberBytes(size.resident, max(t, grow * size.transient) if t else size.transient,
+                                     max(e, grow * size.eval_per_example) if e else size.eval_per_example)
   buckets = b = None  # their state goes before the new buckets take theirs
-  return make_buckets(job, ds, plan, cost, log, measured=over, rounds=rounds - 1, check=check)
+  return make_buckets(job, ds, plan, cost, log, measured=measured, rounds=rounds - 1, check=check)
 
 
 def gib(n: float) -> str:
