@@ -11,9 +11,9 @@ CIFAR-shaped data per bucket (compile and one warm-up pass excluded), projected 
 headline is the fastest float32 configuration that timed every bucket, since a run sets one per job: its epoch
 time for all members, projected to one trial (64 widths) and five, and its useful TFLOP/s (6 x MACs x images,
 padding excluded; executed TFLOP/s count it) against the device's peak. The fastest configuration per bucket
-and every complete configuration (bfloat16 too) are listed beside it. Right after the first configuration, and
-like it whatever the budget, the widest bucket is also timed with `--trials` seeds trained together (split to fit
-memory as a run would), to check the five-trial projection against a measurement. The JSON is rewritten, projections included, after every
+and every complete configuration (bfloat16 too) are listed beside it. Right after the first configuration, if
+the budget allows, the widest bucket is also timed with `--trials` seeds trained together (split to fit memory as
+a run would), to check the five-trial projection against a measurement. The JSON is rewritten, projections included, after every
 measurement, so a run cut short keeps what it measured; a configuration or bucket that fails is recorded and the
 rest are timed.
 
@@ -221,7 +221,7 @@ def main(argv=None) -> dict:
   parser.add_argument('--seeds', type=int, default=1, help='trials trained together (the paper preset has 5)')
   parser.add_argument('--budget-s', type=float, default=330.0,
                       help='start no new jax measurement after this many seconds (the first configuration is '
-                           'timed on every bucket regardless, and the widest bucket with --trials seeds)')
+                           'timed on every bucket regardless)')
   parser.add_argument('--trials', type=int, default=5,
                       help='seeds trained together in the check of the widest bucket (0 or 1: no check)')
   parser.add_argument('--torch-s', type=float, default=60.0,
@@ -247,12 +247,16 @@ def main(argv=None) -> dict:
   member_widths = sorted(m['model.width'] for m in job.members)
   plan = plan_buckets(member_widths, model.macs, cfg.train.bucket_ratio, cfg.train.max_buckets)
   steps_per_epoch = EPOCH_IMAGES // cfg.train.batch_size
-  if args.torch_only:
-    name = f"double_descent_gpu-{'gpu' if _torch_cuda() else 'cpu'}{'-tiny' if args.tiny else ''}"
-    path = args.out / f'{name}.json'
-    res = json.loads(path.read_text()) if path.exists() else {'note': 'no jax run found in --out'}
+  if args.torch_only:  # adds to the JSON of the jax run in --out (on a GPU, or on CPU when jax ran there)
+    tiny = '-tiny' if args.tiny else ''
+    found = [args.out / f'double_descent_gpu-{b}{tiny}.json' for b in ('gpu', 'cpu')]
+    if not (found := [f for f in found if f.exists()]):
+      print(f'--torch-only: no double_descent_gpu-*{tiny}.json of a jax run in {args.out}: nothing written')
+      return None
+    res = json.loads(found[0].read_text())
+    res.setdefault('failed', [])
     torch_part(res, args, member_widths, model.macs, cfg.train.batch_size, steps, steps_per_epoch)
-    write_result(args.out, name, res)
+    write_result(args.out, found[0].stem, res)
     return res
   dev = jax.local_devices()[0]
   res = {'device': device_name(), 'versions': versions(), 'tiny': args.tiny, 'steps_timed': steps,
@@ -298,9 +302,12 @@ def main(argv=None) -> dict:
       # compile a bucket only when it is timed, so the budget can stop them
       buckets = make_buckets(variant_job(job, label), ds, plan, model.macs, log=lambda *a: None,
                              check='train' if label == variants[0] else 'none')
-    except Exception as e:  # noqa: BLE001 - a failure is recorded, and the next configuration timed
-      buckets = []
-      failed(res, label, None, e)
+    except Exception:  # noqa: BLE001 - a bucket failing to compile: then each bucket on its own, below
+      try:
+        buckets = make_buckets(variant_job(job, label), ds, plan, model.macs, log=lambda *a: None, check='none')
+      except Exception as e:  # noqa: BLE001 - a failure is recorded, and the next configuration timed
+        buckets = []
+        failed(res, label, None, e)
     for b in buckets:
       if label != variants[0] and time.perf_counter() - t_start > args.budget_s:
         res['skipped'].append(f'{label} width {b.width}')
@@ -318,9 +325,11 @@ def main(argv=None) -> dict:
     buckets = b = None  # free this variant's device memory before the next one
     if label == variants[0]:
       res['peak_memory_gib_first_config'] = res.get('peak_memory_gib')
-      if args.trials > 1:
+      if args.trials > 1 and time.perf_counter() - t_start <= args.budget_s:
         trials_check(res, args, job, ds, plan, model.macs, label, steps, steps_per_epoch)
         write_result(args.out, name, res, quiet=True)
+      elif args.trials > 1:
+        res['skipped'].append(f'{label} widest bucket with {args.trials} trials')
 
   project()
   epoch_s = res['s_per_epoch_all_members']
@@ -342,8 +351,8 @@ def main(argv=None) -> dict:
 def trials_check(res: dict, args, job, ds, plan, macs, label: str, steps: int, steps_per_epoch: int) -> None:
   """Times the widest planned bucket with `args.trials` seeds trained together, in the pieces a run would split
   it into, against `args.trials` times its time with the job's own seeds: res['trials_check']."""
-  one = [r['s_per_epoch'] for r in res['per_bucket'] if r['config'] == label and r['planned'] == len(plan) - 1]
-  if not one:  # the widest bucket failed with the job's own seeds
+  one = timed(res['per_bucket'], [len(g) for g in plan]).get((len(plan) - 1, label))
+  if one is None:  # the widest bucket was not timed whole with the job's own seeds
     res['skipped'].append(f'{label} widest bucket with {args.trials} trials')
     return
   widths = ','.join(str(w) for w in sorted(set(plan[-1])))
@@ -363,7 +372,7 @@ def trials_check(res: dict, args, job, ds, plan, macs, label: str, steps: int, s
   except Exception as e:  # noqa: BLE001 - out of memory, say: recorded, the rest stands
     failed(res, f'{label} with {args.trials} trials', max(plan[-1]), e)
     return
-  measured, projected = sum(t for _, t in pieces), sum(one) * args.trials / res['seeds']
+  measured, projected = sum(t for _, t in pieces), one * args.trials / res['seeds']
   res['trials_check'] = {'config': label, 'trials': args.trials, 'bucket_width': max(plan[-1]),
                          'pieces': [{'members': n, 's_per_epoch': t} for n, t in pieces], 's_per_epoch': measured,
                          'projected_s_per_epoch': projected, 'measured_over_projected': measured / projected,

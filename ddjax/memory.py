@@ -6,7 +6,8 @@ activations of one training batch: the outputs of every layer (from an abstract 
 ReLU masks, and for the im2col form its patches). Evaluation keeps no activations for a backward pass, but runs
 larger batches: its peak is a few of the largest layer outputs (and the im2col patches of one), per example.
 tests/test_memory.py checks both estimates against XLA's own accounting of the compiled programs (measured on
-CPU: 0.9-1.8x of it for training, 1.2-2.5x for evaluation, so a split comes early rather than late).
+CPU: 0.9-1.8x of it for training; for evaluation 1.1-1.5x for ResNet18k and more for 1-D models, so a split comes
+early rather than late). Once compiled, run.make_buckets checks XLA's own figures too.
 """
 
 from __future__ import annotations

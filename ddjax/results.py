@@ -134,7 +134,22 @@ def invocation(record: dict[str, Any]) -> str | None:
   if 'config' not in record or 'rerun' not in record:
     return None
   trains = cfglib.what_trains(record['config'], record.get('sweep', {}), record.get('zip', []))
-  return json.dumps([trains, sorted(record['rerun'])], sort_keys=True)
+  return json.dumps([trains, _rerun_conditions(record['rerun'])], sort_keys=True, default=str)
+
+
+def _rerun_conditions(items: list[str]) -> list:
+  """--rerun key=value items in a canonical form, [(key, [each item's sorted values])]: the same filter written in
+  another order or notation (`seed=2,1`, `seed=1..2`) is the same invocation."""
+  known, conditions = cfglib.fields(cfglib.Config()), {}
+  for item in items:
+    key, _, text = item.partition('=')
+    try:
+      values = cfglib.parse_values(key.strip(), known[key.strip()], text)
+    except (KeyError, cfglib.ConfigError):
+      values = [text]
+    values = values if isinstance(values, list) else [values]
+    conditions.setdefault(key.strip(), []).append(sorted(map(json.dumps, values)))
+  return sorted((k, sorted(v)) for k, v in conditions.items())
 
 
 def _newest(members: pd.DataFrame) -> pd.DataFrame:
@@ -305,6 +320,8 @@ def main(argv: list[str] | None = None) -> None:
       fmt = args.format or (suffix if suffix in ('csv', 'jsonl') else 'csv')
       if args.out and suffix in ('csv', 'jsonl') and suffix != fmt:
         raise ValueError(f'-o {args.out} has a .{suffix} suffix but --format is {fmt}')
+      if args.out and suffix not in ('csv', 'jsonl') and not args.format:
+        raise ValueError(f'-o {args.out}: name the format with a .csv or .jsonl suffix or --format csv|jsonl')
       if args.out and not args.out.parent.is_dir():
         raise FileNotFoundError(f'-o {args.out}: no directory {args.out.parent}')
       path = export(args.store, fmt, args.out)

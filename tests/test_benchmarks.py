@@ -6,14 +6,15 @@ from benchmarks import double_descent_gpu
 
 
 def test_gpu_benchmark_tiny_on_cpu(tmp_path):
-  # Two planned buckets (widths 1 and 2); a zero budget times only the first variant, on every bucket, and the
-  # widest bucket with 2 seeds together against twice its 1-seed time. Then --torch-only adds PyTorch's figures
-  # (None here: torch is not installed for the tests) to the same JSON, keeping the jax ones.
-  args = ['--tiny', '--max-buckets', '2', '--budget-s', '0', '--trials', '2', '--out', str(tmp_path)]
-  res = double_descent_gpu.main(args + ['--torch-s', '0'])
+  # Two planned buckets (widths 1 and 2) timed under the first variant, and the widest bucket with 2 seeds together
+  # against twice its 1-seed time. Then --torch-only adds PyTorch's figures to the same JSON, keeping the jax ones
+  # (--torch-s 0: none are timed, wherever torch is installed). Last, a zero budget: only the first variant, on
+  # every bucket (compiled already: cheap).
+  args = ['--tiny', '--max-buckets', '2', '--trials', '2', '--torch-s', '0', '--out', str(tmp_path)]
+  res = double_descent_gpu.main(args + ['--variants', 'lax/vmap', '--budget-s', '1000'])
   saved = json.loads((tmp_path / 'double_descent_gpu-cpu-tiny.json').read_text())
   assert saved == json.loads(json.dumps(res)) and saved['complete'] and not saved['failed']
-  assert saved['buckets'] == [1, 2] and saved['skipped'] == ['im2col/vmap']
+  assert saved['buckets'] == [1, 2] and saved['skipped'] == []
   assert [(r['config'], r['bucket_width'], r['members']) for r in saved['per_bucket']] == [
       ('lax/vmap', 1, 1), ('lax/vmap', 2, 1)]
   assert res['s_per_epoch_all_members'] == sum(r['s_per_epoch'] for r in res['per_bucket']) > 0
@@ -30,6 +31,10 @@ def test_gpu_benchmark_tiny_on_cpu(tmp_path):
   saved = json.loads((tmp_path / 'double_descent_gpu-cpu-tiny.json').read_text())
   assert saved == json.loads(json.dumps(after)) and saved['trials_check'] == check and 'torch' in saved
   assert saved['s_per_epoch_all_members'] == res['s_per_epoch_all_members']
+  assert double_descent_gpu.main(args[:-1] + [str(tmp_path / 'none'), '--torch-only']) is None  # no jax run there
+  budget = double_descent_gpu.main(args + ['--budget-s', '0'])
+  assert budget['skipped'] == ['lax/vmap widest bucket with 2 trials', 'im2col/vmap']
+  assert [r['config'] for r in budget['per_bucket']] == ['lax/vmap', 'lax/vmap']
 
 
 def test_fastest_configuration_per_bucket_counts_every_piece_of_a_split():

@@ -153,11 +153,12 @@ def test_export_format_follows_the_file_name_and_merge_says_what_it_kept(tmp_pat
   results.main(['export', str(tmp_path / 'a'), '-o', str(tmp_path / 'x.jsonl')])  # no --format: JSON lines
   assert len(pd.read_json(tmp_path / 'x.jsonl', lines=True)) == 9
   for argv, message in ((['-o', str(tmp_path / 'y.jsonl'), '--format', 'csv'], 'has a .jsonl suffix'),
+                        (['-o', str(tmp_path / 'y.json')], 'name the format'),
                         (['-o', str(tmp_path / 'no' / 'dir' / 'z.csv')], 'no directory')):
     with pytest.raises(SystemExit) as e:
       results.main(['export', str(tmp_path / 'a'), *argv])
     assert e.value.code == 2 and message in capsys.readouterr().err
-  assert not (tmp_path / 'y.jsonl').exists() and not (tmp_path / 'no').exists()
+  assert not (tmp_path / 'y.jsonl').exists() and not (tmp_path / 'y.json').exists() and not (tmp_path / 'no').exists()
   fake_run(tmp_path / 'b', n_members=4, seed=2)
   capsys.readouterr()
   results.main(['merge', str(tmp_path / 'a'), str(tmp_path / 'b'), '-o', str(tmp_path / 'm')])
@@ -178,6 +179,7 @@ def test_an_interrupted_invocation_is_recognised_whatever_its_execution_keys(tmp
   lines = [record(5, train__memory_gb=4.0, data__workers=2), record(6, optim__lr=0.2), record(7, rerun=['seed=0'])]
   (tmp_path / 'sweeps.jsonl').write_text(''.join(json.dumps(e) + '\n' for e in lines) + '{"cut off')
   assert results.unfinished_start(tmp_path, record(sweep={'seed': [1, 0]}, train__max_buckets=2)) == 5
+  assert results.unfinished_start(tmp_path, record(rerun=['seed=1..1'])) == 5  # the same filter, written otherwise
   assert results.unfinished_start(tmp_path, record(optim__lr=0.2)) == 6
   assert results.unfinished_start(tmp_path, {k: v for k, v in record().items() if k != 'rerun'}) is None
   (tmp_path / 'sweeps.jsonl').write_text(''.join(json.dumps(e) + '\n' for e in lines + [{'finished_ns': 5}]))
