@@ -1,6 +1,6 @@
 """Model-wise double descent (Nakkiran et al. 2019, "Deep Double Descent").
 
-  python -m experiments.double_descent                      # preset mnist1d: 2-core CPU, 4.5 minutes
+  python -m experiments.double_descent                      # preset mnist1d: 2-core CPU, 5 minutes
   python -m experiments.double_descent model.width=4..64..4 seed=0,1,2
 
 Methods, preset mnist1d: MNIST-1D (4,000 train / 1,000 test, generated offline), 15% of training labels replaced
@@ -29,7 +29,7 @@ PRESETS = {
                optim=OptimConfig(name='adam', lr=1e-3),
                train=TrainConfig(epochs=200, batch_size=100, eval_points=30, eval_every=10)),
         sweep={'model.width': WIDTHS_MNIST1D, 'seed': [0, 1]},
-        about='MNIST-1D, 15% label noise, CNN-1D widths 2..128 x 2 seeds, Adam, 200 epochs (2-core CPU: 4.5 min)'),
+        about='MNIST-1D, 15% label noise, CNN-1D widths 2..128 x 2 seeds, Adam, 200 epochs (2-core CPU: 5 min)'),
     # Figure 1 and 2 of the paper: needs CIFAR-10 (data.dir=PATH or tensorflow-datasets) and a GPU.
     'paper': Preset(
         Config(seed=0,
