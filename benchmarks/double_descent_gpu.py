@@ -381,14 +381,6 @@ def trials_check(res: dict, args, job, ds, plan, macs, label: str, steps: int, s
         f"piece(s) ({[n for n, _ in pieces]} members) against {projected:.2f} projected")
 
 
-def _torch_cuda() -> bool:
-  try:
-    import torch
-    return torch.cuda.is_available()
-  except Exception:  # noqa: BLE001 - not installed
-    return False
-
-
 def failed(res: dict, config: str, width: int | None, e: Exception) -> None:
   res['failed'].append({'config': config, 'bucket_width': width, 'error': f'{type(e).__name__}: {str(e)[:500]}'})
   first = str(e).splitlines()[0][:200] if str(e) else ''

@@ -108,7 +108,7 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
     zips = zips + [cfglib.parse_zip(z) for z in args.zip]
     jobs = expand(cfg, sweep, zips)
     if args.rerun:
-      cfglib.rerun_filter(cfg, args.rerun)  # checked now: a bad --rerun is an error before any work
+      cfglib.rerun_filter(args.rerun)  # checked now: a bad --rerun is an error before any work
   except cfglib.ConfigError as e:
     _fail(str(e))
   from ddjax.data import DataMissing, check_available

@@ -630,10 +630,10 @@ def describe(cfg: Config, sweep: dict[str, list]) -> str:
   return '\n'.join(lines)
 
 
-def rerun_filter(cfg: Config, items: list[str]) -> Callable[[Config], bool]:
-  """--rerun key=value (values as in a sweep): a member matches when every key has one of the given values.
-  Raises ConfigError for an unknown key or a bad value."""
-  known = fields(cfg)
+def rerun_conditions(items: list[str]) -> list[tuple[str, list]]:
+  """--rerun key=value items (values as in a sweep) as (key, allowed values), one per item. Raises ConfigError for
+  an unknown key or a bad value."""
+  known = fields(Config())
   conditions = []
   for item in items:
     key, eq, text = item.partition('=')
@@ -643,4 +643,10 @@ def rerun_filter(cfg: Config, items: list[str]) -> Callable[[Config], bool]:
                         + (f" (unknown key {key!r})" if eq else ''))
     values = parse_values(key, known[key], text)
     conditions.append((key, values if isinstance(values, list) else [values]))
+  return conditions
+
+
+def rerun_filter(items: list[str]) -> Callable[[Config], bool]:
+  """--rerun key=value: a member matches when every key has one of the given values (rerun_conditions)."""
+  conditions = rerun_conditions(items)
   return lambda member_cfg: all(get(member_cfg, k) in vs for k, vs in conditions)

@@ -138,18 +138,13 @@ def invocation(record: dict[str, Any]) -> str | None:
 
 
 def _rerun_conditions(items: list[str]) -> list:
-  """--rerun key=value items in a canonical form, [(key, [each item's sorted values])]: the same filter written in
-  another order or notation (`seed=2,1`, `seed=1..2`) is the same invocation."""
-  known, conditions = cfglib.fields(cfglib.Config()), {}
-  for item in items:
-    key, _, text = item.partition('=')
-    try:
-      values = cfglib.parse_values(key.strip(), known[key.strip()], text)
-    except (KeyError, cfglib.ConfigError):
-      values = [text]
-    values = values if isinstance(values, list) else [values]
-    conditions.setdefault(key.strip(), []).append(sorted(map(json.dumps, values)))
-  return sorted((k, sorted(v)) for k, v in conditions.items())
+  """--rerun items in a canonical form, sorted (key, sorted values) per item: the same filter written in another
+  order or notation (`seed=2,1`, `seed=1..2`) is the same invocation."""
+  try:
+    conditions = cfglib.rerun_conditions(items)
+  except cfglib.ConfigError:  # a record of an older ddjax's keys: compared as written
+    return sorted(items)
+  return sorted((k, sorted(map(json.dumps, vs))) for k, vs in conditions)
 
 
 def _newest(members: pd.DataFrame) -> pd.DataFrame:

@@ -183,6 +183,7 @@ def make_buckets(job: Job, ds, plan: list[list[int]], cost, log=print,
   if budget <= 0:
     log(f'warning: the members\' state alone (about {gib(resident)} per device) exceeds the memory '
         f'budget; every bucket is split to its smallest')
+  per_device = lambda n: -(-n // len(devices)) if shard else n  # members of a bucket of n on one device
   groups, chunks_of, planned = [], [], []  # member groups, each one's evaluation chunk and planned bucket
   eval_batch = min(cfg.train.eval_batch, max(len(ds.y_train), len(ds.y_test)))
   for p, (b, group, size) in enumerate(zip(plan, group_members(job, plan), sizes)):
@@ -192,13 +193,12 @@ def make_buckets(job: Job, ds, plan: list[list[int]], cost, log=print,
           f'{gib(len(b) * size.transient)}, more than the {gib(max(budget, 0))} left per device: '
           f'split into {len(chunks)} buckets')
     for chunk in chunks:
-      per_device = -(-len(chunk) // len(devices)) if shard else len(chunk)
       groups.append(chunk)
       planned.append(p)
-      chunks_of.append(memory.eval_chunk(eval_batch, per_device, size.eval_per_example, budget))
+      chunks_of.append(memory.eval_chunk(eval_batch, per_device(len(chunk)), size.eval_per_example, budget))
       if chunks_of[-1] < eval_batch:
         log(f'bucket of width {max(b)} ({len(chunk)} members): evaluation in chunks of {chunks_of[-1]} examples '
-            f'({eval_batch} would need about {gib(per_device * eval_batch * size.eval_per_example)})')
+            f'({eval_batch} would need about {gib(per_device(len(chunk)) * eval_batch * size.eval_per_example)})')
   single = None
   if shard:
     mesh = jax.sharding.Mesh(np.asarray(devices), ('members',))
@@ -218,7 +218,7 @@ def make_buckets(job: Job, ds, plan: list[list[int]], cost, log=print,
   for b, p in zip(buckets, planned):
     if (got := b.compiled_bytes(check == 'train+eval')) is None:  # a backend that reports no memory figures
       continue
-    (step, evaluation), n = got, (-(-len(b.rows) // len(devices)) if shard else len(b.rows))
+    (step, evaluation), n = got, per_device(len(b.rows))
     if step > budget or evaluation > budget:
       log(f'bucket of width {b.width} ({len(b.member_ids)} members): XLA\'s compiled programs need '
           f'{gib(step)} to train and {gib(evaluation)} to evaluate, more than the {gib(budget)} left per device '
@@ -452,7 +452,7 @@ def run_jobs(jobs: list[Job], n_jobs: int, out: Path, progress: bool = True, log
   member configs, or --rerun key=value strings) whose newest attempt started before `rerun_before` (ns; default
   now): so an interrupted rerun, run again, continues instead of starting over."""
   if isinstance(rerun, list):
-    rerun = cfglib.rerun_filter(jobs[0].config, rerun) if rerun else None
+    rerun = cfglib.rerun_filter(rerun) if rerun else None
   status = results.member_status(out)  # run id -> (newest attempt, finished)
   cutoff = rerun_before if rerun_before is not None else time.time_ns()
   for job in jobs:
