@@ -143,6 +143,7 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
   from ddjax import parallel
   parallel.use_host_devices()  # before jax starts: on a CPU, one device per core
   parallel.use_gpu_memory()  # on a GPU, 90% of its memory rather than XLA's 75%
+  parallel.use_compile_cache()  # a resumed or repeated run loads its compiled steps
   if args.workers > 1 and 'XLA_PYTHON_CLIENT_PREALLOCATE' not in os.environ:
     os.environ['XLA_PYTHON_CLIENT_PREALLOCATE'] = 'false'  # the parent only counts GPUs; workers get the memory
     os.environ['DDJAX_PARENT_NO_PREALLOCATE'] = '1'

@@ -7,8 +7,11 @@ longest-processing-time-first on their padded cost. A member's numbers do not de
 
 from __future__ import annotations
 
+import hashlib
 import os
+import platform
 import re
+from pathlib import Path
 
 
 def use_host_devices(n: int | None = None) -> None:
@@ -26,6 +29,44 @@ def use_gpu_memory(fraction: float = 0.9) -> None:
   """Lets XLA take `fraction` of each GPU's memory (its own default is 0.75) unless XLA_PYTHON_CLIENT_MEM_FRACTION
   is set. Call before jax initialises its backends. Buckets are split to fit 90% of what XLA may take."""
   os.environ.setdefault('XLA_PYTHON_CLIENT_MEM_FRACTION', str(fraction))
+
+
+def use_compile_cache(min_compile_s: float = 0.2) -> None:
+  """Keeps compiled programs on disk, in `$DDJAX_CACHE/xla` (default `~/.cache/ddjax/xla`), so that a resumed run,
+  a rerun, a worker process or another job of the same shapes loads its programs instead of compiling them again.
+
+  Programs that took at least `min_compile_s` to compile are kept (jax's own default, 1 s, leaves out most of a
+  small CPU run's). JAX_COMPILATION_CACHE_DIR and JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS, when set, win;
+  JAX_ENABLE_COMPILATION_CACHE=false turns the cache off. Deleting the folder is always safe.
+
+  XLA compiles CPU code for the host's instruction set and jax's cache key does not say which, so each instruction
+  set gets its own folder: a home directory shared by unlike cluster nodes must not hand one of them code it cannot
+  run."""
+  import jax
+  if not jax.config.jax_enable_compilation_cache:
+    return
+  if jax.config.jax_compilation_cache_dir is None:
+    path = os.environ.get('JAX_COMPILATION_CACHE_DIR') or str(cache_dir() / 'xla' / _host_isa())
+    jax.config.update('jax_compilation_cache_dir', path)
+    os.environ['JAX_COMPILATION_CACHE_DIR'] = path  # worker processes use the same folder
+  if 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS' not in os.environ:
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', min_compile_s)
+    os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = str(min_compile_s)
+
+
+def _host_isa() -> str:
+  """The machine and a digest of its CPU's feature flags (Linux), or its processor name elsewhere."""
+  try:
+    with open('/proc/cpuinfo') as f:
+      flags = next((line for line in f if line.startswith(('flags', 'Features'))), '')
+  except OSError:
+    flags = ''
+  return f'{platform.machine()}-{hashlib.sha1((flags or platform.processor()).encode()).hexdigest()[:12]}'
+
+
+def cache_dir() -> Path:
+  """Where ddjax keeps what it can make again (generated data, compiled programs): $DDJAX_CACHE, or ~/.cache/ddjax."""
+  return Path(os.environ.get('DDJAX_CACHE', Path.home() / '.cache' / 'ddjax'))
 
 
 def assign(costs: list[float], n_devices: int) -> list[int]:

@@ -34,10 +34,14 @@ class DenseBlock(nn.Module):
   features: int
   stride: int
   ndim: int = 1
+  norm: str = 'batch'  # or 'layer': LayerNorm over the channels of each position
 
   @nn.compact
   def __call__(self, x, train):
-    bn = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
+    if self.norm == 'batch':
+      bn = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
+    else:
+      bn = lambda name: nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, name=name)
     k1, k3, p0, p1 = (1,) * self.ndim, (3,) * self.ndim, [(0, 0)] * self.ndim, [(1, 1)] * self.ndim
     out = nn.relu(bn('bn1')(x))
     shortcut = x
@@ -74,6 +78,20 @@ class DenseResNet18k(nn.Module):
     for s, (mult, stride) in enumerate(zip((1, 2, 4, 8), (1, 2, 2, 2))):
       for b in range(2):
         x = DenseBlock(self.width * mult, stride if b == 0 else 1, 2, name=f'stage{s}_block{b}')(x, train)
+    return nn.Dense(self.num_classes, name='head')(jnp.mean(x, axis=(1, 2)))
+
+
+class DenseResNet2dLN(nn.Module):
+  """The m-height regressor's conv variant: stem conv3, one LayerNorm pre-activation block per stage of widths k and
+  2k (stride 1), global average pool, Dense with bias."""
+  width: int
+  num_classes: int = 1
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    x = nn.Conv(self.width, (3, 3), 1, [(1, 1)] * 2, use_bias=False, name='stem')(x)
+    for s, mult in enumerate((1, 2)):
+      x = DenseBlock(self.width * mult, 1, 2, 'layer', name=f'stage{s}_block0')(x, train)
     return nn.Dense(self.num_classes, name='head')(jnp.mean(x, axis=(1, 2)))
 
 

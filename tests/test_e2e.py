@@ -34,7 +34,7 @@ def test_cli_run_writes_table_and_figures(run_dir):
   assert len(df) == 6 and sorted(df['model.width']) == [2, 2, 3, 3, 5, 5] and set(df['seed']) == {0, 1}
   for col in ('train_loss', 'train_error', 'test_loss', 'test_error', 'test_error_noisy', 'epoch'):
     assert all(len(v) == len(eval_epochs(4, 3, 0)) for v in df[col])
-  assert list(df['epoch'][0]) == eval_epochs(4, 3, 0)
+  assert list(df['epoch'][0]) == [1, 2, 4]
   final = df['test_error'].map(lambda v: v[-1])
   noisy = df['test_error_noisy'].map(lambda v: v[-1])
   np.testing.assert_allclose(noisy, 0.2 + final * (1 - 0.2 * 10 / 9), rtol=1e-6)
@@ -60,6 +60,16 @@ def run_on_devices(out, n_devices: int, *extra):
                         capture_output=True, text=True, timeout=300, env=env)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return proc.stdout, pd.read_parquet(out / 'results.parquet').sort_values(['model.width', 'seed'])
+
+
+def test_evaluation_grid_is_log_spaced_plus_every_n():
+  assert eval_epochs(4, 3, 0) == [1, 2, 4]
+  assert eval_epochs(10, 4, 0) == [1, 2, 5, 10]  # 10^(0, 1/3, 2/3, 1) rounded
+  assert eval_epochs(10, 4, 3) == [1, 2, 3, 5, 6, 9, 10]
+  assert eval_epochs(1, 5, 0) == [1]
+  paper = eval_epochs(4000, 60, 100)  # the paper preset: every 100 and 60 log-spaced (a few coincide early)
+  assert paper[:3] == [1, 2, 3] and paper[-1] == 4000 and set(range(100, 4001, 100)) <= set(paper)
+  assert len(set(paper) - set(range(100, 4001, 100))) < 60
 
 
 def test_same_results_on_one_device(run_dir, tmp_path):

@@ -12,7 +12,7 @@ import pytest
 
 from ddjax.nn.models import make_model
 from ddjax.train import StepSpec, init_member, train_step
-from tests.dense_reference import DenseCNN1D, DenseMLP, DenseResNet1D
+from tests.dense_reference import DenseCNN1D, DenseMLP, DenseResNet1D, DenseResNet2dLN
 from tests.helpers import close, hp_for, unstack
 
 K, W = 3, 8  # member width and padded width
@@ -33,19 +33,37 @@ def active_slice(name, tree, dense_tree):
   return tu.unflatten_dict(out)
 
 
+def _active(name, path, shape, dense_shape):
+  keep = np.zeros(shape, bool)
+  if name == 'cnn1d' and path == ('head', 'kernel'):
+    keep[:, :K] = True
+  else:
+    keep[tuple(slice(0, s) for s in dense_shape)] = True
+  return keep
+
+
 def inactive_abs_max(name, tree, dense_tree):
   """Largest |value| outside the active block, over all leaves."""
   flat, dense = tu.flatten_dict(tree), tu.flatten_dict(dense_tree)
   worst = 0.0
   for path, d in dense.items():
     m = np.asarray(flat[path])
-    keep = np.zeros(m.shape, bool)
-    if name == 'cnn1d' and path == ('head', 'kernel'):
-      keep[:, :K] = True
-    else:
-      keep[tuple(slice(0, s) for s in d.shape)] = True
-    worst = max(worst, float(np.abs(m[~keep]).max(initial=0.0)))
+    worst = max(worst, float(np.abs(m[~_active(name, path, m.shape, d.shape)]).max(initial=0.0)))
   return worst
+
+
+def with_garbage(name, tree, dense_tree, seed):
+  """The tree with every entry outside the active block replaced by a random number (a positive one for running
+  variances): invariant 3 says the parameters are masked, so what lies there must not matter."""
+  rng = np.random.default_rng(seed)
+  flat, dense = tu.flatten_dict(tree), tu.flatten_dict(dense_tree)
+  out = dict(flat)
+  for path, d in dense.items():
+    m = np.array(flat[path])
+    junk = rng.uniform(0.5, 2.0, m.shape) if path[-1] == 'var' else rng.normal(0.0, 3.0, m.shape)
+    keep = _active(name, path, m.shape, d.shape)
+    out[path] = jnp.asarray(np.where(keep, m, junk), m.dtype)
+  return tu.unflatten_dict(out)
 
 
 
@@ -55,22 +73,29 @@ def batch(tiny_mnist1d):
   return jnp.asarray(tiny_mnist1d.x_train[:32]), jnp.asarray(tiny_mnist1d.y_train[:32])
 
 
-@pytest.mark.parametrize('name,conv,dense_cls', CASES)
+@pytest.mark.parametrize('name,conv,dense_cls', CASES + [('resnet2d_ln', 'lax', DenseResNet2dLN)])
 def test_logits_and_gradients_match_dense(name, conv, dense_cls, batch):
   x, y = batch
-  model = make_model(name, W, (40,), 10, conv)
+  if name == 'resnet2d_ln':  # 2-D inputs with channels, like the m-height codes
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(32, 6, 6, 8)), jnp.float32)
+  model = make_model(name, W, x.shape[1:], 10, conv)
   spec = StepSpec(model, 'adam', 32, 10)
-  state = unstack(jax.vmap(lambda hp: init_member(spec, hp, x[0]))(hp_for([K])), 0)
-  dense = dense_cls(K)
-  dense_vars = dense.init(jax.random.key(0), x[:2])
+  state = unstack(jax.jit(jax.vmap(lambda hp: init_member(spec, hp, x[0])))(hp_for([K])), 0)  # compiled once
+  dense = dense_cls(K, num_classes=10)
+  dense_vars = jax.jit(dense.init)(jax.random.key(0), x[:2])
   params = active_slice(name, state['params'], dense_vars['params'])
   stats = active_slice(name, state['batch_stats'], dense_vars.get('batch_stats', {}))
   assert inactive_abs_max(name, state['params'], dense_vars['params']) == 0.0
+  # Invariant 3: with random numbers in every masked entry the member is still the dense model, and those entries
+  # still get zero gradient (masking only activations would let a masked bias or running mean leak in).
+  state = dict(state, params=with_garbage(name, state['params'], dense_vars['params'], 1),
+               batch_stats=with_garbage(name, state['batch_stats'], dense_vars.get('batch_stats', {}), 2))
 
   for train in (False, True):
     kw = {'mutable': ['batch_stats']} if train else {}
-    got = model.apply({'params': state['params'], 'batch_stats': state['batch_stats']}, x, K, train=train, **kw)
-    want = dense.apply({'params': params, 'batch_stats': stats}, x, train=train, **kw)
+    got = jax.jit(lambda v: model.apply(v, x, K, train=train, **kw))(
+        {'params': state['params'], 'batch_stats': state['batch_stats']})
+    want = jax.jit(lambda v: dense.apply(v, x, train=train, **kw))({'params': params, 'batch_stats': stats})
     close(got[0] if train else got, want[0] if train else want)
 
   def masked_loss(p):
@@ -82,8 +107,8 @@ def test_logits_and_gradients_match_dense(name, conv, dense_cls, batch):
     logits, _ = dense.apply({'params': p, 'batch_stats': stats}, x, train=True, mutable=['batch_stats'])
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
-  g_masked = jax.grad(masked_loss)(state['params'])
-  close(active_slice(name, g_masked, dense_vars['params']), jax.grad(dense_loss)(params))
+  g_masked = jax.jit(jax.grad(masked_loss))(state['params'])
+  close(active_slice(name, g_masked, dense_vars['params']), jax.jit(jax.grad(dense_loss))(params))
   assert inactive_abs_max(name, g_masked, dense_vars['params']) == 0.0
 
 
@@ -98,9 +123,9 @@ def test_five_steps_match_dense(name, conv, dense_cls, optimizer, tiny_mnist1d):
   lr = 1e-3 if optimizer == 'adam' else 5e-2
   spec = StepSpec(model, optimizer, 32, 10)
   hp = unstack(hp_for([K], **{'optim.lr': lr}), 0)
-  state = init_member(spec, hp, xs[0, 0])
+  state = jax.jit(lambda hp, x: init_member(spec, hp, x))(hp, xs[0, 0])
   dense = dense_cls(K)
-  dense_vars = dense.init(jax.random.key(0), xs[0, :2])
+  dense_vars = jax.jit(dense.init)(jax.random.key(0), xs[0, :2])
   params = active_slice(name, state['params'], dense_vars['params'])
   stats = active_slice(name, state['batch_stats'], dense_vars.get('batch_stats', {}))
   tx = optax.adam(lr) if optimizer == 'adam' else optax.sgd(lr, momentum=0.9)

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 import numpy as np
+import optax
 import pytest
 
 from ddjax.members import best_buckets, padded_ratio, plan_buckets
@@ -16,10 +17,10 @@ from tests.helpers import hp_for, unstack
 EPOCHS = 2
 
 
-def run_bucket(data, padded, widths, device=0, **overrides):
-  """Trains members of `widths` padded to `padded` for EPOCHS epochs on a device; returns (state, metrics)."""
+def run_bucket(data, padded, widths, device=0, strategy='vmap', map_batch=1, **overrides):
+  """Trains members of `widths` padded to `padded` for EPOCHS epochs on a device; returns (state, metrics, fns)."""
   model = make_model('cnn1d', padded, (40,), 10, 'im2col')
-  spec = StepSpec(model, 'adam', 40, 10, eval_batch=64)
+  spec = StepSpec(model, 'adam', 40, 10, eval_batch=64, strategy=strategy, map_batch=map_batch)
   fns = bucket_fns(spec)
   dev = jax.devices()[device]
   hp = jax.device_put(hp_for(widths, **{'data.noise': 0.2, 'optim.lr': 3e-3, **overrides}), dev)
@@ -29,10 +30,10 @@ def run_bucket(data, padded, widths, device=0, **overrides):
     state, _ = fns.epoch(state, hp, labels, x, jax.device_put(jnp.int32(e), dev))
   metrics = fns.evaluate(state, hp, labels, x, xt, yt)
   assert jax.tree.leaves(state)[0].devices() == {dev}
-  return state, metrics
+  return state, metrics, (fns, hp, labels, x)
 
 
-def member_view(state, metrics, i, width, padded):
+def member_view(state, metrics, _, i, width, padded):
   """Member i's active parameters (every axis of the padded size cut to `width`) and its metrics."""
   def active(p):
     p = np.asarray(p)
@@ -50,20 +51,41 @@ def assert_same_member(a, b):
     assert ma[k] == mb[k], k
 
 
-def test_member_is_independent_of_neighbours_bucket_device_and_diverging_member(tiny_mnist1d):
+def test_member_is_independent_of_neighbours_bucket_device_strategy_and_diverging_member(tiny_mnist1d):
+  """The seed-0 width-4 member trained alone, and beside members with other seeds (so other init, labels and batch
+  order), in a wider bucket, on another device, under lax.map in chunks, and next to a member that diverges."""
   alone = member_view(*run_bucket(tiny_mnist1d, 4, [4]), 0, 4, 4)
-  beside = member_view(*run_bucket(tiny_mnist1d, 8, [8, 4, 6]), 1, 4, 8)
-  other_bucket = member_view(*run_bucket(tiny_mnist1d, 16, [4, 16]), 0, 4, 16)
-  other_device = member_view(*run_bucket(tiny_mnist1d, 8, [8, 4, 6], device=1), 1, 4, 8)
-  state, metrics = run_bucket(tiny_mnist1d, 8, [4, 4, 8], **{'optim.lr': [3e-3, 1e30, 3e-3]})
-  next_to_nan = member_view(state, metrics, 0, 4, 8)
-  for other in (beside, other_bucket, other_device, next_to_nan):
+  beside = member_view(*run_bucket(tiny_mnist1d, 8, [8, 4, 6], seed=[1, 0, 2]), 1, 4, 8)
+  other_bucket = member_view(*run_bucket(tiny_mnist1d, 16, [4, 16], seed=[0, 3]), 0, 4, 16)
+  other_device = member_view(*run_bucket(tiny_mnist1d, 8, [8, 4, 6], device=1, seed=[1, 0, 2]), 1, 4, 8)
+  mapped = member_view(*run_bucket(tiny_mnist1d, 8, [8, 6, 4], strategy='map', map_batch=2, seed=[1, 2, 0]),
+                       2, 4, 8)
+  state, metrics, (fns, hp, labels, x) = run_bucket(tiny_mnist1d, 8, [4, 4, 8], seed=[0, 1, 2],
+                                                    **{'optim.lr': [3e-3, 1e30, 3e-3]})
+  next_to_nan = member_view(state, metrics, None, 0, 4, 8)
+  for other in (beside, other_bucket, other_device, mapped, next_to_nan):
     assert_same_member(alone, other)
   # The exploding member is flagged and frozen at finite values; the width-8 member beside it trains on.
   assert bool(metrics['diverged'][1]) and not bool(metrics['diverged'][0]) and not bool(metrics['diverged'][2])
-  assert int(metrics['diverged_step'][1]) >= 0
+  assert 0 <= int(metrics['diverged_step'][1]) < int(state['step'][0])
   assert all(np.isfinite(np.asarray(l)).all() for l in jax.tree.leaves(state['params']))
   assert float(metrics['train_loss'][2]) < np.log(10)
+  # The reported metrics are those of the members' own logits: train error on each member's noisy labels, test
+  # error and loss on the clean test labels.
+  model = make_model('cnn1d', 8, (40,), 10, 'im2col')
+  logits = lambda xs: jax.vmap(lambda p, w: model.apply({'params': p}, xs, w))(state['params'], hp['width'])
+  train_logits, test_logits = np.asarray(logits(x)), np.asarray(logits(jnp.asarray(tiny_mnist1d.x_test)))
+  for i in (0, 2):
+    np.testing.assert_allclose(metrics['train_error'][i], np.mean(train_logits[i].argmax(-1) != labels[i]))
+    np.testing.assert_allclose(metrics['test_error'][i], np.mean(test_logits[i].argmax(-1) != tiny_mnist1d.y_test))
+    test_loss = optax.softmax_cross_entropy_with_integer_labels(test_logits[i], tiny_mnist1d.y_test).mean()
+    np.testing.assert_allclose(metrics['test_loss'][i], test_loss, rtol=1e-5)
+  assert not np.array_equal(np.asarray(labels[0]), tiny_mnist1d.y_train)  # noisy: the train error is on these
+  # Frozen means frozen: another epoch leaves its parameters, optimizer state and step exactly as they were.
+  before = unstack(jax.tree.map(np.array, state), 1)  # copies: the epoch donates state
+  after = unstack(fns.epoch(state, hp, labels, x, jnp.int32(EPOCHS))[0], 1)
+  for k in ('params', 'opt', 'batch_stats', 'step', 'diverged_step'):
+    jax.tree.map(np.testing.assert_array_equal, after[k], before[k])
 
 
 def test_seeds_change_init_batches_and_noise_independently(tiny_mnist1d):
@@ -80,6 +102,14 @@ def test_seeds_change_init_batches_and_noise_independently(tiny_mnist1d):
   assert np.array_equal(k[0], k[3]) and not np.array_equal(lab[0], lab[3])   # data.noise_seed: labels only
   state2 = fns.init(hp, x[0])
   assert np.array_equal(np.asarray(state2['params']['conv1']['kernel']), k)  # derived, never global
+  # train.batch_seed: the same init and labels, another batch order, so after one epoch other parameters; the
+  # same batch seed gives the same epoch again.
+  hp = hp_for([4, 4, 4], **{'train.batch_seed': [None, 9, None], 'data.noise': 0.3})
+  state, labels = fns.init(hp, x[0]), fns.labels(hp, y)
+  k, lab = np.array(state['params']['conv1']['kernel']), np.asarray(labels)  # a copy: the epoch donates state
+  assert np.array_equal(k[0], k[1]) and np.array_equal(lab[0], lab[1])
+  k = np.asarray(fns.epoch(state, hp, labels, x, jnp.int32(0))[0]['params']['conv1']['kernel'])
+  assert not np.allclose(k[0], k[1]) and np.array_equal(k[0], k[2])
 
 
 def test_init_scale_follows_active_width():
@@ -99,6 +129,13 @@ def test_init_scale_follows_active_width():
   np.testing.assert_allclose(w.std(), float(np.asarray(ref).std()), rtol=0.05)
   np.testing.assert_allclose(np.asarray(p64['head']['kernel'])[:, :4, :].std(), 0.5 / np.sqrt(3), rtol=0.05)
   assert float(np.abs(np.asarray(p64['dense1']['kernel'])[:, 4:, :]).max()) == 0.0
+  # Convolutions: fan_in = active input channels x kernel size; the CNN's head reads (length, active channels).
+  cnn = make_model('cnn1d', 16, (40,), 10, 'im2col')
+  pc = jax.jit(jax.vmap(lambda k: cnn.init({'params': jax.random.key(k)}, x, 4)['params']))(seeds)
+  length = pc['head']['kernel'].shape[1]
+  for leaf, fan_in in ((pc['conv0']['kernel'][:, :, :, :4], 5), (pc['conv1']['kernel'][:, :, :4, :4], 3 * 4),
+                       (pc['conv1']['bias'][:, :4], 3 * 4), (pc['head']['kernel'][:, :, :4, :], length * 4)):
+    np.testing.assert_allclose(np.asarray(leaf).std(), 1 / np.sqrt(3 * fan_in), rtol=0.05)
   p8 = jax.jit(jax.vmap(lambda k: make_model('mlp', 8, (40,), 10, 'im2col').init(
       {'params': jax.random.key(k)}, x, 4)['params']))(seeds[:3])
   np.testing.assert_array_equal(np.asarray(p8['dense1']['kernel'])[:, :4, :4], w[:3])

@@ -38,3 +38,22 @@ def test_noisy_test_error_matches_sampled_noisy_labels():
   expected = float(noisy_test_error((pred != y).mean(), P, K))
   assert abs(sampled - expected) < 4 * np.sqrt(expected * (1 - expected) / N)
   assert abs(float(noisy_test_error(0.0, P, K)) - P) < 1e-7
+
+
+def test_mnist1d_is_generated_offline_with_the_global_rng_left_alone(tmp_path, monkeypatch):
+  """The mnist1d package reseeds random and np.random while it generates: ddjax's wrapper puts them back."""
+  import random
+  from ddjax.data.datasets import mnist1d
+  monkeypatch.setenv('DDJAX_CACHE', str(tmp_path))
+  random.seed(5)
+  np.random.seed(7)
+  before = random.random(), np.random.rand()
+  random.seed(5)
+  np.random.seed(7)
+  ds = mnist1d(num_samples=100, train_split=0.8, seed=11)
+  assert (random.random(), np.random.rand()) == before
+  assert ds.x_train.shape == (80, 40) and ds.x_test.shape == (20, 40) and ds.x_train.dtype == np.float32
+  assert set(np.unique(ds.y_train)) <= set(range(10)) and len(np.unique(ds.y_train)) > 5
+  again = mnist1d(num_samples=100, train_split=0.8, seed=11)  # from the cache file now
+  assert len(list(tmp_path.glob('mnist1d-*.npz'))) == 1
+  np.testing.assert_array_equal(again.x_train, ds.x_train)

@@ -12,7 +12,7 @@ from ddjax.optim import make_optimizer
 STEPS = 6
 
 
-def torch_reference(name, p, grad_fn, lr, wd, momentum=0.9, b1=0.9, b2=0.999, eps=1e-8):
+def torch_reference(name, p, grad_fn, lr, wd, momentum, b1, b2, eps):
   p = p.astype(np.float64).copy()
   m = np.zeros_like(p)
   v = np.zeros_like(p)
@@ -42,10 +42,11 @@ def test_matches_pytorch_rules_per_member(name):
   p0 = rng.normal(size=6) * np.array([1, 1, 1, 1, 0, 0])  # the last two are masked: zero with zero gradient
   mask = np.array([1, 1, 1, 1, 0, 0], float)
   grad_np = lambda p: mask * (hess @ p - target)
-  lrs, wds = np.array([1e-2, 3e-2, 1e-1]), np.array([0.0, 0.1, 0.5])
+  # Every hyperparameter differs between members, so a member that used another's value, or a default, would show.
+  members = {'lr': [1e-2, 3e-2, 1e-1, 5e-2], 'wd': [0.0, 0.1, 0.5, 0.2], 'momentum': [0.9, 0.5, 0.0, 0.8],
+             'b1': [0.9, 0.8, 0.95, 0.5], 'b2': [0.999, 0.98, 0.9, 0.95], 'eps': [1e-8, 1e-6, 1e-3, 1e-1]}
 
-  def run(lr, wd):
-    hp = {'lr': lr, 'wd': wd, 'momentum': 0.9, 'b1': 0.9, 'b2': 0.999, 'eps': 1e-8}
+  def run(hp):
     tx = make_optimizer(name, hp)
     p = jnp.asarray(p0, jnp.float32)
     state = tx.init(p)
@@ -55,8 +56,8 @@ def test_matches_pytorch_rules_per_member(name):
       p = optax.apply_updates(p, updates)
     return p
 
-  got = np.asarray(jax.jit(jax.vmap(run))(jnp.asarray(lrs, jnp.float32), jnp.asarray(wds, jnp.float32)))
-  for i, (lr, wd) in enumerate(zip(lrs, wds)):
-    want = torch_reference(name, p0, grad_np, lr, wd)
+  got = np.asarray(jax.jit(jax.vmap(run))({k: jnp.asarray(v, jnp.float32) for k, v in members.items()}))
+  for i in range(4):
+    want = torch_reference(name, p0, grad_np, **{k: v[i] for k, v in members.items()})
     np.testing.assert_allclose(got[i], want, rtol=2e-5, atol=1e-5)  # float32 vs float64; a convention error is >1e-3
     assert np.all(got[i][4:] == 0.0)  # decay of a zero parameter is zero

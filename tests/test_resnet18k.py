@@ -3,12 +3,14 @@
 import functools
 import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
+from ddjax.nn.layers import CONV_FORMS
 from ddjax.nn.models import make_model
 from ddjax.train import StepSpec, init_member, train_step
 from tests.dense_reference import DenseResNet18k
@@ -109,3 +111,20 @@ def test_masked_member_is_the_dense_width_k_model(k, padded):
   close(slice_params(state['batch_stats'], ref['batch_stats']), stats, rtol=1e-4)
   got = model.apply({'params': state['params'], 'batch_stats': state['batch_stats']}, x[0], k)
   close(got, dense.apply({'params': params, 'batch_stats': stats}, x[0]), rtol=1e-4)
+
+
+@pytest.mark.parametrize('form', ['lax', 'im2col'])
+def test_both_conv_forms_are_flax_conv_in_2d(form):
+  """The equivalence above runs ResNet18k with lax convolutions; CPU runs pick im2col. Every 2-D convolution
+  ResNet18k has (3x3 stride 1 and 2 with padding 1, 1x1 stride 2 shortcuts), on an odd and an even size, gives
+  flax's nn.Conv outputs and gradients (input and kernel) in either form."""
+  rng = np.random.default_rng(0)
+  for size, k, stride, pad in ((8, 3, 1, 1), (8, 3, 2, 1), (7, 3, 2, 1), (8, 1, 2, 0), (7, 1, 2, 0)):
+    x = jnp.asarray(rng.normal(size=(2, size, size, 3)), jnp.float32)
+    ref = nn.Conv(5, (k, k), stride, [(pad, pad)] * 2, use_bias=False)
+    kernel = ref.init(jax.random.key(0), x)['params']['kernel']
+    ours = lambda x, w: CONV_FORMS[form](x, w, (stride, stride), (pad, pad))
+    theirs = lambda x, w: ref.apply({'params': {'kernel': w}}, x)
+    close(ours(x, kernel), theirs(x, kernel))
+    loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))
+    close(jax.grad(loss(ours), (0, 1))(x, kernel), jax.grad(loss(theirs), (0, 1))(x, kernel))

@@ -33,6 +33,15 @@ def curves(table):
   return {r['run_id']: (list(r['epoch']), list(r['test_loss']), list(r['train_loss'])) for _, r in table.iterrows()}
 
 
+def assert_same_curves(have, want):
+  """Every run's evaluation epochs and losses, bitwise."""
+  assert have.keys() == want.keys()
+  for k in want:
+    assert have[k][0] == want[k][0]
+    np.testing.assert_array_equal(have[k][1], want[k][1])
+    np.testing.assert_array_equal(have[k][2], want[k][2])
+
+
 SMALL = ('model.width=2,3', 'seed=0,1', 'train.epochs=2', 'optim.name=adam,sgd')
 
 
@@ -194,16 +203,24 @@ def _cli(out):
 
 
 def test_sigkill_at_random_moments_then_rerun_completes_exactly(tmp_path):
-  straight = tmp_path / 'straight'
-  t0 = time.time()
-  proc = subprocess.run(_cli(straight), capture_output=True, text=True, timeout=600)
+  # A cache of its own, at ddjax's default place in it: the first run fills the compilation cache, and the
+  # restarts load their programs from there (a killed run keeps its compiled programs too).
+  env = {k: v for k, v in os.environ.items() if not k.startswith(('JAX_COMPILATION_CACHE', 'JAX_PERSISTENT_CACHE'))}
+  env['DDJAX_CACHE'] = str(tmp_path / 'cache')
+  straight, again = tmp_path / 'straight', tmp_path / 'again'
+  proc = subprocess.run(_cli(straight), capture_output=True, text=True, timeout=600, env=env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  want = curves(results.load(straight))
+  assert len(list((tmp_path / 'cache' / 'xla').glob('*/*-cache'))) >= 4  # at least init, epoch, evaluation x 2 jobs
+  t0 = time.time()  # the same run with its programs loaded from the cache: the same numbers, bitwise
+  proc = subprocess.run(_cli(again), capture_output=True, text=True, timeout=600, env=env)
   assert proc.returncode == 0, proc.stderr[-3000:]
   duration = time.time() - t0
-  want = curves(results.load(straight))
+  assert_same_curves(curves(results.load(again)), want)
 
   out, rng, kills = tmp_path / 'killed', random.Random(0), 0
   for attempt in range(3):  # each restart resumes, so it has less left to do: kill it sooner
-    p = subprocess.Popen(_cli(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(_cli(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     time.sleep(rng.uniform(0.25, 0.5) * duration * (0.8 ** attempt))
     if p.poll() is None:
       os.kill(p.pid, signal.SIGKILL)
@@ -215,16 +232,11 @@ def test_sigkill_at_random_moments_then_rerun_completes_exactly(tmp_path):
     except FileNotFoundError:  # killed before the first part file
       pass
   assert kills >= 2
-  proc = subprocess.run(_cli(out), capture_output=True, text=True, timeout=600)
+  proc = subprocess.run(_cli(out), capture_output=True, text=True, timeout=600, env=env)
   assert proc.returncode == 0, proc.stderr[-3000:]
   got = results.load(out)
   assert len(got) == 8 and got['run_id'].is_unique and got['complete'].all()
-  have = curves(got)
-  assert have.keys() == want.keys()
-  for k in want:
-    assert have[k][0] == want[k][0]
-    np.testing.assert_array_equal(have[k][1], want[k][1])
-    np.testing.assert_array_equal(have[k][2], want[k][2])
+  assert_same_curves(curves(got), want)
 
 
 def test_workers_run_jobs_in_processes_with_the_same_results(small_store, tmp_path):

@@ -7,12 +7,12 @@ import hashlib
 import os
 import random
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from ddjax.data import cifar10
 from ddjax.data.augment import Preprocess
+from ddjax.parallel import cache_dir
 
 
 @dataclass(frozen=True)
@@ -40,10 +40,6 @@ def _global_rng_preserved():
   finally:
     random.setstate(py_state)
     np.random.set_state(np_state)
-
-
-def cache_dir() -> Path:
-  return Path(os.environ.get('DDJAX_CACHE', Path.home() / '.cache' / 'ddjax'))
 
 
 def mnist1d(num_samples: int = 5000, train_split: float = 0.8, seed: int = 42) -> Dataset:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ddjax.parallel import cache_dir
+
 GROUPS: list[tuple[int, int, int]] = sorted((n, k, m) for n in (9, 10) for k in (4, 5, 6) for m in range(2, n - k + 1))
 P_LOW, P_HIGH = -100, 100   # integer entries of P, both ends included
 CACHE_VERSION = 1           # bump when the sampling or the height computation changes
@@ -253,7 +255,6 @@ def vertex_codewords(P: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- data set
 
 def _cache_path(n: int, k: int, m: int, count: int, seed: int) -> Path:
-  from ddjax.data.datasets import cache_dir
   key = hashlib.sha1(f'mheight-v{CACHE_VERSION}-{n}-{k}-{m}-{count}-{seed}-{P_LOW}-{P_HIGH}'.encode()).hexdigest()[:16]
   return cache_dir() / 'mheight' / f'mheight-{n}-{k}-{m}-{key}.npz'
 
