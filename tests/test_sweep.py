@@ -3,12 +3,14 @@ input (one line, exit 2, nothing written), and SIGKILL at random moments."""
 
 import hashlib
 import os
+import platform
 import random
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -237,6 +239,27 @@ def test_sigkill_at_random_moments_then_rerun_completes_exactly(tmp_path):
   got = results.load(out)
   assert len(got) == 8 and got['run_id'].is_unique and got['complete'].all()
   assert_same_curves(curves(got), want)
+
+
+def test_compile_cache_folder_threshold_and_the_users_own_settings(tmp_path):
+  """ddjax's default folder is per CPU instruction set under DDJAX_CACHE; JAX_* settings win; off is off."""
+  code = ('from ddjax import parallel; parallel.use_compile_cache(); import jax, os; '
+          'print(jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs, '
+          'os.environ.get("JAX_COMPILATION_CACHE_DIR"))')
+  env = {k: v for k, v in os.environ.items() if not k.startswith(('JAX_COMPILATION_CACHE', 'JAX_PERSISTENT_CACHE'))}
+  env['DDJAX_CACHE'] = str(tmp_path)
+
+  def settings(**extra):
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env={**env, **extra})
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.split()
+
+  folder, threshold, exported = settings()
+  assert Path(folder).parent == tmp_path / 'xla' and Path(folder).name.startswith(platform.machine())
+  assert float(threshold) == 0.2 and exported == folder  # exported: worker processes use the same folder
+  assert settings(JAX_COMPILATION_CACHE_DIR='/elsewhere', JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='3') == [
+      '/elsewhere', '3.0', '/elsewhere']
+  assert settings(JAX_ENABLE_COMPILATION_CACHE='false') == ['None', '1.0', 'None']
 
 
 def test_workers_run_jobs_in_processes_with_the_same_results(small_store, tmp_path):
