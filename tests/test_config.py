@@ -133,3 +133,25 @@ def test_resume_lets_execution_keys_change(tmp_path, capsys):
     cli.main('double_descent', PRESETS, ['--out', str(tmp_path), '--resume'])
   err = capsys.readouterr().err
   assert e.value.code == 2 and 'train.epochs was 7' in err and len(err.strip().splitlines()) == 1
+
+
+def test_presets_follow_the_papers():
+  """The presets' numbers are references.md's, so a preset edited by mistake fails here, not after 4000 epochs."""
+  from experiments.grokking import PRESETS as GROK
+  c, sweep = PRESETS['paper'].config, PRESETS['paper'].sweep  # Nakkiran et al., Figure 1
+  assert (c.data.name, c.data.noise, c.data.augment, c.model.name) == ('cifar10', 0.15, 'crop_flip', 'resnet18k')
+  assert (c.optim.name, c.optim.lr, c.optim.wd, c.optim.b1, c.optim.b2, c.optim.eps) == ('adam', 1e-4, 0.0, 0.9,
+                                                                                          0.999, 1e-8)
+  assert (c.train.epochs, c.train.batch_size) == (4000, 128)
+  assert sweep == {'model.width': list(range(1, 65)), 'seed': [0, 1, 2, 3, 4]}
+  c = GROK['transformer'].config  # Nanda et al.: p = 113, 30% train, full batch, AdamW 1e-3, wd 1, betas .9/.98
+  assert (c.data.name, c.data.op, c.data.p, c.data.train_split, c.model.name, c.model.width) == (
+      'modular', 'add', 113, 0.3, 'transformer', 128)
+  assert (c.optim.name, c.optim.lr, c.optim.wd, c.optim.b1, c.optim.b2, c.train.batch_size) == (
+      'adamw', 1e-3, 1.0, 0.9, 0.98, 0)
+  c, sweep = GROK['default'].config, GROK['default'].sweep  # Kitouni: add mod 53, 60% train, full-batch AdamW 3e-2
+  assert (c.data.op, c.data.p, c.data.train_split, c.model.name) == ('add', 53, 0.6, 'embed_mlp')
+  assert (c.optim.name, c.optim.lr, c.train.batch_size) == ('adamw', 3e-2, 0)
+  assert sweep['optim.wd'] == [0.03, 0.1, 1.0]  # references: grokking at about 5k, 1.7k and 200 epochs
+  c = PRESETS['mnist1d'].config  # MNIST-1D: 4000 / 1000 examples, 15% noise
+  assert (c.data.num_samples * c.data.train_split, c.data.noise, c.model.name) == (4000, 0.15, 'cnn1d')
