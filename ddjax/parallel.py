@@ -32,8 +32,9 @@ def use_gpu_memory(fraction: float = 0.9) -> None:
 
 
 def use_compile_cache(min_compile_s: float = 0.2) -> None:
-  """Keeps compiled programs on disk, in `$DDJAX_CACHE/xla` (default `~/.cache/ddjax/xla`), so that a resumed run,
-  a rerun, a worker process or another job of the same shapes loads its programs instead of compiling them again.
+  """Keeps compiled programs on disk, in `$DDJAX_CACHE/xla/<isa>` (default `~/.cache/ddjax/xla/<isa>`), so a
+  resumed run, a rerun, a worker process or another job of the same shapes loads its programs instead of compiling
+  them again.
 
   Programs that took at least `min_compile_s` to compile are kept (jax's own default, 1 s, leaves out most of a
   small CPU run's). JAX_COMPILATION_CACHE_DIR and JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS, when set, win;
