@@ -13,9 +13,9 @@ time for all members, projected to one trial (64 widths) and five, and its usefu
 padding excluded; executed TFLOP/s count it) against the device's peak. The fastest configuration per bucket
 and every complete configuration (bfloat16 too) are listed beside it. Right after the first configuration, if
 the budget allows, the widest bucket is also timed with `--trials` seeds trained together (split to fit memory as
-a run would), to check the five-trial projection against a measurement. The JSON is rewritten, projections included, after every
-measurement, so a run cut short keeps what it measured; a configuration or bucket that fails is recorded and the
-rest are timed.
+a run would), to check the five-trial projection against a measurement. The JSON is rewritten, projections
+included, after every measurement, so a run cut short keeps what it measured; a configuration or bucket that
+fails is recorded and the rest are timed.
 
 When torch is importable the same steps of a one-width-at-a-time PyTorch ResNet18k (the original protocol: float32
 with TF32 convolutions and matmuls as XLA uses by default, cuDNN autotuned, the faster of NCHW and channels-last,

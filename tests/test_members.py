@@ -18,7 +18,8 @@ EPOCHS = 2
 
 
 def run_bucket(data, padded, widths, device=0, strategy='vmap', map_batch=1, **overrides):
-  """Trains members of `widths` padded to `padded` for EPOCHS epochs on a device; returns (state, metrics, fns)."""
+  """Trains members of `widths` padded to `padded` for EPOCHS epochs on a device; returns (state, metrics) and what
+  another epoch needs: (fns, hp, labels, x)."""
   model = make_model('cnn1d', padded, (40,), 10, 'im2col')
   spec = StepSpec(model, 'adam', 40, 10, eval_batch=64, strategy=strategy, map_batch=map_batch)
   fns = bucket_fns(spec)
@@ -33,8 +34,10 @@ def run_bucket(data, padded, widths, device=0, strategy='vmap', map_batch=1, **o
   return state, metrics, (fns, hp, labels, x)
 
 
-def member_view(state, metrics, _, i, width, padded):
-  """Member i's active parameters (every axis of the padded size cut to `width`) and its metrics."""
+def member_view(run, i, width, padded):
+  """Member i's active parameters (every axis of the padded size cut to `width`) and its metrics, from a
+  run_bucket result."""
+  state, metrics = run[:2]
   def active(p):
     p = np.asarray(p)
     return p[tuple(slice(0, width) if n == padded else slice(None) for n in p.shape)]
@@ -54,15 +57,15 @@ def assert_same_member(a, b):
 def test_member_is_independent_of_neighbours_bucket_device_strategy_and_diverging_member(tiny_mnist1d):
   """The seed-0 width-4 member trained alone, and beside members with other seeds (so other init, labels and batch
   order), in a wider bucket, on another device, under lax.map in chunks, and next to a member that diverges."""
-  alone = member_view(*run_bucket(tiny_mnist1d, 4, [4]), 0, 4, 4)
-  beside = member_view(*run_bucket(tiny_mnist1d, 8, [8, 4, 6], seed=[1, 0, 2]), 1, 4, 8)
-  other_bucket = member_view(*run_bucket(tiny_mnist1d, 16, [4, 16], seed=[0, 3]), 0, 4, 16)
-  other_device = member_view(*run_bucket(tiny_mnist1d, 8, [8, 4, 6], device=1, seed=[1, 0, 2]), 1, 4, 8)
-  mapped = member_view(*run_bucket(tiny_mnist1d, 8, [8, 6, 4], strategy='map', map_batch=2, seed=[1, 2, 0]),
+  alone = member_view(run_bucket(tiny_mnist1d, 4, [4]), 0, 4, 4)
+  beside = member_view(run_bucket(tiny_mnist1d, 8, [8, 4, 6], seed=[1, 0, 2]), 1, 4, 8)
+  other_bucket = member_view(run_bucket(tiny_mnist1d, 16, [4, 16], seed=[0, 3]), 0, 4, 16)
+  other_device = member_view(run_bucket(tiny_mnist1d, 8, [8, 4, 6], device=1, seed=[1, 0, 2]), 1, 4, 8)
+  mapped = member_view(run_bucket(tiny_mnist1d, 8, [8, 6, 4], strategy='map', map_batch=2, seed=[1, 2, 0]),
                        2, 4, 8)
-  state, metrics, (fns, hp, labels, x) = run_bucket(tiny_mnist1d, 8, [4, 4, 8], seed=[0, 1, 2],
-                                                    **{'optim.lr': [3e-3, 1e30, 3e-3]})
-  next_to_nan = member_view(state, metrics, None, 0, 4, 8)
+  nan_run = run_bucket(tiny_mnist1d, 8, [4, 4, 8], seed=[0, 1, 2], **{'optim.lr': [3e-3, 1e30, 3e-3]})
+  next_to_nan = member_view(nan_run, 0, 4, 8)
+  state, metrics, (fns, hp, labels, x) = nan_run
   for other in (beside, other_bucket, other_device, mapped, next_to_nan):
     assert_same_member(alone, other)
   # The exploding member is flagged and frozen at finite values; the width-8 member beside it trains on.

@@ -35,7 +35,7 @@ def curves(table):
   return {r['run_id']: (list(r['epoch']), list(r['test_loss']), list(r['train_loss'])) for _, r in table.iterrows()}
 
 
-def assert_same_curves(have, want):
+def assert_identical_curves(have, want):
   """Every run's evaluation epochs and losses, bitwise."""
   assert have.keys() == want.keys()
   for k in want:
@@ -200,6 +200,12 @@ KILL_ARGS = ['--no-progress', *TINY, 'model.width=2,4', 'seed=0,1', 'optim.name=
              'train.eval_every=2', 'train.checkpoint_every=3', 'train.flush_seconds=0']
 
 
+def env_with_cache(path):
+  """This process's environment with DDJAX_CACHE=path and no JAX compilation-cache settings: ddjax's defaults."""
+  env = {k: v for k, v in os.environ.items() if not k.startswith(('JAX_COMPILATION_CACHE', 'JAX_PERSISTENT_CACHE'))}
+  return dict(env, DDJAX_CACHE=str(path))
+
+
 def _cli(out):
   return [sys.executable, '-m', 'experiments.double_descent', '--out', str(out), *KILL_ARGS]
 
@@ -207,8 +213,7 @@ def _cli(out):
 def test_sigkill_at_random_moments_then_rerun_completes_exactly(tmp_path):
   # A cache of its own, at ddjax's default place in it: the first run fills the compilation cache, and the
   # restarts load their programs from there (a killed run keeps its compiled programs too).
-  env = {k: v for k, v in os.environ.items() if not k.startswith(('JAX_COMPILATION_CACHE', 'JAX_PERSISTENT_CACHE'))}
-  env['DDJAX_CACHE'] = str(tmp_path / 'cache')
+  env = env_with_cache(tmp_path / 'cache')
   straight, again = tmp_path / 'straight', tmp_path / 'again'
   proc = subprocess.run(_cli(straight), capture_output=True, text=True, timeout=600, env=env)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -218,7 +223,7 @@ def test_sigkill_at_random_moments_then_rerun_completes_exactly(tmp_path):
   proc = subprocess.run(_cli(again), capture_output=True, text=True, timeout=600, env=env)
   assert proc.returncode == 0, proc.stderr[-3000:]
   duration = time.time() - t0
-  assert_same_curves(curves(results.load(again)), want)
+  assert_identical_curves(curves(results.load(again)), want)
 
   out, rng, kills = tmp_path / 'killed', random.Random(0), 0
   for attempt in range(3):  # each restart resumes, so it has less left to do: kill it sooner
@@ -238,7 +243,7 @@ def test_sigkill_at_random_moments_then_rerun_completes_exactly(tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   got = results.load(out)
   assert len(got) == 8 and got['run_id'].is_unique and got['complete'].all()
-  assert_same_curves(curves(got), want)
+  assert_identical_curves(curves(got), want)
 
 
 def test_compile_cache_folder_threshold_and_the_users_own_settings(tmp_path):
@@ -246,8 +251,7 @@ def test_compile_cache_folder_threshold_and_the_users_own_settings(tmp_path):
   code = ('from ddjax import parallel; parallel.use_compile_cache(); import jax, os; '
           'print(jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs, '
           'os.environ.get("JAX_COMPILATION_CACHE_DIR"))')
-  env = {k: v for k, v in os.environ.items() if not k.startswith(('JAX_COMPILATION_CACHE', 'JAX_PERSISTENT_CACHE'))}
-  env['DDJAX_CACHE'] = str(tmp_path)
+  env = env_with_cache(tmp_path)
 
   def settings(**extra):
     proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env={**env, **extra})
