@@ -76,6 +76,9 @@ class OptimConfig:
   b1: float = _f(0.9, 'Adam beta1')
   b2: float = _f(0.999, 'Adam beta2')
   eps: float = _f(1e-8, 'Adam epsilon')
+  warmup: int = _f(0, 'linear warmup over this many optimizer steps: update t (from 0) gets lr * min(1, t / warmup)')
+  schedule: str = _f('constant', 'learning rate after warmup: constant, or a cosine or linear decay to 0 at the '
+                     'last step', ('constant', 'cosine', 'linear'))
 
 
 @dataclass
@@ -114,7 +117,7 @@ class Config:
 # Keys whose values can differ between members of one compiled step; every other key makes separate jobs.
 MEMBER_KEYS = frozenset({
     'seed', 'model.width', 'model.seed', 'train.batch_seed', 'data.noise', 'data.noise_seed',
-    'optim.lr', 'optim.wd', 'optim.momentum', 'optim.b1', 'optim.b2', 'optim.eps'})
+    'optim.lr', 'optim.wd', 'optim.momentum', 'optim.b1', 'optim.b2', 'optim.eps', 'optim.warmup'})
 
 # Keys that change how a run executes or is stored, never its numbers: left out of run ids, and free to differ
 # when a run is resumed (a checkpoint moves its members into whatever buckets the new settings make).
@@ -122,6 +125,17 @@ EXECUTION_KEYS = frozenset({
     'data.workers', 'train.flush_seconds', 'train.checkpoint_every', 'train.checkpoint_minutes',
     'train.checkpoint_keep', 'train.memory_gb', 'train.placement', 'train.bucket_ratio', 'train.max_buckets',
     'train.eval_batch', 'train.strategy', 'train.map_batch'})
+
+# Keys that came after stores were first written, with the default that gives the old behaviour. A run's identity
+# (run ids, what --resume compares) leaves such a key out while it holds that default, so the members of an existing
+# store keep their ids, and its runs resume, after ddjax gains the key.
+LATER_KEYS = {'optim.warmup': 0, 'optim.schedule': 'constant'}
+
+
+def identity(flat: dict[str, Any]) -> dict[str, Any]:
+  """A flat {key: value} config without its execution-only keys and its later keys at their old defaults."""
+  return {k: v for k, v in flat.items()
+          if k not in EXECUTION_KEYS and not (k in LATER_KEYS and v == LATER_KEYS[k])}
 
 
 def fields(cfg: Any, prefix: str = '') -> dict[str, dataclasses.Field]:
@@ -340,7 +354,7 @@ def what_trains(config: dict[str, Any], sweep: dict[str, list], zips: Sequence[S
   with b' -> [[a0, b0], [a1, b1], ...] sorted), since members are found by run id, not by position. Execution-only
   keys are left out."""
   config, sweep = json.loads(json.dumps(config, default=str)), json.loads(json.dumps(sweep, default=str))
-  keys = {k: v for k, v in flatten(config).items() if k not in sweep and k not in EXECUTION_KEYS}
+  keys = {k: v for k, v in identity(flatten(config)).items() if k not in sweep}
   zipped = set()
   for group in map(sorted, zips):
     if all(k in sweep for k in group):
@@ -551,6 +565,7 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
   rules.update({k: (lambda v: 0.0 <= v < 1.0, 'must be in [0, 1)') for k in ('optim.b1', 'optim.b2')})
   rules['optim.momentum'] = (lambda v: 0.0 <= v <= 1.0, 'must be in [0, 1]')
   rules['optim.eps'] = (lambda v: v >= 0, 'must be >= 0')
+  rules['optim.warmup'] = (lambda v: v >= 0, 'must be >= 0 (steps; 0: no warmup)')
   for key, (ok, what) in rules.items():
     for v in sweep.get(key, [get(cfg, key)]):
       if not ok(v):

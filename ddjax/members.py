@@ -19,7 +19,7 @@ from ddjax import config as cfglib
 # Per-member scalars that the train step reads and the config key of each; member_hp adds the three seeds.
 HP_KEYS = {
     'width': 'model.width', 'noise': 'data.noise', 'lr': 'optim.lr', 'wd': 'optim.wd',
-    'momentum': 'optim.momentum', 'b1': 'optim.b1', 'b2': 'optim.b2', 'eps': 'optim.eps',
+    'momentum': 'optim.momentum', 'b1': 'optim.b1', 'b2': 'optim.b2', 'eps': 'optim.eps', 'warmup': 'optim.warmup',
 }
 
 

@@ -102,7 +102,8 @@ class Bucket:
     self.width = max(job.members[i]['model.width'] for i in member_ids)
     self.spec = StepSpec(model_for(cfg, self.width, ds.input_shape, ds.num_classes), cfg.optim.name,
                          batch_size(cfg, ds), ds.num_classes, eval_batch or cfg.train.eval_batch, cfg.train.strategy,
-                         cfg.train.map_batch, ds.preprocess, ds.task, cfg.train.keep_best)
+                         cfg.train.map_batch, ds.preprocess, ds.task, cfg.train.keep_best, cfg.optim.schedule,
+                         cfg.train.epochs * (len(ds.y_train) // batch_size(cfg, ds)))
     sharded = isinstance(members, jax.sharding.NamedSharding)
     self.fns = bucket_fns(self.spec, members if sharded else None)
     n_dev = len(members.device_set)
@@ -245,7 +246,7 @@ def gib(n: float) -> str:
 
 def run_id(cfg: cfglib.Config) -> str:
   """A member's id: a hash of its resolved config (execution-only keys left out). It names its result rows."""
-  flat = {k: cfglib.get(cfg, k) for k in cfglib.fields(cfg) if k not in cfglib.EXECUTION_KEYS}
+  flat = cfglib.identity({k: cfglib.get(cfg, k) for k in cfglib.fields(cfg)})
   return hashlib.sha1(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

@@ -19,7 +19,7 @@ from jax import lax
 
 from ddjax.data.augment import Preprocess
 from ddjax.data.noise import noisy_labels, noisy_test_error
-from ddjax.optim import make_optimizer
+from ddjax.optim import make_optimizer, scheduled_lr
 
 # Separate random streams per member: init from model_seed, batch order and augmentation from batch_seed (with
 # different tags), label noise from noise_seed.
@@ -45,6 +45,8 @@ class StepSpec:
   preprocess: Preprocess = Preprocess()  # on-device input pipeline (normalisation, augmentation)
   task: str = 'classify'    # 'classify': cross-entropy, error | 'regress': squared error, non-finite targets skipped
   keep_best: bool = False   # carry each member's parameters at its lowest test loss in the state
+  schedule: str = 'constant'  # learning rate after warmup (optim.scheduled_lr): 'constant' | 'cosine' | 'linear'
+  total_steps: int = 0      # optimizer steps of the whole run (where cosine and linear reach 0)
 
 
 def tree_norm(tree) -> jax.Array:
@@ -119,7 +121,8 @@ def train_step(spec: StepSpec, state, hp, x_BxD, y_B, key=None):
     return loss_B.sum() / jnp.maximum(weight_B.sum(), 1.0), batch_stats
 
   (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
-  updates, opt = make_optimizer(spec.optimizer, hp).update(grads, state['opt'], state['params'])
+  lr = scheduled_lr(spec.schedule, hp['lr'], hp['warmup'], state['step'], spec.total_steps)
+  updates, opt = make_optimizer(spec.optimizer, dict(hp, lr=lr)).update(grads, state['opt'], state['params'])
   params = optax.apply_updates(state['params'], updates)
   new = dict(state, params=params, batch_stats=batch_stats, opt=opt, step=state['step'] + 1,
              update_norm=tree_norm(updates))

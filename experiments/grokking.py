@@ -33,12 +33,13 @@ PRESETS = {
         sweep={'optim.wd': [0.03, 0.1, 1.0], 'seed': [0, 1, 2]},
         about='addition mod 53, 60% train, embedding MLP, full-batch AdamW lr 3e-2, wd 0.03/0.1/1 x 3 seeds, '
               '7,000 epochs (2-core CPU: about 5 min)'),
-    # Nanda et al. 2023: one-layer transformer, p = 113, 30% of pairs, AdamW lr 1e-3, wd 1, betas (0.9, 0.98).
+    # Nanda et al. 2023: one-layer transformer, p = 113, 30% of pairs, AdamW lr 1e-3, wd 1, betas (0.9, 0.98), and
+    # their code's 10-step linear warmup (LambdaLR(opt, lambda step: min(step / 10, 1)); full batch: 10 epochs).
     'transformer': Preset(
         Config(seed=0,
                data=DataConfig(name='modular', op='add', p=113, train_split=0.3, seed=42),
                model=ModelConfig(name='transformer', width=128),
-               optim=OptimConfig(name='adamw', lr=1e-3, wd=1.0, b2=0.98),
+               optim=OptimConfig(name='adamw', lr=1e-3, wd=1.0, b2=0.98, warmup=10),
                train=TrainConfig(epochs=20000, batch_size=0, eval_points=40, eval_every=100, keep_best=True)),
         about="Nanda et al.'s 1-layer transformer on addition mod 113, 30% train, AdamW wd 1, 20,000 epochs (GPU)"),
     # The source project's m-height regression: 21 (n, k, m) groups, 5,000 training codes each, log2-MSE.

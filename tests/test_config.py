@@ -56,6 +56,8 @@ def test_jobs_split_on_static_keys_members_on_member_keys():
     ('seed=3000000000', "bad value 3000000000 for seed: must be in [0, 2^31)"),
     ('optim.b2=1', 'must be in [0, 1)'),
     ('optim.momentum=-0.5', 'must be in [0, 1]'),
+    ('optim.warmup=-1', "bad value -1 for optim.warmup: must be >= 0"),
+    ('optim.schedule=cosin', "bad value 'cosin' for optim.schedule: allowed values are constant, cosine, linear"),
     ('model.name=resnet18k', 'model.name=resnet18k does not fit data.name=mnist1d'),
     ('data.augment=crop_flip', 'mnist1d has no images'),
 ])
@@ -142,16 +144,37 @@ def test_presets_follow_the_papers():
   assert (c.data.name, c.data.noise, c.data.augment, c.model.name) == ('cifar10', 0.15, 'crop_flip', 'resnet18k')
   assert (c.optim.name, c.optim.lr, c.optim.wd, c.optim.b1, c.optim.b2, c.optim.eps) == ('adam', 1e-4, 0.0, 0.9,
                                                                                           0.999, 1e-8)
-  assert (c.train.epochs, c.train.batch_size) == (4000, 128)
+  assert (c.train.epochs, c.train.batch_size, c.optim.warmup, c.optim.schedule) == (4000, 128, 0, 'constant')
   assert sweep == {'model.width': list(range(1, 65)), 'seed': [0, 1, 2, 3, 4]}
   c = GROK['transformer'].config  # Nanda et al.: p = 113, 30% train, full batch, AdamW 1e-3, wd 1, betas .9/.98
   assert (c.data.name, c.data.op, c.data.p, c.data.train_split, c.model.name, c.model.width) == (
       'modular', 'add', 113, 0.3, 'transformer', 128)
   assert (c.optim.name, c.optim.lr, c.optim.wd, c.optim.b1, c.optim.b2, c.train.batch_size) == (
       'adamw', 1e-3, 1.0, 0.9, 0.98, 0)
+  assert (c.optim.warmup, c.optim.schedule) == (10, 'constant')  # their code: LambdaLR(min(step / 10, 1))
   c, sweep = GROK['default'].config, GROK['default'].sweep  # Kitouni: add mod 53, 60% train, full-batch AdamW 3e-2
   assert (c.data.op, c.data.p, c.data.train_split, c.model.name) == ('add', 53, 0.6, 'embed_mlp')
   assert (c.optim.name, c.optim.lr, c.train.batch_size) == ('adamw', 3e-2, 0)
   assert sweep['optim.wd'] == [0.03, 0.1, 1.0]  # references: grokking at about 5k, 1.7k and 200 epochs
   c = PRESETS['mnist1d'].config  # MNIST-1D: 4000 / 1000 examples, 15% noise
   assert (c.data.num_samples * c.data.train_split, c.data.noise, c.model.name) == (4000, 0.15, 'cnn1d')
+
+
+def test_keys_added_later_leave_old_stores_ids_and_resume_alone():
+  """optim.warmup and optim.schedule came after stores existed: at their defaults they change neither a member's run
+  id (the formula before them) nor what --resume compares, so a store written before them still resumes."""
+  import dataclasses
+  import hashlib
+  import json
+  from ddjax.run import run_id
+  cfg, sweep = PRESETS['mnist1d'].config, PRESETS['mnist1d'].sweep
+  before = {k: cfglib.get(cfg, k) for k in cfglib.fields(cfg)
+            if k not in cfglib.EXECUTION_KEYS and k not in ('optim.warmup', 'optim.schedule')}
+  assert run_id(cfg) == hashlib.sha1(json.dumps(before, sort_keys=True, default=str).encode()).hexdigest()[:12]
+  old = cfglib.to_dict(cfg)
+  del old['optim']['warmup'], old['optim']['schedule']  # the config of a run.json written before the keys
+  assert cfglib.what_trains(old, sweep, []) == cfglib.what_trains(cfglib.to_dict(cfg), sweep, [])
+  for optim in (dataclasses.replace(cfg.optim, warmup=10), dataclasses.replace(cfg.optim, schedule='cosine')):
+    changed = dataclasses.replace(cfg, optim=optim)
+    assert run_id(changed) != run_id(cfg)
+    assert cfglib.what_trains(cfglib.to_dict(changed), sweep, []) != cfglib.what_trains(old, sweep, [])

@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from ddjax.optim import make_optimizer
+from ddjax.optim import make_optimizer, scheduled_lr
 
 STEPS = 6
 
@@ -61,3 +61,31 @@ def test_matches_pytorch_rules_per_member(name):
     want = torch_reference(name, p0, grad_np, **{k: v[i] for k, v in members.items()})
     np.testing.assert_allclose(got[i], want, rtol=2e-5, atol=1e-5)  # float32 vs float64; a convention error is >1e-3
     assert np.all(got[i][4:] == 0.0)  # decay of a zero parameter is zero
+
+
+def pytorch_lambda(schedule, warmup, total):
+  """The LambdaLR factor of update t (0, 1, ...) in the forms public PyTorch code writes: min(t / W, 1) warmup
+  (Power et al.'s and Nanda et al.'s code), then CosineAnnealingLR's closed form with eta_min 0, or the linear
+  decay of transformers' get_linear_schedule_with_warmup."""
+  def factor(t):
+    if t < warmup:
+      return t / warmup
+    if schedule == 'constant':
+      return 1.0
+    progress = min(1.0, (t - warmup) / max(1, total - warmup))
+    return 0.5 * (1 + np.cos(np.pi * progress)) if schedule == 'cosine' else 1.0 - progress
+  return factor
+
+
+@pytest.mark.parametrize('schedule', ['constant', 'cosine', 'linear'])
+def test_schedules_follow_pytorch_per_member(schedule):
+  total = 40
+  lrs, warmups = [1e-3, 3e-2, 0.1, 1.0, 0.5], [0, 1, 10, 39, 60]  # 60: warmup longer than the run
+  steps = np.arange(total + 3)
+  got = jax.jit(jax.vmap(jax.vmap(scheduled_lr, (None, None, None, 0, None)), (None, 0, 0, None, None)),
+                static_argnums=(0, 4))(schedule, jnp.asarray(lrs, jnp.float32), jnp.asarray(warmups, jnp.float32),
+                                       jnp.asarray(steps, jnp.int32), total)
+  for i, (lr, warmup) in enumerate(zip(lrs, warmups)):
+    want = [lr * pytorch_lambda(schedule, warmup, total)(t) for t in steps]
+    np.testing.assert_allclose(np.asarray(got[i]), want, rtol=1e-6, atol=1e-9)
+  assert float(got[2, 0]) == 0.0 and float(got[0, 0]) == np.float32(lrs[0])  # warmup starts at 0; none at lr

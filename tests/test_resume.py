@@ -17,7 +17,8 @@ from tests.helpers import close
 
 OVERRIDES = ['model.width=2,5', 'seed=0,1', 'train.epochs=4', 'data.num_samples=300', 'data.seed=3',
              'train.batch_size=40', 'train.eval_points=4', 'data.noise=0.2', 'train.checkpoint_every=1',
-             'model.name=resnet1d', 'optim.name=adamw', 'optim.wd=0.05', 'train.keep_best=true']
+             'model.name=resnet1d', 'optim.name=adamw', 'optim.wd=0.05', 'train.keep_best=true',
+             'optim.warmup=5', 'optim.schedule=cosine']  # the resumed run's lr continues from its step count
 
 
 def setup(*more):
