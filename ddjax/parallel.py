@@ -97,3 +97,17 @@ def init_distributed() -> int:
   else:
     jax.distributed.initialize()
   return jax.process_count()
+
+
+def agree(values, how: str):
+  """Numbers that every process of a multi-process run must decide alike (the memory budget, XLA's memory figures,
+  which size the buckets of one SPMD program): the elementwise 'min' or 'max' over processes, the same array on
+  each. With one process, the numbers as they are."""
+  import jax
+  import numpy as np
+  values = np.asarray(values, np.float32)
+  if jax.process_count() == 1:
+    return values
+  from jax.experimental import multihost_utils
+  gathered = np.asarray(multihost_utils.process_allgather(values))  # (processes, ...)
+  return gathered.min(0) if how == 'min' else gathered.max(0)

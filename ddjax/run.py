@@ -179,8 +179,9 @@ def make_buckets(job: Job, ds, plan: list[list[int]], cost, log=print,
   sizes = member_sizes(cfg, plan, ds.input_shape, ds.num_classes, batch_size(cfg, ds), tokens)
   sizes = [(measured or {}).get(p, size) for p, size in enumerate(sizes)]
   resident = sum(len(b) * size.resident for b, size in zip(plan, sizes)) / len(devices)
-  budget = (memory.budget_bytes(cfg.train.memory_gb, devices[0]) - sum(a.nbytes for a in arrays.values())
-            - resident)
+  # Every process sizes the same buckets of one program: from the smallest budget (its own devices' memory) of all.
+  budget = (float(parallel.agree(memory.budget_bytes(cfg.train.memory_gb, jax.local_devices()[0]), 'min'))
+            - sum(a.nbytes for a in arrays.values()) - resident)
   if budget <= 0:
     log(f'warning: the members\' state alone (about {gib(resident)} per device) exceeds the memory '
         f'budget; every bucket is split to its smallest')
@@ -215,11 +216,13 @@ def make_buckets(job: Job, ds, plan: list[list[int]], cost, log=print,
     buckets = [Bucket(job, g, data[w], ds, single[w], single[w], c) for g, w, c in zip(groups, where, chunks_of)]
   if budget <= 0 or check == 'none':
     return buckets
+  figures = [b.compiled_bytes(check == 'train+eval') for b in buckets]
+  if any(f is None for f in figures):  # a backend that reports no memory figures
+    return buckets
+  figures = parallel.agree(figures, 'max')  # each process's compilation: the largest figure decides for all
   over = {}  # planned bucket -> XLA's (training bytes per member, evaluation bytes per member and example), where over
-  for b, p in zip(buckets, planned):
-    if (got := b.compiled_bytes(check == 'train+eval')) is None:  # a backend that reports no memory figures
-      continue
-    (step, evaluation), n = got, per_device(len(b.rows))
+  for b, p, (step, evaluation) in zip(buckets, planned, figures.tolist()):
+    n = per_device(len(b.rows))
     if step > budget or evaluation > budget:
       log(f'bucket of width {b.width} ({len(b.member_ids)} members): XLA\'s compiled programs need '
           f'{gib(step)} to train and {gib(evaluation)} to evaluate, more than the {gib(budget)} left per device '

@@ -90,18 +90,37 @@ def test_same_results_sharded_over_8_devices(run_dir, tmp_path):
   assert_same_curves(pd.read_parquet(out / 'results.parquet').sort_values(['model.width', 'seed']), b)
 
 
-def test_same_results_on_two_processes_of_four_devices(run_dir, tmp_path):
-  """Multi-host: two processes joined by jax.distributed (4 simulated CPU devices each), the member axis sharded
-  over all 8 devices as one SPMD program; process 0 writes the store. Same numbers as the 1-process run."""
+def two_process_env(devices: int) -> list[dict[str, str]]:
+  """The environments of two local processes joined by jax.distributed, each with `devices` CPU devices."""
   import socket
   with socket.socket() as s:
     s.bind(('localhost', 0))
     port = s.getsockname()[1]
+  return [dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+               DDJAX_COORDINATOR=f'localhost:{port}', DDJAX_NUM_PROCESSES='2', DDJAX_PROCESS_ID=str(pid))
+          for pid in range(2)]
+
+
+def test_processes_agree_on_the_numbers_that_size_buckets():
+  """Each process reads its own memory budget and XLA's figures; the buckets of one SPMD program must be sized
+  alike on all, from the smallest budget and the largest figures."""
+  script = ('from ddjax import parallel; parallel.init_distributed(); import jax; i = jax.process_index(); '
+            'print(parallel.agree(3.0 + 2 * i, "min").tolist(), '
+            'parallel.agree([[10.0 - i, 1.0 + i], [7.0, 2.0 ** 36 * (1 + i)]], "max").tolist())')
+  procs = [subprocess.Popen([sys.executable, '-c', script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env) for env in two_process_env(1)]
+  outputs = [p.communicate(timeout=120) for p in procs]
+  for p, (stdout, stderr) in zip(procs, outputs):
+    assert p.returncode == 0, stderr[-3000:]
+    assert stdout.strip().splitlines()[-1] == f'3.0 [[10.0, 2.0], [7.0, {2.0 ** 37}]]'  # after gloo's own lines
+
+
+def test_same_results_on_two_processes_of_four_devices(run_dir, tmp_path):
+  """Multi-host: two processes joined by jax.distributed (4 simulated CPU devices each), the member axis sharded
+  over all 8 devices as one SPMD program; process 0 writes the store. Same numbers as the 1-process run."""
   out = tmp_path / 'multihost'
   procs = []
-  for pid in range(2):
-    env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4', DDJAX_COORDINATOR=f'localhost:{port}',
-               DDJAX_NUM_PROCESSES='2', DDJAX_PROCESS_ID=str(pid))
+  for env in two_process_env(4):
     # checkpoints by time (every 0.06 s): each process's clock would decide differently; process 0 decides for all
     procs.append(subprocess.Popen([sys.executable, '-m', 'experiments.double_descent', '--out', str(out), *ARGS,
                                    'train.checkpoint_minutes=0.001'],
