@@ -241,6 +241,10 @@ def merge(sources: list[Path], dest: Path, keep: str = 'last') -> Path:
     tables.append(table.assign(source=str(src)))
   table = pd.concat(tables, ignore_index=True)
   flat = pd.DataFrame([cfglib.flatten(json.loads(c)) for c in table['config']], index=table.index)
+  for key, default in cfglib.LATER_KEYS.items():  # a store from before a key had its default
+    for frame in (flat, table):
+      if key in frame.columns:
+        frame[key] = frame[key].where(frame[key].notna(), default)
   for key in flat.columns:  # promote fixed keys that differ between the merged sweeps
     if key not in table.columns and flat[key].astype(str).nunique(dropna=False) > 1:
       table[key] = flat[key]

@@ -117,14 +117,15 @@ def test_merge_keeps_each_member_once_and_promotes_differing_fixed_keys(tmp_path
   a, b = tmp_path / 'a', tmp_path / 'b'
   fake_run(a, seed=1, extra={'data': {'noise': 0.1}})
   results.compact(a)
-  _, curves_b = fake_run(b, n_members=4, seed=2, extra={'data': {'noise': 0.2}})
+  # b was written after optim.schedule existed, a before: at its default it is the same, not a differing key
+  _, curves_b = fake_run(b, n_members=4, seed=2, extra={'data': {'noise': 0.2}, 'optim': {'schedule': 'constant'}})
   for keep, want_source in (('last', b), ('first', a)):
     out = tmp_path / f'm-{keep}'
     merged = pd.read_parquet(results.merge([a, b], out, keep))
     assert sorted(merged['run_id']) == ['r0', 'r1', 'r2', 'r3']
     assert (merged.set_index('run_id').loc[['r0', 'r1', 'r2'], 'source'] == str(want_source)).all()
     assert merged.set_index('run_id').loc['r3', 'data.noise'] == 0.2  # a fixed key that differs: a column
-    assert 'model.width' in merged and 'seed' in merged
+    assert 'model.width' in merged and 'seed' in merged and 'optim.schedule' not in merged
   r0 = pd.read_parquet(tmp_path / 'm-last' / 'results.parquet').set_index('run_id').loc['r0']
   np.testing.assert_array_equal(r0['test_error'], [r['test_error'] for r in curves_b['r0']])
   with pytest.raises(FileExistsError):
