@@ -1,0 +1,70 @@
+"""Neural collapse (Papyan, Han and Donoho 2020) of one member's last-layer features, in a form that vmaps over
+members.
+
+Features of masked channels are zero in every example, so they add nothing to any of these sums: a member padded to
+a wider bucket has the metrics of its own width. Reference implementations disagree on normalisation, so each variant
+is named:
+
+  nc1            Tr(Sigma_W Sigma_B^+) / K          (Papyan et al.'s definition)
+  nc1_sum        Tr(Sigma_W Sigma_B^+)              (the same without / K)
+  nc1_trace      Tr(Sigma_W) / Tr(Sigma_B)
+  nc2_equinorm   std / mean of the centred class-mean norms
+  nc2_equiangle  mean over class pairs of |cos(mu_i, mu_j) + 1 / (K - 1)| (centred means)
+  nc2_etf        || G / ||G||_F - E / ||E||_F ||_F, G the centred means' Gram matrix, E = I - 11^T / K (simplex ETF)
+  nc3            || W / ||W||_F - M / ||M||_F ||_F, W the classifier (K x D), M the centred class means (K x D)
+  nc3_squared    its square (Papyan et al.'s notebook)
+  nc4            share of examples whose nearest class mean is not the network's prediction
+
+Sigma_W = 1/N sum_i (h_i - mu_{y_i})(h_i - mu_{y_i})^T and Sigma_B = 1/K sum_k (mu_k - mu_G)(mu_k - mu_G)^T, with mu_G
+the mean of the class means (the global mean for balanced classes).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+
+def class_means(h_NxD, y_N, num_classes: int):
+  """(class means K x D, their mean D, examples per class K); a class with no example has mean 0."""
+  onehot_NxK = (y_N[:, None] == jnp.arange(num_classes)[None, :]).astype(h_NxD.dtype)
+  counts_K = onehot_NxK.sum(0)
+  means_KxD = onehot_NxK.T @ h_NxD / jnp.maximum(counts_K, 1.0)[:, None]
+  return means_KxD, means_KxD.mean(0), counts_K
+
+
+def _frobenius_normalised(a):
+  return a / jnp.maximum(jnp.linalg.norm(a), 1e-30)
+
+
+def neural_collapse(h_NxD, y_N, num_classes: int, w_KxD=None, logits_NxK=None) -> dict:
+  """The named NC metrics above of features `h_NxD` with labels `y_N`; nc3 needs the classifier `w_KxD` (the head's
+  kernel transposed) and nc4 the network's `logits_NxK`."""
+  h_NxD = h_NxD.astype(jnp.float32)
+  k = num_classes
+  means_KxD, global_D, _ = class_means(h_NxD, y_N, k)
+  centred_KxD = means_KxD - global_D
+  within_NxD = h_NxD - means_KxD[y_N]
+  sigma_w_DxD = within_NxD.T @ within_NxD / h_NxD.shape[0]
+  sigma_b_DxD = centred_KxD.T @ centred_KxD / k
+  trace_sum = jnp.trace(sigma_w_DxD @ jnp.linalg.pinv(sigma_b_DxD, hermitian=True))
+  norms_K = jnp.linalg.norm(centred_KxD, axis=1)
+  unit_KxD = centred_KxD / jnp.maximum(norms_K, 1e-30)[:, None]
+  off_diagonal = 1.0 - jnp.eye(k)
+  cos_KxK = unit_KxD @ unit_KxD.T
+  etf_KxK = jnp.eye(k) - jnp.ones((k, k)) / k
+  out = {
+      'nc1': trace_sum / k,
+      'nc1_sum': trace_sum,
+      'nc1_trace': jnp.trace(sigma_w_DxD) / jnp.maximum(jnp.trace(sigma_b_DxD), 1e-30),
+      'nc2_equinorm': norms_K.std() / jnp.maximum(norms_K.mean(), 1e-30),
+      'nc2_equiangle': (jnp.abs(cos_KxK + 1.0 / (k - 1)) * off_diagonal).sum() / off_diagonal.sum(),
+      'nc2_etf': jnp.linalg.norm(_frobenius_normalised(centred_KxD @ centred_KxD.T) - _frobenius_normalised(etf_KxK)),
+  }
+  if w_KxD is not None:
+    nc3 = jnp.linalg.norm(_frobenius_normalised(w_KxD.astype(jnp.float32)) - _frobenius_normalised(centred_KxD))
+    out.update(nc3=nc3, nc3_squared=nc3 ** 2)
+  if logits_NxK is not None:
+    # ||h - mu_k||^2 up to ||h||^2, which every class shares: no N x K x D array
+    distances_NxK = jnp.square(means_KxD).sum(1)[None, :] - 2.0 * h_NxD @ means_KxD.T
+    out['nc4'] = jnp.mean(jnp.argmin(distances_NxK, 1) != jnp.argmax(logits_NxK, 1))
+  return out

@@ -1,0 +1,137 @@
+"""Representation metrics against published values and independent NumPy formulas (references.md): CKA on the
+Kornblith et al. demo data, the unbiased HSIC against its U-statistic definition, neural collapse on simplex-ETF
+class means with isotropic noise. Zero (masked) feature columns change nothing, and every metric vmaps over
+members."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ddjax.metrics import debiased_cka, hsic_unbiased, linear_cka, minibatch_cka, neural_collapse, rbf_cka
+
+K, D = 10, 32
+
+
+@pytest.fixture(scope='module')
+def demo():
+  """google-research/representation_similarity Demo.ipynb's data."""
+  np.random.seed(1337)
+  x = np.random.randn(100, 10)
+  y = np.random.randn(100, 10) + x
+  return x, y
+
+
+def test_cka_matches_the_published_demo_values(demo):
+  x, y = (jnp.asarray(a, jnp.float32) for a in demo)
+  assert float(linear_cka(x, y)) == pytest.approx(0.55761, abs=2e-5)
+  assert float(rbf_cka(x, y, 0.5)) == pytest.approx(0.65483, abs=2e-5)
+  assert float(debiased_cka(x, y)) == pytest.approx(0.51346, abs=2e-5)
+  assert float(minibatch_cka(x[None], y[None])) == pytest.approx(0.51346, abs=2e-5)  # one batch: debiased CKA
+
+
+def test_cka_invariances_and_masked_columns(demo):
+  x, y = (jnp.asarray(a, jnp.float32) for a in demo)
+  q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(10, 10)))
+  base = float(linear_cka(x, y))
+  assert float(linear_cka(x @ jnp.asarray(q, jnp.float32) * 3.0, y)) == pytest.approx(base, rel=1e-5)
+  skew = jnp.asarray(np.diag(np.arange(1.0, 11.0) ** 2), jnp.float32)  # invertible, not orthogonal
+  assert abs(float(linear_cka(x @ skew, y)) - base) > 1e-2
+  padded = jnp.concatenate([x, jnp.zeros((100, 6))], 1)  # a member's masked channels are zero columns
+  for fn in (linear_cka, debiased_cka, lambda a, b: rbf_cka(a, b, 0.5)):
+    assert float(fn(padded, y)) == pytest.approx(float(fn(x, y)), rel=1e-5)
+
+
+def test_hsic_unbiased_is_the_u_statistic():
+  """Song et al. (2012): HSIC_1 = E[k_ij l_ij] + E[k_ij] E[l_qr] - 2 E[k_ij l_iq] over distinct indices."""
+  rng = np.random.default_rng(1)
+  n = 7
+  a, b = rng.normal(size=(n, 3)), rng.normal(size=(n, 2))
+  k, l = a @ a.T, np.tanh(b @ b.T)
+  pairs = list(itertools.permutations(range(n), 2))
+  triples = list(itertools.permutations(range(n), 3))
+  quads = list(itertools.permutations(range(n), 4))
+  want = (np.mean([k[i, j] * l[i, j] for i, j in pairs]) + np.mean([k[i, j] * l[q, r] for i, j, q, r in quads])
+          - 2 * np.mean([k[i, j] * l[i, q] for i, j, q in triples]))
+  assert float(hsic_unbiased(jnp.asarray(k, jnp.float32), jnp.asarray(l, jnp.float32))) == pytest.approx(
+      want, rel=1e-4, abs=1e-5)
+
+
+def test_minibatch_cka_sums_hsic_over_batches(demo):
+  x, y = (jnp.asarray(a, jnp.float32) for a in demo)
+  xb, yb = x.reshape(4, 25, 10), y.reshape(4, 25, 10)
+  k = [np.asarray(a @ a.T, np.float64) for a in xb]
+  l = [np.asarray(a @ a.T, np.float64) for a in yb]
+  h = lambda ks, ls: sum(float(hsic_unbiased(jnp.asarray(p), jnp.asarray(q))) for p, q in zip(ks, ls))
+  want = h(k, l) / np.sqrt(h(k, k) * h(l, l))
+  assert float(minibatch_cka(xb, yb)) == pytest.approx(want, rel=1e-4)
+  assert abs(want - 0.51346) < 0.1  # an estimate of the same similarity
+
+
+def simplex_etf_features(rng, per_class: int, sigma: float):
+  """Features whose class means form a unit-norm simplex ETF in D dimensions, plus isotropic noise sigma."""
+  m = np.sqrt(K / (K - 1)) * (np.eye(K) - 1.0 / K)  # K x K, rows of norm 1, pairwise cosine -1/(K-1)
+  basis, _ = np.linalg.qr(rng.normal(size=(D, K)))  # D x K orthonormal columns
+  means = m @ basis.T  # K x D
+  y = np.repeat(np.arange(K), per_class)
+  return means[y] + sigma * rng.normal(size=(len(y), D)), y, means
+
+
+def test_neural_collapse_on_a_noisy_simplex_etf():
+  rng = np.random.default_rng(2)
+  h, y, means = simplex_etf_features(rng, 2000, 0.1)
+  got = {k: float(v) for k, v in neural_collapse(jnp.asarray(h, jnp.float32), jnp.asarray(y), K,
+                                                 w_KxD=jnp.asarray(means, jnp.float32)).items()}
+  assert got['nc1'] == pytest.approx(0.1 ** 2 * (K - 1) ** 2 / K, rel=0.03)  # references: 0.081
+  assert got['nc1_sum'] == pytest.approx(K * got['nc1'], rel=1e-5)
+  assert got['nc1_trace'] == pytest.approx(0.1 ** 2 * D, rel=0.03)  # references: 0.32
+  for key in ('nc2_equinorm', 'nc2_equiangle', 'nc2_etf', 'nc3'):
+    assert got[key] < 0.02, key  # the means are an ETF, up to sampling noise, and the classifier is the means
+  exact = neural_collapse(jnp.asarray(means, jnp.float32), jnp.arange(K), K, w_KxD=jnp.asarray(means, jnp.float32))
+  for key in ('nc2_equinorm', 'nc2_equiangle', 'nc2_etf', 'nc3'):
+    assert float(exact[key]) < 1e-5, key
+
+
+def numpy_nc(h, y, w, logits):
+  """Papyan et al.'s definitions, written out in NumPy."""
+  means = np.stack([h[y == c].mean(0) for c in range(K)])
+  g = means.mean(0)
+  sw = sum(np.outer(v, v) for v in h - means[y]) / len(h)
+  sb = sum(np.outer(v, v) for v in means - g) / K
+  centred = means - g
+  norms = np.linalg.norm(centred, axis=1)
+  cos = (centred / norms[:, None]) @ (centred / norms[:, None]).T
+  pairs = [(i, j) for i in range(K) for j in range(K) if i != j]
+  gram = centred @ centred.T
+  etf = np.eye(K) - 1.0 / K
+  nearest = np.argmin([[np.sum((v - mu) ** 2) for mu in means] for v in h], 1)
+  return {'nc1': np.trace(sw @ np.linalg.pinv(sb)) / K, 'nc1_trace': np.trace(sw) / np.trace(sb),
+          'nc2_equinorm': norms.std() / norms.mean(),
+          'nc2_equiangle': np.mean([abs(cos[i, j] + 1 / (K - 1)) for i, j in pairs]),
+          'nc2_etf': np.linalg.norm(gram / np.linalg.norm(gram) - etf / np.linalg.norm(etf)),
+          'nc3': np.linalg.norm(w / np.linalg.norm(w) - centred / np.linalg.norm(centred)),
+          'nc4': np.mean(nearest != logits.argmax(1))}
+
+
+def test_neural_collapse_matches_numpy_is_blind_to_masked_channels_and_vmaps():
+  rng = np.random.default_rng(3)
+  members = []
+  for m in range(3):  # three members: features of 12 active channels, padded to D, with their own classifier
+    y = rng.integers(0, K, 400)
+    h = np.zeros((400, D))
+    h[:, :12] = rng.normal(size=(400, 12)) + rng.normal(size=(K, 12))[y]
+    w = np.zeros((K, D))
+    w[:, :12] = rng.normal(size=(K, 12))
+    logits = h @ w.T + 0.5 * rng.normal(size=(400, K))
+    members.append((h, y, w, logits))
+  stacked = [jnp.asarray(np.stack(a), jnp.float32 if i != 1 else jnp.int32) for i, a in enumerate(zip(*members))]
+  batched = jax.jit(jax.vmap(lambda h, y, w, lg: neural_collapse(h, y, K, w, lg)))(*stacked)
+  for m, (h, y, w, logits) in enumerate(members):
+    want = numpy_nc(h, y, w, logits)
+    unpadded = neural_collapse(jnp.asarray(h[:, :12], jnp.float32), jnp.asarray(y), K,
+                               jnp.asarray(w[:, :12], jnp.float32), jnp.asarray(logits, jnp.float32))
+    for key, value in want.items():
+      assert float(batched[key][m]) == pytest.approx(value, rel=2e-4, abs=1e-6), key
+      assert float(unpadded[key]) == pytest.approx(value, rel=2e-4, abs=1e-6), key
