@@ -168,6 +168,7 @@ def test_keys_added_later_leave_old_stores_ids_and_resume_alone():
   import json
   from ddjax.run import run_id
   cfg, sweep = PRESETS['mnist1d'].config, PRESETS['mnist1d'].sweep
+  assert cfglib.LATER_KEYS == {k: cfglib.get(cfglib.Config(), k) for k in ('optim.warmup', 'optim.schedule')}
   before = {k: cfglib.get(cfg, k) for k in cfglib.fields(cfg)
             if k not in cfglib.EXECUTION_KEYS and k not in ('optim.warmup', 'optim.schedule')}
   assert run_id(cfg) == hashlib.sha1(json.dumps(before, sort_keys=True, default=str).encode()).hexdigest()[:12]

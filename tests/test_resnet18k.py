@@ -28,15 +28,15 @@ def test_parameter_count_and_macs_match_the_paper():
 
 
 @functools.cache
-def masked_step(padded):
+def masked_step(padded, form='lax'):
   """One jitted train step per padded width, shared by the widths padded to it (width is a traced input)."""
-  spec = StepSpec(make_model('resnet18k', padded, (8, 8, 3), 10, 'lax'), 'adam', 8, 10)
+  spec = StepSpec(make_model('resnet18k', padded, (8, 8, 3), 10, form), 'adam', 8, 10)
   return spec, jax.jit(lambda s, hp, a, b: train_step(spec, s, hp, a, b))
 
 
 @functools.cache
-def masked_grad(padded):
-  spec, _ = masked_step(padded)
+def masked_grad(padded, form='lax'):
+  spec, _ = masked_step(padded, form)
 
   def loss(p, state, x, y, k):
     logits, _ = spec.model.apply({'params': p, 'batch_stats': state['batch_stats']}, x, k, train=True,
@@ -76,12 +76,13 @@ def slice_params(tree, dense_tree):
   return jax.tree.map(lambda m, d: m[tuple(slice(0, s) for s in d.shape)], tree, dense_tree)
 
 
-@pytest.mark.parametrize('k,padded', [(1, 8), (3, 8), (8, 16)])
-def test_masked_member_is_the_dense_width_k_model(k, padded):
+# lax everywhere; im2col (the CPU default) once, its layers are checked against flax nn.Conv below
+@pytest.mark.parametrize('k,padded,form', [(1, 8, 'lax'), (3, 8, 'lax'), (8, 16, 'lax'), (3, 8, 'im2col')])
+def test_masked_member_is_the_dense_width_k_model(k, padded, form):
   rng = np.random.default_rng(k)
   x = jnp.asarray(rng.normal(size=(3, 8, 8, 8, 3)), jnp.float32)  # 8x8 images keep the test fast on CPU
   y = jnp.asarray(rng.integers(0, 10, size=(3, 8)), jnp.int32)
-  spec, step = masked_step(padded)
+  spec, step = masked_step(padded, form)
   model = spec.model
   hp = unstack(hp_for([k], **{'optim.lr': 1e-3}), 0)
   state = init_member(spec, hp, x[0, 0])
@@ -95,7 +96,7 @@ def test_masked_member_is_the_dense_width_k_model(k, padded):
     close(got[0] if train else got, want[0] if train else want)
   # Gradients directly (Adam below would hide a wrong gradient scale): the active block is the dense model's, and
   # every padded entry's is exactly zero.
-  grad, dense_grad = masked_grad(padded)(state, x[0], y[0], k), dense_grad_fn(k)(params, stats, x[0], y[0])
+  grad, dense_grad = masked_grad(padded, form)(state, x[0], y[0], k), dense_grad_fn(k)(params, stats, x[0], y[0])
   close(slice_params(grad, ref['params']), dense_grad, rtol=1e-4)
   for g, d in zip(jax.tree.leaves(grad), jax.tree.leaves(ref['params'])):
     g = np.array(g)
