@@ -102,6 +102,8 @@ class TrainConfig:
   checkpoint_minutes: float = _f(10.0, 'checkpoint when this many minutes passed since the last one (0: never)')
   checkpoint_keep: int = _f(3, 'checkpoints kept per job (the newest)')
   keep_best: bool = _f(False, "keep each member's parameters at its lowest test (validation) loss in the checkpoint")
+  collapse: bool = _f(False, 'record neural collapse (nc1..nc4, ddjax.metrics) of the output layer\'s input on the '
+                      'training set at every evaluation (two more passes over it)')
   flush_seconds: float = _f(60.0, 'write buffered evaluation rows to a part file at least this often')
 
 
@@ -129,7 +131,7 @@ EXECUTION_KEYS = frozenset({
 # Keys that came after stores were first written, with the default that gives the old behaviour. A run's identity
 # (run ids, what --resume compares) leaves such a key out while it holds that default, so the members of an existing
 # store keep their ids, and its runs resume, after ddjax gains the key.
-LATER_KEYS = {'optim.warmup': 0, 'optim.schedule': 'constant'}
+LATER_KEYS = {'optim.warmup': 0, 'optim.schedule': 'constant', 'train.collapse': False}
 
 
 def identity(flat: dict[str, Any]) -> dict[str, Any]:
@@ -579,6 +581,10 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
       if aug == 'crop_flip' and data not in IMAGE_DATA:
         raise ConfigError(f"bad value 'crop_flip' for data.augment: {data} has no images (allowed: auto, none)")
     if data == 'mheight':
+      for on in sweep.get('train.collapse', [cfg.train.collapse]):
+        if on:
+          raise ConfigError('bad value True for train.collapse: mheight is a regression task, with no classes to '
+                            'collapse (allowed: false)')
       for noise in sweep.get('data.noise', [cfg.data.noise]):
         if noise:
           raise ConfigError(f"bad value {noise!r} for data.noise: mheight is a regression task (allowed: 0)")

@@ -103,7 +103,8 @@ class Bucket:
     self.spec = StepSpec(model_for(cfg, self.width, ds.input_shape, ds.num_classes), cfg.optim.name,
                          batch_size(cfg, ds), ds.num_classes, eval_batch or cfg.train.eval_batch, cfg.train.strategy,
                          cfg.train.map_batch, ds.preprocess, ds.task, cfg.train.keep_best, cfg.optim.schedule,
-                         cfg.train.epochs * (len(ds.y_train) // batch_size(cfg, ds)))
+                         cfg.train.epochs * (len(ds.y_train) // batch_size(cfg, ds)),
+                         cfg.train.collapse and ds.task == 'classify')
     sharded = isinstance(members, jax.sharding.NamedSharding)
     self.fns = bucket_fns(self.spec, members if sharded else None)
     n_dev = len(members.device_set)

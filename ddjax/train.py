@@ -19,6 +19,7 @@ from jax import lax
 
 from ddjax.data.augment import Preprocess
 from ddjax.data.noise import noisy_labels, noisy_test_error
+from ddjax.metrics.collapse import collapse_metrics, nearest_mean_disagrees
 from ddjax.optim import make_optimizer, scheduled_lr
 
 # Separate random streams per member: init from model_seed, batch order and augmentation from batch_seed (with
@@ -47,6 +48,7 @@ class StepSpec:
   keep_best: bool = False   # carry each member's parameters at its lowest test loss in the state
   schedule: str = 'constant'  # learning rate after warmup (optim.scheduled_lr): 'constant' | 'cosine' | 'linear'
   total_steps: int = 0      # optimizer steps of the whole run (where cosine and linear reach 0)
+  collapse: bool = False    # also evaluate neural collapse of the head's input on the training set
 
 
 def tree_norm(tree) -> jax.Array:
@@ -151,9 +153,8 @@ def train_epoch(spec: StepSpec, state, hp, labels_N, x_train, epoch):
   return state, loss.mean()
 
 
-def _dataset_stats(spec: StepSpec, state, hp, x, y):
-  """Mean loss and error over (x, y) (over finite targets for regression), in chunks of eval_batch, with
-  evaluation-mode BatchNorm."""
+def _chunks(spec: StepSpec, x, y):
+  """(x, y) in chunks of eval_batch examples, the last padded, and which entries are real: (xs, ys, valid)."""
   n = x.shape[0]
   chunk = min(spec.eval_batch, n)
   n_chunks = -(-n // chunk)
@@ -161,6 +162,13 @@ def _dataset_stats(spec: StepSpec, state, hp, x, y):
   xs = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape(n_chunks, chunk, *x.shape[1:])
   ys = jnp.pad(y, (0, pad)).reshape(n_chunks, chunk)
   valid = (jnp.arange(n_chunks * chunk) < n).reshape(n_chunks, chunk)
+  return xs, ys, valid
+
+
+def _dataset_stats(spec: StepSpec, state, hp, x, y):
+  """Mean loss and error over (x, y) (over finite targets for regression), in chunks of eval_batch, with
+  evaluation-mode BatchNorm."""
+  xs, ys, valid = _chunks(spec, x, y)
 
   def one(args):
     xc, yc, vc = args
@@ -174,6 +182,51 @@ def _dataset_stats(spec: StepSpec, state, hp, x, y):
   return loss_sum / count, wrong_sum / count
 
 
+def _head_input(spec: StepSpec, state, hp, x):
+  """(logits, the input of the output layer `head` flattened per example), in evaluation mode."""
+  seen = []
+
+  def grab(next_fun, args, kwargs, context):
+    if context.module.name == 'head' and context.method_name == '__call__':
+      seen.append(args[0])
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(grab):
+    logits = spec.model.apply({'params': state['params'], 'batch_stats': state['batch_stats']},
+                              spec.preprocess(x), hp['width'], train=False)
+  return logits.astype(jnp.float32), seen[-1].reshape(x.shape[0], -1).astype(jnp.float32)
+
+
+def collapse(spec: StepSpec, state, hp, x, labels_N) -> dict[str, jax.Array]:
+  """Neural collapse (ddjax.metrics.collapse) of the head's input features on (x, labels), in two passes of
+  eval_batch chunks: class means, then the within-class covariance and the nearest-mean predictions. The features of
+  masked channels are zero, so a member gets the metrics of its own width."""
+  xs, ys, valid = _chunks(spec, x, labels_N)
+  k = spec.num_classes
+
+  def sums(carry, args):
+    xc, yc, vc = args
+    _, h_BxD = _head_input(spec, state, hp, xc)
+    onehot_BxK = jax.nn.one_hot(yc, k) * vc[:, None]
+    return (carry[0] + onehot_BxK.T @ h_BxD, carry[1] + onehot_BxK.sum(0)), None
+
+  d = jax.eval_shape(lambda xc: _head_input(spec, state, hp, xc)[1], xs[0]).shape[1]
+  (sum_KxD, count_K), _ = lax.scan(sums, (jnp.zeros((k, d)), jnp.zeros(k)), (xs, ys, valid))
+  means_KxD = sum_KxD / jnp.maximum(count_K, 1.0)[:, None]
+
+  def scatter(carry, args):
+    xc, yc, vc = args
+    logits_BxK, h_BxD = _head_input(spec, state, hp, xc)
+    within_BxD = (h_BxD - means_KxD[yc]) * vc[:, None]
+    wrong_B = nearest_mean_disagrees(h_BxD, means_KxD, logits_BxK) * vc
+    return (carry[0] + within_BxD.T @ within_BxD, carry[1] + wrong_B.sum()), None
+
+  (scatter_DxD, wrong), _ = lax.scan(scatter, (jnp.zeros((d, d)), jnp.zeros(())), (xs, ys, valid))
+  n = jnp.maximum(count_K.sum(), 1.0)
+  w_KxD = state['params']['head']['kernel'].reshape(-1, k).T
+  return dict(collapse_metrics(means_KxD, scatter_DxD / n, w_KxD), nc4=wrong / n)
+
+
 def evaluate(spec: StepSpec, state, hp, labels_N, x_train, x_test, y_test) -> dict[str, jax.Array]:
   """Train metrics on the member's own (noisy) labels; test metrics on clean labels and on the noisy distribution
   (classification), or mean squared errors over finite targets (regression); weight norms; the last update's norm."""
@@ -183,6 +236,8 @@ def evaluate(spec: StepSpec, state, hp, labels_N, x_train, x_test, y_test) -> di
   if spec.task == 'classify':
     out.update(train_error=train_error, test_error=test_error,
                test_error_noisy=noisy_test_error(test_error, hp['noise'], spec.num_classes))
+  if spec.collapse:
+    out.update(collapse(spec, state, hp, x_train, labels_N))
   out.update(weight_norms(state['params']))
   out.update(update_norm=state['update_norm'], diverged=state['diverged'], diverged_step=state['diverged_step'])
   return out

@@ -4,7 +4,7 @@
 
 Writes error_vs_width.png (train and test error at the final epoch, mean and spread over seeds; Figure 1),
 heatmap_test_error.png (test error over width and epoch, log epoch axis, train-error contours; Figure 2) and
-loss_vs_width.png.
+loss_vs_width.png; with train.collapse=true also collapse.png (plots/collapse.py).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from plots.collapse import collapse_curves
 from plots.common import final, load, mean_spread, plt, save, series_keys
 
 X = 'model.width'
@@ -116,9 +117,12 @@ def plot_all(out, fig_dir=None) -> list[Path]:
   df = load(out)
   fig_dir = Path(fig_dir or out)
   fig_dir.mkdir(parents=True, exist_ok=True)
-  return [error_vs_width(df, fig_dir / 'error_vs_width.png'),
-          heatmap(df, fig_dir / 'heatmap_test_error.png'),
-          loss_vs_width(df, fig_dir / 'loss_vs_width.png')]
+  paths = [error_vs_width(df, fig_dir / 'error_vs_width.png'),
+           heatmap(df, fig_dir / 'heatmap_test_error.png'),
+           loss_vs_width(df, fig_dir / 'loss_vs_width.png')]
+  if 'nc1' in df.columns:  # the run recorded neural collapse (train.collapse=true)
+    paths.append(collapse_curves(df, fig_dir / 'collapse.png'))
+  return paths
 
 
 if __name__ == '__main__':

@@ -168,12 +168,13 @@ def test_keys_added_later_leave_old_stores_ids_and_resume_alone():
   import json
   from ddjax.run import run_id
   cfg, sweep = PRESETS['mnist1d'].config, PRESETS['mnist1d'].sweep
-  assert cfglib.LATER_KEYS == {k: cfglib.get(cfglib.Config(), k) for k in ('optim.warmup', 'optim.schedule')}
+  assert cfglib.LATER_KEYS == {k: cfglib.get(cfglib.Config(), k)
+                               for k in ('optim.warmup', 'optim.schedule', 'train.collapse')}
   before = {k: cfglib.get(cfg, k) for k in cfglib.fields(cfg)
-            if k not in cfglib.EXECUTION_KEYS and k not in ('optim.warmup', 'optim.schedule')}
+            if k not in cfglib.EXECUTION_KEYS and k not in cfglib.LATER_KEYS}
   assert run_id(cfg) == hashlib.sha1(json.dumps(before, sort_keys=True, default=str).encode()).hexdigest()[:12]
   old = cfglib.to_dict(cfg)
-  del old['optim']['warmup'], old['optim']['schedule']  # the config of a run.json written before the keys
+  del old['optim']['warmup'], old['optim']['schedule'], old['train']['collapse']  # a run.json from before them
   assert cfglib.what_trains(old, sweep, []) == cfglib.what_trains(cfglib.to_dict(cfg), sweep, [])
   for optim in (dataclasses.replace(cfg.optim, warmup=10), dataclasses.replace(cfg.optim, schedule='cosine')):
     changed = dataclasses.replace(cfg, optim=optim)

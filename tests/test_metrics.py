@@ -135,3 +135,36 @@ def test_neural_collapse_matches_numpy_is_blind_to_masked_channels_and_vmaps():
     for key, value in want.items():
       assert float(batched[key][m]) == pytest.approx(value, rel=2e-4, abs=1e-6), key
       assert float(unpadded[key]) == pytest.approx(value, rel=2e-4, abs=1e-6), key
+
+
+def test_a_run_records_neural_collapse_of_each_member(tmp_path):
+  """train.collapse: the nc columns at the last epoch are the NumPy definitions on each member's own final
+  parameters, its features computed in NumPy from the checkpoint (padded entries are zero, so the padded network is
+  the member's), on the training set."""
+  from ddjax import config as cfglib
+  from ddjax import run as runlib
+  from ddjax.data.datasets import load_dataset
+  from ddjax.members import expand
+  from ddjax.results import load
+  cfg, sweep = cfglib.apply_overrides(cfglib.Config(), {}, [
+      'model.name=mlp', 'model.width=3,7', 'train.epochs=3', 'data.num_samples=300', 'train.batch_size=60',
+      'train.eval_points=2', 'train.collapse=true', 'train.eval_batch=100'])
+  runlib.run(cfg, sweep, expand(cfg, sweep), tmp_path, progress=False, log=lambda *a: None)
+  ds = load_dataset(cfg.data)
+  x = np.asarray(ds.preprocess(jnp.asarray(ds.x_train)), np.float64)
+  y = np.asarray(ds.y_train)
+  table = load(tmp_path)
+  assert len(table) == 2
+  for _, row in table.iterrows():
+    params = jax.tree.map(lambda a: np.asarray(a, np.float64), runlib.member_variables(tmp_path, row['run_id'],
+                                                                                      'last')[0]['params'])
+    h = np.maximum(x @ params['dense0']['kernel'] + params['dense0']['bias'], 0)
+    h = np.maximum(h @ params['dense1']['kernel'] + params['dense1']['bias'], 0)
+    w = params['head']['kernel']
+    want = numpy_nc(h, y, w.T, h @ w + params['head']['bias'])
+    for key, value in want.items():
+      assert row[key][-1] == pytest.approx(value, rel=1e-3, abs=1e-5), (row['model.width'], key)
+    assert len(row['nc1']) == len(row['epoch'])
+  from plots.collapse import plot_all
+  (png,) = plot_all(tmp_path)
+  assert png.name == 'collapse.png' and png.stat().st_size > 10_000

@@ -36,15 +36,10 @@ def _frobenius_normalised(a):
   return a / jnp.maximum(jnp.linalg.norm(a), 1e-30)
 
 
-def neural_collapse(h_NxD, y_N, num_classes: int, w_KxD=None, logits_NxK=None) -> dict:
-  """The named NC metrics above of features `h_NxD` with labels `y_N`; nc3 needs the classifier `w_KxD` (the head's
-  kernel transposed) and nc4 the network's `logits_NxK`."""
-  h_NxD = h_NxD.astype(jnp.float32)
-  k = num_classes
-  means_KxD, global_D, _ = class_means(h_NxD, y_N, k)
-  centred_KxD = means_KxD - global_D
-  within_NxD = h_NxD - means_KxD[y_N]
-  sigma_w_DxD = within_NxD.T @ within_NxD / h_NxD.shape[0]
+def collapse_metrics(means_KxD, sigma_w_DxD, w_KxD=None) -> dict:
+  """nc1 to nc3 (above) from the class means and the within-class covariance Sigma_W; nc3 needs the classifier."""
+  k = means_KxD.shape[0]
+  centred_KxD = means_KxD - means_KxD.mean(0)
   sigma_b_DxD = centred_KxD.T @ centred_KxD / k
   trace_sum = jnp.trace(sigma_w_DxD @ jnp.linalg.pinv(sigma_b_DxD, hermitian=True))
   norms_K = jnp.linalg.norm(centred_KxD, axis=1)
@@ -63,8 +58,23 @@ def neural_collapse(h_NxD, y_N, num_classes: int, w_KxD=None, logits_NxK=None) -
   if w_KxD is not None:
     nc3 = jnp.linalg.norm(_frobenius_normalised(w_KxD.astype(jnp.float32)) - _frobenius_normalised(centred_KxD))
     out.update(nc3=nc3, nc3_squared=nc3 ** 2)
+  return out
+
+
+def nearest_mean_disagrees(h_NxD, means_KxD, logits_NxK):
+  """Per example, whether the nearest class mean is not the network's prediction (nc4 is their mean)."""
+  # ||h - mu_k||^2 up to ||h||^2, which every class shares: no N x K x D array
+  distances_NxK = jnp.square(means_KxD).sum(1)[None, :] - 2.0 * h_NxD @ means_KxD.T
+  return jnp.argmin(distances_NxK, 1) != jnp.argmax(logits_NxK, 1)
+
+
+def neural_collapse(h_NxD, y_N, num_classes: int, w_KxD=None, logits_NxK=None) -> dict:
+  """The named NC metrics above of features `h_NxD` with labels `y_N`; nc3 needs the classifier `w_KxD` (the head's
+  kernel transposed) and nc4 the network's `logits_NxK`."""
+  h_NxD = h_NxD.astype(jnp.float32)
+  means_KxD, _, _ = class_means(h_NxD, y_N, num_classes)
+  within_NxD = h_NxD - means_KxD[y_N]
+  out = collapse_metrics(means_KxD, within_NxD.T @ within_NxD / h_NxD.shape[0], w_KxD)
   if logits_NxK is not None:
-    # ||h - mu_k||^2 up to ||h||^2, which every class shares: no N x K x D array
-    distances_NxK = jnp.square(means_KxD).sum(1)[None, :] - 2.0 * h_NxD @ means_KxD.T
-    out['nc4'] = jnp.mean(jnp.argmin(distances_NxK, 1) != jnp.argmax(logits_NxK, 1))
+    out['nc4'] = jnp.mean(nearest_mean_disagrees(h_NxD, means_KxD, logits_NxK))
   return out

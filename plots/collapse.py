@@ -1,0 +1,68 @@
+"""Neural-collapse figure from a results directory of a run with train.collapse=true.
+
+  python -m plots.collapse RESULTS_DIR [--out DIR]
+
+Writes collapse.png: NC1, NC2 (equinorm, equiangularity), NC3 and NC4 (ddjax.metrics) and train error against
+epoch on log axes, one line per width (mean over seeds), coloured by width.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import matplotlib as mpl
+import numpy as np
+
+from plots.common import load, plt
+
+X = 'model.width'
+# (metric, panel title, log y axis): NC1 spans decades; the others are bounded and read better on linear axes
+PANELS = (('nc1', 'NC1  Tr(Σ_W Σ_B⁺) / K', True), ('nc2_equinorm', 'NC2  equinorm (std / mean of norms)', False),
+          ('nc2_equiangle', 'NC2  equiangularity', False), ('nc3', 'NC3  ‖W/‖W‖ − M/‖M‖‖', False),
+          ('nc4', 'NC4  nearest class mean ≠ network', False), ('train_error', 'train error', False))
+
+
+def collapse_curves(df, path: Path) -> Path:
+  widths = np.sort(df[X].unique())
+  norm = mpl.colors.LogNorm(widths.min(), max(widths.max(), widths.min() + 1))
+  fig, axes = plt.subplots(2, 3, figsize=(10, 5.6), layout='constrained')
+  for ax, (metric, title, log_y) in zip(axes.flat, PANELS):
+    for w in widths:
+      rows = df[df[X] == w]
+      epochs = np.asarray(rows['epoch'].iloc[0], float)
+      curves = [np.asarray(v, float) for v in rows[metric] if len(v) == len(epochs)]
+      if curves:
+        ax.plot(epochs, np.mean(curves, axis=0), color=plt.cm.viridis(norm(w)), lw=1)
+    ax.set(xscale='log', yscale='log' if log_y else 'linear', title=title, xlabel='epoch')
+    ax.title.set_fontsize(9)
+  fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap='viridis'), ax=axes, label='width', shrink=0.6)
+  fig.suptitle('Neural collapse on the training set (mean over seeds)')
+  fig.savefig(path)  # constrained layout (not save()'s tight_layout) fits a colorbar shared by all panels
+  plt.close(fig)
+  return path
+
+
+def plot_all(out, fig_dir=None) -> list[Path]:
+  """collapse.png if the run recorded neural collapse, else nothing."""
+  df = load(out)
+  if 'nc1' not in df.columns:
+    return []
+  fig_dir = Path(fig_dir or out)
+  fig_dir.mkdir(parents=True, exist_ok=True)
+  return [collapse_curves(df, fig_dir / 'collapse.png')]
+
+
+if __name__ == '__main__':
+  parser = argparse.ArgumentParser(prog='python -m plots.collapse', description=__doc__.split('\n')[0])
+  parser.add_argument('results_dir', type=Path)
+  parser.add_argument('--out', type=Path, help='where to write the PNG (default: RESULTS_DIR)')
+  args = parser.parse_args()
+  try:
+    paths = plot_all(args.results_dir, args.out)
+  except FileNotFoundError as e:
+    parser.exit(2, f'error: {e}\n')
+  if not paths:
+    parser.exit(2, f'error: {args.results_dir} has no neural-collapse columns (run with train.collapse=true)\n')
+  for p in paths:
+    print(p)
