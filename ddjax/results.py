@@ -156,6 +156,14 @@ def _newest(members: pd.DataFrame) -> pd.DataFrame:
   return members.drop_duplicates('run_id', keep='last')
 
 
+def _later_defaults(frame: pd.DataFrame) -> pd.DataFrame:
+  """Rows written before a key existed (config.LATER_KEYS) read it at its default, like the rows after."""
+  for key, default in cfglib.LATER_KEYS.items():
+    if key in frame.columns:
+      frame[key] = frame[key].where(frame[key].notna(), default)
+  return frame
+
+
 def assemble(out: Path) -> pd.DataFrame:
   """One row per member from the part files: member columns plus a list column per curve.
 
@@ -165,7 +173,7 @@ def assemble(out: Path) -> pd.DataFrame:
   members = _read_parts(out, 'members')
   if members is None:
     raise FileNotFoundError(f'no results in {out}: neither results.parquet nor part files')
-  members = _newest(members)
+  members = _later_defaults(_newest(members))
   curves = _read_parts(out, 'curves')
   if curves is None:
     table = members.assign(epoch=[[] for _ in range(len(members))])
@@ -241,10 +249,7 @@ def merge(sources: list[Path], dest: Path, keep: str = 'last') -> Path:
     tables.append(table.assign(source=str(src)))
   table = pd.concat(tables, ignore_index=True)
   flat = pd.DataFrame([cfglib.flatten(json.loads(c)) for c in table['config']], index=table.index)
-  for key, default in cfglib.LATER_KEYS.items():  # a store from before a key had its default
-    for frame in (flat, table):
-      if key in frame.columns:
-        frame[key] = frame[key].where(frame[key].notna(), default)
+  flat, table = _later_defaults(flat), _later_defaults(table)
   for key in flat.columns:  # promote fixed keys that differ between the merged sweeps
     if key not in table.columns and flat[key].astype(str).nunique(dropna=False) > 1:
       table[key] = flat[key]

@@ -217,10 +217,11 @@ def make_buckets(job: Job, ds, plan: list[list[int]], cost, log=print,
     buckets = [Bucket(job, g, data[w], ds, single[w], single[w], c) for g, w, c in zip(groups, where, chunks_of)]
   if budget <= 0 or check == 'none':
     return buckets
-  figures = [b.compiled_bytes(check == 'train+eval') for b in buckets]
-  if any(f is None for f in figures):  # a backend that reports no memory figures
+  figures = [b.compiled_bytes(check == 'train+eval') or (np.nan, np.nan) for b in buckets]
+  # each process's compilation: the largest figure decides for all (every process gathers, then all decide alike)
+  figures = parallel.agree(figures, 'max')
+  if np.isnan(figures).any():  # a backend that reports no memory figures
     return buckets
-  figures = parallel.agree(figures, 'max')  # each process's compilation: the largest figure decides for all
   over = {}  # planned bucket -> XLA's (training bytes per member, evaluation bytes per member and example), where over
   for b, p, (step, evaluation) in zip(buckets, planned, figures.tolist()):
     n = per_device(len(b.rows))

@@ -19,7 +19,7 @@ from jax import lax
 
 from ddjax.data.augment import Preprocess
 from ddjax.data.noise import noisy_labels, noisy_test_error
-from ddjax.metrics.collapse import collapse_metrics, nearest_mean_disagrees
+from ddjax.metrics.collapse import between_class_whitener, collapse_metrics, nearest_mean_disagrees
 from ddjax.optim import make_optimizer, scheduled_lr
 
 # Separate random streams per member: init from model_seed, batch order and augmentation from batch_seed (with
@@ -199,8 +199,9 @@ def _head_input(spec: StepSpec, state, hp, x):
 
 def collapse(spec: StepSpec, state, hp, x, labels_N) -> dict[str, jax.Array]:
   """Neural collapse (ddjax.metrics.collapse) of the head's input features on (x, labels), in two passes of
-  eval_batch chunks: class means, then the within-class covariance and the nearest-mean predictions. The features of
-  masked channels are zero, so a member gets the metrics of its own width."""
+  eval_batch chunks: class means, then the within-class spread (plain and whitened by the class means) and the
+  nearest-mean predictions; no D x D array. The features of masked channels are zero, so a member gets the
+  metrics of its own width."""
   xs, ys, valid = _chunks(spec, x, labels_N)
   k = spec.num_classes
 
@@ -213,18 +214,20 @@ def collapse(spec: StepSpec, state, hp, x, labels_N) -> dict[str, jax.Array]:
   d = jax.eval_shape(lambda xc: _head_input(spec, state, hp, xc)[1], xs[0]).shape[1]
   (sum_KxD, count_K), _ = lax.scan(sums, (jnp.zeros((k, d)), jnp.zeros(k)), (xs, ys, valid))
   means_KxD = sum_KxD / jnp.maximum(count_K, 1.0)[:, None]
+  whitener_KxD = between_class_whitener(means_KxD)
 
-  def scatter(carry, args):
+  def within(carry, args):
     xc, yc, vc = args
     logits_BxK, h_BxD = _head_input(spec, state, hp, xc)
-    within_BxD = (h_BxD - means_KxD[yc]) * vc[:, None]
-    wrong_B = nearest_mean_disagrees(h_BxD, means_KxD, logits_BxK) * vc
-    return (carry[0] + within_BxD.T @ within_BxD, carry[1] + wrong_B.sum()), None
+    within_BxD = h_BxD - means_KxD[yc]
+    wrong_B = nearest_mean_disagrees(h_BxD, means_KxD, logits_BxK)
+    terms = (jnp.square(within_BxD).sum(1), jnp.square(within_BxD @ whitener_KxD.T).sum(1), wrong_B)
+    return tuple(c + jnp.sum(a * vc) for c, a in zip(carry, terms)), None
 
-  (scatter_DxD, wrong), _ = lax.scan(scatter, (jnp.zeros((d, d)), jnp.zeros(())), (xs, ys, valid))
+  (within_sq, whitened_sq, wrong), _ = lax.scan(within, (jnp.zeros(()),) * 3, (xs, ys, valid))
   n = jnp.maximum(count_K.sum(), 1.0)
   w_KxD = state['params']['head']['kernel'].reshape(-1, k).T
-  return dict(collapse_metrics(means_KxD, scatter_DxD / n, w_KxD), nc4=wrong / n)
+  return dict(collapse_metrics(means_KxD, within_sq / n, whitened_sq / n, w_KxD), nc4=wrong / n)
 
 
 def evaluate(spec: StepSpec, state, hp, labels_N, x_train, x_test, y_test) -> dict[str, jax.Array]:

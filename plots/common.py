@@ -36,6 +36,16 @@ def series_keys(df: pd.DataFrame, x: str) -> list[str]:
   return keys
 
 
+def series(df: pd.DataFrame, x: str) -> list[tuple[str, pd.DataFrame]]:
+  """(label, rows) for each combination of the series_keys' values, e.g. ('data.noise=0.1', ...); one ('', df)
+  if only x and seeds vary."""
+  keys = series_keys(df, x)
+  if not keys:
+    return [('', df)]
+  return [(', '.join(f'{k}={v}' for k, v in zip(keys, vals if isinstance(vals, tuple) else (vals,))), g)
+          for vals, g in df.groupby(keys if len(keys) > 1 else keys[0])]
+
+
 def final(df: pd.DataFrame, metric: str) -> pd.Series:
   """The metric at each member's last evaluation (NaN before the first)."""
   return df[metric].map(lambda v: float(v[-1]) if len(v) else np.nan)

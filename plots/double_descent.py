@@ -15,17 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from plots.collapse import collapse_curves
-from plots.common import final, load, mean_spread, plt, save, series_keys
+from plots.common import final, load, mean_spread, plt, save, series
 
 X = 'model.width'
 
 
 def _series(df):
-  keys = series_keys(df, X)
-  if not keys:
-    return [('', df)]
-  return [(', '.join(f'{k}={v}' for k, v in zip(keys, vals if isinstance(vals, tuple) else (vals,))), g)
-          for vals, g in df.groupby(keys if len(keys) > 1 else keys[0])]
+  return series(df, X)
 
 
 def error_vs_width(df, path: Path) -> Path:

@@ -95,7 +95,7 @@ def test_neural_collapse_on_a_noisy_simplex_etf():
 
 
 def numpy_nc(h, y, w, logits):
-  """Papyan et al.'s definitions, written out in NumPy."""
+  """Papyan et al.'s definitions, written out in NumPy with D x D covariances and a pseudo-inverse."""
   means = np.stack([h[y == c].mean(0) for c in range(K)])
   g = means.mean(0)
   sw = sum(np.outer(v, v) for v in h - means[y]) / len(h)
@@ -107,12 +107,13 @@ def numpy_nc(h, y, w, logits):
   gram = centred @ centred.T
   etf = np.eye(K) - 1.0 / K
   nearest = np.argmin([[np.sum((v - mu) ** 2) for mu in means] for v in h], 1)
-  return {'nc1': np.trace(sw @ np.linalg.pinv(sb)) / K, 'nc1_trace': np.trace(sw) / np.trace(sb),
-          'nc2_equinorm': norms.std() / norms.mean(),
+  nc3 = np.linalg.norm(w / np.linalg.norm(w) - centred / np.linalg.norm(centred))
+  return {'nc1': np.trace(sw @ np.linalg.pinv(sb)) / K, 'nc1_sum': np.trace(sw @ np.linalg.pinv(sb)),
+          'nc1_trace': np.trace(sw) / np.trace(sb),
+          'nc2_equinorm': norms.std(ddof=1) / norms.mean(),  # torch.std, unbiased, in Papyan et al.'s code
           'nc2_equiangle': np.mean([abs(cos[i, j] + 1 / (K - 1)) for i, j in pairs]),
           'nc2_etf': np.linalg.norm(gram / np.linalg.norm(gram) - etf / np.linalg.norm(etf)),
-          'nc3': np.linalg.norm(w / np.linalg.norm(w) - centred / np.linalg.norm(centred)),
-          'nc4': np.mean(nearest != logits.argmax(1))}
+          'nc3': nc3, 'nc3_squared': nc3 ** 2, 'nc4': np.mean(nearest != logits.argmax(1))}
 
 
 def test_neural_collapse_matches_numpy_is_blind_to_masked_channels_and_vmaps():

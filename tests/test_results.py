@@ -185,3 +185,14 @@ def test_an_interrupted_invocation_is_recognised_whatever_its_execution_keys(tmp
   assert results.unfinished_start(tmp_path, {k: v for k, v in record().items() if k != 'rerun'}) is None
   (tmp_path / 'sweeps.jsonl').write_text(''.join(json.dumps(e) + '\n' for e in lines + [{'finished_ns': 5}]))
   assert results.unfinished_start(tmp_path, record()) is None
+
+
+def test_rows_from_before_a_later_key_read_its_default(tmp_path):
+  """A store continued after ddjax gained optim.warmup: its older members have no such column; they read 0 (the
+  behaviour they had), not NaN, so plots and filters see one value."""
+  fake_run(tmp_path, n_members=2, job_id='old')
+  results.write_members(tmp_path, 'new', [
+      {'run_id': f'n{i}', 'job_id': 'new', 'attempt': 1, 'complete': True, 'job': 1, 'member': i,
+       'optim.warmup': w, 'config': '{}'} for i, w in enumerate((0, 10))])
+  df = results.load(tmp_path).set_index('run_id')
+  assert df['optim.warmup'].to_dict() == {'r0': 0, 'r1': 0, 'n0': 0, 'n1': 10}
