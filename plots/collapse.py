@@ -8,14 +8,13 @@ epoch on log axes, one line per width (mean over seeds), coloured by width; othe
 
 from __future__ import annotations
 
-import argparse
 import itertools
 from pathlib import Path
 
 import matplotlib as mpl
 import numpy as np
 
-from plots.common import load, plt, series
+from plots.common import load, main, plt, series
 
 X = 'model.width'
 STYLES = ('-', '--', ':', '-.')
@@ -65,15 +64,4 @@ def plot_all(out, fig_dir=None) -> list[Path]:
 
 
 if __name__ == '__main__':
-  parser = argparse.ArgumentParser(prog='python -m plots.collapse', description=__doc__.split('\n')[0])
-  parser.add_argument('results_dir', type=Path)
-  parser.add_argument('--out', type=Path, help='where to write the PNG (default: RESULTS_DIR)')
-  args = parser.parse_args()
-  try:
-    paths = plot_all(args.results_dir, args.out)
-  except FileNotFoundError as e:
-    parser.exit(2, f'error: {e}\n')
-  if not paths:
-    parser.exit(2, f'error: {args.results_dir} has no neural-collapse columns (run with train.collapse=true)\n')
-  for p in paths:
-    print(p)
+  main('plots.collapse', __doc__, plot_all, nothing='has no neural-collapse columns (run with train.collapse=true)')

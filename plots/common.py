@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import matplotlib
@@ -62,3 +63,20 @@ def save(fig, path: Path) -> Path:
   fig.savefig(path)
   plt.close(fig)
   return path
+
+
+def main(module: str, doc: str, plot_all, nothing: str | None = None) -> None:
+  """The command line of a plotting module, `python -m MODULE RESULTS_DIR [--out DIR]`: prints the figures that
+  plot_all(results_dir, out) wrote; `nothing` is the error when it wrote none."""
+  parser = argparse.ArgumentParser(prog=f'python -m {module}', description=doc.split('\n')[0])
+  parser.add_argument('results_dir', type=Path)
+  parser.add_argument('--out', type=Path, help='where to write the figures (default: RESULTS_DIR)')
+  args = parser.parse_args()
+  try:
+    paths = plot_all(args.results_dir, args.out)
+  except FileNotFoundError as e:
+    parser.exit(2, f'error: {e}\n')
+  if not paths and nothing:
+    parser.exit(2, f'error: {args.results_dir} {nothing}\n')
+  for path in paths:
+    print(path)

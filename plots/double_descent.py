@@ -9,13 +9,12 @@ loss_vs_width.png; with train.collapse=true also collapse.png (plots/collapse.py
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 
 from plots.collapse import collapse_curves
-from plots.common import final, load, mean_spread, plt, save, series
+from plots.common import final, load, main, mean_spread, plt, save, series
 
 X = 'model.width'
 
@@ -122,13 +121,4 @@ def plot_all(out, fig_dir=None) -> list[Path]:
 
 
 if __name__ == '__main__':
-  parser = argparse.ArgumentParser(prog='python -m plots.double_descent', description=__doc__.split('\n')[0])
-  parser.add_argument('results_dir', type=Path)
-  parser.add_argument('--out', type=Path, help='where to write the PNGs (default: RESULTS_DIR)')
-  args = parser.parse_args()
-  try:
-    paths = plot_all(args.results_dir, args.out)
-  except FileNotFoundError as e:
-    parser.exit(2, f'error: {e}\n')
-  for p in paths:
-    print(p)
+  main('plots.double_descent', __doc__, plot_all)
