@@ -169,3 +169,59 @@ def test_a_run_records_neural_collapse_of_each_member(tmp_path):
   from plots.collapse import plot_all
   (png,) = plot_all(tmp_path)
   assert png.name == 'collapse.png' and png.stat().st_size > 10_000
+
+
+@pytest.fixture(scope='module')
+def mlp_hessian():
+  """An MLP member of width 3 padded to 8 (and the same member unpadded) on a fixed batch, with the explicit
+  Hessians of both from jax.hessian over the flattened parameters."""
+  from jax.flatten_util import ravel_pytree
+  from ddjax.nn.models import make_model
+  rng = np.random.default_rng(4)
+  x = jnp.asarray(rng.normal(size=(20, 6)), jnp.float32)
+  y = jnp.asarray(rng.integers(0, 3, 20))
+  out = {}
+  for padded in (8, 3):
+    model = make_model('mlp', padded, (6,), 3, 'im2col')
+    params = model.init(jax.random.key(0), x, 3)['params']
+    loss = lambda p, model=model: -jnp.mean(jax.nn.log_softmax(model.apply({'params': p}, x, 3))[jnp.arange(20), y])
+    flat, unravel = ravel_pytree(params)
+    hess = np.asarray(jax.hessian(lambda f: loss(unravel(f)))(flat), np.float64)
+    out[padded] = (loss, params, (hess + hess.T) / 2)
+  return out
+
+
+def test_sharpness_and_trace_match_the_explicit_hessian(mlp_hessian):
+  from ddjax.metrics.curvature import hutchinson_trace, top_hessian_eigenvalue
+  loss, params, hess = mlp_hessian[8]
+  eig = np.linalg.eigvalsh(hess)
+  top = eig[np.argmax(np.abs(eig))]
+  got, _ = jax.jit(lambda k: top_hessian_eigenvalue(loss, params, k, iters=200))(jax.random.key(1))
+  assert float(got) == pytest.approx(top, rel=1e-3)
+  probes = 2000
+  trace = jax.jit(lambda k: hutchinson_trace(loss, params, k, probes))(jax.random.key(2))
+  sd = np.sqrt(2 * (np.sum(hess ** 2) - np.sum(np.diag(hess) ** 2)) / probes)  # references: Hutchinson's variance
+  assert abs(float(trace) - np.trace(hess)) < 4 * sd
+  # the padded member's Hessian is the unpadded one's plus zero rows and columns
+  _, _, small = mlp_hessian[3]
+  assert np.trace(hess) == pytest.approx(np.trace(small), rel=1e-4)
+  assert top == pytest.approx(np.linalg.eigvalsh(small)[np.argmax(np.abs(np.linalg.eigvalsh(small)))], rel=1e-4)
+  # members with their own probes under vmap
+  both = jax.jit(jax.vmap(lambda k: top_hessian_eigenvalue(loss, params, k, iters=200)[0]))(
+      jax.random.split(jax.random.key(3), 2))
+  np.testing.assert_allclose(np.asarray(both), top, rtol=1e-3)
+
+
+def test_gradient_noise_matches_mccandlish_formulas():
+  """Linear regression, loss_i = (w.x_i - y_i)^2 / 2, whose per-example gradients are (w.x_i - y_i) x_i."""
+  from ddjax.metrics.curvature import gradient_noise
+  rng = np.random.default_rng(5)
+  x, y, w = rng.normal(size=(32, 5)), rng.normal(size=32), rng.normal(size=5)
+  g = (x @ w - y)[:, None] * x
+  trace_sigma = np.sum((g - g.mean(0)) ** 2) / 31
+  grad_sq = np.sum(g.mean(0) ** 2) - trace_sigma / 32
+  f32 = lambda a: jnp.asarray(a, jnp.float32)
+  got = gradient_noise(lambda w, xi, yi: 0.5 * (xi @ w - yi) ** 2, f32(w), f32(x), f32(y))
+  assert float(got['trace_sigma']) == pytest.approx(trace_sigma, rel=1e-4)
+  assert float(got['grad_sq']) == pytest.approx(grad_sq, rel=1e-3)
+  assert float(got['noise_scale']) == pytest.approx(trace_sigma / grad_sq, rel=1e-3)

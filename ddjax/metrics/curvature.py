@@ -1,0 +1,70 @@
+"""Curvature and gradient noise of one member's loss, in forms that vmap over members (references.md, Metrics).
+
+  hvp                      Hessian-vector product: the jvp of the gradient (forward over reverse)
+  top_hessian_eigenvalue   the Hessian's largest-magnitude eigenvalue by power iteration (the sharpness)
+  hutchinson_trace         Tr(H) ~ mean of v^T H v over Rademacher probes v (variance 2 (||H||_F^2 - sum H_ii^2) per
+                           probe)
+  gradient_noise           McCandlish et al. (2018): Tr(Sigma), |G|^2 and the simple noise scale B_simple from
+                           per-example gradients
+
+Loops have fixed lengths (lax.fori_loop, lax.map): under vmap a while_loop would run until every member stopped.
+A member's masked parameters have zero gradient whatever their value, so the Hessian's rows and columns for them
+are zero, and every quantity here is the member's own width's.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+
+def _dot(a, b):
+  return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def _unit(tree):
+  norm = jnp.sqrt(_dot(tree, tree))
+  return jax.tree.map(lambda x: x / jnp.maximum(norm, 1e-30), tree)
+
+
+def hvp(loss_fn: Callable, params, v):
+  """H v, with H the Hessian of the scalar loss_fn(params)."""
+  return jax.jvp(jax.grad(loss_fn), (params,), (v,))[1]
+
+
+def top_hessian_eigenvalue(loss_fn: Callable, params, key, iters: int = 20):
+  """(eigenvalue, unit eigenvector) of the Hessian's largest-magnitude eigenvalue, by `iters` steps of power
+  iteration from a Gaussian start; the eigenvalue is the Rayleigh quotient v^T H v."""
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(key, len(leaves))
+  v = _unit(jax.tree.unflatten(treedef, [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)]))
+  v = lax.fori_loop(0, iters, lambda _, v: _unit(hvp(loss_fn, params, v)), v)
+  return _dot(v, hvp(loss_fn, params, v)), v
+
+
+def hutchinson_trace(loss_fn: Callable, params, key, probes: int = 10):
+  """Tr(H) estimated as the mean of v^T H v over `probes` Rademacher vectors v."""
+  leaves, treedef = jax.tree.flatten(params)
+
+  def one(k):
+    keys = jax.random.split(k, len(leaves))
+    v = jax.tree.unflatten(treedef, [jax.random.rademacher(kk, x.shape, x.dtype) for kk, x in zip(keys, leaves)])
+    return _dot(v, hvp(loss_fn, params, v))
+
+  return lax.map(one, jax.random.split(key, probes)).mean()
+
+
+def gradient_noise(example_loss_fn: Callable, params, x_BxD, y_B) -> dict:
+  """From the per-example gradients g_i of example_loss_fn(params, x_i, y_i) over a batch of B:
+  trace_sigma = sum_i ||g_i - g_mean||^2 / (B - 1), grad_sq = ||g_mean||^2 - trace_sigma / B (an unbiased |G|^2)
+  and noise_scale = trace_sigma / grad_sq (B_simple)."""
+  grads = jax.vmap(jax.grad(example_loss_fn), (None, 0, 0))(params, x_BxD, y_B)
+  b = x_BxD.shape[0]
+  mean = jax.tree.map(lambda g: g.mean(0), grads)
+  trace_sigma = sum(jnp.sum(jnp.square(g - m)) for g, m in zip(jax.tree.leaves(grads), jax.tree.leaves(mean)))
+  trace_sigma = trace_sigma / (b - 1)
+  grad_sq = _dot(mean, mean) - trace_sigma / b
+  return {'trace_sigma': trace_sigma, 'grad_sq': grad_sq, 'noise_scale': trace_sigma / grad_sq}
