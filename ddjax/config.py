@@ -77,8 +77,8 @@ class OptimConfig:
   b2: float = _f(0.999, 'Adam beta2')
   eps: float = _f(1e-8, 'Adam epsilon')
   warmup: int = _f(0, 'linear warmup over this many optimizer steps: update t (from 0) gets lr * min(1, t / warmup)')
-  schedule: str = _f('constant', 'learning rate after warmup: constant, or a cosine or linear decay to 0 at the '
-                     'last step', ('constant', 'cosine', 'linear'))
+  schedule: str = _f('constant', 'learning rate after warmup: constant, or a cosine or linear decay towards 0 over '
+                     'the rest of the run (as PyTorch: 0 after the last update)', ('constant', 'cosine', 'linear'))
 
 
 @dataclass

@@ -214,14 +214,14 @@ def collapse(spec: StepSpec, state, hp, x, labels_N) -> dict[str, jax.Array]:
   d = jax.eval_shape(lambda xc: _head_input(spec, state, hp, xc)[1], xs[0]).shape[1]
   (sum_KxD, count_K), _ = lax.scan(sums, (jnp.zeros((k, d)), jnp.zeros(k)), (xs, ys, valid))
   means_KxD = sum_KxD / jnp.maximum(count_K, 1.0)[:, None]
-  whitener_KxD = between_class_whitener(means_KxD)
+  whitener_RxD = between_class_whitener(means_KxD)
 
   def within(carry, args):
     xc, yc, vc = args
     logits_BxK, h_BxD = _head_input(spec, state, hp, xc)
     within_BxD = h_BxD - means_KxD[yc]
     wrong_B = nearest_mean_disagrees(h_BxD, means_KxD, logits_BxK)
-    terms = (jnp.square(within_BxD).sum(1), jnp.square(within_BxD @ whitener_KxD.T).sum(1), wrong_B)
+    terms = (jnp.square(within_BxD).sum(1), jnp.square(within_BxD @ whitener_RxD.T).sum(1), wrong_B)
     return tuple(c + jnp.sum(a * vc) for c, a in zip(carry, terms)), None
 
   (within_sq, whitened_sq, wrong), _ = lax.scan(within, (jnp.zeros(()),) * 3, (xs, ys, valid))
