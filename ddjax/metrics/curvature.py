@@ -18,16 +18,12 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import optax
 from jax import lax
 
 
-def _dot(a, b):
-  return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-
-
 def _unit(tree):
-  norm = jnp.sqrt(_dot(tree, tree))
-  return jax.tree.map(lambda x: x / jnp.maximum(norm, 1e-30), tree)
+  return optax.tree.scale(1.0 / jnp.maximum(optax.tree.norm(tree), 1e-30), tree)
 
 
 def hvp(loss_fn: Callable, params, v):
@@ -38,21 +34,16 @@ def hvp(loss_fn: Callable, params, v):
 def top_hessian_eigenvalue(loss_fn: Callable, params, key, iters: int = 20):
   """(eigenvalue, unit eigenvector) of the Hessian's largest-magnitude eigenvalue, by `iters` steps of power
   iteration from a Gaussian start; the eigenvalue is the Rayleigh quotient v^T H v."""
-  leaves, treedef = jax.tree.flatten(params)
-  keys = jax.random.split(key, len(leaves))
-  v = _unit(jax.tree.unflatten(treedef, [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)]))
+  v = _unit(optax.tree.random_like(key, params, jax.random.normal))
   v = lax.fori_loop(0, iters, lambda _, v: _unit(hvp(loss_fn, params, v)), v)
-  return _dot(v, hvp(loss_fn, params, v)), v
+  return optax.tree.vdot(v, hvp(loss_fn, params, v)), v
 
 
 def hutchinson_trace(loss_fn: Callable, params, key, probes: int = 10):
   """Tr(H) estimated as the mean of v^T H v over `probes` Rademacher vectors v."""
-  leaves, treedef = jax.tree.flatten(params)
-
   def one(k):
-    keys = jax.random.split(k, len(leaves))
-    v = jax.tree.unflatten(treedef, [jax.random.rademacher(kk, x.shape, x.dtype) for kk, x in zip(keys, leaves)])
-    return _dot(v, hvp(loss_fn, params, v))
+    v = optax.tree.random_like(k, params, jax.random.rademacher)
+    return optax.tree.vdot(v, hvp(loss_fn, params, v))
 
   return lax.map(one, jax.random.split(key, probes)).mean()
 
@@ -64,7 +55,6 @@ def gradient_noise(example_loss_fn: Callable, params, x_BxD, y_B) -> dict:
   grads = jax.vmap(jax.grad(example_loss_fn), (None, 0, 0))(params, x_BxD, y_B)
   b = x_BxD.shape[0]
   mean = jax.tree.map(lambda g: g.mean(0), grads)
-  trace_sigma = sum(jnp.sum(jnp.square(g - m)) for g, m in zip(jax.tree.leaves(grads), jax.tree.leaves(mean)))
-  trace_sigma = trace_sigma / (b - 1)
-  grad_sq = _dot(mean, mean) - trace_sigma / b
+  trace_sigma = optax.tree.norm(jax.tree.map(lambda g, m: g - m, grads, mean), squared=True) / (b - 1)
+  grad_sq = optax.tree.norm(mean, squared=True) - trace_sigma / b
   return {'trace_sigma': trace_sigma, 'grad_sq': grad_sq, 'noise_scale': trace_sigma / grad_sq}
