@@ -14,7 +14,7 @@ from pathlib import Path
 import matplotlib as mpl
 import numpy as np
 
-from plots.common import load, main, plt, series
+from plots.common import load, main, plt, series, width_epoch_grid
 
 X = 'model.width'
 STYLES = ('-', '--', ':', '-.')
@@ -32,12 +32,9 @@ def collapse_curves(df, path: Path) -> Path:
   fig, axes = plt.subplots(2, 3, figsize=(10, 5.6), layout='constrained')
   for ax, (metric, title, log_y) in zip(axes.flat, PANELS):
     for style, (label, g) in zip(itertools.cycle(STYLES), groups):
-      for w in np.sort(g[X].unique()):
-        rows = g[g[X] == w]
-        epochs = np.asarray(rows['epoch'].iloc[0], float)
-        curves = [np.asarray(v, float) for v in rows[metric] if len(v) == len(epochs)]
-        if curves:
-          ax.plot(epochs, np.mean(curves, axis=0), style, color=plt.cm.viridis(norm(w)), lw=1)
+      group_widths, epochs, grid = width_epoch_grid(g, X, metric)
+      for w, curve in zip(group_widths, grid.T):
+        ax.plot(epochs, curve, style, color=plt.cm.viridis(norm(w)), lw=1)
     ax.set(xscale='log', yscale='log' if log_y else 'linear', title=title, xlabel='epoch')
     ax.title.set_fontsize(9)
   if len(groups) > 1:  # which line style is which series

@@ -47,6 +47,19 @@ def series(df: pd.DataFrame, x: str) -> list[tuple[str, pd.DataFrame]]:
           for vals, g in df.groupby(keys if len(keys) > 1 else keys[0])]
 
 
+def width_epoch_grid(g: pd.DataFrame, x: str, metric: str):
+  """(x values, epochs, metric[epoch, x]) averaged over the members at each x (seeds); NaN where none has every
+  epoch."""
+  widths = np.sort(g[x].unique())
+  epochs = np.asarray(g['epoch'].iloc[0], float)
+  grid = np.full((len(epochs), len(widths)), np.nan)
+  for j, w in enumerate(widths):
+    rows = [np.asarray(v, float) for v in g.loc[g[x] == w, metric] if len(v) == len(epochs)]
+    if rows:
+      grid[:, j] = np.mean(rows, axis=0)
+  return widths, epochs, grid
+
+
 def final(df: pd.DataFrame, metric: str) -> pd.Series:
   """The metric at each member's last evaluation (NaN before the first)."""
   return df[metric].map(lambda v: float(v[-1]) if len(v) else np.nan)

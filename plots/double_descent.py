@@ -14,31 +14,27 @@ from pathlib import Path
 import numpy as np
 
 from plots.collapse import collapse_curves
-from plots.common import final, load, main, mean_spread, plt, save, series
+from plots.common import final, load, main, mean_spread, plt, save, series, width_epoch_grid
 
 X = 'model.width'
-
-
-def _series(df):
-  return series(df, X)
 
 
 def error_vs_width(df, path: Path) -> Path:
   """One colour per metric for a single sweep; with another swept key, one colour per value of it (the metric
   told by the line style), so each value's curves read together."""
   fig, ax = plt.subplots(figsize=(5.5, 3.6))
-  series = _series(df)
-  for i, (label, g) in enumerate(series):
+  groups = series(df, X)
+  for i, (label, g) in enumerate(groups):
     for j, (metric, style, name) in enumerate((('test_error', '-', 'test'), ('test_error_noisy', ':',
                                                 'test (noisy labels)'), ('train_error', '--', 'train'))):
       x, mean, std = mean_spread(g, X, final(g, metric))
-      color = f'C{j if len(series) == 1 else i}'
+      color = f'C{j if len(groups) == 1 else i}'
       ax.plot(x, mean, style, color=color, marker='o', ms=3, label=f'{name} {label}'.strip())
       ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, lw=0)
   x, train, _ = mean_spread(df, X, final(df, 'train_error'))
   if (train < 0.01).any():  # the interpolation threshold: first width whose mean train error is below 1%
     ax.axvline(x[np.argmax(train < 0.01)], color='grey', ls=':', lw=1, label='train error < 1%')
-  n_seeds = max(g.groupby(X).size().max() for _, g in _series(df))  # members per width in a series: seeds
+  n_seeds = max(g.groupby(X).size().max() for _, g in series(df, X))  # members per width in a series: seeds
   _width_axis(ax, x)
   ax.set(xlabel='width', ylabel='error at final epoch',
          title=f'Model-wise double descent ({n_seeds} seed{"s" if n_seeds > 1 else ""}, mean ± sd)')
@@ -59,7 +55,7 @@ def _width_axis(ax, widths):
 
 def loss_vs_width(df, path: Path) -> Path:
   fig, ax = plt.subplots(figsize=(5.5, 3.6))
-  for label, g in _series(df):
+  for label, g in series(df, X):
     for metric, style in (('test_loss', '-'), ('train_loss', '--')):
       x, mean, std = mean_spread(g, X, final(g, metric))
       line, = ax.plot(x, mean, style, marker='o', ms=3, label=f'{metric.replace("_", " ")} {label}'.strip())
@@ -70,23 +66,11 @@ def loss_vs_width(df, path: Path) -> Path:
   return save(fig, path)
 
 
-def _grid(g, metric):
-  """(widths, epochs, values[epoch, width]) averaged over seeds."""
-  widths = np.sort(g[X].unique())
-  epochs = np.asarray(g['epoch'].iloc[0], float)
-  grid = np.full((len(epochs), len(widths)), np.nan)
-  for j, w in enumerate(widths):
-    rows = [np.asarray(v, float) for v in g.loc[g[X] == w, metric] if len(v) == len(epochs)]
-    if rows:
-      grid[:, j] = np.mean(rows, axis=0)
-  return widths, epochs, grid
-
-
 def heatmap(df, path: Path, metric: str = 'test_error') -> Path:
   """Figure 2: the metric over width and (log) epoch, averaged over seeds, with train-error contours; one panel
   per value of another swept key, all on one colour scale."""
-  groups = _series(df)
-  grids = [_grid(g, metric) for _, g in groups]
+  groups = series(df, X)
+  grids = [width_epoch_grid(g, X, metric) for _, g in groups]
   finite = np.concatenate([grid[np.isfinite(grid)] for _, _, grid in grids])
   vmin, vmax = (finite.min(), finite.max()) if finite.size else (None, None)
   fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 3.8), squeeze=False)
@@ -94,7 +78,7 @@ def heatmap(df, path: Path, metric: str = 'test_error') -> Path:
     e_edges = np.concatenate([[epochs[0] / 1.2], np.sqrt(epochs[1:] * epochs[:-1]), [epochs[-1] * 1.2]])
     w_edges = np.arange(len(widths) + 1) - 0.5
     mesh = ax.pcolormesh(w_edges, e_edges, grid, cmap='viridis', shading='flat', vmin=vmin, vmax=vmax)
-    _, _, train = _grid(g, 'train_error')
+    _, _, train = width_epoch_grid(g, X, 'train_error')
     if min(train.shape) >= 2 and np.isfinite(train).all():  # contours need a 2x2 grid at least
       cs = ax.contour(np.arange(len(widths)), epochs, train, levels=[0.01, 0.1], colors='w', linewidths=0.8)
       ax.clabel(cs, fmt={0.01: 'train 1%', 0.1: 'train 10%'}, fontsize=6)
