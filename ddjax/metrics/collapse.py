@@ -30,11 +30,9 @@ import jax.numpy as jnp
 
 
 def class_means(h_NxD, y_N, num_classes: int):
-  """(class means K x D, their mean D, examples per class K); a class with no example has mean 0."""
+  """The class means (K x D); a class with no example has mean 0."""
   onehot_NxK = (y_N[:, None] == jnp.arange(num_classes)[None, :]).astype(h_NxD.dtype)
-  counts_K = onehot_NxK.sum(0)
-  means_KxD = onehot_NxK.T @ h_NxD / jnp.maximum(counts_K, 1.0)[:, None]
-  return means_KxD, means_KxD.mean(0), counts_K
+  return onehot_NxK.T @ h_NxD / jnp.maximum(onehot_NxK.sum(0), 1.0)[:, None]
 
 
 def _frobenius_normalised(a):
@@ -87,7 +85,7 @@ def neural_collapse(h_NxD, y_N, num_classes: int, w_KxD=None, logits_NxK=None) -
   """The named NC metrics above of features `h_NxD` with labels `y_N`; nc3 needs the classifier `w_KxD` (the head's
   kernel transposed) and nc4 the network's `logits_NxK`."""
   h_NxD = h_NxD.astype(jnp.float32)
-  means_KxD, _, _ = class_means(h_NxD, y_N, num_classes)
+  means_KxD = class_means(h_NxD, y_N, num_classes)
   within_NxD = h_NxD - means_KxD[y_N]
   whitened_NxK = within_NxD @ between_class_whitener(means_KxD).T
   out = collapse_metrics(means_KxD, jnp.square(within_NxD).sum(1).mean(), jnp.square(whitened_NxK).sum(1).mean(),
