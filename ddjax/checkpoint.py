@@ -23,6 +23,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from ddjax import parallel
+
 
 class Checkpoints:
   """One orbax CheckpointManager per job directory; keeps the newest `keep` checkpoints."""
@@ -49,10 +51,19 @@ class Checkpoints:
     rows hold the members of `layout`); None if none. A checkpoint of other buckets has its members moved into
     these (relayout), and says so through `log`.
 
-    A newest checkpoint that cannot be read (cut off mid-write, corrupted) is skipped with a warning."""
-    for step in sorted(self.manager.all_steps(), reverse=True):
+    A newest checkpoint that cannot be read (cut off mid-write, corrupted) is skipped with a warning. In a
+    multi-host run every process reads the same one (orbax's restore ends in a barrier that all must reach): they
+    agree on the newest step that each of them has, and try its data only when each can read its metadata."""
+    steps = sorted(self.manager.all_steps(), reverse=True)
+    while (step := int(parallel.agree(steps[0] if steps else -1, 'min'))) >= 0:
+      steps = [s for s in steps if s < step]
+      stored, why = self._metadata(step)
+      if not parallel.agree(stored is not None, 'min'):
+        warnings.warn(f'checkpoint at epoch {step} is unreadable ({why or "on another process"}); trying an older '
+                      'one')
+        continue
       try:
-        restored, same = self._read(step, states, layout)
+        restored, same = self._read(step, stored, states, layout)
       except Exception as e:  # noqa: BLE001 - any unreadable checkpoint falls back to the previous one
         warnings.warn(f'checkpoint at epoch {step} is unreadable ({type(e).__name__}: {e}); trying an older one')
         continue
@@ -61,11 +72,20 @@ class Checkpoints:
             f'{[len(ids) for ids in layout]}: moving each member into its new bucket')
         restored['buckets'] = relayout(restored['buckets'], restored['layout'], states, layout)
       return step, list(restored['buckets']), float(restored['elapsed_s']), int(restored['attempt'])
+    return None
 
-  def _read(self, step: int, states: list, layout: list[list[int]]) -> tuple[dict, bool]:
-    """The checkpoint at `step`, and whether its layout is `layout`: then restored placed like `states`, else
-    onto the host as it was written."""
-    stored = self.manager.item_metadata(step)
+  def _metadata(self, step: int):
+    """(the metadata of the checkpoint at `step`, None), or (None, why it cannot be read). Reads no array."""
+    if step not in self.manager.all_steps():
+      return None, 'this process does not have it'
+    try:
+      return self.manager.item_metadata(step), None
+    except Exception as e:  # noqa: BLE001 - an unreadable checkpoint falls back to the previous one
+      return None, f'{type(e).__name__}: {e}'
+
+  def _read(self, step: int, stored, states: list, layout: list[list[int]]) -> tuple[dict, bool]:
+    """The checkpoint at `step` (metadata `stored`), and whether its layout is `layout`: then restored placed like
+    `states`, else onto the host as it was written."""
     target = {'buckets': jax.tree.map(ocp.utils.to_shape_dtype_struct, list(states)),
               'elapsed_s': np.asarray(0.0, np.float64), 'attempt': np.asarray(0, np.int64)}
     same_shapes = _same_shapes(stored['buckets'], states)

@@ -398,7 +398,7 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
       every, minutes = cfg.train.checkpoint_every, cfg.train.checkpoint_minutes
       save = stop or epoch == epochs or (every and epoch % every == 0) or (
           minutes and time.time() - last_save >= 60 * minutes)
-      save, stopping = agree(bool(save), bool(stop))  # every process of a multi-host run decides alike
+      save, stopping = agree(bool(save), bool(stop))  # a save or stop on any process of a multi-host run
       if save or time.time() - last_flush >= cfg.train.flush_seconds:
         flush()  # before the checkpoint: rows past a checkpoint are recomputed identically on resume
       if save:
@@ -531,12 +531,10 @@ def writer() -> bool:
 
 
 def agree(*flags: bool) -> tuple[bool, ...]:
-  """Process 0's values of `flags` on every process of a multi-host run (a stop or save that one process decides
-  alone would leave the others waiting in orbax's barrier); the flags themselves with one process."""
-  if jax.process_count() == 1:
-    return flags
-  shared = multihost_utils.broadcast_one_to_all(np.asarray(flags, np.bool_))
-  return tuple(bool(f) for f in np.asarray(shared))
+  """Each flag true on every process of a multi-host run if it is true on any (a stop or save that one process
+  decided alone would leave the others waiting in orbax's barrier; a signal to any process stops all); the flags
+  themselves with one process."""
+  return tuple(bool(f) for f in parallel.agree(flags, 'max'))
 
 
 def sync(name: str) -> None:

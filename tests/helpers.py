@@ -32,3 +32,22 @@ def close(a, b, rtol: float = 1e-5):
     x, y = np.asarray(x), np.asarray(y)
     np.testing.assert_allclose(x, y, rtol=rtol, atol=max(1e-6, rtol * float(np.abs(y).max(initial=0.0))))
   jax.tree.map(check, a, b)
+
+
+def two_processes(*args: str, devices: int = 1, timeout: float = 300) -> list[tuple[int, str, str]]:
+  """(exit status, stdout, stderr) of `python *args` run as both processes of a jax.distributed run on this machine
+  (DDJAX_COORDINATOR on a free local port), each with `devices` simulated CPU devices."""
+  import os
+  import socket
+  import subprocess
+  import sys
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    port = s.getsockname()[1]
+  procs = [subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+                                     DDJAX_COORDINATOR=f'localhost:{port}', DDJAX_NUM_PROCESSES='2',
+                                     DDJAX_PROCESS_ID=str(pid)))
+           for pid in range(2)]
+  outputs = [p.communicate(timeout=timeout) for p in procs]
+  return [(p.returncode, stdout, stderr) for p, (stdout, stderr) in zip(procs, outputs)]

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from ddjax.run import eval_epochs
+from tests.helpers import two_processes
 
 ARGS = ['--no-progress', 'model.width=2,3,5', 'seed=0,1', 'train.epochs=4', 'data.num_samples=300',
         'data.seed=3', 'train.batch_size=40', 'train.eval_points=3', 'train.eval_every=0', 'data.noise=0.2']
@@ -90,46 +91,55 @@ def test_same_results_sharded_over_8_devices(run_dir, tmp_path):
   assert_same_curves(pd.read_parquet(out / 'results.parquet').sort_values(['model.width', 'seed']), b)
 
 
-def two_process_env(devices: int) -> list[dict[str, str]]:
-  """The environments of two local processes joined by jax.distributed, each with `devices` CPU devices."""
-  import socket
-  with socket.socket() as s:
-    s.bind(('localhost', 0))
-    port = s.getsockname()[1]
-  return [dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
-               DDJAX_COORDINATOR=f'localhost:{port}', DDJAX_NUM_PROCESSES='2', DDJAX_PROCESS_ID=str(pid))
-          for pid in range(2)]
-
-
 def test_processes_agree_on_the_numbers_that_size_buckets():
   """Each process reads its own memory budget and XLA's figures; the buckets of one SPMD program must be sized
   alike on all, from the smallest budget and the largest figures."""
   script = ('from ddjax import parallel; parallel.init_distributed(); import jax; i = jax.process_index(); '
             'print(parallel.agree(3.0 + 2 * i, "min").tolist(), '
             'parallel.agree([[10.0 - i, 1.0 + i], [7.0, 2.0 ** 36 * (1 + i)]], "max").tolist())')
-  procs = [subprocess.Popen([sys.executable, '-c', script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env) for env in two_process_env(1)]
-  outputs = [p.communicate(timeout=120) for p in procs]
-  for p, (stdout, stderr) in zip(procs, outputs):
-    assert p.returncode == 0, stderr[-3000:]
+  for rc, stdout, stderr in two_processes('-c', script):
+    assert rc == 0, stderr[-3000:]
     assert stdout.strip().splitlines()[-1] == f'3.0 [[10.0, 2.0], [7.0, {2.0 ** 37}]]'  # after gloo's own lines
 
 
-def test_same_results_on_two_processes_of_four_devices(run_dir, tmp_path):
+SIGNAL_PROCESS_1 = """
+import os, signal, sys
+from ddjax import run
+from ddjax.cli import main
+from experiments.double_descent import PRESETS
+train_epoch, sent = run.Bucket.train_epoch, []
+def train_then_signal(self, epoch):  # process 1 alone gets a SIGTERM during the third epoch
+  loss = train_epoch(self, epoch)
+  if epoch == 2 and not sent and os.environ['DDJAX_PROCESS_ID'] == '1':
+    sent.append(os.kill(os.getpid(), signal.SIGTERM))
+  return loss
+run.Bucket.train_epoch = train_then_signal
+main('double_descent', PRESETS, sys.argv[1:])
+"""
+
+
+def test_two_processes_of_four_devices_stop_together_and_resume_exactly(run_dir, tmp_path):
   """Multi-host: two processes joined by jax.distributed (4 simulated CPU devices each), the member axis sharded
-  over all 8 devices as one SPMD program; process 0 writes the store. Same numbers as the 1-process run."""
+  over all 8 devices as one SPMD program; process 0 writes the store. A SIGTERM to process 1 alone stops both
+  after the same epoch with a checkpoint; with that newest checkpoint damaged, both resume from the one before.
+  Same numbers as the 1-process run."""
   out = tmp_path / 'multihost'
-  procs = []
-  for env in two_process_env(4):
-    # checkpoints by time (every 0.06 s): each process's clock would decide differently; process 0 decides for all
-    procs.append(subprocess.Popen([sys.executable, '-m', 'experiments.double_descent', '--out', str(out), *ARGS,
-                                   'train.checkpoint_minutes=0.001'],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
-  outputs = [p.communicate(timeout=300) for p in procs]
-  for p, (stdout, stderr) in zip(procs, outputs):
-    assert p.returncode == 0, stderr[-3000:]
-  assert 'devices=8 (shard), 2 processes' in outputs[0][0] and 'results:' in outputs[0][0]
-  assert 'results:' not in outputs[1][0]  # process 1 trains its shard and writes nothing
+  # checkpoints by time (every 0.06 s): the processes' clocks would decide differently; a save on any saves on all
+  args = ['--out', str(out), *ARGS, 'train.checkpoint_minutes=0.001']
+
+  for rc, stdout, stderr in two_processes('-c', SIGNAL_PROCESS_1, *args, devices=4):
+    assert rc == 128 + 15 and 'stopped by signal 15' in stderr, stderr[-3000:]
+  [ckpt_dir] = (out / 'checkpoints').iterdir()
+  assert sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit()) == [1, 2, 3]
+  for f in (ckpt_dir / '3').rglob('*'):  # both processes must fall back to epoch 2 together
+    if f.is_file():
+      f.write_bytes(b'\0garbage')
+
+  outputs = two_processes('-m', 'experiments.double_descent', '--resume', *args, devices=4)
+  for rc, stdout, stderr in outputs:
+    assert rc == 0 and 'checkpoint at epoch 3 is unreadable' in stderr, stderr[-3000:]
+  assert 'devices=8 (shard), 2 processes' in outputs[0][1] and 'resumed after epoch 2' in outputs[0][1]
+  assert 'results:' in outputs[0][1] and 'results:' not in outputs[1][1]  # process 1 trains its shard, writes nothing
   b = pd.read_parquet(out / 'results.parquet').sort_values(['model.width', 'seed'])
   assert len(b) == 6 and b['complete'].all()
   assert_same_curves(pd.read_parquet(run_dir[0] / 'results.parquet').sort_values(['model.width', 'seed']), b)

@@ -148,3 +148,36 @@ def test_checkpoint_without_layout_restores_into_the_buckets_it_had(tmp_path):
   with pytest.warns(UserWarning, match='older ddjax that did not record its buckets'):
     assert ckpt.restore([{'k': jax.numpy.zeros((2, 4))}], [[1, 2]]) is None
   ckpt.close()
+
+
+RESTORE_IN_PROCESS = """
+import sys
+from ddjax import parallel
+parallel.init_distributed()
+import jax
+from ddjax.checkpoint import Checkpoints
+ckpt = Checkpoints(sys.argv[1 + jax.process_index()])
+epoch, [state], _, _ = ckpt.restore([{'k': jax.numpy.zeros(3)}], [[1]])
+ckpt.close()
+print('restored', epoch, state['k'].tolist())
+"""
+
+
+def test_processes_restore_the_same_checkpoint_when_they_see_different_ones(tmp_path):
+  """Multi-host: every process must restore the same epoch (orbax's restore ends in a barrier, and the processes
+  train one program). Process 0 sees checkpoints 2 and 4; process 1 sees 2, 3 and a damaged 4: epoch 4 is not
+  readable everywhere, 3 is not everywhere, so both restore 2."""
+  import jax
+  from tests.helpers import two_processes
+  for directory, steps in (('p0', (2, 4)), ('p1', (2, 3, 4))):
+    ckpt = Checkpoints(tmp_path / directory)
+    for step in steps:
+      ckpt.save(step, [{'k': jax.numpy.full(3, float(step))}], [[1]], [1], 0.0)
+    ckpt.close()
+  for f in (tmp_path / 'p1' / '4').rglob('*'):
+    if f.is_file():
+      f.write_bytes(b'\0garbage')
+  for rc, stdout, stderr in two_processes('-c', RESTORE_IN_PROCESS, str(tmp_path / 'p0'), str(tmp_path / 'p1')):
+    assert rc == 0, stderr[-3000:]
+    assert stdout.strip().splitlines()[-1] == 'restored 2 [2.0, 2.0, 2.0]'
+    assert 'checkpoint at epoch 4 is unreadable' in stderr
