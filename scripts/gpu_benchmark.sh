@@ -24,7 +24,7 @@ if [[ "${1:-}" == "--wheels" ]]; then  # on a machine with a package index, for 
   grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >>.git/info/exclude
   exec "$PY" -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any -d .whl \
-    'flax>=0.12.10' 'optax>=0.2.5' 'orbax-checkpoint>=0.11' mnist1d
+    'flax>=0.12.10' 'optax>=0.2.5' 'orbax-checkpoint>=0.11.17' mnist1d
 fi
 
 OUT=${OUT:-benchmarks/results}
