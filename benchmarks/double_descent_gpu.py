@@ -1,28 +1,30 @@
 """Throughput of the `paper` double-descent preset (ResNet18k widths 1..64, CIFAR-10 shapes, batch 128) per bucket,
 execution strategy and conv form, with projections to the full 4000-epoch runs.
 
-  python -m benchmarks.double_descent_gpu --torch-s 0     # on a GPU: about 7 minutes of jax measurements
-  python -m benchmarks.double_descent_gpu --torch-only    # then PyTorch in a process of its own: about a minute
+  python -m benchmarks.double_descent_gpu --torch-only    # on a GPU: PyTorch alone first, about a minute
+  python -m benchmarks.double_descent_gpu --torch-s 0     # then jax: about 7 minutes of measurements
   python -m benchmarks.double_descent_gpu --tiny          # CPU-sized check of the script (widths 1 and 2)
-  bash scripts/gpu_benchmark.sh                           # on the lent GPU machine: checks, then this, into $OUT
+  bash scripts/gpu_benchmark.sh                           # on the lent GPU machine: both, then checks, into $OUT
 
 Each configuration (conv form / member strategy [/ compute dtype]) trains `--steps` minibatches of synthetic
-CIFAR-shaped data per bucket (compile and one warm-up pass excluded), projected to a 50,000-image epoch. The
-headline is the fastest float32 configuration that timed every bucket, since a run sets one per job: its epoch
-time for all members, projected to one trial (64 widths) and five, and its useful TFLOP/s (6 x MACs x images,
-padding excluded; executed TFLOP/s count it) against the device's peak. The fastest configuration per bucket
-and every complete configuration (bfloat16 too) are listed beside it. Right after the first configuration, if
-the budget allows, the widest bucket is also timed with `--trials` seeds trained together (split to fit memory as
-a run would), to check the five-trial projection against a measurement. The JSON is rewritten, projections
-included, after every measurement, so a run cut short keeps what it measured; a configuration or bucket that
-fails is recorded and the rest are timed.
+CIFAR-shaped data per bucket (compile and one warm-up pass excluded, their time recorded), projected to a
+50,000-image epoch. The first configuration is timed on every bucket, all made first as a run makes them; the
+others one planned bucket at a time, widest first, each only if the first configuration's time for it says it ends
+within `--budget-s`. The headline is the fastest float32 configuration that timed every bucket, since a run sets
+one per job: its epoch time for all members, projected to one trial (64 widths) and five, and its useful TFLOP/s
+(6 x MACs x images, padding excluded; executed TFLOP/s count it) against the device's peak. The fastest
+configuration per bucket and every complete configuration (bfloat16 too) are listed beside it. Last, if the budget
+allows, the widest bucket is timed with `--trials` seeds trained together (split to fit memory as a run would), to
+check the five-trial projection against a measurement. The JSON is rewritten, projections included, after every
+measurement and failure, and on Ctrl-C (SIGINT), so a run cut short keeps what it measured; a configuration or
+bucket that fails is recorded and the rest are timed.
 
-When torch is importable the same steps of a one-width-at-a-time PyTorch ResNet18k (the original protocol: float32
-with TF32 convolutions and matmuls as XLA uses by default, cuDNN autotuned, the faster of NCHW and channels-last,
-data already on the device) are timed for widths 1, 64, 32, 8, 16, 48 while `--torch-s` lasts, and summed over
-1..64 by a fit linear in MACs. In the jax process PyTorch would get only what XLA left of the GPU; `--torch-only`
-runs it in a process where jax stays on the CPU, and adds it to the JSON the jax run wrote. Results go to
-benchmarks/results/ as JSON.
+PyTorch one width at a time (the original protocol: float32 with TF32 convolutions and matmuls as XLA uses by
+default, cuDNN autotuned, the faster of NCHW and channels-last, data already on the device, no augmentation) is
+timed for widths 1, 64, 32, 8, 16, 48 while `--torch-s` lasts, and its epoch over 1..64 interpolated linearly in
+MACs between them. `--torch-only` times it in a process where jax stays on the CPU (in the jax process PyTorch would
+get only what XLA left of the GPU) into a JSON of its own, written after every width; a jax run reads it, before or
+after, and reports the speedup. Results go to benchmarks/results/ as JSON.
 """
 
 from __future__ import annotations
@@ -71,12 +73,15 @@ def peak_for(kind: str):
   return None
 
 
-def time_bucket(bucket, steps: int) -> float:
-  """Seconds per training step of all the bucket's members (one warm-up epoch first)."""
+def time_bucket(bucket, steps: int) -> tuple[float, float]:
+  """(seconds per training step of all the bucket's members, seconds of the warm-up epoch before: the epoch
+  program's compilation, or its load from the cache, and one epoch)."""
+  t = time.perf_counter()
   jax.block_until_ready(bucket.train_epoch(0))
+  warmup = time.perf_counter() - t
   t = time.perf_counter()
   jax.block_until_ready(bucket.train_epoch(1))
-  return (time.perf_counter() - t) / steps
+  return (time.perf_counter() - t) / steps, warmup
 
 
 def variant_job(job, label: str):
@@ -120,9 +125,20 @@ def totals(rows: list[dict], sizes: list[int]) -> dict[str, float]:
           if all((p, c) in per for p in range(len(sizes)))}
 
 
-def torch_loop(widths, steps: int, batch: int, budget_s: float) -> dict | None:
-  """Per-width seconds per step of a PyTorch PreActResNet18k, one width at a time, data on the device: the faster
-  of NCHW and channels-last, as {width: {layout: s}}."""
+def use_tf32(torch) -> None:
+  """TF32 convolutions and matmuls, what XLA does for float32 on Ampere and Hopper: torch >= 2.9's switches, or
+  the older flags."""
+  try:
+    torch.backends.cuda.matmul.fp32_precision = 'tf32'
+    torch.backends.cudnn.conv.fp32_precision = 'tf32'
+  except AttributeError:
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+
+
+def torch_loop(widths, steps: int, batch: int, budget_s: float, done=lambda out: None) -> dict | None:
+  """Per-width seconds per step of a PyTorch PreActResNet18k, one width at a time, data on the device, in both
+  layouts (NCHW and channels-last), as {width: {layout: s}}; None without torch. `done` gets the figures so far
+  after every width. Stops starting widths after `budget_s`; on Ctrl-C (SIGINT) it returns what it measured."""
   try:
     import torch
     from torch import nn
@@ -130,7 +146,7 @@ def torch_loop(widths, steps: int, batch: int, budget_s: float) -> dict | None:
     return None
   dev = 'cuda' if torch.cuda.is_available() else 'cpu'
   torch.backends.cudnn.benchmark = True  # PyTorch at its best: cuDNN picks each convolution's fastest algorithm
-  torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True  # what XLA does for float32
+  use_tf32(torch)
 
   class Block(nn.Module):
     def __init__(self, cin, cout, stride):
@@ -157,54 +173,79 @@ def torch_loop(widths, steps: int, batch: int, budget_s: float) -> dict | None:
   y = torch.randint(0, 10, (steps, batch), device=dev)
   layouts = {'nchw': torch.contiguous_format, 'channels_last': torch.channels_last}
   out, start = {}, time.perf_counter()
-  for k in widths:
-    if time.perf_counter() - start > budget_s:
-      break
-    out[k] = {}
-    for name, layout in layouts.items():
-      model = resnet18k(k).to(dev, memory_format=layout)
-      opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-      xs = [x[i].contiguous(memory_format=layout) for i in range(steps)]
-      for rep in range(2):  # the first pass warms up cuDNN's algorithm choice
-        if dev == 'cuda':
-          torch.cuda.synchronize()
-        t = time.perf_counter()
-        for i in range(steps):
-          opt.zero_grad(set_to_none=True)
-          nn.functional.cross_entropy(model(xs[i]), y[i]).backward()
-          opt.step()
-        if dev == 'cuda':
-          torch.cuda.synchronize()
-      out[k][name] = (time.perf_counter() - t) / steps
+  try:
+    for k in widths:
+      if time.perf_counter() - start > budget_s:
+        break
+      times = {}
+      for name, layout in layouts.items():
+        model = resnet18k(k).to(dev, memory_format=layout)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        xs = [x[i].contiguous(memory_format=layout) for i in range(steps)]
+        for rep in range(2):  # the first pass warms up cuDNN's algorithm choice
+          if dev == 'cuda':
+            torch.cuda.synchronize()
+          t = time.perf_counter()
+          for i in range(steps):
+            opt.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(model(xs[i]), y[i]).backward()
+            opt.step()
+          if dev == 'cuda':
+            torch.cuda.synchronize()
+        times[name] = (time.perf_counter() - t) / steps
+      out[k] = times
+      done(out)
+  except KeyboardInterrupt:  # `timeout -s INT`: keep the widths measured
+    pass
   return out
 
 
-def torch_part(res: dict, args, widths: list[int], macs, batch: int, steps: int, steps_per_epoch: int) -> None:
-  """Times PyTorch one width at a time into res['torch'], with its epoch over `widths` (a fit linear in MACs) and
-  the speedup of the jax headline in `res` (if any)."""
-  torch_widths = [1, 2] if args.tiny else [1, 64, 32, 8, 16, 48]  # the ends first: a fit needs both
+def torch_measure(args, batch: int, steps: int) -> dict | None:
+  """Times PyTorch one width at a time (widths 1 and 64 first: the estimate of an epoch over every width needs
+  both ends), writing its JSON after every width; None without torch."""
+  torch_widths = [1, 2] if args.tiny else [1, 64, 32, 8, 16, 48]
   try:
-    layouts = torch_loop(torch_widths, steps, batch, args.torch_s)
-  except Exception as e:  # noqa: BLE001 - PyTorch out of memory, say: the jax figures stand
-    layouts = None
+    import torch
+  except Exception:  # noqa: BLE001 - not installed, or unusable here
+    return None
+  platform = 'gpu' if torch.cuda.is_available() else 'cpu'
+  res = {'device': torch.cuda.get_device_name() if platform == 'gpu' else 'cpu', 'torch_version': torch.__version__,
+         'platform': platform, 'tiny': args.tiny, 'steps_timed': steps, 'batch_size': batch, 'tf32': True,
+         'data': 'on the device, no augmentation, no shuffling (both in PyTorch\'s favour)',
+         's_per_step': {}, 's_per_step_by_layout': {}, 'failed': [], 'complete': False}
+  name = torch_name(platform, args.tiny)
+
+  def done(layouts):
+    res['s_per_step_by_layout'] = {str(k): t for k, t in layouts.items()}
+    res['s_per_step'] = {str(k): min(t.values()) for k, t in layouts.items()}
+    write_result(args.out, name, res, quiet=True)
+
+  try:
+    done(torch_loop(torch_widths, steps, batch, args.torch_s, done) or {})
+    res['complete'] = True
+  except Exception as e:  # noqa: BLE001 - PyTorch out of memory, say: what it measured stands
     failed(res, 'torch', None, e)
-  if layouts is None:
-    res['torch'] = None
-    return
-  per_width = {k: min(t.values()) for k, t in layouts.items() if t}
-  res['torch'] = {'s_per_step': {str(k): v for k, v in per_width.items()},
-                  's_per_step_by_layout': {str(k): t for k, t in layouts.items()}, 'tf32': True}
-  if max(torch_widths[:2]) not in per_width or len(per_width) < 2:
-    res['torch']['note'] = 'too few widths for a fit'
-    return
-  ks = np.asarray(sorted(per_width))
-  a, b = np.polyfit([macs(k) for k in ks], [per_width[k] for k in ks], 1)
-  torch_epoch = sum(max(a * macs(k) + b, min(per_width.values())) for k in sorted(set(widths))) * steps_per_epoch
-  epoch_s = res.get('s_per_epoch_all_members')
-  res['torch'].update(s_per_epoch_all_widths=torch_epoch,
-                      speedup=torch_epoch * res.get('seeds', 1) / epoch_s if epoch_s else None)
-  speedup = f"ddjax is {res['torch']['speedup']:.1f}x faster" if epoch_s else 'no ddjax projection to compare'
-  print(f'PyTorch one width at a time: {torch_epoch:.2f} s/epoch of one trial; {speedup}')
+  write_result(args.out, name, res)
+  return res
+
+
+def torch_name(platform: str, tiny: bool) -> str:
+  return f"double_descent_gpu-{platform}-torch{'-tiny' if tiny else ''}"
+
+
+def torch_summary(torch_res: dict, widths: list[int], macs, steps_per_epoch: int, epoch_s: float | None,
+                  seeds: int) -> dict:
+  """PyTorch's epoch over `widths` one at a time, each width's step time interpolated linearly in MACs between the
+  measured widths (small widths cost launches, not MACs), and the speedup of the jax epoch `epoch_s` of `seeds`
+  trials over it."""
+  per_width = {int(k): v for k, v in torch_res['s_per_step'].items()}
+  out = {k: torch_res[k] for k in ('device', 'torch_version', 'tf32', 'data', 's_per_step') if k in torch_res}
+  if not {min(widths), max(widths)} <= set(per_width):
+    return dict(out, note=f'widths {min(widths)} and {max(widths)} not both timed: no estimate')
+  ks = sorted(per_width)
+  torch_epoch = float(sum(np.interp(macs(k), [macs(m) for m in ks], [per_width[m] for m in ks])
+                          for k in sorted(set(widths))) * steps_per_epoch)
+  return dict(out, s_per_epoch_all_widths=torch_epoch, speedup=torch_epoch * seeds / epoch_s if epoch_s else None)
 
 
 def main(argv=None) -> dict:
@@ -227,8 +268,8 @@ def main(argv=None) -> dict:
   parser.add_argument('--torch-s', type=float, default=60.0,
                       help='seconds for the PyTorch loop after the jax measurements (0: skip it)')
   parser.add_argument('--torch-only', action='store_true',
-                      help='only the PyTorch loop, in a process where jax stays off the GPU; it adds to the JSON '
-                           'an earlier jax run wrote in --out')
+                      help='only the PyTorch loop, in a process where jax stays off the GPU, into its own JSON; '
+                           'a jax run in --out, earlier or later, adds it to its own with the speedup')
   parser.add_argument('--out', type=Path, default=Path('benchmarks/results'))
   args = parser.parse_args(argv)
   t_start = time.perf_counter()
@@ -247,27 +288,33 @@ def main(argv=None) -> dict:
   member_widths = sorted(m['model.width'] for m in job.members)
   plan = plan_buckets(member_widths, model.macs, cfg.train.bucket_ratio, cfg.train.max_buckets)
   steps_per_epoch = EPOCH_IMAGES // cfg.train.batch_size
-  if args.torch_only:  # adds to the JSON of the jax run in --out (on a GPU, or on CPU when jax ran there)
-    tiny = '-tiny' if args.tiny else ''
-    found = [args.out / f'double_descent_gpu-{b}{tiny}.json' for b in ('gpu', 'cpu')]
-    if not (found := [f for f in found if f.exists()]):
-      print(f'--torch-only: no double_descent_gpu-*{tiny}.json of a jax run in {args.out}: nothing written')
+  if args.torch_only:  # PyTorch's JSON; and the speedup in the jax run's JSON, if there is one
+    torch_res = torch_measure(args, cfg.train.batch_size, steps)
+    if torch_res is None:
+      print('--torch-only: torch is not importable here: nothing measured')
       return None
-    res = json.loads(found[0].read_text())
-    res.setdefault('failed', [])
-    torch_part(res, args, member_widths, model.macs, cfg.train.batch_size, steps, steps_per_epoch)
-    write_result(args.out, found[0].stem, res)
-    return res
+    jax_path = args.out / f"double_descent_gpu-{torch_res['platform']}{'-tiny' if args.tiny else ''}.json"
+    if jax_path.exists():
+      res = json.loads(jax_path.read_text())
+      res['torch'] = torch_summary(torch_res, member_widths, model.macs, steps_per_epoch,
+                                   res.get('s_per_epoch_all_members'), res.get('seeds', 1))
+      write_result(args.out, jax_path.stem, res)
+    return torch_res
   dev = jax.local_devices()[0]
   res = {'device': device_name(), 'versions': versions(), 'tiny': args.tiny, 'steps_timed': steps,
          'seeds': args.seeds, 'batch_size': cfg.train.batch_size, 'buckets': [max(b) for b in plan],
          'padded_ratio': padded_ratio(plan, model.macs), 'per_bucket': [], 'skipped': [], 'failed': [],
+         'notes': ['projections are training epochs only: evaluation and checkpoints are not counted',
+                   'peak_memory_gib: the process high-water mark so far (every configuration timed before, and '
+                   "XLA's compile-time scratch)"],
          'complete': False}
   name = f"double_descent_gpu-{jax.default_backend()}{'-tiny' if args.tiny else ''}"
+  torch_path = args.out / f'{torch_name(jax.default_backend(), args.tiny)}.json'
+  torch_res = json.loads(torch_path.read_text()) if torch_path.exists() else None  # a --torch-only run before
   print(f"{len(job.members)} members; buckets padded to {res['buckets']}; padded/useful {res['padded_ratio']:.3f}")
 
-  # member index -> planned bucket, so the pieces of a memory split add up per planned bucket
-  plan_of = {i: p for p, group in enumerate(group_members(job, plan)) for i in group}
+  groups = group_members(job, plan)
+  plan_of = {i: p for p, group in enumerate(groups) for i in group}  # the pieces of a split add up per plan
   sizes = [len(g) for g in plan]
   useful_flop = 6 * sum(model.macs(w) for w in member_widths) * EPOCH_IMAGES
   peaks = peak_for(getattr(dev, 'device_kind', ''))
@@ -289,48 +336,70 @@ def main(argv=None) -> dict:
         'best_per_bucket': [{'bucket_width': max(plan[p]), 'config': c, 's_per_epoch': t}
                             for p, (c, t) in sorted(fastest(res['per_bucket'], sizes).items())],
         'peak_memory_gib': stats['peak_bytes_in_use'] / 2 ** 30 if stats and 'peak_bytes_in_use' in stats else None,
+        'torch': torch_res and torch_summary(torch_res, member_widths, model.macs, steps_per_epoch, epoch_s,
+                                             args.seeds),
     })
     if peaks and epoch_s:
       res['fraction_of_peak'] = {k: res['useful_tflops'] / v for k, v in zip(('fp32', 'tf32', 'bf16'), peaks)}
+    write_result(args.out, name, res, quiet=True)  # a run cut short keeps what it measured
 
-  for label in variants:
-    if label != variants[0] and time.perf_counter() - t_start > args.budget_s:
-      res['skipped'].append(label)  # every bucket gets the first variant, whatever the budget says
-      continue
-    try:
-      # XLA's figures checked (buckets made again if over) as in a run for the first configuration; the others
-      # compile a bucket only when it is timed, so the budget can stop them
-      buckets = make_buckets(variant_job(job, label), ds, plan, model.macs, log=lambda *a: None,
-                             check='train' if label == variants[0] else 'none')
-    except Exception:  # noqa: BLE001 - a bucket failing to compile: then each bucket on its own, below
-      try:
-        buckets = make_buckets(variant_job(job, label), ds, plan, model.macs, log=lambda *a: None, check='none')
-      except Exception as e:  # noqa: BLE001 - a failure is recorded, and the next configuration timed
-        buckets = []
-        failed(res, label, None, e)
+  def time_all(label: str, buckets: list, planned, build_s: float) -> None:
     for b in buckets:
-      if label != variants[0] and time.perf_counter() - t_start > args.budget_s:
-        res['skipped'].append(f'{label} width {b.width}')
-        continue
       try:
-        s_epoch = time_bucket(b, steps) * steps_per_epoch
+        s_step, warmup = time_bucket(b, steps)
       except Exception as e:  # noqa: BLE001 - out of memory, a compile failure: this bucket only
         failed(res, label, b.width, e)
+        project()
         continue
-      res['per_bucket'].append({'config': label, 'bucket_width': b.width, 'planned': plan_of[b.member_ids[0]],
-                                'members': len(b.member_ids), 's_per_epoch': s_epoch})
-      print(f"  {label:<18} bucket {b.width:>3} ({len(b.member_ids):>3} members): {s_epoch:8.2f} s/epoch")
+      res['per_bucket'].append({'config': label, 'bucket_width': b.width, 'planned': planned(b),
+                                'members': len(b.member_ids), 's_per_epoch': s_step * steps_per_epoch,
+                                'build_s': build_s, 'warmup_s': warmup, 'timed_s': s_step * steps})
+      print(f"  {label:<18} bucket {b.width:>3} ({len(b.member_ids):>3} members): "
+            f"{s_step * steps_per_epoch:8.2f} s/epoch (warm-up {warmup:.1f} s)")
       project()
-      write_result(args.out, name, res, quiet=True)  # a run cut short keeps what it measured
-    buckets = b = None  # free this variant's device memory before the next one
-    if label == variants[0]:
-      res['peak_memory_gib_first_config'] = res.get('peak_memory_gib')
-      if args.trials > 1 and time.perf_counter() - t_start <= args.budget_s:
-        trials_check(res, args, job, ds, plan, model.macs, label, steps, steps_per_epoch)
-        write_result(args.out, name, res, quiet=True)
-      elif args.trials > 1:
-        res['skipped'].append(f'{label} widest bucket with {args.trials} trials')
 
+  def build(label: str, sub, sub_plan) -> list:
+    """The buckets of `sub` under `label`, as a run makes them (XLA's memory figures checked, buckets made again
+    if over); if that fails, from the estimate alone; [] (recorded) if that fails too."""
+    for check in ('train', 'none'):
+      try:
+        return make_buckets(variant_job(sub, label), ds, sub_plan, model.macs, log=lambda *a: None, check=check)
+      except Exception as e:  # noqa: BLE001 - a bucket failing to compile: recorded, the rest timed
+        if check == 'none':
+          failed(res, label, max(max(b) for b in sub_plan), e)
+          project()
+    return []
+
+  first = variants[0]
+  try:
+    # The first configuration: every bucket, all made first as a run makes them (every member's state resident).
+    t = time.perf_counter()
+    buckets = build(first, job, plan)
+    res['first_config_build_s'] = time.perf_counter() - t  # every bucket's programs compiled, states made
+    time_all(first, buckets, lambda b: plan_of[b.member_ids[0]], res['first_config_build_s'] / len(plan))
+    buckets = None  # their device memory goes before the next configuration's buckets take theirs
+    res['peak_memory_gib_first_config'] = res.get('peak_memory_gib')
+    # The others: one planned bucket at a time, widest first (it decides an epoch's time), each started only if it
+    # would end within the budget, judged by what the first configuration took for it.
+    for label in variants[1:]:
+      for p in reversed(range(len(plan))):
+        expected = sum(r['build_s'] + r['warmup_s'] + r['timed_s'] for r in res['per_bucket']
+                       if r['config'] == first and r['planned'] == p)
+        if time.perf_counter() - t_start + expected > args.budget_s:
+          res['skipped'].append(f'{label} width {max(plan[p])}')
+          continue
+        t = time.perf_counter()
+        buckets = build(label, job.subset(groups[p]), [plan[p]])
+        time_all(label, buckets, lambda b, p=p: p, time.perf_counter() - t)
+        buckets = None
+    if args.trials > 1:
+      if time.perf_counter() - t_start > args.budget_s:
+        res['skipped'].append(f'{first} widest bucket with {args.trials} trials')
+      else:
+        trials_check(res, args, job, ds, plan, model.macs, first, steps, steps_per_epoch)
+  except KeyboardInterrupt:  # `timeout -s INT`: what was measured is written below
+    res['interrupted'] = True
+    print('interrupted: writing what was measured')
   project()
   epoch_s = res['s_per_epoch_all_members']
   if epoch_s is None:
@@ -339,11 +408,13 @@ def main(argv=None) -> dict:
     print(f"all {len(member_widths)} members with {res['config']}: {epoch_s:.2f} s/epoch; one trial of {EPOCHS} "
           f"epochs: {res['hours_one_trial']:.2f} h, five: {res['hours_five_trials']:.2f} h; useful "
           f"{res['useful_tflops']:.2f} TFLOP/s; peak memory {res['peak_memory_gib']} GiB")
-  res['torch'] = None
-  write_result(args.out, name, res, quiet=True)
-  if args.torch_s > 0:
-    torch_part(res, args, member_widths, model.macs, cfg.train.batch_size, steps, steps_per_epoch)
-  res['complete'] = True
+  if args.torch_s > 0 and not res.get('interrupted'):
+    torch_res = torch_measure(args, cfg.train.batch_size, steps)
+  project()
+  if res['torch'] and res['torch'].get('speedup'):
+    print(f"PyTorch one width at a time: {res['torch']['s_per_epoch_all_widths']:.2f} s/epoch of one trial; ddjax "
+          f"is {res['torch']['speedup']:.1f}x faster")
+  res['complete'] = not res.get('interrupted')
   write_result(args.out, name, res)
   return res
 
@@ -368,7 +439,7 @@ def trials_check(res: dict, args, job, ds, plan, macs, label: str, steps: int, s
   try:
     buckets = make_buckets(wide, ds, [sorted(m['model.width'] for m in wide.members)], macs, log=said.append,
                            check='train')
-    pieces = [(len(b.member_ids), time_bucket(b, steps) * steps_per_epoch) for b in buckets]
+    pieces = [(len(b.member_ids), time_bucket(b, steps)[0] * steps_per_epoch) for b in buckets]
   except Exception as e:  # noqa: BLE001 - out of memory, say: recorded, the rest stands
     failed(res, f'{label} with {args.trials} trials', max(plan[-1]), e)
     return

@@ -2,39 +2,63 @@
 
 import json
 
+import numpy as np
+
 from benchmarks import double_descent_gpu
 
 
-def test_gpu_benchmark_tiny_on_cpu(tmp_path):
+def test_gpu_benchmark_tiny_on_cpu(tmp_path, monkeypatch):
   # Two planned buckets (widths 1 and 2) timed under the first variant, and the widest bucket with 2 seeds together
-  # against twice its 1-seed time. Then --torch-only adds PyTorch's figures to the same JSON, keeping the jax ones
-  # (--torch-s 0: none are timed, wherever torch is installed). Last, a zero budget: only the first variant, on
-  # every bucket (compiled already: cheap).
+  # against twice its 1-seed time. PyTorch's JSON, as a --torch-only run writes it, is there before: the jax run
+  # reports the speedup over it. Then --torch-only (PyTorch replaced by fixed figures: torch need not be installed)
+  # puts its new figures into the jax JSON, keeping the jax ones. Last, a zero budget: only the first variant, on
+  # every bucket (compiled already: cheap); no later variant's bucket and no trials check starts.
   args = ['--tiny', '--max-buckets', '2', '--trials', '2', '--torch-s', '0', '--out', str(tmp_path)]
+  torch_json = {'device': 'cpu', 's_per_step': {'1': 0.5, '2': 0.75}, 'complete': True}
+  (tmp_path / 'double_descent_gpu-cpu-torch-tiny.json').write_text(json.dumps(torch_json))
   res = double_descent_gpu.main(args + ['--variants', 'lax/vmap', '--budget-s', '1000'])
   saved = json.loads((tmp_path / 'double_descent_gpu-cpu-tiny.json').read_text())
   assert saved == json.loads(json.dumps(res)) and saved['complete'] and not saved['failed']
   assert saved['buckets'] == [1, 2] and saved['skipped'] == []
   assert [(r['config'], r['bucket_width'], r['members']) for r in saved['per_bucket']] == [
       ('lax/vmap', 1, 1), ('lax/vmap', 2, 1)]
+  assert all(r['warmup_s'] > 0 and r['build_s'] > 0 for r in saved['per_bucket'])
   assert res['s_per_epoch_all_members'] == sum(r['s_per_epoch'] for r in res['per_bucket']) > 0
   assert res['hours_five_trials'] == 5 * res['hours_one_trial'] > 0
-  assert res['useful_tflops'] > 0 and 'peak_memory_gib' in res and res['torch'] is None
+  assert res['useful_tflops'] > 0 and 'peak_memory_gib' in res
   assert res['config'] == 'lax/vmap' and res['s_per_epoch_by_config'] == {'lax/vmap': res['s_per_epoch_all_members']}
   assert [b['bucket_width'] for b in res['best_per_bucket']] == [1, 2]
   assert res['executed_tflops'] == res['useful_tflops'] * res['padded_ratio']
+  torch_epoch = (0.5 + 0.75) * (50_000 // 128)  # widths 1 and 2: a step of each per minibatch of an epoch
+  assert np.isclose(res['torch']['s_per_epoch_all_widths'], torch_epoch)
+  assert np.isclose(res['torch']['speedup'], torch_epoch / res['s_per_epoch_all_members'])
   check = res['trials_check']
   assert check['trials'] == 2 and check['bucket_width'] == 2 and [p['members'] for p in check['pieces']] == [2]
   assert check['projected_s_per_epoch'] == 2 * res['per_bucket'][1]['s_per_epoch'] and check['s_per_epoch'] > 0
   assert check['measured_over_projected'] == check['s_per_epoch'] / check['projected_s_per_epoch']
-  after = double_descent_gpu.main(args + ['--torch-only'])
+
+  def measured(args, batch, steps):  # what torch_measure returns and writes
+    return dict(torch_json, platform='cpu', s_per_step={'1': 0.25, '2': 0.375})  # twice as fast
+  monkeypatch.setattr(double_descent_gpu, 'torch_measure', measured)
+  double_descent_gpu.main(args + ['--torch-only'])
   saved = json.loads((tmp_path / 'double_descent_gpu-cpu-tiny.json').read_text())
-  assert saved == json.loads(json.dumps(after)) and saved['trials_check'] == check and 'torch' in saved
-  assert saved['s_per_epoch_all_members'] == res['s_per_epoch_all_members']
-  assert double_descent_gpu.main(args[:-1] + [str(tmp_path / 'none'), '--torch-only']) is None  # no jax run there
+  assert saved['trials_check'] == check and saved['s_per_epoch_all_members'] == res['s_per_epoch_all_members']
+  assert np.isclose(saved['torch']['s_per_epoch_all_widths'], torch_epoch / 2)
+  assert np.isclose(saved['torch']['speedup'], res['torch']['speedup'] / 2)
+  monkeypatch.undo()
   budget = double_descent_gpu.main(args + ['--budget-s', '0'])
-  assert budget['skipped'] == ['lax/vmap widest bucket with 2 trials', 'im2col/vmap']
-  assert [r['config'] for r in budget['per_bucket']] == ['lax/vmap', 'lax/vmap']
+  assert budget['skipped'] == ['im2col/vmap width 2', 'im2col/vmap width 1', 'lax/vmap widest bucket with 2 trials']
+  assert [r['config'] for r in budget['per_bucket']] == ['lax/vmap', 'lax/vmap'] and budget['complete']
+
+
+def test_pytorch_epoch_is_interpolated_in_macs_between_measured_widths():
+  macs = lambda k: 10.0 * k * k + 3.0  # noqa: E731
+  measured = {'device': 'x', 's_per_step': {'1': 1.0, '2': 2.0, '4': 8.0}}
+  out = double_descent_gpu.torch_summary(measured, [1, 2, 3, 4], macs, 10, epoch_s=20.0, seeds=2)
+  at_3 = 2.0 + (8.0 - 2.0) * (macs(3) - macs(2)) / (macs(4) - macs(2))
+  assert np.isclose(out['s_per_epoch_all_widths'], 10 * (1.0 + 2.0 + at_3 + 8.0))
+  assert np.isclose(out['speedup'], out['s_per_epoch_all_widths'] * 2 / 20.0)
+  assert 'note' in double_descent_gpu.torch_summary(dict(measured, s_per_step={'1': 1.0}), [1, 4], macs, 10, 1.0, 1)
 
 
 def test_fastest_configuration_per_bucket_counts_every_piece_of_a_split():
