@@ -116,13 +116,38 @@ def fastest(rows: list[dict], sizes: list[int]) -> dict[int, tuple[str, float]]:
   return best
 
 
-def totals(rows: list[dict], sizes: list[int]) -> dict[str, float]:
-  """Config -> s/epoch of all members, for the configurations that timed every bucket: what a run with that one
-  configuration (it is set per job) would take."""
+def totals(rows: list[dict], sizes: list[int], plan: list[list[int]] | None = None) -> dict[str, float]:
+  """Config -> s/epoch of all members, for the configurations a run can set (per job) whose every bucket was timed:
+  each timed configuration, and with `plan` each pair that train.map_from makes of one, vmapped, below a width and
+  a `map` one at and above it (same conv form and dtype), named 'conv/vmap|map[:c] from W[/dtype]'."""
   per = timed(rows, sizes)
   configs = {c for _, c in per}
-  return {c: sum(per[p, c] for p in range(len(sizes))) for c in configs
-          if all((p, c) in per for p in range(len(sizes)))}
+  out = {c: sum(per[p, c] for p in range(len(sizes))) for c in configs
+         if all((p, c) in per for p in range(len(sizes)))}
+  for low in configs if plan is not None else ():
+    conv, strategy, *dtype = low.split('/')
+    if strategy != 'vmap':
+      continue
+    for high in configs:
+      hconv, hstrategy, *hdtype = high.split('/')
+      if (hconv, hdtype) != (conv, dtype) or not hstrategy.startswith('map'):
+        continue
+      for t in range(1, len(sizes)):  # buckets before t vmapped, from t on mapped: map_from = their least width
+        if all((p, low) in per for p in range(t)) and all((p, high) in per for p in range(t, len(sizes))):
+          name = f"{conv}/vmap|{hstrategy} from {max(plan[t - 1]) + 1}{''.join('/' + d for d in dtype)}"
+          out[name] = sum(per[p, low] for p in range(t)) + sum(per[p, high] for p in range(t, len(sizes)))
+  return out
+
+
+def overrides(config: str) -> str:
+  """The overrides that make a run use `config` (a name from totals)."""
+  conv, strategies, *dtype = config.split('/')
+  low, _, rest = strategies.partition('|')  # 'vmap', 'map:4 from 49'
+  high, _, width = rest.partition(' from ')
+  strategy, _, chunk = (high or low).partition(':')
+  out = [f'model.conv={conv}', f'train.strategy={low if high else strategy}']
+  out += [f'train.map_from={width}'] * bool(width) + [f'train.map_batch={chunk}'] * bool(chunk)
+  return ' '.join(out + [f'train.compute_dtype={d}' for d in dtype])
 
 
 def use_tf32(torch) -> None:
@@ -320,19 +345,20 @@ def main(argv=None) -> dict:
   peaks = peak_for(getattr(dev, 'device_kind', ''))
 
   def project():  # the figures from what is measured so far, so that every write holds them
-    whole = totals(res['per_bucket'], sizes)
+    whole = totals(res['per_bucket'], sizes, plan)
     float32 = {c: t for c, t in whole.items() if not c.endswith('/bfloat16')}
     best = min(float32, key=float32.get) if float32 else None
     epoch_s = float32[best] if best else None
     stats = dev.memory_stats() if dev.platform != 'cpu' else None
     res.update({
         'config': best,  # the fastest float32 configuration that timed every bucket: what a run would use
+        'overrides': best and overrides(best),
         's_per_epoch_all_members': epoch_s,
         'hours_one_trial': epoch_s * EPOCHS / 3600 / args.seeds if epoch_s else None,
         'hours_five_trials': epoch_s * EPOCHS / 3600 * 5 / args.seeds if epoch_s else None,
         'useful_tflops': useful_flop / epoch_s / 1e12 if epoch_s else None,
         'executed_tflops': useful_flop * res['padded_ratio'] / epoch_s / 1e12 if epoch_s else None,
-        's_per_epoch_by_config': whole,  # every configuration that timed every bucket, bfloat16 included
+        's_per_epoch_by_config': whole,  # every one (train.map_from pairs, bfloat16 too) that timed every bucket
         'best_per_bucket': [{'bucket_width': max(plan[p]), 'config': c, 's_per_epoch': t}
                             for p, (c, t) in sorted(fastest(res['per_bucket'], sizes).items())],
         'peak_memory_gib': stats['peak_bytes_in_use'] / 2 ** 30 if stats and 'peak_bytes_in_use' in stats else None,

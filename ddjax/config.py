@@ -91,6 +91,8 @@ class TrainConfig:
   eval_batch: int = _f(1000, 'examples per forward pass during evaluation')
   strategy: str = _f('vmap', 'how members of a bucket execute: vmap or map (lax.map)', ('vmap', 'map'))
   map_batch: int = _f(1, 'with strategy=map: members vmapped together in each map step')
+  map_from: int = _f(0, 'buckets padded to at least this width execute as strategy=map (chunks of map_batch), '
+                     'narrower ones as strategy (0: every bucket as strategy)')
   compute_dtype: str = _f('float32', 'dtype of dense and conv compute (parameters, norms and loss stay float32)',
                           ('float32', 'bfloat16'))
   placement: str = _f('auto', 'bucket: whole buckets onto devices; shard: every bucket over all devices; '
@@ -126,7 +128,7 @@ MEMBER_KEYS = frozenset({
 EXECUTION_KEYS = frozenset({
     'data.workers', 'train.flush_seconds', 'train.checkpoint_every', 'train.checkpoint_minutes',
     'train.checkpoint_keep', 'train.memory_gb', 'train.placement', 'train.bucket_ratio', 'train.max_buckets',
-    'train.eval_batch', 'train.strategy', 'train.map_batch'})
+    'train.eval_batch', 'train.strategy', 'train.map_batch', 'train.map_from'})
 
 # Keys that came after stores were first written, with the default that gives the old behaviour. A run's identity
 # (run ids, what --resume compares) leaves such a key out while it holds that default, so the members of an existing
@@ -555,6 +557,7 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
       'train.eval_every': (lambda v: v >= 0, 'must be >= 0'),
       'train.eval_batch': (lambda v: v >= 1, 'must be >= 1'),
       'train.map_batch': (lambda v: v >= 1, 'must be >= 1'),
+      'train.map_from': (lambda v: v >= 0, 'must be >= 0 (0: off)'),
       'train.bucket_ratio': (lambda v: v >= 1.0, 'must be >= 1'),
       'train.max_buckets': (lambda v: v >= 1, 'must be >= 1'),
       'train.memory_gb': (lambda v: v >= 0, 'must be >= 0'),

@@ -61,6 +61,19 @@ def conv_form(cfg: cfglib.Config) -> str:
   return 'im2col' if jax.default_backend() == 'cpu' else 'lax'
 
 
+def strategy(cfg: cfglib.Config, width: int) -> str:
+  """How the members of a bucket padded to `width` execute: 'map' from train.map_from on, else train.strategy."""
+  return 'map' if cfg.train.map_from and width >= cfg.train.map_from else cfg.train.strategy
+
+
+def strategy_label(cfg: cfglib.Config) -> str:
+  """The job's strategies for the log: 'vmap', 'map:4', or 'vmap, map:4 from width 48'."""
+  mapped = 'map' + (f':{cfg.train.map_batch}' if cfg.train.map_batch > 1 else '')
+  if cfg.train.strategy == 'map':
+    return mapped
+  return cfg.train.strategy + (f', {mapped} from width {cfg.train.map_from}' if cfg.train.map_from else '')
+
+
 def model_for(cfg: cfglib.Config, width: int, input_shape, num_classes: int):
   """The job's model padded to `width`, for inputs of `input_shape` and `num_classes` outputs."""
   return make_model(cfg.model.name, width, input_shape, num_classes, conv_form(cfg), cfg.train.compute_dtype,
@@ -101,8 +114,9 @@ class Bucket:
     self.replicated = replicated
     self.width = max(job.members[i]['model.width'] for i in member_ids)
     self.spec = StepSpec(model_for(cfg, self.width, ds.input_shape, ds.num_classes), cfg.optim.name,
-                         batch_size(cfg, ds), ds.num_classes, eval_batch or cfg.train.eval_batch, cfg.train.strategy,
-                         cfg.train.map_batch, ds.preprocess, ds.task, cfg.train.keep_best, cfg.optim.schedule,
+                         batch_size(cfg, ds), ds.num_classes, eval_batch or cfg.train.eval_batch,
+                         strategy(cfg, self.width), cfg.train.map_batch, ds.preprocess, ds.task, cfg.train.keep_best,
+                         cfg.optim.schedule,
                          cfg.train.epochs * (len(ds.y_train) // batch_size(cfg, ds)),
                          cfg.train.collapse and ds.task == 'classify')
     sharded = isinstance(members, jax.sharding.NamedSharding)
@@ -344,7 +358,7 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
   widths = [w for b in plan for w in b]
   log(f'job {job.index + 1}/{n_jobs} {job.static or ""}: {len(job.members)} members in {len(plan)} buckets '
       f'padded to {[max(b) for b in plan]}; padded/useful FLOPs {padded_ratio(plan, cost):.3f} '
-      f'(one bucket: {padded_ratio([widths], cost):.3f}); conv={conv_form(cfg)}, strategy={cfg.train.strategy}, '
+      f'(one bucket: {padded_ratio([widths], cost):.3f}); conv={conv_form(cfg)}, strategy={strategy_label(cfg)}, '
       f'devices={jax.device_count()} ({placement(cfg)})'
       + (f', {jax.process_count()} processes' if jax.process_count() > 1 else ''))
   buckets = make_buckets(job, ds, plan, cost, log)

@@ -77,6 +77,27 @@ def test_fastest_configuration_per_bucket_counts_every_piece_of_a_split():
   assert double_descent_gpu.totals(rows, [4, 4, 1]) == {}
 
 
+def test_map_from_pairs_and_the_overrides_that_run_them():
+  # vmap on every bucket; map:4 timed on the two widest only (widest first, as the budget allows): the pairs that
+  # switch to map:4 at bucket 1 or 2, named by the least width of the first mapped bucket
+  rows = [{'planned': p, 'config': c, 'members': 1, 's_per_epoch': t} for p, c, t in (
+      (0, 'lax/vmap', 1.0), (1, 'lax/vmap', 5.0), (2, 'lax/vmap', 9.0), (2, 'lax/map:4', 4.0),
+      (1, 'lax/map:4', 6.0), (2, 'im2col/map', 1.0), (0, 'lax/vmap/bfloat16', 0.5))]
+  plan = [[1, 2], [3, 4], [5, 6]]
+  assert double_descent_gpu.totals(rows, [1, 1, 1], plan) == {
+      'lax/vmap': 15.0, 'lax/vmap|map:4 from 3': 1.0 + 6.0 + 4.0, 'lax/vmap|map:4 from 5': 1.0 + 5.0 + 4.0}
+  from ddjax import config as cfglib
+  from ddjax.run import strategy
+  from experiments.double_descent import PRESETS
+  for name, want in (('lax/vmap|map:4 from 5', ('lax', 'vmap', 'vmap', 'map', 4, 'float32')),
+                     ('im2col/map:2/bfloat16', ('im2col', 'map', 'map', 'map', 2, 'bfloat16')),
+                     ('lax/vmap', ('lax', 'vmap', 'vmap', 'vmap', 1, 'float32'))):
+    over = double_descent_gpu.overrides(name).split()
+    cfg, _ = cfglib.apply_overrides(PRESETS['paper'].config, PRESETS['paper'].sweep, over)
+    assert (cfg.model.conv, strategy(cfg, 2), strategy(cfg, 4), strategy(cfg, 5), cfg.train.map_batch,
+            cfg.train.compute_dtype) == want, name
+
+
 def test_variant_sets_conv_strategy_chunk_and_dtype():
   from ddjax import config as cfglib
   from ddjax.members import expand

@@ -181,3 +181,23 @@ def test_processes_restore_the_same_checkpoint_when_they_see_different_ones(tmp_
     assert rc == 0, stderr[-3000:]
     assert stdout.strip().splitlines()[-1] == 'restored 2 [2.0, 2.0, 2.0]'
     assert 'checkpoint at epoch 4 is unreadable' in stderr
+
+
+def test_buckets_from_map_from_execute_as_map_with_the_same_numbers(tmp_path, monkeypatch, straight):
+  """train.map_from, a strategy per bucket: the bucket padded to width 5 runs as lax.map in chunks of 2, the one of
+  width 2 stays vmapped; every member gets the numbers of the all-vmap run (invariant 4)."""
+  cfg, sweep, jobs = setup('train.map_from=5', 'train.map_batch=2')
+  built, bucket_fns = [], runlib.bucket_fns
+
+  def recording(spec, members=None):
+    built.append((spec.model.max_width, spec.strategy, spec.map_batch))
+    return bucket_fns(spec, members)
+
+  monkeypatch.setattr(runlib, 'bucket_fns', recording)
+  said = []
+  mapped = runlib.run(cfg, sweep, jobs, tmp_path / 'mapped', progress=False, log=said.append)
+  assert sorted(set(built)) == [(2, 'vmap', 2), (5, 'map', 2)]
+  assert any('strategy=vmap, map:2 from width 5' in str(m) for m in said)
+  a, b = table(straight.parent), table(mapped.parent)
+  for col in ('train_loss', 'train_error', 'test_loss', 'test_error', 'weight_norm'):
+    np.testing.assert_allclose(np.stack(a[col]), np.stack(b[col]), rtol=1e-5, atol=1e-6, err_msg=col)
