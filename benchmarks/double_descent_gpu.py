@@ -2,7 +2,7 @@
 execution strategy and conv form, with projections to the full 4000-epoch runs.
 
   python -m benchmarks.double_descent_gpu --torch-only    # on a GPU: PyTorch alone first, about a minute
-  python -m benchmarks.double_descent_gpu --torch-s 0     # then jax: about 7 minutes of measurements
+  python -m benchmarks.double_descent_gpu                 # then jax: about 6 minutes of measurements
   python -m benchmarks.double_descent_gpu --tiny          # CPU-sized check of the script (widths 1 and 2)
   bash scripts/gpu_benchmark.sh                           # on the lent GPU machine: both, then checks, into $OUT
 
@@ -40,6 +40,10 @@ from ddjax import parallel
 
 if '--torch-only' in sys.argv:  # PyTorch alone on the GPU: jax, imported below, must not take its memory
   os.environ['JAX_PLATFORMS'] = 'cpu'
+  try:  # and PyTorch loads its CUDA libraries before jax's plugin could load others of the same names
+    import torch  # noqa: F401
+  except Exception:  # noqa: BLE001 - not installed: torch_measure says so
+    pass
 parallel.use_host_devices()
 parallel.use_gpu_memory()  # as a run does, so buckets split as they would in one
 import jax  # noqa: E402
@@ -160,15 +164,13 @@ def use_tf32(torch) -> None:
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
 
 
-def torch_loop(widths, steps: int, batch: int, budget_s: float, done=lambda out: None) -> dict | None:
+def torch_loop(widths, steps: int, batch: int, budget_s: float, done=lambda out: None) -> tuple[dict, bool]:
   """Per-width seconds per step of a PyTorch PreActResNet18k, one width at a time, data on the device, in both
-  layouts (NCHW and channels-last), as {width: {layout: s}}; None without torch. `done` gets the figures so far
-  after every width. Stops starting widths after `budget_s`; on Ctrl-C (SIGINT) it returns what it measured."""
-  try:
-    import torch
-    from torch import nn
-  except Exception:  # noqa: BLE001 - not installed, or its CUDA libraries clash with jax's in this process
-    return None
+  layouts (NCHW and channels-last), as {width: {layout: s}}, and whether every width was timed. `done` gets the
+  figures so far after every width. Starts no width after `budget_s`; on Ctrl-C (SIGINT) it returns what it
+  measured."""
+  import torch
+  from torch import nn
   dev = 'cuda' if torch.cuda.is_available() else 'cpu'
   torch.backends.cudnn.benchmark = True  # PyTorch at its best: cuDNN picks each convolution's fastest algorithm
   use_tf32(torch)
@@ -222,7 +224,7 @@ def torch_loop(widths, steps: int, batch: int, budget_s: float, done=lambda out:
       done(out)
   except KeyboardInterrupt:  # `timeout -s INT`: keep the widths measured
     pass
-  return out
+  return out, len(out) == len(widths)
 
 
 def torch_measure(args, batch: int, steps: int) -> dict | None:
@@ -246,8 +248,8 @@ def torch_measure(args, batch: int, steps: int) -> dict | None:
     write_result(args.out, name, res, quiet=True)
 
   try:
-    done(torch_loop(torch_widths, steps, batch, args.torch_s, done) or {})
-    res['complete'] = True
+    layouts, res['complete'] = torch_loop(torch_widths, steps, batch, args.torch_s, done)
+    done(layouts)
   except Exception as e:  # noqa: BLE001 - PyTorch out of memory, say: what it measured stands
     failed(res, 'torch', None, e)
   write_result(args.out, name, res)
@@ -290,13 +292,17 @@ def main(argv=None) -> dict:
                            'timed on every bucket regardless)')
   parser.add_argument('--trials', type=int, default=5,
                       help='seeds trained together in the check of the widest bucket (0 or 1: no check)')
-  parser.add_argument('--torch-s', type=float, default=60.0,
-                      help='seconds for the PyTorch loop after the jax measurements (0: skip it)')
+  parser.add_argument('--torch-s', type=float, default=None,
+                      help='seconds for the PyTorch loop: with --torch-only (default 60), or after the jax '
+                           'measurements in their process, where PyTorch gets what XLA left of the GPU (default 0: '
+                           'none)')
   parser.add_argument('--torch-only', action='store_true',
                       help='only the PyTorch loop, in a process where jax stays off the GPU, into its own JSON; '
                            'a jax run in --out, earlier or later, adds it to its own with the speedup')
   parser.add_argument('--out', type=Path, default=Path('benchmarks/results'))
   args = parser.parse_args(argv)
+  if args.torch_s is None:
+    args.torch_s = 60.0 if args.torch_only else 0.0
   t_start = time.perf_counter()
   steps = 2 if args.tiny else args.steps
   preset = PRESETS['paper']
@@ -409,8 +415,8 @@ def main(argv=None) -> dict:
     # would end within the budget, judged by what the first configuration took for it.
     for label in variants[1:]:
       for p in reversed(range(len(plan))):
-        expected = sum(r['build_s'] + r['warmup_s'] + r['timed_s'] for r in res['per_bucket']
-                       if r['config'] == first and r['planned'] == p)
+        expected = 1.5 * sum(r['build_s'] + r['warmup_s'] + r['timed_s'] for r in res['per_bucket']
+                             if r['config'] == first and r['planned'] == p)  # 1.5: other forms compile longer
         if time.perf_counter() - t_start + expected > args.budget_s:
           res['skipped'].append(f'{label} width {max(plan[p])}')
           continue
@@ -418,8 +424,11 @@ def main(argv=None) -> dict:
         buckets = build(label, job.subset(groups[p]), [plan[p]])
         time_all(label, buckets, lambda b, p=p: p, time.perf_counter() - t)
         buckets = None
-    if args.trials > 1:
-      if time.perf_counter() - t_start > args.budget_s:
+    if args.trials > 1:  # expected: the widest bucket's time with `trials` times its members
+      expected = 1.5 * args.trials / args.seeds * sum(
+          r['build_s'] + r['warmup_s'] + r['timed_s'] for r in res['per_bucket']
+          if r['config'] == first and r['planned'] == len(plan) - 1)
+      if time.perf_counter() - t_start + expected > args.budget_s:
         res['skipped'].append(f'{first} widest bucket with {args.trials} trials')
       else:
         trials_check(res, args, job, ds, plan, model.macs, first, steps, steps_per_epoch)

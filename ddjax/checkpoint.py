@@ -15,6 +15,7 @@ bucket's but are never read (their output is multiplied by a zero mask).
 from __future__ import annotations
 
 import functools
+import shutil
 import signal
 import warnings
 from pathlib import Path
@@ -22,6 +23,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from ddjax import parallel
 
@@ -53,26 +55,47 @@ class Checkpoints:
 
     A newest checkpoint that cannot be read (cut off mid-write, corrupted) is skipped with a warning. In a
     multi-host run every process reads the same one (orbax's restore ends in a barrier that all must reach): they
-    agree on the newest step that each of them has, and try its data only when each can read its metadata."""
+    agree on the newest step that each of them has, try its data only when each can read its metadata, and take it
+    only when each read its data. (A read that fails on some processes inside orbax, before its barrier, can still
+    hold the others there until the barrier's timeout.)"""
     steps = sorted(self.manager.all_steps(), reverse=True)
-    while (step := int(parallel.agree(steps[0] if steps else -1, 'min'))) >= 0:
+    restored = None
+    while restored is None and (step := int(parallel.agree(steps[0] if steps else -1, 'min'))) >= 0:
       steps = [s for s in steps if s < step]
       stored, why = self._metadata(step)
-      if not parallel.agree(stored is not None, 'min'):
-        warnings.warn(f'checkpoint at epoch {step} is unreadable ({why or "on another process"}); trying an older '
-                      'one')
-        continue
-      try:
-        restored, same = self._read(step, stored, states, layout)
-      except Exception as e:  # noqa: BLE001 - any unreadable checkpoint falls back to the previous one
-        warnings.warn(f'checkpoint at epoch {step} is unreadable ({type(e).__name__}: {e}); trying an older one')
-        continue
-      if not same:
-        log(f'checkpoint at epoch {step} has buckets of {[len(ids) for ids in restored["layout"]]} members, now '
-            f'{[len(ids) for ids in layout]}: moving each member into its new bucket')
-        restored['buckets'] = relayout(restored['buckets'], restored['layout'], states, layout)
-      return step, list(restored['buckets']), float(restored['elapsed_s']), int(restored['attempt'])
-    return None
+      if parallel.agree(stored is not None, 'min'):
+        try:
+          restored, same = self._read(step, stored, states, layout)
+        except Exception as e:  # noqa: BLE001 - any unreadable checkpoint falls back to the previous one
+          why = f'{type(e).__name__}: {e}'
+        if not parallel.agree(restored is not None, 'min'):
+          restored = None
+      if restored is None:
+        warnings.warn(f'checkpoint at epoch {step} is unreadable ({why or "not on every process"}); trying an '
+                      'older one')
+    self._drop_newer(step)
+    if restored is None:
+      return None
+    if not same:
+      log(f'checkpoint at epoch {step} has buckets of {[len(ids) for ids in restored["layout"]]} members, now '
+          f'{[len(ids) for ids in layout]}: moving each member into its new bucket')
+      restored['buckets'] = relayout(restored['buckets'], restored['layout'], states, layout)
+    return step, list(restored['buckets']), float(restored['elapsed_s']), int(restored['attempt'])
+
+  def _drop_newer(self, step: int) -> None:
+    """Multi-host: removes the checkpoints newer than `step` (the one restored; -1: none) that any process sees.
+    Not every process could read them, and saving that epoch again deletes the old one first: orbax's delete ends in
+    a barrier, which the processes that do not see it would never reach. With one process they stay (a later save
+    of their epoch replaces them)."""
+    if jax.process_count() == 1:
+      return
+    newer = [s for s in self.manager.all_steps() if s > step]
+    if not parallel.agree(bool(newer), 'max'):
+      return
+    for s in newer:  # every process its own view; on a shared filesystem they remove the same folders
+      shutil.rmtree(Path(self.manager.directory) / str(s), ignore_errors=True)
+    multihost_utils.sync_global_devices(f'ddjax-checkpoints-after-{step}')
+    self.manager.reload()
 
   def _metadata(self, step: int):
     """(the metadata of the checkpoint at `step`, None), or (None, why it cannot be read). Reads no array."""

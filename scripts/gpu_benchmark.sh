@@ -20,7 +20,7 @@
 # --wheels` downloads them here.
 #
 #   BUDGET_S=300 bash scripts/gpu_benchmark.sh      # start no new jax measurement after 300 s of the benchmark
-#                                                   # (default: whatever ends its measurements near 430 s)
+#                                                   # (default: whatever ends its measurements near 420 s)
 #   BENCH_ARGS=--tiny PYTHON=.venv/bin/python bash scripts/gpu_benchmark.sh   # a CPU rehearsal of the whole call
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -68,19 +68,19 @@ timeout -k 10 -s INT "$(left 110)" "$PY" -m benchmarks.double_descent_gpu --out 
 torch_rc=${PIPESTATUS[0]}
 
 echo "== benchmark" | tee -a "$log"
-budget=${BUDGET_S:-$((430 - SECONDS))}
-echo "jax measurements: no new one after $budget s; hard stop at 480 s into the script" | tee -a "$log"
-timeout -k 15 -s INT "$(left 480)" "$PY" -m benchmarks.double_descent_gpu --out "$OUT" --budget-s "$budget" \
+budget=${BUDGET_S:-$((420 - SECONDS))}
+echo "jax measurements: no new one after $budget s; hard stop at 470 s into the script" | tee -a "$log"
+timeout -k 15 -s INT "$(left 470)" "$PY" -m benchmarks.double_descent_gpu --out "$OUT" --budget-s "$budget" \
   --torch-s 0 ${BENCH_ARGS:-} 2>&1 | tee -a "$log"
 bench_rc=${PIPESTATUS[0]}
 
 smoke=$(mktemp -d)/smoke
 echo "== CUDA path: smoke preset, then --resume of the finished run" | tee -a "$log"
 start=$(date +%s)
-timeout -k 10 -s INT "$(left 565)" "$PY" -m experiments.double_descent --preset smoke --out "$smoke" --no-progress \
+timeout -k 10 -s INT "$(left 550)" "$PY" -m experiments.double_descent --preset smoke --out "$smoke" --no-progress \
   2>&1 | tee -a "$log"
 smoke_rc=${PIPESTATUS[0]}
-timeout -k 5 -s INT "$(left 590)" "$PY" -m experiments.double_descent --preset smoke --out "$smoke" --resume \
+timeout -k 5 -s INT "$(left 575)" "$PY" -m experiments.double_descent --preset smoke --out "$smoke" --resume \
   --no-progress 2>&1 | tee -a "$log"
 resume_rc=${PIPESTATUS[0]}
 echo "smoke exit $smoke_rc, resume exit $resume_rc, $(($(date +%s) - start)) s" | tee -a "$log"

@@ -49,5 +49,9 @@ def two_processes(*args: str, devices: int = 1, timeout: float = 300) -> list[tu
                                      DDJAX_COORDINATOR=f'localhost:{port}', DDJAX_NUM_PROCESSES='2',
                                      DDJAX_PROCESS_ID=str(pid)))
            for pid in range(2)]
-  outputs = [p.communicate(timeout=timeout) for p in procs]
+  try:
+    outputs = [p.communicate(timeout=timeout) for p in procs]
+  finally:
+    for p in procs:  # a hung process (one waiting in a collective the other left) must not outlive the test
+      p.kill()
   return [(p.returncode, stdout, stderr) for p, (stdout, stderr) in zip(procs, outputs)]

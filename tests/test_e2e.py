@@ -107,25 +107,26 @@ import os, signal, sys
 from ddjax import run
 from ddjax.cli import main
 from experiments.double_descent import PRESETS
-train_epoch, sent = run.Bucket.train_epoch, []
+train_epoch, sent, process = run.Bucket.train_epoch, [], os.environ['DDJAX_PROCESS_ID']
 def train_then_signal(self, epoch):  # process 1 alone gets a SIGTERM during the third epoch
   loss = train_epoch(self, epoch)
-  if epoch == 2 and not sent and os.environ['DDJAX_PROCESS_ID'] == '1':
+  if epoch == 2 and not sent and process == '1':
     sent.append(os.kill(os.getpid(), signal.SIGTERM))
   return loss
 run.Bucket.train_epoch = train_then_signal
-main('double_descent', PRESETS, sys.argv[1:])
+# process 1 alone calls for checkpoints by time (every 0.06 s): process 0 saves when process 1 does
+main('double_descent', PRESETS, sys.argv[1:] + ['train.checkpoint_minutes=' + ('0.001' if process == '1' else '0')])
 """
 
 
 def test_two_processes_of_four_devices_stop_together_and_resume_exactly(run_dir, tmp_path):
   """Multi-host: two processes joined by jax.distributed (4 simulated CPU devices each), the member axis sharded
-  over all 8 devices as one SPMD program; process 0 writes the store. A SIGTERM to process 1 alone stops both
-  after the same epoch with a checkpoint; with that newest checkpoint damaged, both resume from the one before.
-  Same numbers as the 1-process run."""
+  over all 8 devices as one SPMD program; process 0 writes the store. Process 1 alone calls for a checkpoint
+  after every epoch and gets a SIGTERM in the third: both save after epochs 1 and 2, and both stop after the third
+  with a checkpoint. With that newest checkpoint damaged, both resume from the one before. Same numbers as the
+  1-process run."""
   out = tmp_path / 'multihost'
-  # checkpoints by time (every 0.06 s): the processes' clocks would decide differently; a save on any saves on all
-  args = ['--out', str(out), *ARGS, 'train.checkpoint_minutes=0.001']
+  args = ['--out', str(out), *ARGS]
 
   for rc, stdout, stderr in two_processes('-c', SIGNAL_PROCESS_1, *args, devices=4):
     assert rc == 128 + 15 and 'stopped by signal 15' in stderr, stderr[-3000:]
