@@ -403,6 +403,13 @@ def main(argv=None) -> dict:
     return []
 
   first = variants[0]
+
+  def expected_s(p: int, scale: float = 1.0) -> float:
+    """What timing planned bucket `p` at `scale` times its members should take: 1.5 times what the first
+    configuration took for it (build, warm-up, timing), as other forms may compile longer."""
+    return 1.5 * scale * sum(r['build_s'] + r['warmup_s'] + r['timed_s'] for r in res['per_bucket']
+                             if r['config'] == first and r['planned'] == p)
+
   try:
     # The first configuration: every bucket, all made first as a run makes them (every member's state resident).
     t = time.perf_counter()
@@ -415,20 +422,15 @@ def main(argv=None) -> dict:
     # would end within the budget, judged by what the first configuration took for it.
     for label in variants[1:]:
       for p in reversed(range(len(plan))):
-        expected = 1.5 * sum(r['build_s'] + r['warmup_s'] + r['timed_s'] for r in res['per_bucket']
-                             if r['config'] == first and r['planned'] == p)  # 1.5: other forms compile longer
-        if time.perf_counter() - t_start + expected > args.budget_s:
+        if time.perf_counter() - t_start + expected_s(p) > args.budget_s:
           res['skipped'].append(f'{label} width {max(plan[p])}')
           continue
         t = time.perf_counter()
         buckets = build(label, job.subset(groups[p]), [plan[p]])
         time_all(label, buckets, lambda b, p=p: p, time.perf_counter() - t)
         buckets = None
-    if args.trials > 1:  # expected: the widest bucket's time with `trials` times its members
-      expected = 1.5 * args.trials / args.seeds * sum(
-          r['build_s'] + r['warmup_s'] + r['timed_s'] for r in res['per_bucket']
-          if r['config'] == first and r['planned'] == len(plan) - 1)
-      if time.perf_counter() - t_start + expected > args.budget_s:
+    if args.trials > 1:  # the widest bucket with `trials` times its members
+      if time.perf_counter() - t_start + expected_s(len(plan) - 1, args.trials / args.seeds) > args.budget_s:
         res['skipped'].append(f'{first} widest bucket with {args.trials} trials')
       else:
         trials_check(res, args, job, ds, plan, model.macs, first, steps, steps_per_epoch)
