@@ -1,5 +1,6 @@
 """Analysis of training curves, shared by plots and reports: threshold crossings (memorisation and grokking
-epochs), train-loss spikes, and the model-wise double-descent peak."""
+epochs), train-loss spikes, the model-wise double-descent peak, and Saxe et al.'s solution for a deep linear network's
+modes."""
 
 from __future__ import annotations
 
@@ -132,3 +133,15 @@ def grokking_summary(epochs, train_acc, val_acc, train_loss, weight_norm, thresh
       'spikes_with_val_jump': int(sum(sign * v >= jump for v in val_change)),
   }
 
+
+
+def saxe_mode(t, s: float, u0: float):
+  """Strength u(t) of one balanced mode of a two-layer linear network (Saxe, McClelland and Ganguli 2014) under
+  gradient flow on 1/2 E||y - W x||^2 with whitened inputs: du/dt = 2u(s - u) from u(0) = u0 in (0, s), so
+  u(t) = s / (1 + (s / u0 - 1) exp(-2 s t)). ddjax's loss has no 1/2: there t = 2 lr x steps."""
+  return s / (1.0 + (s / u0 - 1.0) * np.exp(-2.0 * s * np.asarray(t, float)))
+
+
+def saxe_time(s: float, u0: float, uf: float) -> float:
+  """The time saxe_mode takes from u0 to uf: ln[uf (s - u0) / (u0 (s - uf))] / (2 s)."""
+  return float(np.log(uf * (s - u0) / (u0 * (s - uf))) / (2.0 * s))

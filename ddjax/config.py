@@ -41,11 +41,13 @@ def _f(default, help: str, choices: tuple | None = None):
 
 @dataclass
 class DataConfig:
-  name: str = _f('mnist1d', 'dataset', ('mnist1d', 'cifar10', 'synthetic_cifar10', 'modular', 'mheight'))
+  name: str = _f('mnist1d', 'dataset', ('mnist1d', 'cifar10', 'synthetic_cifar10', 'modular', 'mheight',
+                                       'linear_teacher'))
   dir: str | None = _f(None, 'cifar10: the "CIFAR-10 python version" archive or folder (none: tensorflow-datasets)')
   augment: str = _f('auto', 'training-batch augmentation (auto: crop_flip for images, none otherwise)',
                     ('auto', 'none', 'crop_flip'))
-  num_samples: int = _f(5000, 'generated examples before the train/test split (mnist1d, synthetic_cifar10)')
+  num_samples: int = _f(5000, 'generated examples before the train/test split (mnist1d, synthetic_cifar10, '
+                        'linear_teacher)')
   train_split: float = _f(0.8, 'fraction of the generated examples used for training')
   seed: int = _f(42, 'seed of the dataset generator (static: one data set per job)')
   noise: float = _f(0.0, 'probability that a training label is replaced by a random incorrect one')
@@ -54,17 +56,22 @@ class DataConfig:
   p: int = _f(53, 'modular: the modulus (also the number of classes)')
   groups: str = _f('all', "mheight: (n, k, m) groups written n/k/m joined by '+', or all (21 groups)")
   workers: int = _f(0, 'mheight: processes computing heights (0: one per core); cached on disk after')
+  dim: int = _f(16, 'linear_teacher: input and output dimension')
+  spectrum: str = _f('4/2/1/0.5', "linear_teacher: the teacher's nonzero singular values joined by '/' (its rank is "
+                     'their number)')
 
 
 @dataclass
 class ModelConfig:
   name: str = _f('cnn1d', 'architecture', ('mlp', 'cnn1d', 'resnet1d', 'resnet18k', 'embed_mlp', 'transformer',
-                                           'resmlp', 'resnet2d_ln'))
+                                           'resmlp', 'resnet2d_ln', 'deep_linear'))
   width: int = _f(16, 'base width (hidden units, channels of the first stage, or d_model)')
-  depth: int = _f(2, 'mlp: hidden layers; resmlp: residual blocks')
+  depth: int = _f(2, 'mlp, deep_linear: hidden layers; resmlp: residual blocks')
   seed: int | None = _f(None, 'seed of the parameter init (default: seed)')
   conv: str = _f('auto', 'convolution form: lax, im2col, or auto (im2col on CPU, lax elsewhere)',
                  ('auto', 'lax', 'im2col'))
+  init_scale: float = _f(1.0, 'every parameter at init times this (1: the default init; small: the rich, '
+                         'saddle-to-saddle regime; large: lazy training)')
 
 
 @dataclass
@@ -121,7 +128,8 @@ class Config:
 # Keys whose values can differ between members of one compiled step; every other key makes separate jobs.
 MEMBER_KEYS = frozenset({
     'seed', 'model.width', 'model.seed', 'train.batch_seed', 'data.noise', 'data.noise_seed',
-    'optim.lr', 'optim.wd', 'optim.momentum', 'optim.b1', 'optim.b2', 'optim.eps', 'optim.warmup'})
+    'optim.lr', 'optim.wd', 'optim.momentum', 'optim.b1', 'optim.b2', 'optim.eps', 'optim.warmup',
+    'model.init_scale'})
 
 # Keys that change how a run executes or is stored, never its numbers: left out of run ids, and free to differ
 # when a run is resumed (a checkpoint moves its members into whatever buckets the new settings make).
@@ -133,7 +141,8 @@ EXECUTION_KEYS = frozenset({
 # Keys that came after stores were first written, with the default that gives the old behaviour. A run's identity
 # (run ids, what --resume compares) leaves such a key out while it holds that default, so the members of an existing
 # store keep their ids, and its runs resume, after ddjax gains the key.
-LATER_KEYS = {'optim.warmup': 0, 'optim.schedule': 'constant', 'train.collapse': False}
+LATER_KEYS = {'optim.warmup': 0, 'optim.schedule': 'constant', 'train.collapse': False, 'model.init_scale': 1.0,
+              'data.dim': 16, 'data.spectrum': '4/2/1/0.5'}
 
 
 def identity(flat: dict[str, Any]) -> dict[str, Any]:
@@ -552,6 +561,8 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
       'data.p': (lambda v: v >= 2, 'must be >= 2'),
       'data.workers': (lambda v: v >= 0, 'must be >= 0'),
       'model.depth': (lambda v: v >= 1, 'must be >= 1'),
+      'model.init_scale': (lambda v: v > 0 and math.isfinite(v), 'must be > 0 (every parameter at init times it)'),
+      'data.dim': (lambda v: v >= 1, 'must be >= 1'),
       'train.flush_seconds': (lambda v: v >= 0, 'must be >= 0'),
       'train.eval_points': (lambda v: v >= 1, 'must be >= 1'),
       'train.eval_every': (lambda v: v >= 0, 'must be >= 0'),
@@ -583,14 +594,25 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
     for aug in sweep.get('data.augment', [cfg.data.augment]):
       if aug == 'crop_flip' and data not in IMAGE_DATA:
         raise ConfigError(f"bad value 'crop_flip' for data.augment: {data} has no images (allowed: auto, none)")
-    if data == 'mheight':
+    if data in REGRESSION_DATA:
       for on in sweep.get('train.collapse', [cfg.train.collapse]):
         if on:
-          raise ConfigError('bad value True for train.collapse: mheight is a regression task, with no classes to '
+          raise ConfigError(f'bad value True for train.collapse: {data} is a regression task, with no classes to '
                             'collapse (allowed: false)')
       for noise in sweep.get('data.noise', [cfg.data.noise]):
         if noise:
-          raise ConfigError(f"bad value {noise!r} for data.noise: mheight is a regression task (allowed: 0)")
+          raise ConfigError(f"bad value {noise!r} for data.noise: {data} is a regression task (allowed: 0)")
+    if data == 'linear_teacher':
+      from ddjax.data.teacher import parse_spectrum
+      for spectrum in sweep.get('data.spectrum', [cfg.data.spectrum]):
+        try:
+          values = parse_spectrum(spectrum)
+        except ValueError as e:
+          raise ConfigError(f"bad value {spectrum!r} for data.spectrum: {e}") from None
+        for dim in sweep.get('data.dim', [cfg.data.dim]):
+          if len(values) > dim:
+            raise ConfigError(f"bad value {spectrum!r} for data.spectrum: {len(values)} singular values, more than "
+                              f"data.dim={dim} allows")
       for groups in sweep.get('data.groups', [cfg.data.groups]):
         from ddjax.data.mheight import parse_groups
         try:
@@ -602,7 +624,7 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
         for p in sweep.get('data.p', [cfg.data.p]):
           if op == 'div' and any(p % q == 0 for q in range(2, int(p ** 0.5) + 1)):
             raise ConfigError(f"bad value {p!r} for data.p: division mod p needs a prime p")
-  keys = ['data.name', 'data.num_samples', 'data.train_split', 'data.p', 'data.op', 'data.groups']
+  keys = ['data.name', 'data.num_samples', 'data.train_split', 'data.p', 'data.op', 'data.groups', 'data.dim']
   for values in itertools.product(*(sweep.get(k, [get(cfg, k)]) for k in keys)):
     data = dataclasses.replace(cfg.data, **{k.split('.')[1]: v for k, v in zip(keys, values)})
     n_train = train_examples(data)
@@ -611,17 +633,22 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
       if n_train < 1 or n_train >= total:
         raise ConfigError(f"bad value {data.train_split!r} for data.train_split: it leaves {n_train} of {total} "
                           f"examples for training; both splits need at least one")
+    if data.name == 'linear_teacher' and n_train < data.dim:
+      raise ConfigError(f"bad value {data.num_samples!r} for data.num_samples: it leaves {n_train} training examples, "
+                        f"fewer than data.dim={data.dim} (the inputs are whitened: they need at least as many)")
     for b in sweep.get('train.batch_size', [cfg.train.batch_size]):
       if n_train is not None and b > n_train:
         raise ConfigError(f"bad value {b!r} for train.batch_size: larger than the {n_train} training examples")
 
 
 IMAGE_DATA = ('cifar10', 'synthetic_cifar10')
+REGRESSION_DATA = ('mheight', 'linear_teacher')
 # The data sets each model takes.
 MODEL_DATA = {
-    'mlp': ('mnist1d', *IMAGE_DATA, 'mheight'), 'cnn1d': ('mnist1d',), 'resnet1d': ('mnist1d',),
+    'mlp': ('mnist1d', *IMAGE_DATA, *REGRESSION_DATA), 'cnn1d': ('mnist1d',), 'resnet1d': ('mnist1d',),
     'resnet18k': IMAGE_DATA, 'embed_mlp': ('modular',), 'transformer': ('modular',),
-    'resmlp': ('mnist1d', *IMAGE_DATA, 'mheight'), 'resnet2d_ln': (*IMAGE_DATA, 'mheight'),
+    'resmlp': ('mnist1d', *IMAGE_DATA, *REGRESSION_DATA), 'resnet2d_ln': (*IMAGE_DATA, 'mheight'),
+    'deep_linear': ('linear_teacher', 'mnist1d', 'mheight'),
 }
 
 

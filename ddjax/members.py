@@ -20,6 +20,7 @@ from ddjax import config as cfglib
 HP_KEYS = {
     'width': 'model.width', 'noise': 'data.noise', 'lr': 'optim.lr', 'wd': 'optim.wd',
     'momentum': 'optim.momentum', 'b1': 'optim.b1', 'b2': 'optim.b2', 'eps': 'optim.eps', 'warmup': 'optim.warmup',
+    'init_scale': 'model.init_scale',
 }
 
 

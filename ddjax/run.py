@@ -118,7 +118,8 @@ class Bucket:
                          strategy(cfg, self.width), cfg.train.map_batch, ds.preprocess, ds.task, cfg.train.keep_best,
                          cfg.optim.schedule,
                          cfg.train.epochs * (len(ds.y_train) // batch_size(cfg, ds)),
-                         cfg.train.collapse and ds.task == 'classify')
+                         cfg.train.collapse and ds.task == 'classify',
+                         ds.modes if cfg.model.name == 'deep_linear' else 0)
     sharded = isinstance(members, jax.sharding.NamedSharding)
     self.fns = bucket_fns(self.spec, members if sharded else None)
     n_dev = len(members.device_set)

@@ -20,6 +20,7 @@ from jax import lax
 from ddjax.data.augment import Preprocess
 from ddjax.data.noise import noisy_labels, noisy_test_error
 from ddjax.metrics.collapse import between_class_whitener, collapse_metrics, nearest_mean_disagrees
+from ddjax.metrics.linear import imbalance, input_output_modes, mode_strengths
 from ddjax.optim import make_optimizer, scheduled_lr
 
 # Separate random streams per member: init from model_seed, batch order and augmentation from batch_seed (with
@@ -49,6 +50,7 @@ class StepSpec:
   schedule: str = 'constant'  # learning rate after warmup (optim.scheduled_lr): 'constant' | 'cosine' | 'linear'
   total_steps: int = 0      # optimizer steps of the whole run (where cosine and linear reach 0)
   collapse: bool = False    # also evaluate neural collapse of the head's input on the training set
+  modes: int = 0            # deep linear networks: report the strength of this many singular modes of the data
 
 
 def tree_norm(tree) -> jax.Array:
@@ -71,7 +73,7 @@ def weight_norms(params) -> dict[str, jax.Array]:
 def init_member(spec: StepSpec, hp, x_example) -> dict[str, Any]:
   x = spec.preprocess(x_example[None])
   variables = spec.model.init({'params': member_key(hp, 'init')}, x, hp['width'], train=False)
-  params = variables['params']
+  params = jax.tree.map(lambda p: p * hp['init_scale'], variables['params'])
   state = {
       'params': params,
       'batch_stats': variables.get('batch_stats', {}),
@@ -96,8 +98,9 @@ def member_labels(spec: StepSpec, hp, y_train) -> jax.Array:
 
 
 def _loss(spec: StepSpec, params, batch_stats, hp, x, y, train: bool):
-  """Per-example (loss, wrong, weight): cross-entropy and misclassification, or squared error with weight 0 where
-  the target is not finite (an infinite m-height); `wrong` is 0 for regression."""
+  """Per-example (loss, wrong, weight): cross-entropy and misclassification, or the squared error summed over the
+  outputs, ||out - y||^2, with weight 0 where a target is not finite (an infinite m-height); `wrong` is 0 for
+  regression."""
   variables = {'params': params, 'batch_stats': batch_stats}
   if train:
     out, mutated = spec.model.apply(variables, x, hp['width'], train=True, mutable=['batch_stats'])
@@ -106,8 +109,10 @@ def _loss(spec: StepSpec, params, batch_stats, hp, x, y, train: bool):
     out = spec.model.apply(variables, x, hp['width'], train=False)
   out = out.astype(jnp.float32)
   if spec.task == 'regress':
-    weight = jnp.isfinite(y).astype(jnp.float32)
-    loss = jnp.square(out[:, 0] - jnp.where(weight > 0, y, 0.0)) * weight
+    y_BxO = y.reshape(out.shape)  # a single output's targets come as (B,)
+    finite_B = jnp.isfinite(y_BxO).all(-1)
+    weight = finite_B.astype(jnp.float32)
+    loss = jnp.square(out - jnp.where(finite_B[:, None], y_BxO, 0.0)).sum(-1) * weight
     return (loss, jnp.zeros_like(loss), weight), batch_stats
   loss = optax.softmax_cross_entropy_with_integer_labels(out, y)
   return (loss, (jnp.argmax(out, -1) != y).astype(jnp.float32), jnp.ones_like(loss)), batch_stats
@@ -160,7 +165,7 @@ def _chunks(spec: StepSpec, x, y):
   n_chunks = -(-n // chunk)
   pad = n_chunks * chunk - n
   xs = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape(n_chunks, chunk, *x.shape[1:])
-  ys = jnp.pad(y, (0, pad)).reshape(n_chunks, chunk)
+  ys = jnp.pad(y, [(0, pad)] + [(0, 0)] * (y.ndim - 1)).reshape(n_chunks, chunk, *y.shape[1:])
   valid = (jnp.arange(n_chunks * chunk) < n).reshape(n_chunks, chunk)
   return xs, ys, valid
 
@@ -230,6 +235,16 @@ def collapse(spec: StepSpec, state, hp, x, labels_N) -> dict[str, jax.Array]:
   return dict(collapse_metrics(means_KxD, within_sq / n, whitened_sq / n, w_KxD), nc4=wrong / n)
 
 
+def linear_modes(spec: StepSpec, state, x_train, y_train) -> dict[str, jax.Array]:
+  """A deep linear network's strength along each of the top `spec.modes` singular modes of the training set's
+  input-output correlation (mode_1 the largest), and its layers' imbalance (ddjax.metrics.linear)."""
+  x_NxI = x_train.reshape(x_train.shape[0], -1)
+  in_IxR, _, out_OxR = input_output_modes(x_NxI, y_train.reshape(x_NxI.shape[0], -1), spec.modes)
+  kernels = spec.model.kernels(state['params'])
+  strengths_R = mode_strengths(kernels, in_IxR, out_OxR)
+  return {**{f'mode_{r + 1}': strengths_R[r] for r in range(spec.modes)}, 'imbalance': imbalance(kernels)}
+
+
 def evaluate(spec: StepSpec, state, hp, labels_N, x_train, x_test, y_test) -> dict[str, jax.Array]:
   """Train metrics on the member's own (noisy) labels; test metrics on clean labels and on the noisy distribution
   (classification), or mean squared errors over finite targets (regression); weight norms; the last update's norm."""
@@ -241,6 +256,8 @@ def evaluate(spec: StepSpec, state, hp, labels_N, x_train, x_test, y_test) -> di
                test_error_noisy=noisy_test_error(test_error, hp['noise'], spec.num_classes))
   if spec.collapse:
     out.update(collapse(spec, state, hp, x_train, labels_N))
+  if spec.modes:
+    out.update(linear_modes(spec, state, x_train, labels_N))
   out.update(weight_norms(state['params']))
   out.update(update_norm=state['update_norm'], diverged=state['diverged'], diverged_step=state['diverged_step'])
   return out

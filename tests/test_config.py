@@ -169,14 +169,17 @@ def test_keys_added_later_leave_old_stores_ids_and_resume_alone():
   from ddjax.run import run_id
   cfg, sweep = PRESETS['mnist1d'].config, PRESETS['mnist1d'].sweep
   assert cfglib.LATER_KEYS == {k: cfglib.get(cfglib.Config(), k)
-                               for k in ('optim.warmup', 'optim.schedule', 'train.collapse')}
+                               for k in ('optim.warmup', 'optim.schedule', 'train.collapse', 'model.init_scale',
+                                         'data.dim', 'data.spectrum')}
   before = {k: cfglib.get(cfg, k) for k in cfglib.fields(cfg)
             if k not in cfglib.EXECUTION_KEYS and k not in cfglib.LATER_KEYS}
   assert run_id(cfg) == hashlib.sha1(json.dumps(before, sort_keys=True, default=str).encode()).hexdigest()[:12]
   old = cfglib.to_dict(cfg)
   del old['optim']['warmup'], old['optim']['schedule'], old['train']['collapse']  # a run.json from before them
+  del old['model']['init_scale'], old['data']['dim'], old['data']['spectrum']
   assert cfglib.what_trains(old, sweep, []) == cfglib.what_trains(cfglib.to_dict(cfg), sweep, [])
-  for optim in (dataclasses.replace(cfg.optim, warmup=10), dataclasses.replace(cfg.optim, schedule='cosine')):
-    changed = dataclasses.replace(cfg, optim=optim)
+  for changed in (dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, warmup=10)),
+                  dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, schedule='cosine')),
+                  dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, init_scale=0.1))):
     assert run_id(changed) != run_id(cfg)
     assert cfglib.what_trains(cfglib.to_dict(changed), sweep, []) != cfglib.what_trains(old, sweep, [])

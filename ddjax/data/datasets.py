@@ -25,6 +25,7 @@ class Dataset:
   preprocess: Preprocess = Preprocess()  # applied on the device to every gathered batch
   task: str = 'classify'   # 'classify' (cross-entropy on int labels) | 'regress' (MSE on float targets; inf = excluded)
   info: tuple[tuple[str, int | float], ...] = ()  # facts about the data written next to every member (e.g. infinite targets)
+  modes: int = 0           # singular modes of the input-output correlation that deep linear networks report
 
   @property
   def input_shape(self) -> tuple[int, ...]:
@@ -141,6 +142,8 @@ def dataset_shape(data_cfg) -> tuple[tuple[int, ...], int]:
     from ddjax.data import mheight as mh
     spec = mh.parse_groups(data_cfg.groups)
     return (max(k for _, k, _ in spec), max(n - k for n, k, _ in spec), 2 + max(m for *_, m in spec)), 1
+  if data_cfg.name == 'linear_teacher':
+    return (data_cfg.dim,), data_cfg.dim
   raise ValueError(f'unknown dataset {data_cfg.name!r}')
 
 
@@ -159,6 +162,9 @@ def load_dataset(data_cfg) -> Dataset:
     return modular(data_cfg.op, data_cfg.p, data_cfg.train_split, data_cfg.seed)
   if data_cfg.name == 'mheight':
     return mheight(data_cfg.groups, data_cfg.num_samples, data_cfg.train_split, data_cfg.seed, data_cfg.workers)
+  if data_cfg.name == 'linear_teacher':
+    from ddjax.data.teacher import linear_teacher
+    return linear_teacher(data_cfg.dim, data_cfg.spectrum, data_cfg.num_samples, data_cfg.train_split, data_cfg.seed)
   raise ValueError(f'unknown dataset {data_cfg.name!r}')
 
 

@@ -39,6 +39,35 @@ class MLP(nn.Module):
     return d * width + (self.depth - 1) * width * width + width * self.num_classes
 
 
+class DeepLinear(nn.Module):
+  """x (B, D) -> Dense(width, no bias) x depth -> Dense(outputs, no bias): a deep linear network (Saxe et al. 2014),
+  computing x -> x W_1 ... W_{depth+1} (its end-to-end map is the product of the kernels)."""
+  max_width: int
+  num_classes: int = 16
+  depth: int = 1
+  input_shape: Sequence[int] = (16,)
+  conv: str = 'im2col'  # unused; every model takes it
+  dtype: str = 'float32'
+
+  @nn.compact
+  def __call__(self, x, width, train: bool = False):
+    x = x.reshape(x.shape[0], -1)
+    in_mask = jnp.ones(x.shape[-1])
+    hidden = channel_mask(self.max_width, width)
+    for i in range(self.depth):
+      x = MaskedDense(self.max_width, use_bias=False, dtype=self.dtype, name=f'dense{i}')(x, in_mask, hidden)
+      in_mask = hidden
+    return MaskedDense(self.num_classes, use_bias=False, dtype=self.dtype, name='head')(
+        x, in_mask, jnp.ones(self.num_classes))
+
+  def kernels(self, params) -> list:
+    """The layers' (in, out) kernels, input first (masked entries are zero)."""
+    return [params[f'dense{i}']['kernel'] for i in range(self.depth)] + [params['head']['kernel']]
+
+  def macs(self, width: int) -> float:
+    return math.prod(self.input_shape) * width + (self.depth - 1) * width * width + width * self.num_classes
+
+
 class CNN1D(nn.Module):
   """MNIST-1D's 3-layer CNN: Conv(5,s2,p1)-ReLU-Conv(3,s2,p1)-ReLU-Conv(3,s2,p1)-ReLU-Dense(num_classes)."""
   max_width: int
@@ -226,8 +255,8 @@ def _transformer(**kw):
 
 
 MODELS = {'mlp': MLP, 'cnn1d': CNN1D, 'resnet1d': PreActResNet, 'resnet18k': resnet18k, 'embed_mlp': EmbedMLP,
-          'transformer': _transformer, 'resmlp': ResMLP, 'resnet2d_ln': resnet2d_ln}
-_HAS_DEPTH = ('mlp', 'resmlp')
+          'transformer': _transformer, 'resmlp': ResMLP, 'resnet2d_ln': resnet2d_ln, 'deep_linear': DeepLinear}
+_HAS_DEPTH = ('mlp', 'resmlp', 'deep_linear')
 
 
 def make_model(name: str, max_width: int, input_shape: Sequence[int], num_classes: int, conv: str,

@@ -1,0 +1,143 @@
+"""Figures of a deep-linear-network run (experiments.deep_linear).
+
+  python -m plots.deep_linear RESULTS_DIR [--out DIR]
+
+Writes
+- modes.png: each member's strength along the teacher's modes, mode_r / s_r, against t = 2 lr x steps (gradient-flow
+  time of the loss ||y - W x||^2, which has no 1/2), one panel per combination of swept keys (seeds overlaid), one
+  colour per mode. In two-layer students (model.depth=1) the dashed lines are Saxe et al.'s balanced-mode solution
+  (ddjax.analysis.saxe_mode) started from the mode's mean |strength| over seeds at the first evaluation;
+- learning_times.png: the time t at which mode r first reaches half of s_r, against s_r, log-log, mean over seeds
+  (from a small init, t is about ln(s / u0) / (2 s)).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ddjax import analysis
+from ddjax import config as cfglib
+from plots.common import load, main, plt, save, series, series_keys
+
+STYLES = ('-', '--', ':', '-.')
+
+
+def modes(df) -> list[int]:
+  """The recorded mode numbers r (columns mode_1, mode_2, ...)."""
+  return sorted(int(c.split('_')[1]) for c in df.columns if c.startswith('mode_') and c.split('_')[1].isdigit())
+
+
+def flow_time(row) -> np.ndarray:
+  """t = 2 lr x optimizer steps at each evaluation of a member (one step per epoch at full batch)."""
+  cfg = json.loads(row['config'])
+  n_train = cfglib.train_examples(cfglib.DataConfig(**cfg['data']))
+  steps = 1 if not cfg['train']['batch_size'] else n_train // cfg['train']['batch_size']
+  return 2.0 * row['optim.lr'] * steps * np.asarray(row['epoch'], float)
+
+
+def half_times(g, r: int) -> np.ndarray:
+  """Per member of g: the first t at which mode r reaches half of its singular value (NaN if it never does)."""
+  return np.asarray([analysis.crossing_epoch(flow_time(row), row[f'mode_{r}'], 0.5 * row[f'teacher_s{r}'])
+                     for _, row in g.iterrows()])
+
+
+def _depth_one(g) -> bool:
+  return bool((g['config'].map(lambda c: json.loads(c)['model']['depth']) == 1).all())
+
+
+def panels(df) -> tuple[list[tuple[str, object]], int]:
+  """(label, rows) per combination of the swept keys other than seeds, in rows of the first key's values (the
+  columns), and the number of columns."""
+  keys = series_keys(df, 'seed')
+  if not keys:
+    return [('', df)], 1
+  order = keys[1:] + keys[:1]  # the first key varies fastest: along a row
+  groups = [(', '.join(f'{k}={v}' for k, v in zip(keys, (dict(zip(order, vals if isinstance(vals, tuple) else
+                                                                         (vals,)))[k] for k in keys))), g)
+            for vals, g in df.groupby(order if len(order) > 1 else order[0])]
+  return groups, df[keys[0]].nunique()
+
+
+def mode_curves(df, path: Path) -> Path:
+  groups, ncols = panels(df)
+  nrows = math.ceil(len(groups) / ncols)
+  fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 2.6 * nrows), squeeze=False)
+  rs = modes(df)
+  for ax, (label, g) in zip(axes.flat, groups):
+    for r in rs:
+      colour = f'C{(r - 1) % 10}'
+      for i, (_, row) in enumerate(g.iterrows()):
+        s = row[f'teacher_s{r}']
+        ax.plot(flow_time(row), np.asarray(row[f'mode_{r}']) / s, color=colour, lw=1, alpha=0.7,
+                label=f'mode {r} (s = {s:g})' if i == 0 else None)
+      if _depth_one(g):
+        t = flow_time(g.iloc[0])
+        u0 = float(np.mean([abs(v[0]) for v in g[f'mode_{r}']]))
+        s = g.iloc[0][f'teacher_s{r}']
+        if 0 < u0 < s:
+          ax.plot(t, analysis.saxe_mode(t - t[0], s, u0) / s, '--', color='k', lw=0.8)
+    ax.set(xscale='log', xlabel='t = 2 lr × steps', ylabel='strength / s', title=label or 'all members',
+           ylim=(-0.05, 1.1))
+    ax.title.set_fontsize(8)
+  for ax in axes.flat[len(groups):]:
+    ax.axis('off')
+  axes.flat[0].legend(fontsize=6, loc='upper left')
+  fig.suptitle("Strength of the teacher's modes, every seed (dashed: Saxe et al.'s two-layer solution)")
+  return save(fig, path)
+
+
+def learning_times(df, path: Path) -> Path:
+  fig, ax = plt.subplots(figsize=(4.6, 3.6))
+  rs = modes(df)
+  for (label, g), style, colour in zip(panels(df)[0], itertools.cycle(STYLES), itertools.cycle(
+      [f'C{i}' for i in range(10)])):
+    s = [g.iloc[0][f'teacher_s{r}'] for r in rs]
+    t = [np.nanmean(half_times(g, r)) if np.isfinite(half_times(g, r)).any() else np.nan for r in rs]
+    ax.plot(s, t, style, marker='o', ms=3, color=colour, lw=1, label=label or 'all members')
+  s_all = np.asarray([df.iloc[0][f'teacher_s{r}'] for r in rs])
+  ax.set(xscale='log', yscale='log', xlabel='singular value s', ylabel='t at half strength',
+         title='Time to learn each mode (mean over seeds)')
+  ax.set_xticks(s_all, [f'{v:g}' for v in s_all])
+  ax.minorticks_off()
+  ax.legend(fontsize=6)
+  return save(fig, path)
+
+
+def summary_lines(out) -> list[str]:
+  """Per combination of swept keys: each mode's mean time to half strength, whether the modes came in order of
+  singular value, the final test loss and the imbalance at the first and last evaluation."""
+  df = load(out)
+  rs = modes(df)
+  if not rs:
+    return ['no mode strengths recorded (model.name=deep_linear on data.name=linear_teacher records them)']
+  lines = []
+  for label, g in panels(df)[0]:
+    t = [np.nanmean(half_times(g, r)) if np.isfinite(half_times(g, r)).any() else np.nan for r in rs]
+    s = ', '.join(f'{g.iloc[0][f"teacher_s{r}"]:g}' for r in rs)
+    done = [v for v in t if np.isfinite(v)]
+    order = 'in order of s' if done == sorted(done) else 'not in order of s'
+    test = np.mean([v[-1] for v in g['test_loss']])
+    imb = [np.mean([v[i] for v in g['imbalance']]) for i in (0, -1)]
+    lines.append(f'{label or "all members"}: modes (s = {s}) at half strength at t = '
+                 f'{", ".join("never" if not np.isfinite(v) else f"{v:.3g}" for v in t)} ({order}; mean over '
+                 f'{len(g)}); final test loss {test:.3g}; imbalance {imb[0]:.3g} -> {imb[1]:.3g}')
+  return lines
+
+
+def plot_all(out, fig_dir=None) -> list[Path]:
+  """modes.png and learning_times.png, if the run recorded mode strengths."""
+  df = load(out)
+  if not modes(df):
+    return []
+  fig_dir = Path(fig_dir or out)
+  fig_dir.mkdir(parents=True, exist_ok=True)
+  return [mode_curves(df, fig_dir / 'modes.png'), learning_times(df, fig_dir / 'learning_times.png')]
+
+
+if __name__ == '__main__':
+  main('plots.deep_linear', __doc__, plot_all, nothing='holds no mode strengths (a deep_linear run on a linear teacher)')
