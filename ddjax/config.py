@@ -602,6 +602,13 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
       for noise in sweep.get('data.noise', [cfg.data.noise]):
         if noise:
           raise ConfigError(f"bad value {noise!r} for data.noise: {data} is a regression task (allowed: 0)")
+    if data == 'mheight':
+      for groups in sweep.get('data.groups', [cfg.data.groups]):
+        from ddjax.data.mheight import parse_groups
+        try:
+          parse_groups(groups)
+        except ValueError as e:
+          raise ConfigError(f"bad value {groups!r} for data.groups: {e}") from None
     if data == 'linear_teacher':
       from ddjax.data.teacher import parse_spectrum
       for spectrum in sweep.get('data.spectrum', [cfg.data.spectrum]):
@@ -613,12 +620,6 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
           if len(values) > dim:
             raise ConfigError(f"bad value {spectrum!r} for data.spectrum: {len(values)} singular values, more than "
                               f"data.dim={dim} allows")
-      for groups in sweep.get('data.groups', [cfg.data.groups]):
-        from ddjax.data.mheight import parse_groups
-        try:
-          parse_groups(groups)
-        except ValueError as e:
-          raise ConfigError(f"bad value {groups!r} for data.groups: {e}") from None
     if data == 'modular':
       for op in sweep.get('data.op', [cfg.data.op]):
         for p in sweep.get('data.p', [cfg.data.p]):

@@ -22,7 +22,7 @@ import numpy as np
 
 from ddjax import analysis
 from ddjax import config as cfglib
-from plots.common import load, main, plt, save, series, series_keys
+from plots.common import load, main, plt, save, series_keys
 
 STYLES = ('-', '--', ':', '-.')
 

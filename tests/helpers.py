@@ -20,6 +20,17 @@ def hp_for(widths, **overrides):
   return {k: jnp.asarray(v) for k, v in stack_hp(members).items()}
 
 
+def run_experiment(name: str, out, *args: str, timeout: float = 600, env=None) -> str:
+  """`python -m experiments.NAME --out OUT *args` in a subprocess, as a user runs it; fails the test with the end of
+  its stderr unless it exits with 0. Returns its stdout."""
+  import subprocess
+  import sys
+  proc = subprocess.run([sys.executable, '-m', f'experiments.{name}', '--out', str(out), *args], capture_output=True,
+                        text=True, timeout=timeout, env=env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc.stdout
+
+
 def unstack(tree, i):
   import jax
   return jax.tree.map(lambda x: x[i], tree)

@@ -2,9 +2,6 @@
 Saxe et al.'s two-layer solution, the conservation of the layers' imbalance under gradient flow (O(lr) drift under
 gradient descent), and `python -m experiments.deep_linear` end to end."""
 
-import subprocess
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,7 +14,7 @@ from ddjax import config as cfglib
 from ddjax.data.teacher import linear_teacher, parse_spectrum
 from ddjax.nn.models import make_model
 from ddjax.train import StepSpec, bucket_fns, init_member, train_step
-from tests.helpers import close, hp_for, unstack
+from tests.helpers import close, hp_for, run_experiment, unstack
 
 DIM, K, W = 6, 3, 8  # teacher dimension, member width, padded width
 SPECTRUM = '2/1/0.5'
@@ -196,10 +193,7 @@ SMOKE = ['--preset', 'smoke', '--no-progress']
 @pytest.fixture(scope='module')
 def smoke_run(tmp_path_factory):
   out = tmp_path_factory.mktemp('deep_linear') / 'run'
-  proc = subprocess.run([sys.executable, '-m', 'experiments.deep_linear', '--out', str(out), *SMOKE],
-                        capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return out, proc.stdout
+  return out, run_experiment('deep_linear', out, *SMOKE)
 
 
 def test_experiment_learns_as_many_modes_as_the_student_has_width(smoke_run):

@@ -3,15 +3,13 @@ results table, its figures, and a run that is independent of the device count.""
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from ddjax.run import eval_epochs
-from tests.helpers import two_processes
+from tests.helpers import run_experiment, two_processes
 
 ARGS = ['--no-progress', 'model.width=2,3,5', 'seed=0,1', 'train.epochs=4', 'data.num_samples=300',
         'data.seed=3', 'train.batch_size=40', 'train.eval_points=3', 'train.eval_every=0', 'data.noise=0.2']
@@ -20,10 +18,7 @@ ARGS = ['--no-progress', 'model.width=2,3,5', 'seed=0,1', 'train.epochs=4', 'dat
 @pytest.fixture(scope='module')
 def run_dir(tmp_path_factory):
   out = tmp_path_factory.mktemp('e2e') / 'run'
-  proc = subprocess.run([sys.executable, '-m', 'experiments.double_descent', '--out', str(out), *ARGS],
-                        capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return out, proc.stdout
+  return out, run_experiment('double_descent', out, *ARGS, timeout=300)
 
 
 def test_cli_run_writes_table_and_figures(run_dir):
@@ -57,10 +52,8 @@ def assert_same_curves(a, b):
 def run_on_devices(out, n_devices: int, *extra):
   """The tiny run on `n_devices` simulated CPU devices: (its stdout, its table sorted by width and seed)."""
   env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={n_devices}')
-  proc = subprocess.run([sys.executable, '-m', 'experiments.double_descent', '--out', str(out), *ARGS, *extra],
-                        capture_output=True, text=True, timeout=300, env=env)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return proc.stdout, pd.read_parquet(out / 'results.parquet').sort_values(['model.width', 'seed'])
+  stdout = run_experiment('double_descent', out, *ARGS, *extra, timeout=300, env=env)
+  return stdout, pd.read_parquet(out / 'results.parquet').sort_values(['model.width', 'seed'])
 
 
 def test_evaluation_grid_is_log_spaced_plus_every_n():

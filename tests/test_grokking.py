@@ -20,7 +20,7 @@ from ddjax.members import expand
 from ddjax.nn.models import make_model
 from ddjax.train import StepSpec, init_member, train_step, weight_norms
 from tests.dense_reference import DenseEmbedMLP, DenseResMLP
-from tests.helpers import close, hp_for, unstack
+from tests.helpers import close, hp_for, run_experiment, unstack
 
 K, W = 3, 8
 
@@ -120,10 +120,7 @@ GROK = ['--no-progress', '--wd', '1', 'train.epochs=400', 'train.eval_every=20',
 def grok_run(tmp_path_factory):
   """The default preset at wd 1 (groks near epoch 200), 2 seeds, 400 epochs, with the report."""
   out = tmp_path_factory.mktemp('grok') / 'run'
-  proc = subprocess.run([sys.executable, '-m', 'experiments.grokking', '--out', str(out), '--report', *GROK],
-                        capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return out, proc.stdout
+  return out, run_experiment('grokking', out, '--report', *GROK)
 
 
 def test_grokking_cli_groks_and_reports(grok_run):
@@ -210,10 +207,8 @@ def test_best_checkpoint_holds_the_lowest_validation_loss(grok_run):
 
 def test_mheight_small_preset_runs_with_infinite_heights_flagged(tmp_path):
   out = tmp_path / 'mh'
-  proc = subprocess.run([sys.executable, '-m', 'experiments.grokking', '--task', 'mheight', '--preset',
-                         'mheight_small', '--out', str(out), '--no-progress', 'train.epochs=10', 'data.workers=1'],
-                        capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  stdout = run_experiment('grokking', out, '--task', 'mheight', '--preset', 'mheight_small', '--no-progress',
+                          'train.epochs=10', 'data.workers=1')
   df = pd.read_parquet(out / 'results.parquet')
   assert sorted(df['optim.wd']) == [0.01, 0.1]
   from ddjax.data.datasets import mheight
@@ -223,4 +218,4 @@ def test_mheight_small_preset_runs_with_infinite_heights_flagged(tmp_path):
   for _, r in df.iterrows():  # finite log2-MSE (infinite targets excluded) that falls while training
     assert np.all(np.isfinite(r['train_loss'])) and r['train_loss'][-1] < r['train_loss'][0]
     assert 'train_error' not in df.columns and np.isfinite(r['best_test_loss'])
-  assert (out / 'curves.png').exists() and 'final validation loss' in proc.stdout
+  assert (out / 'curves.png').exists() and 'final validation loss' in stdout

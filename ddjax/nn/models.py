@@ -6,6 +6,7 @@ multiply-accumulates per example of the dense width-`width` model, the cost mode
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -16,56 +17,37 @@ from ddjax.nn.layers import MaskedBatchNorm, MaskedConv, MaskedDense, MaskedEmbe
 
 
 class MLP(nn.Module):
-  """x (B, D) -> [Dense(width) -> ReLU] x depth -> Dense(num_classes)."""
+  """x (B, D) -> [Dense(width) -> ReLU] x depth -> Dense(num_classes). With linear=True the layers have no biases and
+  nothing between them: a deep linear network (Saxe et al. 2014), x -> x K_1 ... K_{depth+1}, whose end-to-end map
+  is the product of its kernels."""
   max_width: int
   num_classes: int = 10
   depth: int = 2
   input_shape: Sequence[int] = (40,)
   conv: str = 'im2col'  # unused; every model takes it
   dtype: str = 'float32'  # compute dtype of dense and conv layers; parameters stay float32
+  linear: bool = False  # no biases, no ReLU (model.name=deep_linear)
 
   @nn.compact
   def __call__(self, x, width, train: bool = False):
     x = x.reshape(x.shape[0], -1)
     in_mask = jnp.ones(x.shape[-1])
     hidden = channel_mask(self.max_width, width)
+    act = (lambda h: h) if self.linear else nn.relu
     for i in range(self.depth):
-      x = nn.relu(MaskedDense(self.max_width, dtype=self.dtype, name=f'dense{i}')(x, in_mask, hidden))
+      dense = MaskedDense(self.max_width, use_bias=not self.linear, dtype=self.dtype, name=f'dense{i}')
+      x = act(dense(x, in_mask, hidden))
       in_mask = hidden
-    return MaskedDense(self.num_classes, dtype=self.dtype, name='head')(x, in_mask, jnp.ones(self.num_classes))
-
-  def macs(self, width: int) -> float:
-    d = math.prod(self.input_shape)
-    return d * width + (self.depth - 1) * width * width + width * self.num_classes
-
-
-class DeepLinear(nn.Module):
-  """x (B, D) -> Dense(width, no bias) x depth -> Dense(outputs, no bias): a deep linear network (Saxe et al. 2014),
-  computing x -> x W_1 ... W_{depth+1} (its end-to-end map is the product of the kernels)."""
-  max_width: int
-  num_classes: int = 16
-  depth: int = 1
-  input_shape: Sequence[int] = (16,)
-  conv: str = 'im2col'  # unused; every model takes it
-  dtype: str = 'float32'
-
-  @nn.compact
-  def __call__(self, x, width, train: bool = False):
-    x = x.reshape(x.shape[0], -1)
-    in_mask = jnp.ones(x.shape[-1])
-    hidden = channel_mask(self.max_width, width)
-    for i in range(self.depth):
-      x = MaskedDense(self.max_width, use_bias=False, dtype=self.dtype, name=f'dense{i}')(x, in_mask, hidden)
-      in_mask = hidden
-    return MaskedDense(self.num_classes, use_bias=False, dtype=self.dtype, name='head')(
-        x, in_mask, jnp.ones(self.num_classes))
+    head = MaskedDense(self.num_classes, use_bias=not self.linear, dtype=self.dtype, name='head')
+    return head(x, in_mask, jnp.ones(self.num_classes))
 
   def kernels(self, params) -> list:
     """The layers' (in, out) kernels, input first (masked entries are zero)."""
     return [params[f'dense{i}']['kernel'] for i in range(self.depth)] + [params['head']['kernel']]
 
   def macs(self, width: int) -> float:
-    return math.prod(self.input_shape) * width + (self.depth - 1) * width * width + width * self.num_classes
+    d = math.prod(self.input_shape)
+    return d * width + (self.depth - 1) * width * width + width * self.num_classes
 
 
 class CNN1D(nn.Module):
@@ -255,7 +237,8 @@ def _transformer(**kw):
 
 
 MODELS = {'mlp': MLP, 'cnn1d': CNN1D, 'resnet1d': PreActResNet, 'resnet18k': resnet18k, 'embed_mlp': EmbedMLP,
-          'transformer': _transformer, 'resmlp': ResMLP, 'resnet2d_ln': resnet2d_ln, 'deep_linear': DeepLinear}
+          'transformer': _transformer, 'resmlp': ResMLP, 'resnet2d_ln': resnet2d_ln,
+          'deep_linear': functools.partial(MLP, linear=True)}
 _HAS_DEPTH = ('mlp', 'resmlp', 'deep_linear')
 
 
