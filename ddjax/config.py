@@ -113,6 +113,14 @@ class TrainConfig:
   keep_best: bool = _f(False, "keep each member's parameters at its lowest test (validation) loss in the checkpoint")
   collapse: bool = _f(False, 'record neural collapse (nc1..nc4, ddjax.metrics) of the output layer\'s input on the '
                       'training set at every evaluation (two more passes over it)')
+  sharpness: int = _f(0, "record the training loss's top Hessian eigenvalue at every evaluation, by this many "
+                      'power-iteration steps on the monitor batch (0: off)')
+  hessian_trace: int = _f(0, "record the training loss's Hessian trace at every evaluation, Hutchinson's estimate "
+                          'from this many Rademacher probes on the monitor batch (0: off)')
+  noise_scale: bool = _f(False, 'record the gradient noise scale (trace_sigma, grad_sq, noise_scale; McCandlish et '
+                         'al.) at every evaluation, from per-example gradients on the monitor batch')
+  monitor_batch: int = _f(1000, 'the first training examples (with each member\'s own labels) that sharpness, '
+                          'hessian_trace and noise_scale use')
   flush_seconds: float = _f(60.0, 'write buffered evaluation rows to a part file at least this often')
 
 
@@ -142,7 +150,8 @@ EXECUTION_KEYS = frozenset({
 # (run ids, what --resume compares) leaves such a key out while it holds that default, so the members of an existing
 # store keep their ids, and its runs resume, after ddjax gains the key.
 LATER_KEYS = {'optim.warmup': 0, 'optim.schedule': 'constant', 'train.collapse': False, 'model.init_scale': 1.0,
-              'data.dim': 16, 'data.spectrum': '4/2/1/0.5'}
+              'data.dim': 16, 'data.spectrum': '4/2/1/0.5', 'train.sharpness': 0, 'train.hessian_trace': 0,
+              'train.noise_scale': False, 'train.monitor_batch': 1000}
 
 
 def identity(flat: dict[str, Any]) -> dict[str, Any]:
@@ -575,6 +584,9 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
       'train.checkpoint_every': (lambda v: v >= 0, 'must be >= 0'),
       'train.checkpoint_minutes': (lambda v: v >= 0, 'must be >= 0'),
       'train.checkpoint_keep': (lambda v: v >= 1, 'must be >= 1'),
+      'train.sharpness': (lambda v: v >= 0, 'must be >= 0 (power-iteration steps; 0: off)'),
+      'train.hessian_trace': (lambda v: v >= 0, 'must be >= 0 (probes; 0: off)'),
+      'train.monitor_batch': (lambda v: v >= 2, 'must be >= 2'),
   }
   seed_ok = (lambda v: v is None or 0 <= v < 2 ** 31, 'must be in [0, 2^31)')
   rules.update({k: seed_ok for k in ('seed', 'model.seed', 'train.batch_seed', 'data.noise_seed', 'data.seed')})

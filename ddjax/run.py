@@ -119,7 +119,8 @@ class Bucket:
                          cfg.optim.schedule,
                          cfg.train.epochs * (len(ds.y_train) // batch_size(cfg, ds)),
                          cfg.train.collapse and ds.task == 'classify',
-                         ds.modes if cfg.model.name == 'deep_linear' else 0)
+                         ds.modes if cfg.model.name == 'deep_linear' else 0, cfg.train.sharpness,
+                         cfg.train.hessian_trace, cfg.train.noise_scale, cfg.train.monitor_batch)
     sharded = isinstance(members, jax.sharding.NamedSharding)
     self.fns = bucket_fns(self.spec, members if sharded else None)
     n_dev = len(members.device_set)

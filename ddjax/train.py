@@ -20,13 +20,15 @@ from jax import lax
 from ddjax.data.augment import Preprocess
 from ddjax.data.noise import noisy_labels, noisy_test_error
 from ddjax.metrics.collapse import between_class_whitener, collapse_metrics, nearest_mean_disagrees
+from ddjax.metrics.curvature import gradient_noise, hutchinson_trace, top_hessian_eigenvalue
 from ddjax.metrics.linear import imbalance, input_output_modes, mode_strengths
 from ddjax.optim import make_optimizer, scheduled_lr
 
-# Separate random streams per member: init from model_seed, batch order and augmentation from batch_seed (with
-# different tags), label noise from noise_seed.
+# Separate random streams per member: init from model_seed, batch order, augmentation and the curvature monitors'
+# probes from batch_seed (with different tags), label noise from noise_seed.
 _STREAMS = {'init': ('model_seed', 0), 'batches': ('batch_seed', 1), 'noise': ('noise_seed', 2),
-            'augment': ('batch_seed', 3)}
+            'augment': ('batch_seed', 3), 'monitor': ('batch_seed', 4)}
+NOISE_CHUNK = 16  # examples whose per-example gradients the noise-scale monitor holds at once
 
 
 def member_key(hp, stream: str) -> jax.Array:
@@ -51,6 +53,10 @@ class StepSpec:
   total_steps: int = 0      # optimizer steps of the whole run (where cosine and linear reach 0)
   collapse: bool = False    # also evaluate neural collapse of the head's input on the training set
   modes: int = 0            # deep linear networks: report the strength of this many singular modes of the data
+  sharpness: int = 0        # monitors on the first monitor_batch training examples: power-iteration steps,
+  hessian_trace: int = 0    # Hutchinson probes,
+  noise_scale: bool = False  # and the gradient noise scale (0 / False: off)
+  monitor_batch: int = 1000
 
 
 def tree_norm(tree) -> jax.Array:
@@ -158,10 +164,10 @@ def train_epoch(spec: StepSpec, state, hp, labels_N, x_train, epoch):
   return state, loss.mean()
 
 
-def _chunks(spec: StepSpec, x, y):
-  """(x, y) in chunks of eval_batch examples, the last padded, and which entries are real: (xs, ys, valid)."""
+def _chunks(x, y, size: int):
+  """(x, y) in chunks of `size` examples (at most n), the last padded, and which entries are real: (xs, ys, valid)."""
   n = x.shape[0]
-  chunk = min(spec.eval_batch, n)
+  chunk = min(size, n)
   n_chunks = -(-n // chunk)
   pad = n_chunks * chunk - n
   xs = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape(n_chunks, chunk, *x.shape[1:])
@@ -173,7 +179,7 @@ def _chunks(spec: StepSpec, x, y):
 def _dataset_stats(spec: StepSpec, state, hp, x, y):
   """Mean loss and error over (x, y) (over finite targets for regression), in chunks of eval_batch, with
   evaluation-mode BatchNorm."""
-  xs, ys, valid = _chunks(spec, x, y)
+  xs, ys, valid = _chunks(x, y, spec.eval_batch)
 
   def one(args):
     xc, yc, vc = args
@@ -207,7 +213,7 @@ def collapse(spec: StepSpec, state, hp, x, labels_N) -> dict[str, jax.Array]:
   eval_batch chunks: class means, then the within-class spread (plain and whitened by the class means) and the
   nearest-mean predictions; no D x D array. The features of masked channels are zero, so a member gets the
   metrics of its own width."""
-  xs, ys, valid = _chunks(spec, x, labels_N)
+  xs, ys, valid = _chunks(x, labels_N, spec.eval_batch)
   k = spec.num_classes
 
   def sums(carry, args):
@@ -245,6 +251,39 @@ def linear_modes(spec: StepSpec, state, x_train, y_train) -> dict[str, jax.Array
   return {**{f'mode_{r + 1}': strengths_R[r] for r in range(spec.modes)}, 'imbalance': imbalance(kernels)}
 
 
+def monitors(spec: StepSpec, state, hp, x_train, labels_N) -> dict[str, jax.Array]:
+  """Curvature and gradient noise of the training loss on its first monitor_batch examples (the member's labels, no
+  augmentation): the top Hessian eigenvalue (`sharpness`, the largest in magnitude) and Hutchinson's trace with
+  BatchNorm on the batch's statistics (running statistics untouched), as the loss trains; the noise scale with
+  BatchNorm's running statistics (one example has no batch statistics). Probes come from the member's batch seed.
+  ddjax.metrics.curvature has the definitions."""
+  n = min(spec.monitor_batch, x_train.shape[0])
+  x, y = spec.preprocess(x_train[:n]), labels_N[:n]
+  key = member_key(hp, 'monitor')
+
+  def batch_loss(params):
+    (loss_B, _, weight_B), _ = _loss(spec, params, state['batch_stats'], hp, x, y, train=True)
+    return loss_B.sum() / jnp.maximum(weight_B.sum(), 1.0)
+
+  out = {}
+  if spec.sharpness:
+    out['sharpness'] = top_hessian_eigenvalue(batch_loss, state['params'], key, spec.sharpness)[0]
+  if spec.hessian_trace:
+    out['hessian_trace'] = hutchinson_trace(batch_loss, state['params'], jax.random.fold_in(key, 1),
+                                            spec.hessian_trace)
+  if spec.noise_scale:
+    def example_loss(params, x1, y1):
+      (loss, _, _), _ = _loss(spec, params, state['batch_stats'], hp, x1[None], y1[None], train=False)
+      return loss[0]
+
+    xs, ys, valid = _chunks(x, y, NOISE_CHUNK)
+    x_pad, y_pad = xs.reshape(-1, *xs.shape[2:]), ys.reshape(-1, *ys.shape[2:])
+    (_, _, weight), _ = _loss(spec, state['params'], state['batch_stats'], hp, x_pad, y_pad, train=False)
+    out.update(gradient_noise(example_loss, state['params'], x_pad, y_pad, weight * valid.reshape(-1),
+                              xs.shape[1]))
+  return out
+
+
 def evaluate(spec: StepSpec, state, hp, labels_N, x_train, x_test, y_test) -> dict[str, jax.Array]:
   """Train metrics on the member's own (noisy) labels; test metrics on clean labels and on the noisy distribution
   (classification), or mean squared errors over finite targets (regression); weight norms; the last update's norm."""
@@ -258,6 +297,8 @@ def evaluate(spec: StepSpec, state, hp, labels_N, x_train, x_test, y_test) -> di
     out.update(collapse(spec, state, hp, x_train, labels_N))
   if spec.modes:
     out.update(linear_modes(spec, state, x_train, labels_N))
+  if spec.sharpness or spec.hessian_trace or spec.noise_scale:
+    out.update(monitors(spec, state, hp, x_train, labels_N))
   out.update(weight_norms(state['params']))
   out.update(update_norm=state['update_norm'], diverged=state['diverged'], diverged_step=state['diverged_step'])
   return out

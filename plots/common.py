@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import itertools
+import math
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use('Agg')
+import matplotlib as mpl  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -69,6 +72,48 @@ def mean_spread(df: pd.DataFrame, x: str, values: pd.Series):
   """x values, mean and standard deviation over the members (seeds) at each x."""
   g = values.groupby(df[x])
   return np.asarray(g.mean().index), g.mean().to_numpy(), g.std(ddof=0).fillna(0).to_numpy()
+
+
+LINE_STYLES = ('-', '--', ':', '-.')
+
+
+def width_curves(df: pd.DataFrame, panels, title: str, x: str = 'model.width'):
+  """Metrics against epoch on a log axis, a panel per (metric, panel title, log y axis) in rows of three, one line
+  per width (colour, mean over seeds) and per value of any other swept key (line style), with a width colour bar:
+  (figure, {metric: axes}). Save it with save_constrained."""
+  widths = np.sort(df[x].unique())
+  norm = mpl.colors.LogNorm(widths.min(), max(widths.max(), widths.min() + 1))
+  groups = series(df, x)
+  ncols = min(3, len(panels))
+  nrows = math.ceil(len(panels) / ncols)
+  fig, axes = plt.subplots(nrows, ncols, figsize=(max(10 * ncols / 3, 5), 2.8 * nrows), layout='constrained',
+                           squeeze=False)
+  for ax, (metric, panel_title, log_y) in zip(axes.flat, panels):
+    for style, (label, g) in zip(itertools.cycle(LINE_STYLES), groups):
+      group_widths, epochs, grid = width_epoch_grid(g, x, metric)
+      for w, curve in zip(group_widths, grid.T):
+        ax.plot(epochs, curve, style, color=plt.cm.viridis(norm(w)), lw=1)
+    ax.set(xscale='log', yscale='log' if log_y else 'linear', title=panel_title, xlabel='epoch')
+    ax.title.set_fontsize(9)
+  for ax in axes.flat[len(panels):]:
+    ax.axis('off')
+  if len(groups) > 1:  # which line style is which series
+    handles = [mpl.lines.Line2D([], [], color='grey', ls=style) for style, _ in zip(itertools.cycle(LINE_STYLES),
+                                                                                      groups)]
+    axes.flat[0].legend(handles, [label for label, _ in groups], fontsize=6)
+  bar = fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap='viridis'), ax=axes, label='width', shrink=0.6)
+  ticks = [w for i, w in enumerate(widths) if i == 0 or w >= 1.3 * widths[i - 1]]  # trained widths, not crowded
+  bar.set_ticks(ticks, labels=[f'{w:g}' for w in ticks])
+  bar.ax.minorticks_off()
+  fig.suptitle(title)
+  return fig, {metric: ax for ax, (metric, _, _) in zip(axes.flat, panels)}
+
+
+def save_constrained(fig, path: Path) -> Path:
+  """Saves a figure laid out by constrained layout (save()'s tight_layout would not fit a shared colour bar)."""
+  fig.savefig(path)
+  plt.close(fig)
+  return path
 
 
 def save(fig, path: Path) -> Path:

@@ -4,7 +4,8 @@
 
 Writes error_vs_width.png (train and test error at the final epoch, mean and spread over seeds; Figure 1),
 heatmap_test_error.png (test error over width and epoch, log epoch axis, train-error contours; Figure 2) and
-loss_vs_width.png; with train.collapse=true also collapse.png (plots/collapse.py).
+loss_vs_width.png; with train.collapse=true also collapse.png (plots/collapse.py), and with the curvature or
+gradient-noise monitors monitors.png (plots/monitors.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 
 from plots.collapse import collapse_curves
 from plots.common import final, load, main, mean_spread, plt, save, series, width_epoch_grid
+from plots import monitors
 
 X = 'model.width'
 
@@ -101,7 +103,7 @@ def plot_all(out, fig_dir=None) -> list[Path]:
            loss_vs_width(df, fig_dir / 'loss_vs_width.png')]
   if 'nc1' in df.columns:  # the run recorded neural collapse (train.collapse=true)
     paths.append(collapse_curves(df, fig_dir / 'collapse.png'))
-  return paths
+  return paths + monitors.plot_all(out, fig_dir)
 
 
 if __name__ == '__main__':

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ddjax import analysis, results
+from plots import monitors
 from plots.common import SEED_KEYS, load, plt, save, series_keys
 
 WD = 'optim.wd'
@@ -158,7 +159,7 @@ def plot_all(out, dest: Path | None = None) -> list[Path]:
   paths = [curves(df, dest / 'curves.png'), weight_norms(df, dest / 'weight_norm.png')]
   if WD in df.columns and df[WD].nunique() > 1:
     paths.append(grokking_vs_wd(df, dest / 'grokking_vs_wd.png')[0])
-  return paths
+  return paths + monitors.plot_all(out, dest)
 
 
 def _fmt(v) -> str:

@@ -225,3 +225,76 @@ def test_gradient_noise_matches_mccandlish_formulas():
   assert float(got['trace_sigma']) == pytest.approx(trace_sigma, rel=1e-4)
   assert float(got['grad_sq']) == pytest.approx(grad_sq, rel=1e-3)
   assert float(got['noise_scale']) == pytest.approx(trace_sigma / grad_sq, rel=1e-3)
+  # in chunks of 6 with the batch padded to 36 by 4 examples of weight 0: the same numbers
+  pad = lambda a: np.concatenate([a, 9 * np.ones((4,) + a.shape[1:])])
+  chunked = jax.jit(lambda *a: gradient_noise(lambda w, xi, yi: 0.5 * (xi @ w - yi) ** 2, *a, chunk=6))(
+      f32(w), f32(pad(x)), f32(pad(y)), f32(np.r_[np.ones(32), np.zeros(4)]))
+  for key, value in got.items():
+    assert float(chunked[key]) == pytest.approx(float(value), rel=1e-4), key
+
+
+def test_a_run_records_curvature_and_gradient_noise(tmp_path):
+  """train.sharpness, train.hessian_trace and train.noise_scale: at the last epoch each member's values are those of
+  the plain width-k MLP built from its checkpointed active block, on the first monitor_batch training examples: the
+  explicit Hessian's largest-magnitude eigenvalue (eigvalsh) and trace (within 4 sd of Hutchinson's estimate), and
+  McCandlish et al.'s formulas on per-example gradients in float64. The width-3 member is padded to 7, and 50
+  examples are not a multiple of the noise monitor's chunks."""
+  from jax.flatten_util import ravel_pytree
+  from ddjax import config as cfglib
+  from ddjax import run as runlib
+  from ddjax.data.datasets import load_dataset
+  from ddjax.members import expand
+  from ddjax.nn.models import make_model
+  from ddjax.results import load
+  cfg, sweep = cfglib.apply_overrides(cfglib.Config(), {}, [
+      'model.name=mlp', 'model.width=3,7', 'train.epochs=2', 'data.num_samples=300', 'train.batch_size=60',
+      'train.eval_points=2', 'train.max_buckets=1', 'train.sharpness=200', 'train.hessian_trace=400',
+      'train.noise_scale=true', 'train.monitor_batch=50'])
+  runlib.run(cfg, sweep, expand(cfg, sweep), tmp_path, progress=False, log=lambda *a: None)
+  ds = load_dataset(cfg.data)
+  x, y = jnp.asarray(ds.preprocess(jnp.asarray(ds.x_train[:50]))), jnp.asarray(ds.y_train[:50])
+  table = load(tmp_path)
+  assert sorted(table['bucket_width']) == [7, 7]
+  for _, row in table.iterrows():
+    k = int(row['model.width'])
+    model = make_model('mlp', k, (40,), 10, 'im2col')
+    shapes = model.init(jax.random.key(0), x, k)['params']
+    padded = runlib.member_variables(tmp_path, row['run_id'], 'last')[0]['params']
+    params = jax.tree.map(lambda a, d: jnp.asarray(a)[tuple(slice(0, n) for n in d.shape)], padded, shapes)
+    ce = lambda p, x, y: -jnp.mean(jax.nn.log_softmax(model.apply({'params': p}, x, k))[jnp.arange(len(y)), y])
+    flat, unravel = ravel_pytree(params)
+    hess = np.asarray(jax.jit(jax.hessian(lambda f: ce(unravel(f), x, y)))(flat), np.float64)
+    eig = np.linalg.eigvalsh((hess + hess.T) / 2)
+    assert row['sharpness'][-1] == pytest.approx(eig[np.argmax(np.abs(eig))], rel=1e-3), k
+    sd = np.sqrt(2 * (np.sum(hess ** 2) - np.sum(np.diag(hess) ** 2)) / 400)
+    assert abs(row['hessian_trace'][-1] - np.trace(hess)) < 4 * sd, k
+    g = np.asarray(jax.jit(jax.vmap(jax.grad(lambda f, xi, yi: ce(unravel(f), xi[None], yi[None])), (None, 0, 0)))(
+        flat, x, y), np.float64)
+    trace_sigma = np.sum((g - g.mean(0)) ** 2) / 49
+    grad_sq = np.sum(g.mean(0) ** 2) - trace_sigma / 50
+    assert row['trace_sigma'][-1] == pytest.approx(trace_sigma, rel=1e-4), k
+    assert row['grad_sq'][-1] == pytest.approx(grad_sq, rel=1e-3), k
+    assert row['noise_scale'][-1] == pytest.approx(trace_sigma / grad_sq, rel=1e-3), k
+  from plots.monitors import plot_all
+  (png,) = plot_all(tmp_path)
+  assert png.name == 'monitors.png' and png.stat().st_size > 10_000
+
+
+def test_full_batch_gd_sharpens_to_the_edge_of_stability(tmp_path):
+  """references.md: under full-batch gradient descent the sharpness rises (progressive sharpening) and settles near
+  2 / lr (Cohen et al. 2021). An MNIST-1D MLP of width 32 at lr 0.2 starts at a sharpness of about 0.3 and hovers at
+  2 / lr = 10 from epoch 500 on, measured by the run's own monitor on the whole training set."""
+  from ddjax import config as cfglib
+  from ddjax import run as runlib
+  from ddjax.members import expand
+  from ddjax.results import load
+  cfg, sweep = cfglib.apply_overrides(cfglib.Config(), {}, [
+      'model.name=mlp', 'model.width=32', 'optim.name=sgd', 'optim.momentum=0', 'optim.lr=0.2',
+      'train.batch_size=0', 'train.epochs=800', 'train.eval_points=2', 'train.eval_every=100', 'train.sharpness=20',
+      'train.monitor_batch=4000'])
+  runlib.run(cfg, sweep, expand(cfg, sweep), tmp_path, progress=False, log=lambda *a: None)
+  (_, row), = load(tmp_path).iterrows()
+  epoch, sharpness = np.asarray(row['epoch']), np.asarray(row['sharpness'])
+  assert sharpness[0] < 0.1 * 2 / 0.2
+  late = sharpness[epoch >= 500]
+  assert len(late) == 4 and np.all((late > 0.85 * 10) & (late < 1.25 * 10)), late

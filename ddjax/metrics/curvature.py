@@ -5,7 +5,7 @@
   hutchinson_trace         Tr(H) ~ mean of v^T H v over Rademacher probes v (variance 2 (||H||_F^2 - sum H_ii^2) per
                            probe)
   gradient_noise           McCandlish et al. (2018): Tr(Sigma), |G|^2 and the simple noise scale B_simple from
-                           per-example gradients
+                           per-example gradients (in chunks of examples)
 
 Loops have fixed lengths (lax.fori_loop, lax.map): under vmap a while_loop would run until every member stopped.
 A member's masked parameters have zero gradient whatever their value, so the Hessian's rows and columns for them
@@ -48,13 +48,33 @@ def hutchinson_trace(loss_fn: Callable, params, key, probes: int = 10):
   return lax.map(one, jax.random.split(key, probes)).mean()
 
 
-def gradient_noise(example_loss_fn: Callable, params, x_BxD, y_B) -> dict:
-  """From the per-example gradients g_i of example_loss_fn(params, x_i, y_i) over a batch of B:
+def gradient_noise(example_loss_fn: Callable, params, x_BxD, y_B, weight_B=None, chunk: int | None = None) -> dict:
+  """From the per-example gradients g_i of example_loss_fn(params, x_i, y_i) over the B examples with weight 1:
   trace_sigma = sum_i ||g_i - g_mean||^2 / (B - 1), grad_sq = ||g_mean||^2 - trace_sigma / B (an unbiased |G|^2)
-  and noise_scale = trace_sigma / grad_sq (B_simple)."""
-  grads = jax.vmap(jax.grad(example_loss_fn), (None, 0, 0))(params, x_BxD, y_B)
-  b = x_BxD.shape[0]
-  mean = jax.tree.map(lambda g: g.mean(0), grads)
-  trace_sigma = optax.tree.norm(jax.tree.map(lambda g, m: g - m, grads, mean), squared=True) / (b - 1)
+  and noise_scale = trace_sigma / grad_sq (B_simple).
+
+  weight_B: 1 for the examples that count, 0 for padding (default: every example). chunk: the per-example gradients
+  of this many examples at a time (the batch must be a multiple of it; default: all at once), in two passes over the
+  chunks, the mean and then the spread around it, so memory holds one chunk's gradients."""
+  total = x_BxD.shape[0]
+  chunk = chunk or total
+  weight_B = jnp.ones(total) if weight_B is None else weight_B
+  split = lambda a: a.reshape(total // chunk, chunk, *a.shape[1:])
+  chunks = (split(x_BxD), split(y_B), split(weight_B))
+  per_example = jax.vmap(jax.grad(example_loss_fn), (None, 0, 0))
+  b = weight_B.sum()
+
+  def weighted_sum(args):
+    x, y, w = args
+    return jax.tree.map(lambda g: jnp.tensordot(w, g, 1), per_example(params, x, y))
+
+  mean = jax.tree.map(lambda g: g.sum(0) / b, lax.map(weighted_sum, chunks))
+
+  def spread(args):
+    x, y, w = args
+    squares = jax.tree.map(lambda g, m: jnp.square(g - m).reshape(chunk, -1).sum(1), per_example(params, x, y), mean)
+    return w @ sum(jax.tree.leaves(squares))
+
+  trace_sigma = lax.map(spread, chunks).sum() / (b - 1)
   grad_sq = optax.tree.norm(mean, squared=True) - trace_sigma / b
   return {'trace_sigma': trace_sigma, 'grad_sq': grad_sq, 'noise_scale': trace_sigma / grad_sq}
