@@ -119,8 +119,8 @@ class TrainConfig:
                           'from this many Rademacher probes on the monitor batch (0: off)')
   noise_scale: bool = _f(False, 'record the gradient noise scale (trace_sigma, grad_sq, noise_scale; McCandlish et '
                          'al.) at every evaluation, from per-example gradients on the monitor batch')
-  monitor_batch: int = _f(1000, 'the first training examples (with each member\'s own labels) that sharpness, '
-                          'hessian_trace and noise_scale use')
+  monitor_batch: int = _f(1000, 'training examples, evenly spaced through the training set (with each member\'s own '
+                          'labels), that sharpness, hessian_trace and noise_scale use')
   flush_seconds: float = _f(60.0, 'write buffered evaluation rows to a part file at least this often')
 
 
@@ -570,7 +570,8 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
       'data.p': (lambda v: v >= 2, 'must be >= 2'),
       'data.workers': (lambda v: v >= 0, 'must be >= 0'),
       'model.depth': (lambda v: v >= 1, 'must be >= 1'),
-      'model.init_scale': (lambda v: v > 0 and math.isfinite(v), 'must be > 0 (every parameter at init times it)'),
+      'model.init_scale': (lambda v: v > 0 and math.isfinite(v),
+                           'must be a finite number > 0 (every parameter at init times it)'),
       'data.dim': (lambda v: v >= 1, 'must be >= 1'),
       'train.flush_seconds': (lambda v: v >= 0, 'must be >= 0'),
       'train.eval_points': (lambda v: v >= 1, 'must be >= 1'),

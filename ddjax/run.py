@@ -91,9 +91,18 @@ def job_plan(job: Job, input_shape, num_classes: int) -> tuple[list[list[int]], 
 def member_sizes(cfg: cfglib.Config, plan: list[list[int]], input_shape, num_classes: int, batch: int,
                  tokens: bool) -> list[memory.MemberBytes]:
   """The estimated bytes of one member of each planned bucket (memory.member_bytes_split), from shapes alone;
-  `tokens`: the model reads integer tokens."""
-  return [memory.member_bytes_split(model_for(cfg, max(b), input_shape, num_classes), max(b), input_shape, batch,
-                                    cfg.optim.name, jnp.int32 if tokens else jnp.float32) for b in plan]
+  `tokens`: the model reads integer tokens. With the curvature or gradient-noise monitors on, a member's transient
+  bytes are the larger of a training step's and the monitors' (memory.monitor_bytes), so buckets split for either."""
+  t, dtype, sizes = cfg.train, jnp.int32 if tokens else jnp.float32, []
+  for b in plan:
+    model = model_for(cfg, max(b), input_shape, num_classes)
+    size = memory.member_bytes_split(model, max(b), input_shape, batch, cfg.optim.name, dtype)
+    if t.sharpness or t.hessian_trace or t.noise_scale:
+      need = memory.monitor_bytes(model, max(b), input_shape, t.monitor_batch, cfg.optim.name, dtype,
+                                  bool(t.sharpness or t.hessian_trace), t.noise_scale)
+      size = size._replace(transient=max(size.transient, need))
+    sizes.append(size)
+  return sizes
 
 
 def batch_size(cfg: cfglib.Config, ds) -> int:

@@ -103,6 +103,13 @@ def member_labels(spec: StepSpec, hp, y_train) -> jax.Array:
   return noisy_labels(member_key(hp, 'noise'), y_train, hp['noise'], spec.num_classes)
 
 
+def target_weight(spec: StepSpec, y) -> jax.Array:
+  """Per example: 1 if it counts in the loss, 0 for a regression target that is not finite (an infinite m-height)."""
+  if spec.task == 'regress':
+    return jnp.isfinite(y.reshape(y.shape[0], -1)).all(-1).astype(jnp.float32)
+  return jnp.ones(y.shape[0], jnp.float32)
+
+
 def _loss(spec: StepSpec, params, batch_stats, hp, x, y, train: bool):
   """Per-example (loss, wrong, weight): cross-entropy and misclassification, or the squared error summed over the
   outputs, ||out - y||^2, with weight 0 where a target is not finite (an infinite m-height); `wrong` is 0 for
@@ -114,14 +121,13 @@ def _loss(spec: StepSpec, params, batch_stats, hp, x, y, train: bool):
   else:
     out = spec.model.apply(variables, x, hp['width'], train=False)
   out = out.astype(jnp.float32)
+  weight = target_weight(spec, y)
   if spec.task == 'regress':
     y_BxO = y.reshape(out.shape)  # a single output's targets come as (B,)
-    finite_B = jnp.isfinite(y_BxO).all(-1)
-    weight = finite_B.astype(jnp.float32)
-    loss = jnp.square(out - jnp.where(finite_B[:, None], y_BxO, 0.0)).sum(-1) * weight
+    loss = jnp.square(out - jnp.where(weight[:, None] > 0, y_BxO, 0.0)).sum(-1) * weight
     return (loss, jnp.zeros_like(loss), weight), batch_stats
   loss = optax.softmax_cross_entropy_with_integer_labels(out, y)
-  return (loss, (jnp.argmax(out, -1) != y).astype(jnp.float32), jnp.ones_like(loss)), batch_stats
+  return (loss, (jnp.argmax(out, -1) != y).astype(jnp.float32), weight), batch_stats
 
 
 def train_step(spec: StepSpec, state, hp, x_BxD, y_B, key=None):
@@ -252,13 +258,15 @@ def linear_modes(spec: StepSpec, state, x_train, y_train) -> dict[str, jax.Array
 
 
 def monitors(spec: StepSpec, state, hp, x_train, labels_N) -> dict[str, jax.Array]:
-  """Curvature and gradient noise of the training loss on its first monitor_batch examples (the member's labels, no
-  augmentation): the top Hessian eigenvalue (`sharpness`, the largest in magnitude) and Hutchinson's trace with
+  """Curvature and gradient noise of the training loss on monitor_batch examples evenly spaced through the training
+  set (the same at every evaluation; the member's labels, no augmentation): the top Hessian eigenvalue (`sharpness`, the largest in magnitude) and Hutchinson's trace with
   BatchNorm on the batch's statistics (running statistics untouched), as the loss trains; the noise scale with
   BatchNorm's running statistics (one example has no batch statistics). Probes come from the member's batch seed.
   ddjax.metrics.curvature has the definitions."""
-  n = min(spec.monitor_batch, x_train.shape[0])
-  x, y = spec.preprocess(x_train[:n]), labels_N[:n]
+  n_train = x_train.shape[0]
+  n = min(spec.monitor_batch, n_train)
+  idx = jnp.arange(n) * n_train // n  # data sets stored in groups (m-height) are sampled across every group
+  x, y = spec.preprocess(x_train[idx]), labels_N[idx]
   key = member_key(hp, 'monitor')
 
   def batch_loss(params):
@@ -278,9 +286,8 @@ def monitors(spec: StepSpec, state, hp, x_train, labels_N) -> dict[str, jax.Arra
 
     xs, ys, valid = _chunks(x, y, NOISE_CHUNK)
     x_pad, y_pad = xs.reshape(-1, *xs.shape[2:]), ys.reshape(-1, *ys.shape[2:])
-    (_, _, weight), _ = _loss(spec, state['params'], state['batch_stats'], hp, x_pad, y_pad, train=False)
-    out.update(gradient_noise(example_loss, state['params'], x_pad, y_pad, weight * valid.reshape(-1),
-                              xs.shape[1]))
+    weight = target_weight(spec, y_pad) * valid.reshape(-1)
+    out.update(gradient_noise(example_loss, state['params'], x_pad, y_pad, weight, xs.shape[1]))
   return out
 
 

@@ -1,6 +1,6 @@
 """Deep linear networks: stage-like learning of a linear teacher's singular modes (Saxe, McClelland and Ganguli 2014).
 
-  python -m experiments.deep_linear                        # preset default: 2-core CPU, about a minute
+  python -m experiments.deep_linear                        # preset default: 2-core CPU, about 12 s
   python -m experiments.deep_linear model.init_scale=0.003,0.03,0.3 model.depth=1,2,3 seed=0..4
 
 Methods, preset default: a linear teacher y = W* x in 16 dimensions with singular values 4, 2, 1, 0.5 (random
@@ -13,8 +13,10 @@ and its layers' imbalance.
 
 What it shows (Saxe et al.'s Figure 3, Arora et al.'s balancedness): from a small init every mode's strength follows
 a sigmoid and the modes are learned one after another, strongest first, in a time of about ln(s / u0) / (2 s) in units
-of 2 lr x steps (the loss has no 1/2); from a large init they are learned together, at once. The imbalance stays at
-its initial value (gradient flow conserves W_{l+1}^T W_{l+1} - W_l W_l^T; gradient descent drifts by O(lr)).
+of 2 lr x steps (the loss has no 1/2); from a large init their learning overlaps. The imbalance stays near its
+initial value (gradient flow conserves W_{l+1}^T W_{l+1} - W_l W_l^T; gradient descent drifts by O(lr)).
+Measured (README): half strength at t = 1.4, 2.6, 4.6, 8.6 for depth 1 from init scale 0.03; 17, 40, 65, 138 for
+depth 2.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ PRESETS = {
                train=TrainConfig(epochs=5000, batch_size=0, eval_points=120, eval_every=0)),
         sweep={'model.init_scale': [0.03, 0.3, 1.0], 'model.depth': [1, 2], 'seed': [0, 1, 2]},
         about='linear teacher (16-d, singular values 4/2/1/0.5), deep linear students of depth 1 and 2, init scale '
-              '0.03/0.3/1 x 3 seeds, full-batch GD, 5,000 steps (2-core CPU: about a minute)'),
+              '0.03/0.3/1 x 3 seeds, full-batch GD, 5,000 steps (2-core CPU: about 12 s)'),
     'smoke': Preset(
         Config(seed=0, data=DataConfig(name='linear_teacher', dim=4, spectrum='2/1', num_samples=40, train_split=0.5),
                model=ModelConfig(name='deep_linear', width=4, depth=1), optim=OptimConfig(name='sgd', lr=0.05,

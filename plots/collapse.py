@@ -12,10 +12,10 @@ from pathlib import Path
 
 from plots.common import load, main, save_constrained, width_curves
 
-# (metric, panel title, log y axis): NC1 spans decades; the others are bounded and read better on linear axes
-PANELS = (('nc1', 'NC1  Tr(Σ_W Σ_B⁺) / K', True), ('nc2_equinorm', 'NC2  equinorm (std / mean of norms)', False),
-          ('nc2_equiangle', 'NC2  equiangularity', False), ('nc3', 'NC3  ‖W/‖W‖ − M/‖M‖‖', False),
-          ('nc4', 'NC4  nearest class mean ≠ network', False), ('train_error', 'train error', False))
+# (metric, panel title, y scale): NC1 spans decades; the others are bounded and read better on linear axes
+PANELS = (('nc1', 'NC1  Tr(Σ_W Σ_B⁺) / K', 'log'), ('nc2_equinorm', 'NC2  equinorm (std / mean of norms)', 'linear'),
+          ('nc2_equiangle', 'NC2  equiangularity', 'linear'), ('nc3', 'NC3  ‖W/‖W‖ − M/‖M‖‖', 'linear'),
+          ('nc4', 'NC4  nearest class mean ≠ network', 'linear'), ('train_error', 'train error', 'linear'))
 
 
 def collapse_curves(df, path: Path) -> Path:

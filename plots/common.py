@@ -78,7 +78,7 @@ LINE_STYLES = ('-', '--', ':', '-.')
 
 
 def width_curves(df: pd.DataFrame, panels, title: str, x: str = 'model.width'):
-  """Metrics against epoch on a log axis, a panel per (metric, panel title, log y axis) in rows of three, one line
+  """Metrics against epoch on a log axis, a panel per (metric, panel title, y scale) in rows of three, one line
   per width (colour, mean over seeds) and per value of any other swept key (line style), with a width colour bar:
   (figure, {metric: axes}). Save it with save_constrained."""
   widths = np.sort(df[x].unique())
@@ -88,12 +88,12 @@ def width_curves(df: pd.DataFrame, panels, title: str, x: str = 'model.width'):
   nrows = math.ceil(len(panels) / ncols)
   fig, axes = plt.subplots(nrows, ncols, figsize=(max(10 * ncols / 3, 5), 2.8 * nrows), layout='constrained',
                            squeeze=False)
-  for ax, (metric, panel_title, log_y) in zip(axes.flat, panels):
+  for ax, (metric, panel_title, yscale) in zip(axes.flat, panels):
     for style, (label, g) in zip(itertools.cycle(LINE_STYLES), groups):
       group_widths, epochs, grid = width_epoch_grid(g, x, metric)
       for w, curve in zip(group_widths, grid.T):
         ax.plot(epochs, curve, style, color=plt.cm.viridis(norm(w)), lw=1)
-    ax.set(xscale='log', yscale='log' if log_y else 'linear', title=panel_title, xlabel='epoch')
+    ax.set(xscale='log', yscale=yscale, title=panel_title, xlabel='epoch')
     ax.title.set_fontsize(9)
   for ax in axes.flat[len(panels):]:
     ax.axis('off')

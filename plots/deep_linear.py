@@ -4,9 +4,11 @@
 
 Writes
 - modes.png: each member's strength along the teacher's modes, mode_r / s_r, against t = 2 lr x steps (gradient-flow
-  time of the loss ||y - W x||^2, which has no 1/2), one panel per combination of swept keys (seeds overlaid), one
-  colour per mode. In two-layer students (model.depth=1) the dashed lines are Saxe et al.'s balanced-mode solution
-  (ddjax.analysis.saxe_mode) started from the mode's mean |strength| over seeds at the first evaluation;
+  time of the loss ||y - W x||^2, which has no 1/2; with SGD momentum beta the step is lr / (1 - beta); warmup and
+  schedules are not counted), one panel per combination of swept keys (seeds overlaid), one colour per mode. For
+  two-layer students (model.depth=1) trained by SGD, the dashed lines are Saxe et al.'s balanced-mode solution
+  (ddjax.analysis.saxe_mode) started from the mode's mean |strength| over seeds at the first evaluation, for the
+  modes the student's width can hold;
 - learning_times.png: the time t at which mode r first reaches half of s_r, against s_r, log-log, mean over seeds
   (from a small init, t is about ln(s / u0) / (2 s)).
 """
@@ -23,10 +25,7 @@ import numpy as np
 from ddjax import analysis
 from ddjax import config as cfglib
 from plots import monitors
-from plots.common import load, main, plt, save, series_keys
-
-STYLES = ('-', '--', ':', '-.')
-
+from plots.common import LINE_STYLES, load, main, plt, save, series_keys
 
 def modes(df) -> list[int]:
   """The recorded mode numbers r (columns mode_1, mode_2, ...)."""
@@ -34,11 +33,13 @@ def modes(df) -> list[int]:
 
 
 def flow_time(row) -> np.ndarray:
-  """t = 2 lr x optimizer steps at each evaluation of a member (one step per epoch at full batch)."""
+  """t = 2 lr x optimizer steps at each evaluation of a member (one step per epoch at full batch), with the
+  heavy-ball step lr / (1 - momentum) for SGD."""
   cfg = json.loads(row['config'])
   n_train = cfglib.train_examples(cfglib.DataConfig(**cfg['data']))
   steps = 1 if not cfg['train']['batch_size'] else n_train // cfg['train']['batch_size']
-  return 2.0 * row['optim.lr'] * steps * np.asarray(row['epoch'], float)
+  lr = row['optim.lr'] / (1 - row['optim.momentum']) if cfg['optim']['name'] == 'sgd' else row['optim.lr']
+  return 2.0 * lr * steps * np.asarray(row['epoch'], float)
 
 
 def half_times(g, r: int) -> np.ndarray:
@@ -47,8 +48,16 @@ def half_times(g, r: int) -> np.ndarray:
                      for _, row in g.iterrows()])
 
 
-def _depth_one(g) -> bool:
-  return bool((g['config'].map(lambda c: json.loads(c)['model']['depth']) == 1).all())
+def _two_layer_sgd(g) -> bool:
+  """Every member is a two-layer student (depth 1) trained by SGD: Saxe et al.'s solution applies."""
+  configs = g['config'].map(json.loads)
+  return bool(configs.map(lambda c: c['model']['depth'] == 1 and c['optim']['name'] == 'sgd').all())
+
+
+def mean_half_times(g, rs) -> list[float]:
+  """Per mode: the mean over members of half_times (NaN if no member reaches half strength)."""
+  times = [half_times(g, r) for r in rs]
+  return [float(np.nanmean(t)) if np.isfinite(t).any() else np.nan for t in times]
 
 
 def panels(df) -> tuple[list[tuple[str, object]], int]:
@@ -76,7 +85,7 @@ def mode_curves(df, path: Path) -> Path:
         s = row[f'teacher_s{r}']
         ax.plot(flow_time(row), np.asarray(row[f'mode_{r}']) / s, color=colour, lw=1, alpha=0.7,
                 label=f'mode {r} (s = {s:g})' if i == 0 else None)
-      if _depth_one(g):
+      if _two_layer_sgd(g) and r <= g['model.width'].min():
         t = flow_time(g.iloc[0])
         u0 = float(np.mean([abs(v[0]) for v in g[f'mode_{r}']]))
         s = g.iloc[0][f'teacher_s{r}']
@@ -95,11 +104,10 @@ def mode_curves(df, path: Path) -> Path:
 def learning_times(df, path: Path) -> Path:
   fig, ax = plt.subplots(figsize=(4.6, 3.6))
   rs = modes(df)
-  for (label, g), style, colour in zip(panels(df)[0], itertools.cycle(STYLES), itertools.cycle(
+  for (label, g), style, colour in zip(panels(df)[0], itertools.cycle(LINE_STYLES), itertools.cycle(
       [f'C{i}' for i in range(10)])):
     s = [g.iloc[0][f'teacher_s{r}'] for r in rs]
-    t = [np.nanmean(half_times(g, r)) if np.isfinite(half_times(g, r)).any() else np.nan for r in rs]
-    ax.plot(s, t, style, marker='o', ms=3, color=colour, lw=1, label=label or 'all members')
+    ax.plot(s, mean_half_times(g, rs), style, marker='o', ms=3, color=colour, lw=1, label=label or 'all members')
   s_all = np.asarray([df.iloc[0][f'teacher_s{r}'] for r in rs])
   ax.set(xscale='log', yscale='log', xlabel='singular value s', ylabel='t at half strength',
          title='Time to learn each mode (mean over seeds)')
@@ -118,7 +126,7 @@ def summary_lines(out) -> list[str]:
     return ['no mode strengths recorded (model.name=deep_linear on data.name=linear_teacher records them)']
   lines = []
   for label, g in panels(df)[0]:
-    t = [np.nanmean(half_times(g, r)) if np.isfinite(half_times(g, r)).any() else np.nan for r in rs]
+    t = mean_half_times(g, rs)
     s = ', '.join(f'{g.iloc[0][f"teacher_s{r}"]:g}' for r in rs)
     done = [v for v in t if np.isfinite(v)]
     order = 'in order of s' if done == sorted(done) else 'not in order of s'

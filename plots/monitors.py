@@ -16,9 +16,9 @@ from pathlib import Path
 
 from plots.common import load, main, save_constrained, width_curves
 
-# (metric, panel title, log y axis)
-PANELS = (('sharpness', 'sharpness  λ_max(H)', True), ('hessian_trace', 'Hessian trace  Tr(H)', True),
-          ('noise_scale', 'gradient noise scale  B_simple', True))
+# (metric, panel title, y scale): the unbiased |G|^2 estimate, and so B_simple, can be negative near a minimum
+PANELS = (('sharpness', 'sharpness  λ_max(H)', 'log'), ('hessian_trace', 'Hessian trace  Tr(H)', 'log'),
+          ('noise_scale', 'gradient noise scale  B_simple', 'symlog'))
 
 
 def monitor_curves(df, path: Path) -> Path:

@@ -161,8 +161,9 @@ def test_presets_follow_the_papers():
 
 
 def test_keys_added_later_leave_old_stores_ids_and_resume_alone():
-  """optim.warmup and optim.schedule came after stores existed: at their defaults they change neither a member's run
-  id (the formula before them) nor what --resume compares, so a store written before them still resumes."""
+  """Keys that came after stores existed (config.LATER_KEYS): at their defaults they change neither a member's run
+  id (the formula before them) nor what --resume compares, so a store written before them still resumes; set, they
+  do change the run id."""
   import dataclasses
   import hashlib
   import json
@@ -170,16 +171,20 @@ def test_keys_added_later_leave_old_stores_ids_and_resume_alone():
   cfg, sweep = PRESETS['mnist1d'].config, PRESETS['mnist1d'].sweep
   assert cfglib.LATER_KEYS == {k: cfglib.get(cfglib.Config(), k)
                                for k in ('optim.warmup', 'optim.schedule', 'train.collapse', 'model.init_scale',
-                                         'data.dim', 'data.spectrum')}
+                                         'data.dim', 'data.spectrum', 'train.sharpness', 'train.hessian_trace',
+                                         'train.noise_scale', 'train.monitor_batch')}
   before = {k: cfglib.get(cfg, k) for k in cfglib.fields(cfg)
             if k not in cfglib.EXECUTION_KEYS and k not in cfglib.LATER_KEYS}
   assert run_id(cfg) == hashlib.sha1(json.dumps(before, sort_keys=True, default=str).encode()).hexdigest()[:12]
   old = cfglib.to_dict(cfg)
   del old['optim']['warmup'], old['optim']['schedule'], old['train']['collapse']  # a run.json from before them
   del old['model']['init_scale'], old['data']['dim'], old['data']['spectrum']
+  for key in ('sharpness', 'hessian_trace', 'noise_scale', 'monitor_batch'):
+    del old['train'][key]
   assert cfglib.what_trains(old, sweep, []) == cfglib.what_trains(cfglib.to_dict(cfg), sweep, [])
   for changed in (dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, warmup=10)),
                   dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, schedule='cosine')),
-                  dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, init_scale=0.1))):
+                  dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, init_scale=0.1)),
+                  dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, sharpness=20))):
     assert run_id(changed) != run_id(cfg)
     assert cfglib.what_trains(cfglib.to_dict(changed), sweep, []) != cfglib.what_trains(old, sweep, [])

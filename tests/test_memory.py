@@ -45,6 +45,32 @@ def test_evaluation_estimate_is_close_to_xla_accounting(name, width, shape, chun
   assert 0.9 <= ratio <= (most or np.inf)
 
 
+@pytest.mark.parametrize('name,width,shape,conv,monitor_batch,hessian', [
+    ('resnet1d', 16, (40,), 'lax', 256, True), ('cnn1d', 32, (40,), 'im2col', 500, True),
+    ('resnet1d', 16, (40,), 'lax', 256, False)])
+def test_monitor_estimate_is_close_to_xla_accounting(name, width, shape, conv, monitor_batch, hessian):
+  """The monitors' memory (power iteration's Hessian-vector products, or the noise scale's per-example gradients)
+  against XLA's accounting of the compiled monitors; a run sizes its buckets by the larger of that and a step."""
+  from ddjax import run as runlib
+  from ddjax.memory import monitor_bytes
+  from ddjax.train import monitors
+  model = make_model(name, width, shape, 10, conv)
+  spec = StepSpec(model, 'adam', 32, 10, sharpness=3 * hessian, noise_scale=not hessian, monitor_batch=monitor_batch)
+  hp = unstack(hp_for([width]), 0)
+  state = jax.eval_shape(lambda: init_member(spec, hp, jnp.zeros(shape)))
+  x = jax.ShapeDtypeStruct((monitor_batch, *shape), jnp.float32)
+  y = jax.ShapeDtypeStruct((monitor_batch,), jnp.int32)
+  xla = jax.jit(lambda s, x, y: monitors(spec, s, hp, x, y)).lower(state, x, y).compile().memory_analysis()
+  estimate = monitor_bytes(model, width, shape, monitor_batch, 'adam', jnp.float32, hessian, not hessian)
+  assert 0.9 <= estimate / xla.temp_size_in_bytes <= 2.5
+  cfg, _ = cfglib.apply_overrides(cfglib.Config(), {}, [f'model.name={name}', f'model.conv={conv}',
+                                                        f'train.monitor_batch={monitor_batch}'])
+  plain = runlib.member_sizes(cfg, [[width]], shape, 10, 32, False)[0]
+  on = runlib.member_sizes(cfglib.replace(cfg, 'train.sharpness' if hessian else 'train.noise_scale',
+                                          3 if hessian else True), [[width]], shape, 10, 32, False)[0]
+  assert on.transient == max(plain.transient, estimate) and on.resident == plain.resident
+
+
 def under_budgets(ds, overrides, plan, room):
   """Buckets of a cnn1d job after one epoch each, with no memory limit and with a budget that leaves
   room(transient, eval_per_example) bytes per device after the data and every member's state: [(buckets, log,

@@ -235,7 +235,7 @@ def test_gradient_noise_matches_mccandlish_formulas():
 
 def test_a_run_records_curvature_and_gradient_noise(tmp_path):
   """train.sharpness, train.hessian_trace and train.noise_scale: at the last epoch each member's values are those of
-  the plain width-k MLP built from its checkpointed active block, on the first monitor_batch training examples: the
+  the plain width-k MLP built from its checkpointed active block, on monitor_batch evenly spaced training examples: the
   explicit Hessian's largest-magnitude eigenvalue (eigvalsh) and trace (within 4 sd of Hutchinson's estimate), and
   McCandlish et al.'s formulas on per-example gradients in float64. The width-3 member is padded to 7, and 50
   examples are not a multiple of the noise monitor's chunks."""
@@ -252,7 +252,8 @@ def test_a_run_records_curvature_and_gradient_noise(tmp_path):
       'train.noise_scale=true', 'train.monitor_batch=50'])
   runlib.run(cfg, sweep, expand(cfg, sweep), tmp_path, progress=False, log=lambda *a: None)
   ds = load_dataset(cfg.data)
-  x, y = jnp.asarray(ds.preprocess(jnp.asarray(ds.x_train[:50]))), jnp.asarray(ds.y_train[:50])
+  idx = np.arange(50) * 240 // 50  # 50 of the 240 training examples, evenly spaced
+  x, y = jnp.asarray(ds.preprocess(jnp.asarray(ds.x_train[idx]))), jnp.asarray(ds.y_train[idx])
   table = load(tmp_path)
   assert sorted(table['bucket_width']) == [7, 7]
   for _, row in table.iterrows():
@@ -296,5 +297,6 @@ def test_full_batch_gd_sharpens_to_the_edge_of_stability(tmp_path):
   (_, row), = load(tmp_path).iterrows()
   epoch, sharpness = np.asarray(row['epoch']), np.asarray(row['sharpness'])
   assert sharpness[0] < 0.1 * 2 / 0.2
-  late = sharpness[epoch >= 500]
-  assert len(late) == 4 and np.all((late > 0.85 * 10) & (late < 1.25 * 10)), late
+  late = sharpness[epoch >= 500]  # at the edge of stability it oscillates about 2 / lr (measured: 9.3-10.4)
+  assert len(late) == 4 and np.all((late > 0.7 * 10) & (late < 1.6 * 10)), late
+  assert 0.85 * 10 < np.median(late) < 1.2 * 10, late

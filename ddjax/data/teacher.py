@@ -16,8 +16,8 @@ from ddjax.data.datasets import Dataset
 
 
 def parse_spectrum(text: str) -> list[float]:
-  """'4/2/1/0.5' -> [4.0, 2.0, 1.0, 0.5]: positive singular values, largest first. Raises ValueError saying what is
-  allowed."""
+  """'4/2/1/0.5' -> [4.0, 2.0, 1.0, 0.5]: distinct positive singular values, largest first. Raises ValueError saying
+  what is allowed."""
   values = []
   for part in str(text).split('/'):
     try:
@@ -27,6 +27,9 @@ def parse_spectrum(text: str) -> list[float]:
     if not (math.isfinite(v) and v > 0):
       raise ValueError(f'{part.strip()!r} is not a positive number (expected positive singular values joined by /, '
                        'e.g. 4/2/1/0.5)')
+    if v in values:
+      raise ValueError(f'{part.strip()!r} is given twice (the singular values must differ: a repeated one leaves its '
+                       "modes' directions arbitrary, and mode_1, mode_2, ... would mean nothing)")
     values.append(v)
   return sorted(values, reverse=True)
 
