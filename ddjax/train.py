@@ -257,6 +257,19 @@ def linear_modes(spec: StepSpec, state, x_train, y_train) -> dict[str, jax.Array
   return {**{f'mode_{r + 1}': strengths_R[r] for r in range(spec.modes)}, 'imbalance': imbalance(kernels)}
 
 
+def preconditioned_sharpness(spec: StepSpec, state, hp, loss_fn, key) -> jax.Array:
+  """The largest-magnitude eigenvalue of P^-1 H for Adam's preconditioner P = diag(sqrt(v_hat) + eps), v_hat its
+  bias-corrected second moment (Cohen et al. 2022): power iteration on the Hessian of the loss in the coordinates
+  phi = P^(1/2) theta, whose Hessian P^(-1/2) H P^(-1/2) has the same eigenvalues. Full-batch Adam is stable while it
+  is below (2 + 2 b1) / ((1 - b1) lr), 38 / lr for b1 = 0.9."""
+  nu, count = optax.tree.get(state['opt'], 'nu'), optax.tree.get(state['opt'], 'count')
+  bias = 1.0 - hp['b2'] ** jnp.maximum(count, 1).astype(jnp.float32)
+  root_p = jax.tree.map(lambda v: jnp.sqrt(jnp.sqrt(v / bias) + hp['eps']), nu)  # P^(1/2), leaf by leaf
+  loss_phi = lambda phi: loss_fn(jax.tree.map(jnp.divide, phi, root_p))
+  phi = jax.tree.map(jnp.multiply, state['params'], root_p)
+  return top_hessian_eigenvalue(loss_phi, phi, jax.random.fold_in(key, 2), spec.sharpness)[0]
+
+
 def monitors(spec: StepSpec, state, hp, x_train, labels_N) -> dict[str, jax.Array]:
   """Curvature and gradient noise of the training loss on monitor_batch examples evenly spaced through the training
   set (the same at every evaluation; the member's labels, no augmentation): the top Hessian eigenvalue (`sharpness`, the largest in magnitude) and Hutchinson's trace with
@@ -276,6 +289,8 @@ def monitors(spec: StepSpec, state, hp, x_train, labels_N) -> dict[str, jax.Arra
   out = {}
   if spec.sharpness:
     out['sharpness'] = top_hessian_eigenvalue(batch_loss, state['params'], key, spec.sharpness)[0]
+    if spec.optimizer in ('adam', 'adamw'):
+      out['preconditioned_sharpness'] = preconditioned_sharpness(spec, state, hp, batch_loss, key)
   if spec.hessian_trace:
     out['hessian_trace'] = hutchinson_trace(batch_loss, state['params'], jax.random.fold_in(key, 1),
                                             spec.hessian_trace)
