@@ -62,19 +62,22 @@ def member_bytes_split(model, width: int, input_shape, batch_size: int, optimize
 
 
 def monitor_bytes(model, width: int, input_shape, monitor_batch: int, optimizer: str, input_dtype=jnp.float32,
-                  hessian: bool = True, noise: bool = False) -> float:
+                  hessian_loops: int = 1, noise: bool = False) -> float:
   """Estimated bytes one member's curvature and gradient-noise monitors need at an evaluation (train.sharpness,
-  hessian_trace, noise_scale): a Hessian-vector product on monitor_batch examples holds up to three times what a
-  training step on them does (forward over reverse); the noise scale holds NOISE_CHUNK per-example gradients, twice a
-  training step's activations of NOISE_CHUNK examples and two copies of the monitor batch's inputs."""
+  hessian_trace, noise_scale). A loop of Hessian-vector products on monitor_batch examples holds up to three times
+  what a training step on them does (forward over reverse), and the loops (power iteration, Adam's preconditioned one,
+  Hutchinson's probes) are independent, so XLA may hold them at once; the noise scale holds NOISE_CHUNK per-example
+  gradients, twice a training step's activations of NOISE_CHUNK examples and two copies of the monitor batch's
+  inputs."""
   from ddjax.train import NOISE_CHUNK
   need = 0.0
-  if hessian:
-    need = 3 * member_bytes_split(model, width, input_shape, monitor_batch, optimizer, input_dtype).transient
+  if hessian_loops:
+    step = member_bytes_split(model, width, input_shape, monitor_batch, optimizer, input_dtype)
+    need += 3 * hessian_loops * step.transient
   if noise:
     step = member_bytes_split(model, width, input_shape, NOISE_CHUNK, optimizer, input_dtype)
     inputs = monitor_batch * math.prod(input_shape) * jnp.dtype(input_dtype).itemsize
-    need = max(need, 2 * step.transient + NOISE_CHUNK * step.resident / RESIDENT_COPIES[optimizer] + 2 * inputs)
+    need += 2 * step.transient + NOISE_CHUNK * step.resident / RESIDENT_COPIES[optimizer] + 2 * inputs
   return need
 
 

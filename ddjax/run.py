@@ -98,8 +98,9 @@ def member_sizes(cfg: cfglib.Config, plan: list[list[int]], input_shape, num_cla
     model = model_for(cfg, max(b), input_shape, num_classes)
     size = memory.member_bytes_split(model, max(b), input_shape, batch, cfg.optim.name, dtype)
     if t.sharpness or t.hessian_trace or t.noise_scale:
-      need = memory.monitor_bytes(model, max(b), input_shape, t.monitor_batch, cfg.optim.name, dtype,
-                                  bool(t.sharpness or t.hessian_trace), t.noise_scale)
+      loops = bool(t.sharpness) * (2 if cfg.optim.name in ('adam', 'adamw') else 1) + bool(t.hessian_trace)
+      need = memory.monitor_bytes(model, max(b), input_shape, t.monitor_batch, cfg.optim.name, dtype, loops,
+                                  t.noise_scale)
       size = size._replace(transient=max(size.transient, need))
     sizes.append(size)
   return sizes
