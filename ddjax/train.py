@@ -53,7 +53,7 @@ class StepSpec:
   total_steps: int = 0      # optimizer steps of the whole run (where cosine and linear reach 0)
   collapse: bool = False    # also evaluate neural collapse of the head's input on the training set
   modes: int = 0            # deep linear networks: report the strength of this many singular modes of the data
-  sharpness: int = 0        # monitors on the first monitor_batch training examples: power-iteration steps,
+  sharpness: int = 0        # monitors on monitor_batch evenly spaced training examples: power-iteration steps,
   hessian_trace: int = 0    # Hutchinson probes,
   noise_scale: bool = False  # and the gradient noise scale (0 / False: off)
   monitor_batch: int = 1000
@@ -271,9 +271,10 @@ def preconditioned_sharpness(spec: StepSpec, state, hp, loss_fn, key) -> jax.Arr
 
 
 def monitors(spec: StepSpec, state, hp, x_train, labels_N) -> dict[str, jax.Array]:
-  """Curvature and gradient noise of the training loss on monitor_batch examples evenly spaced through the training
-  set (the same at every evaluation; the member's labels, no augmentation): the top Hessian eigenvalue (`sharpness`, the largest in magnitude) and Hutchinson's trace with
-  BatchNorm on the batch's statistics (running statistics untouched), as the loss trains; the noise scale with
+  """Curvature and gradient noise of the training loss (weight decay left out) on monitor_batch examples evenly
+  spaced through the training set (the same at every evaluation; the member's labels, no augmentation): the top
+  Hessian eigenvalue (`sharpness`, the largest in magnitude; with Adam also that of P^-1 H) and Hutchinson's trace
+  with BatchNorm on the batch's statistics (running statistics untouched), as the loss trains; the noise scale with
   BatchNorm's running statistics (one example has no batch statistics). Probes come from the member's batch seed.
   ddjax.metrics.curvature has the definitions."""
   n_train = x_train.shape[0]

@@ -150,4 +150,5 @@ def plot_all(out, fig_dir=None) -> list[Path]:
 
 
 if __name__ == '__main__':
-  main('plots.deep_linear', __doc__, plot_all, nothing='holds no mode strengths (a deep_linear run on a linear teacher)')
+  main('plots.deep_linear', __doc__, plot_all,
+       nothing='holds no mode strengths (a deep_linear run on a linear teacher)')
