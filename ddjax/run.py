@@ -27,7 +27,7 @@ from ddjax.checkpoint import Checkpoints, StopRequested
 from ddjax.data import load_dataset
 from ddjax.members import Job, group_members, padded_ratio, plan_buckets, stack_hp
 from ddjax.nn.models import make_model
-from ddjax.train import StepSpec, bucket_fns
+from ddjax.train import ADAM_LIKE, StepSpec, bucket_fns
 
 PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'numpy', 'orbax-checkpoint', 'pyarrow')
 
@@ -98,7 +98,7 @@ def member_sizes(cfg: cfglib.Config, plan: list[list[int]], input_shape, num_cla
     model = model_for(cfg, max(b), input_shape, num_classes)
     size = memory.member_bytes_split(model, max(b), input_shape, batch, cfg.optim.name, dtype)
     if t.sharpness or t.hessian_trace or t.noise_scale:
-      loops = bool(t.sharpness) * (2 if cfg.optim.name in ('adam', 'adamw') else 1) + bool(t.hessian_trace)
+      loops = bool(t.sharpness) * (2 if cfg.optim.name in ADAM_LIKE else 1) + bool(t.hessian_trace)
       need = memory.monitor_bytes(model, max(b), input_shape, t.monitor_batch, cfg.optim.name, dtype, loops,
                                   t.noise_scale)
       size = size._replace(transient=max(size.transient, need))

@@ -29,6 +29,7 @@ from ddjax.optim import make_optimizer, scheduled_lr
 _STREAMS = {'init': ('model_seed', 0), 'batches': ('batch_seed', 1), 'noise': ('noise_seed', 2),
             'augment': ('batch_seed', 3), 'monitor': ('batch_seed', 4)}
 NOISE_CHUNK = 16  # examples whose per-example gradients the noise-scale monitor holds at once
+ADAM_LIKE = ('adam', 'adamw')  # optimizers whose preconditioned sharpness the sharpness monitor also records
 
 
 def member_key(hp, stream: str) -> jax.Array:
@@ -290,7 +291,7 @@ def monitors(spec: StepSpec, state, hp, x_train, labels_N) -> dict[str, jax.Arra
   out = {}
   if spec.sharpness:
     out['sharpness'] = top_hessian_eigenvalue(batch_loss, state['params'], key, spec.sharpness)[0]
-    if spec.optimizer in ('adam', 'adamw'):
+    if spec.optimizer in ADAM_LIKE:
       out['preconditioned_sharpness'] = preconditioned_sharpness(spec, state, hp, batch_loss, key)
   if spec.hessian_trace:
     out['hessian_trace'] = hutchinson_trace(batch_loss, state['params'], jax.random.fold_in(key, 1),
