@@ -27,6 +27,7 @@ from ddjax import config as cfglib
 from plots import monitors
 from plots.common import LINE_STYLES, load, main, plt, save, series_keys
 
+
 def modes(df) -> list[int]:
   """The recorded mode numbers r (columns mode_1, mode_2, ...)."""
   return sorted(int(c.split('_')[1]) for c in df.columns if c.startswith('mode_') and c.split('_')[1].isdigit())
@@ -67,9 +68,10 @@ def panels(df) -> tuple[list[tuple[str, object]], int]:
   if not keys:
     return [('', df)], 1
   order = keys[1:] + keys[:1]  # the first key varies fastest: along a row
-  groups = [(', '.join(f'{k}={v}' for k, v in zip(keys, (dict(zip(order, vals if isinstance(vals, tuple) else
-                                                                         (vals,)))[k] for k in keys))), g)
-            for vals, g in df.groupby(order if len(order) > 1 else order[0])]
+  groups = []
+  for vals, g in df.groupby(order):
+    value = dict(zip(order, vals))
+    groups.append((', '.join(f'{k}={value[k]}' for k in keys), g))
   return groups, df[keys[0]].nunique()
 
 
