@@ -1,0 +1,72 @@
+"""Compatibility: a store written by an earlier ddjax (tests/fixtures/compat_store, made once by
+tests/fixtures/make_compat_store.py and never rewritten) keeps its run ids, its complete members are skipped,
+`--resume` accepts it, and its interrupted job continues from its checkpoint to what an uninterrupted run gives.
+
+XLA compiles CPU code for the host's instruction set, so the numbers are bitwise equal where the fixture's
+instruction set (isa.txt) is this machine's, and equal to float rounding (rtol 1e-5) elsewhere."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ddjax import cli, config as cfglib, parallel, results
+from ddjax.members import expand
+from experiments.double_descent import PRESETS
+from tests.fixtures.make_compat_store import ARGV
+
+FIXTURE = Path(__file__).parent / 'fixtures' / 'compat_store'
+SAME_ISA = (FIXTURE / 'isa.txt').read_text().strip() == parallel._host_isa()
+NOT_NUMBERS = {'attempt', 'wall_time_s', 'versions', 'device'}  # what differs between any two runs
+
+
+def member_table(out: Path) -> pd.DataFrame:
+  return results.load(out).sort_values('run_id').reset_index(drop=True)
+
+
+def assert_same_numbers(a: pd.DataFrame, b: pd.DataFrame) -> None:
+  assert sorted(a.columns) == sorted(b.columns)
+  for col in sorted(set(a.columns) - NOT_NUMBERS):
+    x, y = a[col].tolist(), b[col].tolist()
+    if col != 'config' and isinstance(x[0], (np.ndarray, list, float)) and not isinstance(x[0], str):
+      x, y = np.stack(x).astype(float), np.stack(y).astype(float)
+      if SAME_ISA:
+        np.testing.assert_array_equal(x, y, err_msg=col)
+      else:
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7, err_msg=col)
+    else:
+      assert x == y, col
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory):
+  out = tmp_path_factory.mktemp('uninterrupted')
+  cli.main('double_descent', PRESETS, ARGV + ['--out', str(out)])
+  return member_table(out)
+
+
+def test_run_ids_of_an_earlier_store_are_kept():
+  cfg, sweep = cfglib.apply_overrides(PRESETS['mnist1d'].config, PRESETS['mnist1d'].sweep,
+                                      [a for a in ARGV if '=' in a])
+  from ddjax.run import member_config, run_id
+  ids = {run_id(member_config(job, i)) for job in expand(cfg, sweep) for i in range(len(job.members))}
+  assert ids == set(results.load(FIXTURE)['run_id'])
+
+
+def test_an_earlier_store_resumes_exactly(tmp_path, capsys, uninterrupted):
+  out = tmp_path / 'store'
+  shutil.copytree(FIXTURE, out)
+  before = member_table(out)
+  complete = before[before['complete']]
+  assert len(complete) == 2 and set(complete['optim.name']) == {'sgd'}  # the fixture as made
+  cli.main('double_descent', PRESETS, ARGV + ['--out', str(out), '--resume'])
+  said = capsys.readouterr().out
+  assert 'job 1/2: 2 of 2 members already complete' in said and 'skipped' in said
+  assert 'job 2/2: resumed after epoch 3' in said
+  after = member_table(out)
+  kept = after[after['run_id'].isin(complete['run_id'])].reset_index(drop=True)
+  assert list(kept['attempt']) == list(complete['attempt'])  # skipped: not trained again
+  assert after['complete'].all()
+  assert_same_numbers(after, uninterrupted)
