@@ -14,6 +14,7 @@ grok: venv
 	$(PY) -m experiments.grokking --preset default --out runs/grok-$(shell date +%Y%m%d-%H%M%S) --report
 
 test: venv
+	$(PY) -m ruff check .  # lint (pyproject.toml: [tool.ruff])
 	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile tests  # two workers, a test file each
 
 bench: venv

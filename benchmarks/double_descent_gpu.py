@@ -56,7 +56,8 @@ from ddjax.data import cifar10  # noqa: E402
 from ddjax.data.datasets import image_dataset  # noqa: E402
 from ddjax.members import expand, group_members, padded_ratio, plan_buckets  # noqa: E402
 from ddjax.nn.models import make_model  # noqa: E402
-from ddjax.run import device_name, make_buckets, member_sizes, versions  # noqa: E402
+from ddjax.buckets import make_buckets, member_sizes  # noqa: E402
+from ddjax.store import device_name, versions  # noqa: E402
 from experiments.double_descent import PRESETS  # noqa: E402
 
 EPOCH_IMAGES = 50_000
@@ -466,7 +467,7 @@ def trials_check(res: dict, args, job, ds, plan, macs, label: str, steps: int, s
   widths = ','.join(str(w) for w in sorted(set(plan[-1])))
   cfg = variant_job(job, label).config
   # the budget a run of every width with these trials would leave this bucket: the other buckets' state is resident
-  sizes = member_sizes(cfg, plan[:-1], ds.input_shape, ds.num_classes, cfg.train.batch_size, False)
+  sizes = member_sizes(cfg, plan[:-1], ds.input_shape, ds.num_classes, cfg.train.batch_size)
   others = sum(len(set(b)) * args.trials * size.resident for b, size in zip(plan[:-1], sizes))
   memory_gb = max(memory.budget_bytes(cfg.train.memory_gb, jax.local_devices()[0]) - others, 2 ** 20) / 2 ** 30
   cfg, sweep = cfglib.apply_overrides(cfg, {}, [f'model.width={widths}', f'seed=0..{args.trials - 1}',
@@ -493,6 +494,7 @@ def failed(res: dict, config: str, width: int | None, e: Exception) -> None:
   res['failed'].append({'config': config, 'bucket_width': width, 'error': f'{type(e).__name__}: {str(e)[:500]}'})
   first = str(e).splitlines()[0][:200] if str(e) else ''
   print(f"  {config}{f' width {width}' if width else ''}: failed ({type(e).__name__}: {first})")
+
 
 if __name__ == '__main__':
   main()

@@ -23,10 +23,11 @@ import jax  # noqa: E402
 
 from benchmarks.common import write_result  # noqa: E402
 from ddjax import config as cfglib  # noqa: E402
-from ddjax.data import load_dataset
-from ddjax.members import expand, group_members, padded_ratio
-from ddjax.run import Bucket, device_name, job_plan, make_buckets, versions
-from experiments.double_descent import PRESETS
+from ddjax.buckets import Bucket, job_plan, make_buckets  # noqa: E402
+from ddjax.data import load_dataset  # noqa: E402
+from ddjax.members import expand, group_members, padded_ratio  # noqa: E402
+from ddjax.store import device_name, versions  # noqa: E402
+from experiments.double_descent import PRESETS  # noqa: E402
 
 TARGET_S = 0.35  # issue 3: these 16 widths, batch 100, 2-core CPU (a one-width-at-a-time PyTorch loop: ~1.1 s)
 WIDTHS = '2,4,6,8,10,12,14,16,20,24,28,32,40,48,56,64'

@@ -134,7 +134,6 @@ def grokking_summary(epochs, train_acc, val_acc, train_loss, weight_norm, thresh
   }
 
 
-
 def saxe_mode(t, s: float, u0: float):
   """Strength u(t) of one balanced mode of a two-layer linear network (Saxe, McClelland and Ganguli 2014) under
   gradient flow on 1/2 E||y - W x||^2 with whitened inputs: du/dt = 2u(s - u) from u(0) = u0 in (0, s), so

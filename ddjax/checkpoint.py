@@ -19,13 +19,14 @@ import shutil
 import signal
 import warnings
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from ddjax import parallel
+from ddjax import parallel, results
 
 
 class Checkpoints:
@@ -200,3 +201,34 @@ class StopRequested:
 
   def __bool__(self):
     return self.signal is not None
+
+
+def member_variables(out: Path, run: str, which: str = 'best') -> tuple[dict[str, Any], int]:
+  """One member's {'params', 'batch_stats'} (member `run`: its run id) from the newest checkpoint of its job: at
+  its lowest test loss (which='best', runs with train.keep_best) or at the checkpoint's epoch ('last'); with the
+  width they are padded to (the bucket's). Apply them with make_model(..., that width) and the member's width."""
+  table = results.load(out)
+  rows = table[table['run_id'] == run]
+  if rows.empty:
+    raise KeyError(f'no member with run id {run!r} in {out}')
+  row = rows.iloc[0]
+  ckpt = Checkpoints(Path(out) / 'checkpoints' / row['job_id'])
+  try:
+    step = ckpt.manager.latest_step()
+    if step is None:
+      raise FileNotFoundError(f'no checkpoint of job {row["job_id"]} in {out}')
+    saved = ckpt.manager.restore(step, args=ocp.args.StandardRestore())
+  finally:
+    ckpt.close()
+  bucket, slot, width = int(row['bucket']), int(row['bucket_slot']), int(row['bucket_width'])
+  if 'layout' in saved:  # where the checkpoint itself has the member (the table may be a moment behind it)
+    rows_of = [np.asarray(ids).tolist() for ids in saved['layout']]
+    bucket = next(b for b, ids in enumerate(rows_of) if int(run, 16) in ids)
+    slot, width = rows_of[bucket].index(int(run, 16)), int(saved['widths'][bucket])
+  tree = saved['buckets'][bucket]
+  if which == 'best':
+    if 'best' not in tree:
+      raise ValueError(f'{out} was trained without train.keep_best: only which="last" is available')
+    tree = tree['best']
+  pick = lambda t: jax.tree.map(lambda x: np.asarray(x)[slot], t)
+  return {'params': pick(tree['params']), 'batch_stats': pick(tree.get('batch_stats', {}))}, width

@@ -7,7 +7,7 @@ ReLU masks, and for the im2col form its patches). Evaluation keeps no activation
 larger batches: its peak is a few of the largest layer outputs (and the im2col patches of one), per example.
 tests/test_memory.py checks both estimates against XLA's own accounting of the compiled programs (measured on
 CPU: 0.9-1.8x of it for training; for evaluation 1.1-1.5x for ResNet18k and more for 1-D models, so a split comes
-early rather than late). Once compiled, run.make_buckets checks XLA's own figures too.
+early rather than late). Once compiled, buckets.make_buckets checks XLA's own figures too.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ddjax.metrics.curvature import NOISE_CHUNK
 
 ACTIVATION_FACTOR = {'lax': 2.0, 'im2col': 4.0}  # by conv form
 EVAL_FACTOR = {'lax': 6.0, 'im2col': 24.0}  # evaluation peak over the largest layer output (im2col: 3x3 patches)
@@ -69,7 +71,6 @@ def monitor_bytes(model, width: int, input_shape, monitor_batch: int, optimizer:
   Hutchinson's probes) are independent, so XLA may hold them at once; the noise scale holds NOISE_CHUNK per-example
   gradients, twice a training step's activations of NOISE_CHUNK examples and two copies of the monitor batch's
   inputs."""
-  from ddjax.train import NOISE_CHUNK
   need = 0.0
   if hessian_loops:
     step = member_bytes_split(model, width, input_shape, monitor_batch, optimizer, input_dtype)

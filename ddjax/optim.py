@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 
 OPTIMIZERS = ('adam', 'adamw', 'sgd')
+ADAM_LIKE = ('adam', 'adamw')  # optimizers whose preconditioned sharpness the sharpness monitor also records
 SCHEDULES = ('constant', 'cosine', 'linear')
 
 

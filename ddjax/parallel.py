@@ -1,4 +1,5 @@
-"""Spreading buckets over local devices.
+"""Devices and processes: spreading buckets over local devices, and agreement between the processes of a
+multi-host run (who writes, numbers and flags every process must decide alike, barriers).
 
 On a CPU every core can be its own XLA device (`--xla_force_host_platform_device_count`); one bucket's step runs
 on about one core, so buckets placed on different devices train concurrently. Buckets are assigned to devices by
@@ -111,3 +112,24 @@ def agree(values, how: str):
   from jax.experimental import multihost_utils
   gathered = np.asarray(multihost_utils.process_allgather(values))  # (processes, ...)
   return gathered.min(0) if how == 'min' else gathered.max(0)
+
+
+def writer() -> bool:
+  """Whether this process writes the store (process 0; the only one outside a multi-host run)."""
+  import jax
+  return jax.process_index() == 0
+
+
+def agree_flags(*flags: bool) -> tuple[bool, ...]:
+  """Each flag true on every process of a multi-host run if it is true on any (a stop or save that one process
+  decided alone would leave the others waiting in orbax's barrier; a signal to any process stops all); the flags
+  themselves with one process."""
+  return tuple(bool(f) for f in agree(flags, 'max'))
+
+
+def sync(name: str) -> None:
+  """A barrier over the processes of a multi-host run (nothing with one process)."""
+  import jax
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)

@@ -20,16 +20,14 @@ from jax import lax
 from ddjax.data.augment import Preprocess
 from ddjax.data.noise import noisy_labels, noisy_test_error
 from ddjax.metrics.collapse import between_class_whitener, collapse_metrics, nearest_mean_disagrees
-from ddjax.metrics.curvature import gradient_noise, hutchinson_trace, top_hessian_eigenvalue
+from ddjax.metrics.curvature import NOISE_CHUNK, gradient_noise, hutchinson_trace, top_hessian_eigenvalue
 from ddjax.metrics.linear import imbalance, input_output_modes, mode_strengths
-from ddjax.optim import make_optimizer, scheduled_lr
+from ddjax.optim import ADAM_LIKE, make_optimizer, scheduled_lr
 
 # Separate random streams per member: init from model_seed, batch order, augmentation and the curvature monitors'
 # probes from batch_seed (with different tags), label noise from noise_seed.
 _STREAMS = {'init': ('model_seed', 0), 'batches': ('batch_seed', 1), 'noise': ('noise_seed', 2),
             'augment': ('batch_seed', 3), 'monitor': ('batch_seed', 4)}
-NOISE_CHUNK = 16  # examples whose per-example gradients the noise-scale monitor holds at once
-ADAM_LIKE = ('adam', 'adamw')  # optimizers whose preconditioned sharpness the sharpness monitor also records
 
 
 def member_key(hp, stream: str) -> jax.Array:

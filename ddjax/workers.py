@@ -4,7 +4,8 @@ Each worker is a fresh (spawned) Python process that takes job indices from a sh
 jobs balance out. On a machine with GPUs worker k sees only GPU k (CUDA_VISIBLE_DEVICES); on a CPU each worker
 gets cores / N XLA devices. Every job is written by exactly one worker (its own part files and checkpoints, named
 by the job's id); the parent alone writes run.json, sweeps.jsonl and results.parquet. SIGTERM/SIGINT to the parent
-is passed on (workers are in their own process groups, so each gets it once): each worker checkpoints after its epoch and stops, and running the same command again continues.
+is passed on (workers are in their own process groups, so each gets it once): each worker checkpoints after its
+epoch and stops, and running the same command again continues.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def _worker(k: int, n: int, gpus: list[str], jobs, out: str, rerun_items, rerun_
   else:
     os.environ['XLA_FLAGS'] = (f"{os.environ.get('XLA_FLAGS', '')} "
                                f"--xla_force_host_platform_device_count={max(1, (os.cpu_count() or 1) // n)}")
-  from ddjax import run as runlib
+  from ddjax import loop
   from ddjax.checkpoint import StopRequested
   log = lambda msg: print(f'[worker {k}] {msg}', flush=True)
   with StopRequested() as stop:
@@ -44,9 +45,9 @@ def _worker(k: int, n: int, gpus: list[str], jobs, out: str, rerun_items, rerun_
       if stop:
         break
       try:
-        runlib.run_jobs([jobs[index]], len(jobs), Path(out), progress, log, rerun_items, stop, bar_position=k,
+        loop.run_jobs([jobs[index]], len(jobs), Path(out), progress, log, rerun_items, stop, bar_position=k,
                         rerun_before=rerun_before)
-      except runlib.Interrupted:
+      except loop.Interrupted:
         break
       except Exception as e:  # noqa: BLE001 - reported to the parent, which fails the sweep after the others
         failures.put(f'job {index + 1}: {type(e).__name__}: {e}')

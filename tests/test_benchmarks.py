@@ -87,7 +87,7 @@ def test_map_from_pairs_and_the_overrides_that_run_them():
   assert double_descent_gpu.totals(rows, [1, 1, 1], plan) == {
       'lax/vmap': 15.0, 'lax/vmap|map:4 from 3': 1.0 + 6.0 + 4.0, 'lax/vmap|map:4 from 5': 1.0 + 5.0 + 4.0}
   from ddjax import config as cfglib
-  from ddjax.run import strategy
+  from ddjax.buckets import strategy
   from experiments.double_descent import PRESETS
   for name, want in (('lax/vmap|map:4 from 5', ('lax', 'vmap', 'vmap', 'map', 4, 'float32')),
                      ('im2col/map:2/bfloat16', ('im2col', 'map', 'map', 'map', 2, 'bfloat16')),

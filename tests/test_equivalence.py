@@ -66,8 +66,6 @@ def with_garbage(name, tree, dense_tree, seed):
   return tu.unflatten_dict(out)
 
 
-
-
 @pytest.fixture(scope='module')
 def batch(tiny_mnist1d):
   return jnp.asarray(tiny_mnist1d.x_train[:32]), jnp.asarray(tiny_mnist1d.y_train[:32])

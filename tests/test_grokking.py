@@ -53,8 +53,6 @@ def _slice(tree, dense_tree):
   return tu.unflatten_dict(out)
 
 
-
-
 def _five_adamw_steps(model, dense, spec, xs, ys, dense_loss):
   """Five AdamW steps of the masked member (train_step) and of the dense reference (plain optax), from the member's
   own init; checks the parameters agree at every step and masked entries stay zero."""

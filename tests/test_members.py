@@ -38,6 +38,7 @@ def member_view(run, i, width, padded):
   """Member i's active parameters (every axis of the padded size cut to `width`) and its metrics, from a
   run_bucket result."""
   state, metrics = run[:2]
+
   def active(p):
     p = np.asarray(p)
     return p[tuple(slice(0, width) if n == padded else slice(None) for n in p.shape)]
@@ -172,7 +173,7 @@ def test_sharded_bucket_lays_every_leaf_over_the_member_axis(tiny_mnist1d):
   over both devices, and the members' numbers equal a single-device run."""
   from ddjax import config as cfglib
   from ddjax.members import expand
-  from ddjax.run import make_buckets
+  from ddjax.buckets import make_buckets
   cfg, sweep = cfglib.apply_overrides(cfglib.Config(), {}, [
       'model.name=resnet1d', 'model.width=2,3,4', 'train.batch_size=40', 'train.placement=shard',
       'train.keep_best=true'])

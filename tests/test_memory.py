@@ -9,7 +9,7 @@ from ddjax import config as cfglib
 from ddjax.members import expand
 from ddjax.memory import member_bytes, member_bytes_split, split_to_fit
 from ddjax.nn.models import make_model
-from ddjax.run import make_buckets
+from ddjax.buckets import make_buckets
 from ddjax.train import StepSpec, _dataset_stats, init_member, train_step
 from tests.helpers import hp_for, unstack
 
@@ -52,7 +52,7 @@ def test_monitor_estimate_is_close_to_xla_accounting(name, width, shape, conv, m
   """The monitors' memory (with Adam, power iteration's Hessian-vector products on H and on P^-1 H; or the noise
   scale's per-example gradients) against XLA's accounting of the compiled monitors; a run sizes its buckets by the
   larger of that and a step."""
-  from ddjax import run as runlib
+  from ddjax import buckets
   from ddjax.memory import monitor_bytes
   from ddjax.train import monitors
   model = make_model(name, width, shape, 10, conv)
@@ -66,9 +66,9 @@ def test_monitor_estimate_is_close_to_xla_accounting(name, width, shape, conv, m
   assert 0.9 <= estimate / xla.temp_size_in_bytes <= 2.5
   cfg, _ = cfglib.apply_overrides(cfglib.Config(), {}, [f'model.name={name}', f'model.conv={conv}',
                                                         f'train.monitor_batch={monitor_batch}'])
-  plain = runlib.member_sizes(cfg, [[width]], shape, 10, 32, False)[0]
-  on = runlib.member_sizes(cfglib.replace(cfg, 'train.sharpness' if hessian else 'train.noise_scale',
-                                          3 if hessian else True), [[width]], shape, 10, 32, False)[0]
+  plain = buckets.member_sizes(cfg, [[width]], shape, 10, 32)[0]
+  on = buckets.member_sizes(cfglib.replace(cfg, 'train.sharpness' if hessian else 'train.noise_scale',
+                                           3 if hessian else True), [[width]], shape, 10, 32)[0]
   assert on.transient == max(plain.transient, estimate) and on.resident == plain.resident
 
 

@@ -144,7 +144,7 @@ def test_a_run_records_neural_collapse_of_each_member(tmp_path):
   the member's), on the training set."""
   from ddjax import config as cfglib
   from ddjax import run as runlib
-  from ddjax.data.datasets import load_dataset
+  from ddjax.data import load_dataset
   from ddjax.members import expand
   from ddjax.results import load
   cfg, sweep = cfglib.apply_overrides(cfglib.Config(), {}, [
@@ -242,7 +242,7 @@ def test_a_run_records_curvature_and_gradient_noise(tmp_path):
   from jax.flatten_util import ravel_pytree
   from ddjax import config as cfglib
   from ddjax import run as runlib
-  from ddjax.data.datasets import load_dataset
+  from ddjax.data import load_dataset
   from ddjax.members import expand
   from ddjax.nn.models import make_model
   from ddjax.results import load

@@ -188,13 +188,14 @@ def test_buckets_from_map_from_execute_as_map_with_the_same_numbers(tmp_path, mo
   """train.map_from, a strategy per bucket: the bucket padded to width 5 runs as lax.map in chunks of 2, the one of
   width 2 stays vmapped; every member gets the numbers of the all-vmap run (invariant 4)."""
   cfg, sweep, jobs = setup('train.map_from=5', 'train.map_batch=2')
-  built, bucket_fns = [], runlib.bucket_fns
+  from ddjax import buckets
+  built, bucket_fns = [], buckets.bucket_fns
 
   def recording(spec, members=None):
     built.append((spec.model.max_width, spec.strategy, spec.map_batch))
     return bucket_fns(spec, members)
 
-  monkeypatch.setattr(runlib, 'bucket_fns', recording)
+  monkeypatch.setattr(buckets, 'bucket_fns', recording)
   said = []
   mapped = runlib.run(cfg, sweep, jobs, tmp_path / 'mapped', progress=False, log=said.append)
   assert sorted(set(built)) == [(2, 'vmap', 2), (5, 'map', 2)]

@@ -69,8 +69,6 @@ def inactive_abs_max(tree, k=K):
              for path, leaf in tu.flatten_dict(tree).items())
 
 
-
-
 @pytest.fixture(scope='module')
 def data():
   a, b = np.meshgrid(np.arange(P), np.arange(P), indexing='ij')

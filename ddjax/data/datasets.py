@@ -1,4 +1,6 @@
-"""Datasets as arrays held in memory (moved to the device once per job)."""
+"""The built-in datasets (MNIST-1D, CIFAR-10 and its synthetic stand-in, modular arithmetic, m-height), each
+registered with its spec (ddjax.data.registry); arrays are held in host memory and moved to the device once per job.
+"""
 
 from __future__ import annotations
 
@@ -6,30 +8,12 @@ import contextlib
 import hashlib
 import os
 import random
-from dataclasses import dataclass
-
 import numpy as np
 
 from ddjax.data import cifar10
 from ddjax.data.augment import Preprocess
+from ddjax.data.registry import Dataset, check_split, register_dataset
 from ddjax.parallel import cache_dir
-
-
-@dataclass(frozen=True)
-class Dataset:
-  x_train: np.ndarray  # (N, *input_shape) float32, or uint8 images
-  y_train: np.ndarray  # (N,) int32, clean labels
-  x_test: np.ndarray
-  y_test: np.ndarray
-  num_classes: int         # classes, or outputs of a regression (1)
-  preprocess: Preprocess = Preprocess()  # applied on the device to every gathered batch
-  task: str = 'classify'   # 'classify' (cross-entropy on int labels) | 'regress' (MSE on float targets; inf = excluded)
-  info: tuple[tuple[str, int | float], ...] = ()  # facts about the data written next to every member (e.g. infinite targets)
-  modes: int = 0           # singular modes of the input-output correlation that deep linear networks report
-
-  @property
-  def input_shape(self) -> tuple[int, ...]:
-    return tuple(self.x_train.shape[1:])
 
 
 @contextlib.contextmanager
@@ -41,6 +25,12 @@ def _global_rng_preserved():
   finally:
     random.setstate(py_state)
     np.random.set_state(np_state)
+
+
+@register_dataset('mnist1d', shape=lambda d: ((40,), 10), inputs='signal',
+                  help='MNIST-1D (Greydanus), generated offline: data.num_samples split at data.train_split')
+def _load_mnist1d(d) -> Dataset:
+  return mnist1d(d.num_samples, d.train_split, d.seed)
 
 
 def mnist1d(num_samples: int = 5000, train_split: float = 0.8, seed: int = 42) -> Dataset:
@@ -76,6 +66,32 @@ def image_dataset(arrays, data_cfg, default_augment: str) -> Dataset:
   return Dataset(*arrays, num_classes=10, preprocess=Preprocess(cifar10.MEAN, cifar10.STD, augment))
 
 
+def _cifar10_available(d) -> None:
+  if d.dir:
+    cifar10.resolve(d.dir)
+    return
+  try:
+    import tensorflow_datasets  # noqa: F401
+  except ImportError:
+    raise cifar10.DataMissing(
+        cifar10.missing_message('(no data.dir given and tensorflow-datasets is not installed)')) from None
+
+
+@register_dataset('cifar10', shape=lambda d: ((32, 32, 3), 10), inputs='image', options=('dir',),
+                  train_examples=lambda d: None, check_available=_cifar10_available, augment='crop_flip',
+                  help='CIFAR-10 from data.dir (the python version) or a prepared tensorflow-datasets directory')
+def _load_cifar10(d) -> Dataset:
+  arrays = cifar10.load_local(d.dir) if d.dir else cifar10.load_tfds()
+  return image_dataset(arrays, d, 'crop_flip')
+
+
+@register_dataset('synthetic_cifar10', shape=lambda d: ((32, 32, 3), 10), inputs='image', augment='crop_flip',
+                  help='CIFAR-shaped random images with learnable labels, for tests and smoke runs')
+def _load_synthetic_cifar10(d) -> Dataset:
+  n_train = int(d.num_samples * d.train_split)
+  return image_dataset(cifar10.synthetic(n_train, d.num_samples - n_train, d.seed), d, 'crop_flip')
+
+
 MODULAR_OPS = {'add': lambda a, b, p: (a + b) % p, 'sub': lambda a, b, p: (a - b) % p,
                'mul': lambda a, b, p: (a * b) % p, 'div': lambda a, b, p: (a * pow_mod(b, p - 2, p)) % p}
 
@@ -90,6 +106,23 @@ def pow_mod(b: np.ndarray, e: int, p: int) -> np.ndarray:
   return out
 
 
+def _modular_pairs(d) -> int:
+  return d.p * (d.p - 1 if d.op == 'div' else d.p)
+
+
+def _check_modular(d) -> None:
+  if d.op == 'div' and any(d.p % q == 0 for q in range(2, int(d.p ** 0.5) + 1)):
+    raise ValueError(f'bad value {d.p!r} for data.p: division mod p needs a prime p')
+  check_split(d, int(_modular_pairs(d) * d.train_split), _modular_pairs(d))
+
+
+@register_dataset('modular', shape=lambda d: ((2,), d.p), inputs='tokens', options=('op', 'p'),
+                  validate=_check_modular, train_examples=lambda d: int(_modular_pairs(d) * d.train_split),
+                  help='every pair (a, b) labelled a op b mod p, split at data.train_split (grokking)')
+def _load_modular(d) -> Dataset:
+  return modular(d.op, d.p, d.train_split, d.seed)
+
+
 def modular(op: str = 'add', p: int = 53, train_split: float = 0.6, seed: int = 42) -> Dataset:
   """Every pair (a, b) with a, b in [0, p) (b != 0 for div) labelled a op b mod p, split at random (from `seed`)
   into train and test; inputs are the int32 tokens (a, b)."""
@@ -100,6 +133,33 @@ def modular(op: str = 'add', p: int = 53, train_split: float = 0.6, seed: int = 
   x = np.stack([a, b], axis=1).astype(np.int32)[order]
   y = y.astype(np.int32)[order]
   return Dataset(x[:n_train], y[:n_train], x[n_train:], y[n_train:], p)
+
+
+def _mheight_shape(d) -> tuple[tuple[int, ...], int]:
+  from ddjax.data import mheight as mh
+  spec = mh.parse_groups(d.groups)
+  return (max(k for _, k, _ in spec), max(n - k for n, k, _ in spec), 2 + max(m for *_, m in spec)), 1
+
+
+def _check_mheight(d) -> None:
+  from ddjax.data.mheight import parse_groups
+  try:
+    groups = len(parse_groups(d.groups))
+  except ValueError as e:
+    raise ValueError(f'bad value {d.groups!r} for data.groups: {e}') from None
+  check_split(d, int(d.num_samples * d.train_split) * groups, d.num_samples * groups)
+
+
+def _mheight_examples(d) -> int:
+  from ddjax.data.mheight import parse_groups
+  return int(d.num_samples * d.train_split) * len(parse_groups(d.groups))
+
+
+@register_dataset('mheight', shape=_mheight_shape, inputs='grid', task='regress', options=('groups', 'workers'),
+                  validate=_check_mheight, train_examples=_mheight_examples,
+                  help='log2 m-heights of random systematic codes over (n, k, m) groups (regression)')
+def _load_mheight(d) -> Dataset:
+  return mheight(d.groups, d.num_samples, d.train_split, d.seed, d.workers)
 
 
 def mheight(groups: str = 'all', num_samples: int = 6250, train_split: float = 0.8, seed: int = 42,
@@ -128,55 +188,3 @@ def mheight(groups: str = 'all', num_samples: int = 6250, train_split: float = 0
           ('test_infinite', int(np.isinf(arrays['y_test']).sum())))
   return Dataset(arrays['x_train'], arrays['y_train'], arrays['x_test'], arrays['y_test'], 1, task='regress',
                  info=info)
-
-
-def dataset_shape(data_cfg) -> tuple[tuple[int, ...], int]:
-  """(input shape, classes or outputs) of the data set a config names, without loading it."""
-  if data_cfg.name == 'mnist1d':
-    return (40,), 10
-  if data_cfg.name in ('cifar10', 'synthetic_cifar10'):
-    return (32, 32, 3), 10
-  if data_cfg.name == 'modular':
-    return (2,), data_cfg.p
-  if data_cfg.name == 'mheight':
-    from ddjax.data import mheight as mh
-    spec = mh.parse_groups(data_cfg.groups)
-    return (max(k for _, k, _ in spec), max(n - k for n, k, _ in spec), 2 + max(m for *_, m in spec)), 1
-  if data_cfg.name == 'linear_teacher':
-    return (data_cfg.dim,), data_cfg.dim
-  raise ValueError(f'unknown dataset {data_cfg.name!r}')
-
-
-def load_dataset(data_cfg) -> Dataset:
-  """The data set a config names. Raises cifar10.DataMissing (a message for the user) if it is not there."""
-  if data_cfg.name == 'mnist1d':
-    return mnist1d(data_cfg.num_samples, data_cfg.train_split, data_cfg.seed)
-  if data_cfg.name == 'cifar10':
-    arrays = cifar10.load_local(data_cfg.dir) if data_cfg.dir else cifar10.load_tfds()
-    return image_dataset(arrays, data_cfg, 'crop_flip')
-  if data_cfg.name == 'synthetic_cifar10':
-    n_train = int(data_cfg.num_samples * data_cfg.train_split)
-    arrays = cifar10.synthetic(n_train, data_cfg.num_samples - n_train, data_cfg.seed)
-    return image_dataset(arrays, data_cfg, 'crop_flip')
-  if data_cfg.name == 'modular':
-    return modular(data_cfg.op, data_cfg.p, data_cfg.train_split, data_cfg.seed)
-  if data_cfg.name == 'mheight':
-    return mheight(data_cfg.groups, data_cfg.num_samples, data_cfg.train_split, data_cfg.seed, data_cfg.workers)
-  if data_cfg.name == 'linear_teacher':
-    from ddjax.data.teacher import linear_teacher
-    return linear_teacher(data_cfg.dim, data_cfg.spectrum, data_cfg.num_samples, data_cfg.train_split, data_cfg.seed)
-  raise ValueError(f'unknown dataset {data_cfg.name!r}')
-
-
-def check_available(data_cfg) -> None:
-  """Cheap check, before any work, that a data set can be loaded; raises cifar10.DataMissing if not."""
-  if data_cfg.name != 'cifar10':
-    return
-  if data_cfg.dir:
-    cifar10.resolve(data_cfg.dir)
-    return
-  try:
-    import tensorflow_datasets  # noqa: F401
-  except ImportError:
-    raise cifar10.DataMissing(
-        cifar10.missing_message('(no data.dir given and tensorflow-datasets is not installed)')) from None

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from ddjax.data.datasets import Dataset
+from ddjax.data.registry import Dataset, register_dataset
 
 
 def parse_spectrum(text: str) -> list[float]:
@@ -38,6 +38,27 @@ def orthonormal(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
   """k orthonormal columns in R^n, uniformly (Haar) distributed: QR of a Gaussian matrix with R's signs fixed."""
   q, r = np.linalg.qr(rng.standard_normal((n, k)))
   return q * np.sign(np.diag(r))
+
+
+def _check_teacher(d) -> None:
+  try:
+    values = parse_spectrum(d.spectrum)
+  except ValueError as e:
+    raise ValueError(f'bad value {d.spectrum!r} for data.spectrum: {e}') from None
+  if len(values) > d.dim:
+    raise ValueError(f'bad value {d.spectrum!r} for data.spectrum: {len(values)} singular values, more than '
+                     f'data.dim={d.dim} allows')
+  n_train = int(d.num_samples * d.train_split)
+  if n_train < d.dim:
+    raise ValueError(f'bad value {d.num_samples!r} for data.num_samples: it leaves {n_train} training examples, '
+                     f'fewer than data.dim={d.dim} (the inputs are whitened: they need at least as many)')
+
+
+@register_dataset('linear_teacher', shape=lambda d: ((d.dim,), d.dim), inputs='vector', task='regress',
+                  options=('dim', 'spectrum'), validate=_check_teacher,
+                  help='y = W* x for a teacher W* of singular values data.spectrum (deep linear networks)')
+def _load_linear_teacher(d) -> Dataset:
+  return linear_teacher(d.dim, d.spectrum, d.num_samples, d.train_split, d.seed)
 
 
 def linear_teacher(dim: int = 16, spectrum: str = '4/2/1/0.5', num_samples: int = 5000, train_split: float = 0.8,

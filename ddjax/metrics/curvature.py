@@ -21,6 +21,8 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
+NOISE_CHUNK = 16  # examples whose per-example gradients the noise-scale monitor holds at once
+
 
 def _unit(tree):
   return optax.tree.scale(1.0 / jnp.maximum(optax.tree.norm(tree), 1e-30), tree)

@@ -1,3 +1,4 @@
 from ddjax.nn.layers import (MaskedBatchNorm, MaskedConv, MaskedDense, MaskedLayerNorm, channel_mask,
                              invariant_uniform)
-from ddjax.nn.models import CNN1D, MLP, MODELS, PreActResNet, make_model
+from ddjax.nn.models import CNN1D, MLP, PreActResNet
+from ddjax.nn.registry import MODELS, ModelSpec, WidthMaskedModel, make_model, param_roles, register_model, taps

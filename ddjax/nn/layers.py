@@ -102,7 +102,6 @@ def im2col_conv(x, kernel, strides: Sequence[int], padding: Sequence[int]):
   return jnp.dot(cols, kernel.reshape(-1, kernel.shape[-1]))
 
 
-
 def lax_conv(x, kernel, strides: Sequence[int], padding: Sequence[int]):
   nd = kernel.ndim - 2
   spatial = 'DHW'[-nd:]

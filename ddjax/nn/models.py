@@ -1,4 +1,4 @@
-"""Width-masked models. Each takes (x, width, train) and is padded to `max_width`.
+"""The built-in width-masked models, each registered (ddjax.nn.registry, which states the protocol they follow).
 
 `width` is a traced scalar per member; the masks it implies act on parameters (see layers.py). `macs(width)` gives
 multiply-accumulates per example of the dense width-`width` model, the cost model of the width buckets.
@@ -6,7 +6,6 @@ multiply-accumulates per example of the dense width-`width` model, the cost mode
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Sequence
 
@@ -14,8 +13,13 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from ddjax.nn.layers import MaskedBatchNorm, MaskedConv, MaskedDense, MaskedEmbed, MaskedLayerNorm, channel_mask
+from ddjax.nn.registry import make_model, register_model, tap  # noqa: F401 - make_model: its old home
+
+FLAT = ('signal', 'image', 'grid', 'vector')  # inputs a model that flattens them can read
 
 
+@register_model('mlp', inputs=FLAT, options=('depth',), help='flattened input -> depth x [Dense(n), ReLU] -> Dense '
+                '(depth: hidden layers)')
 class MLP(nn.Module):
   """x (B, D) -> [Dense(width) -> ReLU] x depth -> Dense(num_classes). With linear=True the layers have no biases and
   nothing between them: a deep linear network (Saxe et al. 2014), x -> x K_1 ... K_{depth+1}, whose end-to-end map
@@ -28,6 +32,12 @@ class MLP(nn.Module):
   dtype: str = 'float32'  # compute dtype of dense and conv layers; parameters stay float32
   linear: bool = False  # no biases, no ReLU (model.name=deep_linear)
 
+  INPUT_LAYERS = ('dense0',)
+
+  @property
+  def TAPS(self) -> tuple[str, ...]:  # noqa: N802 - the protocol's name
+    return tuple(f'hidden{i}' for i in range(self.depth))  # each hidden layer after its ReLU
+
   @nn.compact
   def __call__(self, x, width, train: bool = False):
     x = x.reshape(x.shape[0], -1)
@@ -37,6 +47,7 @@ class MLP(nn.Module):
     for i in range(self.depth):
       dense = MaskedDense(self.max_width, use_bias=not self.linear, dtype=self.dtype, name=f'dense{i}')
       x = act(dense(x, in_mask, hidden))
+      tap(self, f'hidden{i}', x)
       in_mask = hidden
     head = MaskedDense(self.num_classes, use_bias=not self.linear, dtype=self.dtype, name='head')
     return head(x, in_mask, jnp.ones(self.num_classes))
@@ -50,6 +61,7 @@ class MLP(nn.Module):
     return d * width + (self.depth - 1) * width * width + width * self.num_classes
 
 
+@register_model('cnn1d', inputs=('signal',), help="MNIST-1D's 3-layer CNN: 3 x [Conv(c), ReLU] -> Dense")
 class CNN1D(nn.Module):
   """MNIST-1D's 3-layer CNN: Conv(5,s2,p1)-ReLU-Conv(3,s2,p1)-ReLU-Conv(3,s2,p1)-ReLU-Dense(num_classes)."""
   max_width: int
@@ -59,6 +71,8 @@ class CNN1D(nn.Module):
   dtype: str = 'float32'
 
   LAYERS = ((5, 2, 1), (3, 2, 1), (3, 2, 1))  # (kernel, stride, padding)
+  INPUT_LAYERS = ('conv0',)
+  TAPS = ('relu0', 'relu1', 'relu2')  # each convolution after its ReLU
 
   @nn.compact
   def __call__(self, x, width, train: bool = False):
@@ -68,6 +82,7 @@ class CNN1D(nn.Module):
     for i, (k, s, p) in enumerate(self.LAYERS):
       conv = MaskedConv(self.max_width, (k,), s, p, form=self.conv, dtype=self.dtype, name=f'conv{i}')
       x = nn.relu(conv(x, in_mask, mask))
+      tap(self, f'relu{i}', x)
       in_mask = mask
     # The head contracts (L, C) directly: a (L, C, classes) kernel is the flatten-then-Dense of PyTorch.
     in_mask = jnp.broadcast_to(mask, x.shape[1:])
@@ -82,6 +97,8 @@ class CNN1D(nn.Module):
     return total + length * width * self.num_classes
 
 
+@register_model('embed_mlp', inputs=('tokens',), help='token embeddings of width d, concatenated -> Dense(d), ReLU '
+                '-> Dense (grokking)')
 class EmbedMLP(nn.Module):
   """Tokens (a, b) -> a shared embedding of width d (variance 1, as PyTorch's nn.Embedding) -> concatenated (2d) ->
   Dense(d) -> ReLU -> Dense(num_classes): the grokking MLP of Kitouni's simple-grokking (d = 128, p = 53)."""
@@ -91,17 +108,25 @@ class EmbedMLP(nn.Module):
   conv: str = 'im2col'
   dtype: str = 'float32'
 
+  INPUT_LAYERS = ('embed',)
+  TAPS = ('embeddings', 'relu')  # the embeddings (B, 2, d); the hidden layer after its ReLU
+
   @nn.compact
   def __call__(self, x, width, train: bool = False):
     mask = channel_mask(self.max_width, width)
     e = MaskedEmbed(self.num_classes, name='embed')(x, mask)  # (B, 2, W)
+    tap(self, 'embeddings', e)
     h = MaskedDense(self.max_width, dtype=self.dtype, name='hidden')(e, jnp.broadcast_to(mask, e.shape[1:]), mask)
-    return MaskedDense(self.num_classes, dtype=self.dtype, name='head')(nn.relu(h), mask, jnp.ones(self.num_classes))
+    h = nn.relu(h)
+    tap(self, 'relu', h)
+    return MaskedDense(self.num_classes, dtype=self.dtype, name='head')(h, mask, jnp.ones(self.num_classes))
 
   def macs(self, width: int) -> float:
     return 2 * width * width + width * self.num_classes
 
 
+@register_model('resmlp', inputs=FLAT, options=('depth',), help='residual MLP with LayerNorm (depth: residual '
+                'blocks)')
 class ResMLP(nn.Module):
   """Flattened input -> Dense(width) -> depth x [h + Dense(ReLU(Dense(LayerNorm(h))))] -> LayerNorm -> ReLU ->
   Dense(num_classes): a residual MLP with LayerNorm (the m-height regressor's MLP variant)."""
@@ -112,16 +137,25 @@ class ResMLP(nn.Module):
   conv: str = 'im2col'
   dtype: str = 'float32'
 
+  INPUT_LAYERS = ('stem',)
+
+  @property
+  def TAPS(self) -> tuple[str, ...]:  # noqa: N802 - the protocol's name
+    return ('stem_out', *(f'block{i}_out' for i in range(self.depth)), 'final')  # post-residual; final: head's input
+
   @nn.compact
   def __call__(self, x, width, train: bool = False):
     x = x.reshape(x.shape[0], -1)
     mask = channel_mask(self.max_width, width)
     h = MaskedDense(self.max_width, dtype=self.dtype, name='stem')(x, jnp.ones(x.shape[-1]), mask)
+    tap(self, 'stem_out', h)
     for i in range(self.depth):
       r = MaskedLayerNorm(name=f'block{i}_ln')(h, mask)
       r = nn.relu(MaskedDense(self.max_width, dtype=self.dtype, name=f'block{i}_dense0')(r, mask, mask))
       h = h + MaskedDense(self.max_width, dtype=self.dtype, name=f'block{i}_dense1')(r, mask, mask)
+      tap(self, f'block{i}_out', h)
     h = nn.relu(MaskedLayerNorm(name='final_ln')(h, mask))
+    tap(self, 'final', h)
     return MaskedDense(self.num_classes, dtype=self.dtype, name='head')(h, mask, jnp.ones(self.num_classes))
 
   def macs(self, width: int) -> float:
@@ -178,6 +212,13 @@ class PreActResNet(nn.Module):
   dtype: str = 'float32'
   norm: str = 'batch'  # 'batch' | 'layer' (LayerNorm over the channels of each position)
 
+  INPUT_LAYERS = ('stem',)
+
+  @property
+  def TAPS(self) -> tuple[str, ...]:  # noqa: N802 - the protocol's name
+    blocks = [f'stage{s}_block{b}_out' for s, n in enumerate(self.stage_blocks) for b in range(n)]
+    return ('stem_out', *blocks, 'pool')  # after each residual add; pool: the head's input
+
   @nn.compact
   def __call__(self, x, width, train: bool = False):
     if x.ndim == self.ndim + 1:
@@ -186,13 +227,16 @@ class PreActResNet(nn.Module):
     mask = channel_mask(self.max_width, width)
     x = MaskedConv(self.max_width, k3, 1, 1, use_bias=False, form=self.conv, dtype=self.dtype, name='stem')(
         x, jnp.ones(x.shape[-1]), mask)
+    tap(self, 'stem_out', x)
     for s, (blocks, mult, stride) in enumerate(zip(self.stage_blocks, self.stage_mults, self.stage_strides)):
       out_mask = channel_mask(self.max_width * mult, width * mult)
       for b in range(blocks):
         x = PreActBlock(self.max_width * mult, stride if b == 0 else 1, self.ndim, self.conv,
                         self.dtype, self.norm, name=f'stage{s}_block{b}')(x, mask, out_mask, train)
+        tap(self, f'stage{s}_block{b}_out', x)
         mask = out_mask
     x = x.mean(axis=tuple(range(1, 1 + self.ndim)))
+    tap(self, 'pool', x)
     return MaskedDense(self.num_classes, dtype=self.dtype, name='head')(x, mask, jnp.ones(self.num_classes))
 
   def macs(self, width: int) -> float:
@@ -214,6 +258,12 @@ class PreActResNet(nn.Module):
     return total + cin * self.num_classes
 
 
+register_model('resnet1d', inputs=('signal',), help='pre-activation ResNet with stages c, 2c, 4c (MNIST-1D)')(
+    PreActResNet)
+
+
+@register_model('resnet18k', inputs=('image',), help="Nakkiran et al.'s pre-activation ResNet18 with stages k, 2k, 4k, "
+                '8k')
 def resnet18k(max_width: int, num_classes: int = 10, input_shape: Sequence[int] = (32, 32, 3),
               conv: str = 'lax', dtype: str = 'float32') -> PreActResNet:
   """Nakkiran et al.'s pre-activation ResNet18 with stage widths k, 2k, 4k, 8k (k = 64: 11,171,146 parameters)."""
@@ -222,6 +272,8 @@ def resnet18k(max_width: int, num_classes: int = 10, input_shape: Sequence[int] 
                       dtype=dtype)
 
 
+@register_model('resnet2d_ln', inputs=('image', 'grid'), help='small pre-activation conv ResNet with LayerNorm '
+                '(m-height)')
 def resnet2d_ln(max_width: int, num_classes: int = 1, input_shape: Sequence[int] = (6, 6, 8),
                conv: str = 'lax', dtype: str = 'float32') -> PreActResNet:
   """A small pre-activation conv ResNet with LayerNorm for small 2-D inputs (the m-height regressor's conv variant):
@@ -231,19 +283,15 @@ def resnet2d_ln(max_width: int, num_classes: int = 1, input_shape: Sequence[int]
                       norm='layer')
 
 
+@register_model('transformer', inputs=('tokens',), help="Nanda et al.'s one-layer transformer, d_model = width "
+                '(grokking)')
 def _transformer(**kw):
   from ddjax.nn.transformer import Transformer
   return Transformer(**kw)
 
 
-MODELS = {'mlp': MLP, 'cnn1d': CNN1D, 'resnet1d': PreActResNet, 'resnet18k': resnet18k, 'embed_mlp': EmbedMLP,
-          'transformer': _transformer, 'resmlp': ResMLP, 'resnet2d_ln': resnet2d_ln,
-          'deep_linear': functools.partial(MLP, linear=True)}
-_HAS_DEPTH = ('mlp', 'resmlp', 'deep_linear')
-
-
-def make_model(name: str, max_width: int, input_shape: Sequence[int], num_classes: int, conv: str,
-               dtype: str = 'float32', depth: int = 2) -> nn.Module:
-  extra = {'depth': depth} if name in _HAS_DEPTH else {}
-  return MODELS[name](max_width=max_width, num_classes=num_classes, input_shape=tuple(input_shape), conv=conv,
-                      dtype=dtype, **extra)
+@register_model('deep_linear', inputs=('vector', 'signal', 'grid'), options=('depth',), linear=True,
+                help='depth bias-free hidden layers and a bias-free output layer, nothing between them')
+def deep_linear(**kw) -> MLP:
+  """A deep linear network (Saxe et al. 2014): MLP(linear=True)."""
+  return MLP(linear=True, **kw)

@@ -10,9 +10,10 @@ columns in the padded q/k/v/o tensors, of which the first width // n_heads are a
 mlp_ratio * width hidden units are active. As in layers.py, masks multiply the parameters, so masked entries are
 exactly zero and get zero gradient; attention scores scale by 1/sqrt(active d_head).
 
-Init: Nanda's variances with the *active* sizes, from padding-invariant uniform draws (layers.std_uniform): kernels variance 1/fan_in, token and positional embeddings variance 1/d_model, MLP biases
-zero. (Nanda draws Gaussians and scales W_out by 1/sqrt(d_model) and W_U by 1/sqrt(p); here every kernel uses its
-fan-in: d_model, or d_mlp for W_out.) Every draw depends only on (key, element index), so a member's init is
+Init: Nanda's variances with the *active* sizes, from padding-invariant uniform draws (layers.std_uniform): kernels
+variance 1/fan_in, token and positional embeddings variance 1/d_model, MLP biases zero. (Nanda draws Gaussians and
+scales W_out by 1/sqrt(d_model) and W_U by 1/sqrt(p); here every kernel uses its fan-in: d_model, or d_mlp for
+W_out.) Every draw depends only on (key, element index), so a member's init is
 bit-identical however far it is padded.
 """
 
@@ -26,6 +27,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ddjax.nn.layers import MaskedEmbed, channel_mask, std_uniform
+from ddjax.nn.registry import tap
 
 N_CTX = 3  # a, b, '='
 
@@ -90,6 +92,11 @@ class Transformer(nn.Module):
   n_heads: int = 4
   mlp_ratio: int = 4
 
+  INPUT_LAYERS = ('embed', 'pos_embed')
+  # The residual stream (B, 3, d) after the embeddings, after attention's residual add and after the MLP's; mlp_relu:
+  # the MLP's hidden layer after its ReLU (B, 3, r d).
+  TAPS = ('resid_embed', 'resid_attn', 'mlp_relu', 'resid_mlp')
+
   def __post_init__(self):
     if self.n_heads < 1 or self.max_width % self.n_heads:
       raise ValueError(f'Transformer: max_width={self.max_width} must be a multiple of n_heads={self.n_heads}')
@@ -110,16 +117,34 @@ class Transformer(nn.Module):
     pos = self.param('pos_embed', std_uniform(lax.rsqrt(jnp.maximum(d_active, 1.0)), d_mask), (N_CTX, d_pad))
     h = MaskedEmbed(p + 1, scale_by_width=True, name='embed')(tokens, d_mask) + pos * d_mask
     h = h.astype(self.dtype)
+    tap(self, 'resid_embed', h)
 
     h = h + MaskedAttention(self.n_heads, dtype=self.dtype, name='attn')(h, d_mask, width)
+    tap(self, 'resid_attn', h)
 
     mlp_in = MaskedEinsum('btd,dm->btm', use_bias=True, dtype=self.dtype, name='mlp_in')
     mlp_out = MaskedEinsum('btm,md->btd', use_bias=True, dtype=self.dtype, name='mlp_out')
     hidden = nn.relu(mlp_in(h, d_mask[:, None] * mlp_mask[None], d_active, mlp_mask))
+    tap(self, 'mlp_relu', hidden)
     h = h + mlp_out(hidden, mlp_mask[:, None] * d_mask[None], jnp.sum(mlp_mask), d_mask)
+    tap(self, 'resid_mlp', h)
 
     unembed = MaskedEinsum('bd,dc->bc', dtype=self.dtype, name='head')
     return unembed(h[:, -1], jnp.broadcast_to(d_mask[:, None], (d_pad, p)), d_active)
+
+  def param_roles(self, params) -> dict:
+    """ddjax.nn.registry.Role of each parameter: q, k and v kernels (d, H, d_head) take fan-in d (axis 0); the
+    attention output (H, d_head, d) takes H x d_head (axes 0, 1); embeddings have none."""
+    import jax
+    from ddjax.nn.registry import Role
+    axes = {'query': (0,), 'key': (0,), 'value': (0,), 'out': (0, 1)}
+
+    def role(path, leaf):
+      names = [getattr(k, 'key', str(k)) for k in path]
+      layer = 'output' if names[0] == 'head' else 'input' if names[0] in self.INPUT_LAYERS else 'hidden'
+      fan_in = axes[names[1]] if names[0] == 'attn' else (0,) if names[-1] == 'kernel' else ()
+      return Role(layer, fan_in)
+    return jax.tree_util.tree_map_with_path(role, params)
 
   def macs(self, width: int) -> float:
     """Per example, all 3 positions through attention and MLP (scores and values over the full 3x3, as computed),

@@ -1,0 +1,249 @@
+"""Width buckets of a job: each model's padded programs, the memory they need, and where they run.
+
+A job's members are grouped by width into buckets (members.plan_buckets on the model's MAC count); each `Bucket`
+holds its members' stacked state (`state_M`), hyperparameters (`hp_M`) and labels, and its compiled programs.
+`make_buckets` sizes buckets to the device memory (memory.py, then XLA's own figures) and places them: whole
+buckets onto devices (`bucket`), or every bucket's member axis over all devices (`shard`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ddjax import config as cfglib
+from ddjax import memory, parallel
+from ddjax.data import dataset_spec
+from ddjax.members import Job, group_members, plan_buckets, stack_hp
+from ddjax.nn.registry import make_model, model_spec
+from ddjax.optim import ADAM_LIKE
+from ddjax.train import StepSpec, bucket_fns
+
+
+def conv_form(cfg: cfglib.Config) -> str:
+  if cfg.model.conv != 'auto':
+    return cfg.model.conv
+  return 'im2col' if jax.default_backend() == 'cpu' else 'lax'
+
+
+def strategy(cfg: cfglib.Config, width: int) -> str:
+  """How the members of a bucket padded to `width` execute: 'map' from train.map_from on, else train.strategy."""
+  return 'map' if cfg.train.map_from and width >= cfg.train.map_from else cfg.train.strategy
+
+
+def strategy_label(cfg: cfglib.Config) -> str:
+  """The job's strategies for the log: 'vmap', 'map:4', or 'vmap, map:4 from width 48'."""
+  mapped = 'map' + (f':{cfg.train.map_batch}' if cfg.train.map_batch > 1 else '')
+  if cfg.train.strategy == 'map':
+    return mapped
+  return cfg.train.strategy + (f', {mapped} from width {cfg.train.map_from}' if cfg.train.map_from else '')
+
+
+def model_options(cfg: cfglib.Config) -> dict:
+  """The model.* options the job's model takes (its ModelSpec.options), from the config."""
+  return {k: cfglib.get(cfg, f'model.{k}') for k in model_spec(cfg.model.name).options}
+
+
+def model_for(cfg: cfglib.Config, width: int, input_shape, num_classes: int, conv: str | None = None):
+  """The job's model padded to `width`, for inputs of `input_shape` and `num_classes` outputs."""
+  return make_model(cfg.model.name, width, input_shape, num_classes, conv or conv_form(cfg), cfg.train.compute_dtype,
+                    **model_options(cfg))
+
+
+def job_plan(job: Job, input_shape, num_classes: int) -> tuple[list[list[int]], Callable[[int], float]]:
+  """The job's width buckets (plan_buckets on the model's MAC count) and that cost function."""
+  cfg = job.config
+  widths = sorted(m['model.width'] for m in job.members)
+  cost = make_model(cfg.model.name, max(widths), input_shape, num_classes, 'lax', **model_options(cfg)).macs
+  return plan_buckets(widths, cost, cfg.train.bucket_ratio, cfg.train.max_buckets), cost
+
+
+def member_sizes(cfg: cfglib.Config, plan: list[list[int]], input_shape, num_classes: int,
+                 batch: int) -> list[memory.MemberBytes]:
+  """The estimated bytes of one member of each planned bucket (memory.member_bytes_split), from shapes alone;
+  token datasets' inputs are int32 (DatasetSpec.tokens). With the curvature or gradient-noise monitors on, a
+  member's transient bytes are the larger of a training step's and the monitors' (memory.monitor_bytes), so buckets
+  split for either."""
+  t, sizes = cfg.train, []
+  dtype = jnp.int32 if dataset_spec(cfg.data.name).tokens else jnp.float32
+  for b in plan:
+    model = model_for(cfg, max(b), input_shape, num_classes)
+    size = memory.member_bytes_split(model, max(b), input_shape, batch, cfg.optim.name, dtype)
+    if t.sharpness or t.hessian_trace or t.noise_scale:
+      loops = bool(t.sharpness) * (2 if cfg.optim.name in ADAM_LIKE else 1) + bool(t.hessian_trace)
+      need = memory.monitor_bytes(model, max(b), input_shape, t.monitor_batch, cfg.optim.name, dtype, loops,
+                                  t.noise_scale)
+      size = size._replace(transient=max(size.transient, need))
+    sizes.append(size)
+  return sizes
+
+
+def batch_size(cfg: cfglib.Config, ds) -> int:
+  return cfg.train.batch_size or len(ds.y_train)  # 0: full batch
+
+
+class Bucket:
+  """Members padded to one width: their stacked state, hyperparameters, labels and compiled programs.
+
+  `members` places the member axis (one device, or NamedSharding over a mesh), `data` is the dataset placed
+  for it. With a sharded member axis the bucket is padded with copies of its last member to a multiple of the
+  device count; only the first len(member_ids) members are ever reported."""
+
+  def __init__(self, job: Job, member_ids: list[int], data, ds, members: jax.sharding.Sharding,
+               replicated: jax.sharding.Sharding, eval_batch: int | None = None):
+    cfg = job.config
+    self.member_ids = member_ids
+    self.replicated = replicated
+    self.width = max(job.members[i]['model.width'] for i in member_ids)
+    self.spec = StepSpec(model_for(cfg, self.width, ds.input_shape, ds.num_classes), cfg.optim.name,
+                         batch_size(cfg, ds), ds.num_classes, eval_batch or cfg.train.eval_batch,
+                         strategy(cfg, self.width), cfg.train.map_batch, ds.preprocess, ds.task, cfg.train.keep_best,
+                         cfg.optim.schedule,
+                         cfg.train.epochs * (len(ds.y_train) // batch_size(cfg, ds)),
+                         cfg.train.collapse and ds.task == 'classify',
+                         ds.modes if model_spec(cfg.model.name).linear else 0, cfg.train.sharpness,
+                         cfg.train.hessian_trace, cfg.train.noise_scale, cfg.train.monitor_batch)
+    sharded = isinstance(members, jax.sharding.NamedSharding)
+    self.fns = bucket_fns(self.spec, members if sharded else None)
+    n_dev = len(members.device_set)
+    padded_ids = member_ids + [member_ids[-1]] * (-len(member_ids) % n_dev if sharded else 0)
+    self.rows = padded_ids  # the member in each row of the stacked state
+    self.hp = jax.device_put(stack_hp([job.members[i] for i in padded_ids]), members)
+    self.data = data
+    self.state = self.fns.init(self.hp, self.data['x_train'][0])
+    self.labels = self.fns.labels(self.hp, self.data['y_train'])
+
+  def train_epoch(self, epoch: int):
+    self.state, loss = self.fns.epoch(*self._epoch_args(epoch))
+    return loss
+
+  def _epoch_args(self, epoch: int) -> tuple:
+    return self.state, self.hp, self.labels, self.data['x_train'], jax.device_put(np.int32(epoch), self.replicated)
+
+  def _evaluate_args(self) -> tuple:
+    d = self.data
+    return self.state, self.hp, self.labels, d['x_train'], d['x_test'], d['y_test']
+
+  def compiled_bytes(self, evaluation: bool = True) -> tuple[int, int] | None:
+    """Temporary device bytes of this bucket's compiled training epoch and (if `evaluation`, else 0) evaluation, as
+    XLA accounts them; None if the backend reports nothing. Compiles them now; the run's calls reuse the
+    compilations."""
+    programs = [(self.fns.epoch, self._epoch_args(0))] + [(self.fns.evaluate, self._evaluate_args())] * evaluation
+    compiled = [fn.lower(*args).compile() for fn, args in programs]
+    try:
+      analyses = [c.memory_analysis() for c in compiled]
+    except Exception:  # noqa: BLE001 - a backend without memory figures: nothing to check
+      return None
+    if any(a is None for a in analyses):
+      return None
+    return analyses[0].temp_size_in_bytes, analyses[1].temp_size_in_bytes if evaluation else 0
+
+  def evaluate(self, epoch: int) -> dict[str, jax.Array]:
+    """Dispatches the evaluation (and, with keep_best, the update of the best parameters); the metrics stay on
+    the device until read."""
+    metrics = self.fns.evaluate(*self._evaluate_args())
+    if self.spec.keep_best:
+      self.state = self.fns.remember_best(self.state, metrics['test_loss'],
+                                          jax.device_put(np.int32(epoch), self.replicated))
+      metrics = dict(metrics, best_epoch=self.state['best']['epoch'], best_test_loss=self.state['best']['loss'])
+    return metrics
+
+
+def placement(cfg: cfglib.Config) -> str:
+  """'shard' (member axis over all devices) or 'bucket' (whole buckets onto devices)."""
+  if cfg.train.placement != 'auto':
+    return cfg.train.placement
+  if jax.process_count() > 1:
+    return 'shard'  # one SPMD program over every host's devices
+  return 'bucket' if jax.default_backend() == 'cpu' or jax.local_device_count() == 1 else 'shard'
+
+
+def make_buckets(job: Job, ds, plan: list[list[int]], cost, log=print,
+                 measured: dict[int, memory.MemberBytes] | None = None, rounds: int = 3,
+                 check: str = 'train+eval') -> list[Bucket]:
+  """Buckets of the member indices of `job` (widths grouped as in `plan`), placed on the local devices.
+
+  Buckets are sized by the estimate (memory.py), then their programs are compiled and XLA's own figure for each
+  training step and evaluation is checked against the budget: if one is over (the estimate was low on this
+  device), the buckets are made again from the compiled figures (`measured`, per planned bucket), at most
+  `rounds` times. `check`: 'train+eval', 'train' (only the training step is compiled and checked) or 'none'. The
+  run's calls reuse these compilations."""
+  cfg = job.config
+  arrays = {'x_train': ds.x_train, 'y_train': ds.y_train, 'x_test': ds.x_test, 'y_test': ds.y_test}
+  shard = placement(cfg) == 'shard'
+  devices = jax.devices() if shard else jax.local_devices()  # shard: every process's devices, one global mesh
+  # Per device: the dataset (a copy on each), every member's resident state (spread evenly), then what the
+  # running bucket's step needs; a bucket whose step does not fit in what is left is split.
+  sizes = member_sizes(cfg, plan, ds.input_shape, ds.num_classes, batch_size(cfg, ds))
+  sizes = [(measured or {}).get(p, size) for p, size in enumerate(sizes)]
+  resident = sum(len(b) * size.resident for b, size in zip(plan, sizes)) / len(devices)
+  # Every process sizes the same buckets of one program: from the smallest budget (its own devices' memory) of all.
+  budget = (float(parallel.agree(memory.budget_bytes(cfg.train.memory_gb, jax.local_devices()[0]), 'min'))
+            - sum(a.nbytes for a in arrays.values()) - resident)
+  if budget <= 0:
+    log(f'warning: the members\' state alone (about {gib(resident)} per device) exceeds the memory '
+        f'budget; every bucket is split to its smallest')
+  per_device = lambda n: -(-n // len(devices)) if shard else n  # members of a bucket of n on one device
+  groups, chunks_of, planned = [], [], []  # member groups, each one's evaluation chunk and planned bucket
+  eval_batch = min(cfg.train.eval_batch, max(len(ds.y_train), len(ds.y_test)))
+  for p, (b, group, size) in enumerate(zip(plan, group_members(job, plan), sizes)):
+    chunks = memory.split_to_fit(group, size.transient, budget, len(devices) if shard else 1)
+    if len(chunks) > 1:
+      log(f'bucket of width {max(b)}: {len(b)} members\' training steps need about '
+          f'{gib(len(b) * size.transient)}, more than the {gib(max(budget, 0))} left per device: '
+          f'split into {len(chunks)} buckets')
+    for chunk in chunks:
+      groups.append(chunk)
+      planned.append(p)
+      chunks_of.append(memory.eval_chunk(eval_batch, per_device(len(chunk)), size.eval_per_example, budget))
+      if chunks_of[-1] < eval_batch:
+        log(f'bucket of width {max(b)} ({len(chunk)} members): evaluation in chunks of {chunks_of[-1]} examples '
+            f'({eval_batch} would need about {gib(per_device(len(chunk)) * eval_batch * size.eval_per_example)})')
+  single = None
+  if shard:
+    mesh = jax.sharding.Mesh(np.asarray(devices), ('members',))
+    members = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('members'))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    data = jax.device_put(arrays, replicated)
+    buckets = [Bucket(job, g, data, ds, members, replicated, c) for g, c in zip(groups, chunks_of)]
+  else:
+    widths = [max(job.members[i]['model.width'] for i in g) for g in groups]
+    where = parallel.assign([len(g) * cost(w) for g, w in zip(groups, widths)], len(devices))
+    single = {d: jax.sharding.SingleDeviceSharding(devices[d]) for d in set(where)}
+    data = {d: jax.device_put(arrays, sh) for d, sh in single.items()}  # the dataset once per device used
+    buckets = [Bucket(job, g, data[w], ds, single[w], single[w], c) for g, w, c in zip(groups, where, chunks_of)]
+  if budget <= 0 or check == 'none':
+    return buckets
+  figures = [b.compiled_bytes(check == 'train+eval') or (np.nan, np.nan) for b in buckets]
+  # each process's compilation: the largest figure decides for all (every process gathers, then all decide alike)
+  figures = parallel.agree(figures, 'max')
+  if np.isnan(figures).any():  # a backend that reports no memory figures
+    return buckets
+  over = {}  # planned bucket -> XLA's (training bytes per member, evaluation bytes per member and example), where over
+  for b, p, (step, evaluation) in zip(buckets, planned, figures.tolist()):
+    n = per_device(len(b.rows))
+    if step > budget or evaluation > budget:
+      log(f'bucket of width {b.width} ({len(b.member_ids)} members): XLA\'s compiled programs need '
+          f'{gib(step)} to train and {gib(evaluation)} to evaluate, more than the {gib(budget)} left per device '
+          f'(estimated: {gib(n * sizes[p].transient)} and {gib(n * b.spec.eval_batch * sizes[p].eval_per_example)})'
+          + (': its buckets are made again from XLA\'s figures' if rounds else '; it may not fit'))
+      t, e = over.get(p, (0.0, 0.0))
+      over[p] = (max(t, 1.1 * step / n if step > budget else 0.0),
+                 max(e, 1.1 * evaluation / (n * b.spec.eval_batch) if evaluation > budget else 0.0))
+  if not over or not rounds:
+    return buckets
+  measured = dict(measured or {})
+  for p, (t, e) in over.items():
+    size, grow = measured.get(p, sizes[p]), 1.2 if p in measured else 1.0  # over again: at least 20% more
+    measured[p] = memory.MemberBytes(size.resident, max(t, grow * size.transient) if t else size.transient,
+                                     max(e, grow * size.eval_per_example) if e else size.eval_per_example)
+  buckets = b = data = single = None  # their state and data go before the new buckets take theirs
+  return make_buckets(job, ds, plan, cost, log, measured=measured, rounds=rounds - 1, check=check)
+
+
+def gib(n: float) -> str:
+  """Bytes for a log line: GiB, or MiB below a tenth of a GiB."""
+  return f'{n / 2**30:.2f} GiB' if n >= 2**30 / 10 else f'{n / 2**20:.1f} MiB'

@@ -1,0 +1,21 @@
+"""Typed configs, dotted `key=value` overrides, sweeps, YAML files and their validation.
+
+  schema      the dataclasses (one field per key), member / execution / later keys, run identity
+  grammar     `key=value` overrides, sweep values (a,b  a..b  range()  choice()), --zip groups
+  files       YAML config files
+  validation  ranges, model/data fit, each dataset's own options; --help's key table
+  compat      what a run trains (--resume's comparison) and the --rerun filter
+"""
+
+from ddjax.config.compat import rerun_conditions, rerun_filter, what_trains
+from ddjax.config.files import load_config_file
+from ddjax.config.grammar import apply_overrides, check_zip, parse_scalar, parse_values, parse_zip
+from ddjax.config.schema import (EXECUTION_KEYS, LATER_KEYS, MEMBER_KEYS, Config, ConfigError, DataConfig, ModelConfig,
+                                 OptimConfig, TrainConfig, choices_of, fields, flatten, get, identity, replace, to_dict,
+                                 to_json)
+from ddjax.config.validation import describe, train_examples, validate
+
+__all__ = ['EXECUTION_KEYS', 'LATER_KEYS', 'MEMBER_KEYS', 'Config', 'ConfigError', 'DataConfig', 'ModelConfig',
+           'OptimConfig', 'TrainConfig', 'apply_overrides', 'check_zip', 'choices_of', 'describe', 'fields', 'flatten',
+           'get', 'identity', 'load_config_file', 'parse_scalar', 'parse_values', 'parse_zip', 'replace',
+           'rerun_conditions', 'rerun_filter', 'to_dict', 'to_json', 'train_examples', 'validate', 'what_trains']

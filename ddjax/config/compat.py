@@ -1,0 +1,51 @@
+"""What a run trains, for --resume's comparison, and the --rerun filter of member configs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Sequence
+
+from ddjax.config.grammar import parse_values
+from ddjax.config.schema import EXECUTION_KEYS, Config, ConfigError, fields, flatten, get, identity
+
+
+def what_trains(config: dict[str, Any], sweep: dict[str, list], zips: Sequence[Sequence[str]]) -> dict[str, Any]:
+  """What a run trains, as {key: value} to compare two runs by (a run record's config dict, sweep and zip groups):
+  the fixed keys, and each swept key's values or each zip group's value tuples in a canonical order ('sweep of a
+  with b' -> [[a0, b0], [a1, b1], ...] sorted), since members are found by run id, not by position. Execution-only
+  keys are left out."""
+  config, sweep = json.loads(json.dumps(config, default=str)), json.loads(json.dumps(sweep, default=str))
+  keys = {k: v for k, v in identity(flatten(config)).items() if k not in sweep}
+  zipped = set()
+  for group in map(sorted, zips):
+    if all(k in sweep for k in group):
+      zipped.update(group)
+      if not all(k in EXECUTION_KEYS for k in group):
+        keys[f'sweep of {" with ".join(group)}'] = sorted(
+            (list(p) for p in zip(*(sweep[k] for k in group))), key=json.dumps)
+  for key, values in sweep.items():
+    if key not in zipped and key not in EXECUTION_KEYS:
+      keys[f'sweep of {key}'] = sorted(values, key=json.dumps)
+  return keys
+
+
+def rerun_conditions(items: list[str]) -> list[tuple[str, list]]:
+  """--rerun key=value items (values as in a sweep) as (key, allowed values), one per item. Raises ConfigError for
+  an unknown key or a bad value."""
+  known = fields(Config())
+  conditions = []
+  for item in items:
+    key, eq, text = item.partition('=')
+    key = key.strip()
+    if not eq or key not in known:
+      raise ConfigError(f"bad --rerun {item!r}: expected key=value with a known key"
+                        + (f" (unknown key {key!r})" if eq else ''))
+    values = parse_values(key, known[key], text)
+    conditions.append((key, values if isinstance(values, list) else [values]))
+  return conditions
+
+
+def rerun_filter(items: list[str]) -> Callable[[Config], bool]:
+  """--rerun key=value: a member matches when every key has one of the given values (rerun_conditions)."""
+  conditions = rerun_conditions(items)
+  return lambda member_cfg: all(get(member_cfg, k) in vs for k, vs in conditions)

@@ -1,0 +1,124 @@
+"""Checks that types cannot express: ranges of values, a model that fits its dataset, each dataset's own options
+(its registered validator), and batch sizes that fit the training set. Also --help's table of keys."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+
+from ddjax.config.schema import MEMBER_KEYS, Config, ConfigError, DataConfig, choices_of, fields, get
+
+
+def validate(cfg: Config, sweep: dict[str, list]) -> None:
+  """Checks ranges that types cannot express, for the base config and every swept value."""
+  rules = {
+      'model.width': (lambda v: v >= 1, 'must be >= 1'),
+      'data.noise': (lambda v: 0.0 <= v < 1.0, 'must be in [0, 1)'),
+      'data.train_split': (lambda v: 0.0 < v < 1.0, 'must be in (0, 1)'),
+      'data.num_samples': (lambda v: v >= 20, 'must be >= 20'),
+      'optim.lr': (lambda v: v > 0, 'must be > 0'),
+      'optim.wd': (lambda v: v >= 0, 'must be >= 0'),
+      'train.epochs': (lambda v: v >= 1, 'must be >= 1'),
+      'train.batch_size': (lambda v: v >= 0, 'must be >= 0 (0: full batch)'),
+      'data.p': (lambda v: v >= 2, 'must be >= 2'),
+      'data.workers': (lambda v: v >= 0, 'must be >= 0'),
+      'model.depth': (lambda v: v >= 1, 'must be >= 1'),
+      'model.init_scale': (lambda v: v > 0 and math.isfinite(v),
+                           'must be a finite number > 0 (every parameter at init times it)'),
+      'data.dim': (lambda v: v >= 1, 'must be >= 1'),
+      'train.flush_seconds': (lambda v: v >= 0, 'must be >= 0'),
+      'train.eval_points': (lambda v: v >= 1, 'must be >= 1'),
+      'train.eval_every': (lambda v: v >= 0, 'must be >= 0'),
+      'train.eval_batch': (lambda v: v >= 1, 'must be >= 1'),
+      'train.map_batch': (lambda v: v >= 1, 'must be >= 1'),
+      'train.map_from': (lambda v: v >= 0, 'must be >= 0 (0: off)'),
+      'train.bucket_ratio': (lambda v: v >= 1.0, 'must be >= 1'),
+      'train.max_buckets': (lambda v: v >= 1, 'must be >= 1'),
+      'train.memory_gb': (lambda v: v >= 0, 'must be >= 0'),
+      'train.checkpoint_every': (lambda v: v >= 0, 'must be >= 0'),
+      'train.checkpoint_minutes': (lambda v: v >= 0, 'must be >= 0'),
+      'train.checkpoint_keep': (lambda v: v >= 1, 'must be >= 1'),
+      'train.sharpness': (lambda v: v >= 0, 'must be >= 0 (power-iteration steps; 0: off)'),
+      'train.hessian_trace': (lambda v: v >= 0, 'must be >= 0 (probes; 0: off)'),
+      'train.monitor_batch': (lambda v: v >= 2, 'must be >= 2'),
+  }
+  seed_ok = (lambda v: v is None or 0 <= v < 2 ** 31, 'must be in [0, 2^31)')
+  rules.update({k: seed_ok for k in ('seed', 'model.seed', 'train.batch_seed', 'data.noise_seed', 'data.seed')})
+  rules.update({k: (lambda v: 0.0 <= v < 1.0, 'must be in [0, 1)') for k in ('optim.b1', 'optim.b2')})
+  rules['optim.momentum'] = (lambda v: 0.0 <= v <= 1.0, 'must be in [0, 1]')
+  rules['optim.eps'] = (lambda v: v >= 0, 'must be >= 0')
+  rules['optim.warmup'] = (lambda v: v >= 0, 'must be >= 0 (steps; 0: no warmup)')
+  for key, (ok, what) in rules.items():
+    for v in sweep.get(key, [get(cfg, key)]):
+      if not ok(v):
+        raise ConfigError(f"bad value {v!r} for {key}: {what}")
+  from ddjax.data.registry import DATASETS
+  from ddjax.nn.registry import MODELS
+  for data in sweep.get('data.name', [cfg.data.name]):
+    spec = DATASETS[data]
+    for model in sweep.get('model.name', [cfg.model.name]):
+      if spec.inputs not in MODELS[model].inputs:
+        takes = [name for name, d in DATASETS.items() if d.inputs in MODELS[model].inputs]
+        raise ConfigError(f"model.name={model} does not fit data.name={data}: {model} takes {', '.join(takes)}")
+    for aug in sweep.get('data.augment', [cfg.data.augment]):
+      if aug == 'crop_flip' and spec.inputs != 'image':
+        raise ConfigError(f"bad value 'crop_flip' for data.augment: {data} has no images (allowed: auto, none)")
+    if spec.task == 'regress':
+      for on in sweep.get('train.collapse', [cfg.train.collapse]):
+        if on:
+          raise ConfigError(f'bad value True for train.collapse: {data} is a regression task, with no classes to '
+                            'collapse (allowed: false)')
+      for noise in sweep.get('data.noise', [cfg.data.noise]):
+        if noise:
+          raise ConfigError(f"bad value {noise!r} for data.noise: {data} is a regression task (allowed: 0)")
+  # Each combination of the data keys (member keys aside): the dataset's own checks, then the batch size.
+  keys = [k for k in fields(cfg) if k.startswith('data.') and k not in MEMBER_KEYS]
+  for values in itertools.product(*(sweep.get(k, [get(cfg, k)]) for k in keys)):
+    data = dataclasses.replace(cfg.data, **{k.split('.')[1]: v for k, v in zip(keys, values)})
+    spec = DATASETS[data.name]
+    if spec.validate is not None:
+      try:
+        spec.validate(data)
+      except ValueError as e:
+        raise ConfigError(str(e)) from None
+    n_train = spec.train_examples(data)
+    for b in sweep.get('train.batch_size', [cfg.train.batch_size]):
+      if n_train is not None and b > n_train:
+        raise ConfigError(f"bad value {b!r} for train.batch_size: larger than the {n_train} training examples")
+
+
+def train_examples(data: DataConfig) -> int | None:
+  """Training examples a data config gives (None where only loading tells: cifar10)."""
+  from ddjax.data.registry import DATASETS
+  return DATASETS[data.name].train_examples(data)
+
+
+def describe(cfg: Config, sweep: dict[str, list]) -> str:
+  """One line per key: name, current value or sweep, help text (for --help). A dataset's own options come after
+  the other keys, under its name; each model's options are named in model.name's line."""
+  from ddjax.data.registry import DATASETS
+  from ddjax.nn.registry import MODELS
+  known = fields(cfg)
+  owner = {f'data.{o}': name for name, spec in DATASETS.items() for o in spec.options}
+  pad = max(map(len, known))
+
+  def line(key: str) -> str:
+    f = known[key]
+    value = sweep.get(key, get(cfg, key))
+    shown = ','.join(map(str, value)) if isinstance(value, list) else str(value)
+    if len(shown) > 40:
+      shown = shown[:37] + '...'
+    tag = ' [member axis]' if key in MEMBER_KEYS else ''
+    choices = f" (one of: {', '.join(map(str, choices_of(f)))})" if choices_of(f) else ''
+    return f"  {key:<{pad}} {shown:<40} {f.metadata.get('help', '')}{choices}{tag}"
+
+  lines = [line(k) for k in known if k not in owner]
+  for name, spec in DATASETS.items():
+    if spec.options:
+      lines.append(f'  options of data.name={name}:')
+      lines += [line(f'data.{o}') for o in spec.options if f'data.{o}' in known]
+  lines.append('  models (model.name): ' + '; '.join(
+      f"{n}{' (' + ', '.join('model.' + o for o in m.options) + ')' if m.options else ''}" for n, m in MODELS.items()))
+  lines.append('  datasets (data.name): ' + ', '.join(DATASETS))
+  return '\n'.join(lines)

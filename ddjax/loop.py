@@ -1,0 +1,184 @@
+"""The epoch loop of a job: train every bucket an epoch at a time, evaluate at log points, write rows and
+checkpoints, stop cleanly on a signal; and the loop over a sweep's jobs (skipping members already complete)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from tqdm.auto import tqdm
+
+from ddjax import config as cfglib
+from ddjax import results
+from ddjax.buckets import Bucket, conv_form, job_plan, make_buckets, placement, strategy_label
+from ddjax.checkpoint import Checkpoints
+from ddjax.data import load_dataset
+from ddjax.members import Job, padded_ratio
+from ddjax.parallel import agree_flags, sync, writer
+from ddjax.store import device_name, job_id, member_config, member_rows, run_id, versions
+
+
+def eval_epochs(epochs: int, points: int, every: int) -> list[int]:
+  """Log-spaced epochs 1..epochs (the last always included), plus every `every` epochs."""
+  grid = {int(round(e)) for e in np.logspace(0, math.log10(epochs), points)} if epochs > 1 else set()
+  if every:
+    grid |= set(range(every, epochs + 1, every))
+  return sorted(grid | {epochs})
+
+
+def _postfix(rows: list[dict[str, Any]]) -> str:
+  """Mean train and test error (or loss, for regression) over members, for the progress bar."""
+  metric = 'error' if 'train_error' in rows[0] else 'loss'
+  train, test = (np.nanmean([r[f'{split}_{metric}'] for r in rows]) for split in ('train', 'test'))
+  return f'train {metric} {train:.3g} test {metric} {test:.3g} (mean over members)'
+
+
+class Interrupted(Exception):
+  """Training stopped on SIGTERM/SIGINT after checkpointing; `--resume` continues it."""
+
+  def __init__(self, signum: int, job: int | None, epoch: int | None):
+    where = (f'after epoch {epoch} of job {job + 1}' if epoch is not None else
+             f'before job {job + 1}' if job is not None else 'in every worker')
+    super().__init__(f'stopped by signal {signum} {where}; checkpoints saved')
+    self.signum, self.job, self.epoch = signum, job, epoch
+
+
+def _metric_rows(job: Job, buckets: list[Bucket], epoch: int, ids: list[str], attempt: int) -> list[dict[str, Any]]:
+  metrics = [b.evaluate(epoch) for b in buckets]  # every device evaluates before the host reads
+  if jax.process_count() > 1:  # members sharded over hosts: every process gathers all of them
+    metrics = multihost_utils.process_allgather(metrics, tiled=True)
+  metrics = jax.device_get(metrics)
+  # (rows past len(member_ids) are the copies that pad a sharded bucket: never reported)
+  rows = []
+  for b, m in zip(buckets, metrics):
+    for j, i in enumerate(b.member_ids):
+      row = {'run_id': ids[i], 'attempt': attempt, 'epoch': epoch}
+      for k, v in m.items():
+        row[k] = bool(v[j]) if k == 'diverged' else int(v[j]) if k in ('diverged_step', 'best_epoch') else float(v[j])
+      rows.append(row)
+  return rows
+
+
+def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=print, fresh: bool = False,
+            stop=None, bar_position: int = 0, logger=None) -> None:
+  """Trains every member of `job` and writes its part files and checkpoints under `out` (named by the job's id).
+
+  Continues from the newest readable checkpoint of this job (same members) unless `fresh`, which starts over as a
+  new attempt whose rows replace the old ones. When `stop` becomes true (a signal), saves a checkpoint after the
+  current epoch and raises Interrupted."""
+  cfg = job.config
+  t0 = time.time()
+  ids = [run_id(member_config(job, i)) for i in range(len(job.members))]
+  jid = job_id(ids)
+  ds = load_dataset(cfg.data)
+  plan, cost = job_plan(job, ds.input_shape, ds.num_classes)
+  widths = [w for b in plan for w in b]
+  log(f'job {job.index + 1}/{n_jobs} {job.static or ""}: {len(job.members)} members in {len(plan)} buckets '
+      f'padded to {[max(b) for b in plan]}; padded/useful FLOPs {padded_ratio(plan, cost):.3f} '
+      f'(one bucket: {padded_ratio([widths], cost):.3f}); conv={conv_form(cfg)}, strategy={strategy_label(cfg)}, '
+      f'devices={jax.device_count()} ({placement(cfg)})'
+      + (f', {jax.process_count()} processes' if jax.process_count() > 1 else ''))
+  buckets = make_buckets(job, ds, plan, cost, log)
+  ckpt_dir = out / 'checkpoints' / jid
+  if fresh:
+    if writer():
+      shutil.rmtree(ckpt_dir, ignore_errors=True)
+    sync('fresh-' + jid)
+  ckpt = Checkpoints(ckpt_dir, cfg.train.checkpoint_keep)
+  layout = [[int(ids[i], 16) for i in b.rows] for b in buckets]  # members by run id, whatever the sweep's order
+  widths = [b.width for b in buckets]
+  start, before_s, attempt = 0, 0.0, time.time_ns()
+  if (restored := ckpt.restore([b.state for b in buckets], layout, log)) is not None:
+    start, states, before_s, attempt = restored
+    for b, st in zip(buckets, states):
+      b.state = st
+    log(f'job {job.index + 1}/{n_jobs}: resumed after epoch {start}')
+  meta = {'job_id': jid, 'attempt': attempt, 'complete': False, 'versions': json.dumps(versions()),
+          'device': device_name(), 'wall_time_s': float('nan'), 'padded_ratio': padded_ratio(plan, cost),
+          **dict(ds.info)}
+  if writer():
+    results.write_members(out, jid, member_rows(job, buckets, meta))
+  elapsed = lambda: before_s + time.time() - t0
+
+  epochs = cfg.train.epochs
+  evals = set(eval_epochs(epochs, cfg.train.eval_points, cfg.train.eval_every))
+  bar = tqdm(range(start + 1, epochs + 1), desc=f'job {job.index + 1}/{n_jobs}', unit='epoch', initial=start,
+             total=epochs, disable=not progress or not writer(), file=sys.stderr, dynamic_ncols=True, mininterval=1.0,
+             position=bar_position)
+  pending, last_save, rows = None, time.time(), []
+  buffered, last_flush = [], time.time()
+
+  def flush():  # buffered evaluation rows -> one part file named by its last epoch
+    nonlocal buffered, last_flush
+    if buffered and writer():
+      results.write_curves(out, jid, buffered[-1]['epoch'], buffered)
+    buffered, last_flush = [], time.time()
+
+  try:
+    for epoch in bar:
+      losses = [b.train_epoch(epoch - 1) for b in buckets]  # epoch index e-1 seeds the order of epoch e
+      if pending is not None:
+        jax.block_until_ready(pending)  # keep one epoch in flight so the bar and ETA stay true
+      pending = losses
+      if epoch in evals:
+        rows = _metric_rows(job, buckets, epoch, ids, attempt)
+        buffered += rows
+        if logger is not None:
+          logger.log(rows, epoch)
+        bar.set_postfix_str(_postfix(rows))
+      every, minutes = cfg.train.checkpoint_every, cfg.train.checkpoint_minutes
+      save = stop or epoch == epochs or (every and epoch % every == 0) or (
+          minutes and time.time() - last_save >= 60 * minutes)
+      save, stopping = agree_flags(bool(save), bool(stop))  # a save or stop on any process of a multi-host run
+      if save or time.time() - last_flush >= cfg.train.flush_seconds:
+        flush()  # before the checkpoint: rows past a checkpoint are recomputed identically on resume
+      if save:
+        ckpt.save(epoch, [b.state for b in buckets], layout, widths, elapsed(), attempt)
+        last_save = time.time()
+      if stopping and epoch < epochs:
+        raise Interrupted(stop.signal or signal.SIGTERM, job.index, epoch)
+  finally:
+    bar.close()
+    ckpt.close()
+  meta['wall_time_s'], meta['complete'] = elapsed(), True
+  if writer():
+    results.write_members(out, jid, member_rows(job, buckets, meta))
+  diverged = sum(int(r['diverged']) for r in rows)  # rows of the last evaluation (none if resumed when done)
+  log(f'job {job.index + 1}/{n_jobs} done in {meta["wall_time_s"]:.1f} s'
+      + (f' (training time of every attempt; {time.time() - t0:.1f} s in this one)' if before_s else '')
+      + (f'; {diverged} member(s) diverged and were frozen' if diverged else ''))
+
+
+Rerun = Callable[[cfglib.Config], bool] | list[str] | None
+
+
+def run_jobs(jobs: list[Job], n_jobs: int, out: Path, progress: bool = True, log=print, rerun: Rerun = None,
+             stop=None, bar_position: int = 0, logger=None, rerun_before: int | None = None) -> None:
+  """Trains the members of `jobs` that `out` does not hold complete, and those that `rerun` selects (a filter of
+  member configs, or --rerun key=value strings) whose newest attempt started before `rerun_before` (ns; default
+  now): so an interrupted rerun, run again, continues instead of starting over."""
+  if isinstance(rerun, list):
+    rerun = cfglib.rerun_filter(rerun) if rerun else None
+  status = results.member_status(out)  # run id -> (newest attempt, finished)
+  cutoff = rerun_before if rerun_before is not None else time.time_ns()
+  for job in jobs:
+    if agree_flags(bool(stop))[0]:  # a signal during the previous job's last epoch: its work is saved, start no new one
+      raise Interrupted(stop.signal or signal.SIGTERM, job.index, None)
+    configs = [member_config(job, i) for i in range(len(job.members))]
+    ids = [run_id(c) for c in configs]
+    again = [rerun is not None and rerun(c) and status.get(r, (0, False))[0] < cutoff for c, r in zip(configs, ids)]
+    todo = [i for i, r in enumerate(ids) if not status.get(r, (0, False))[1] or again[i]]
+    if len(todo) < len(configs):
+      log(f'job {job.index + 1}/{n_jobs}: {len(configs) - len(todo)} of {len(configs)} members already '
+          f'complete in {out}' + ('; skipped' if not todo else ''))
+    if todo:
+      run_job(job.subset(todo), out, n_jobs, progress, log, any(again), stop, bar_position, logger)
