@@ -207,6 +207,8 @@ def member_variables(out: Path, run: str, which: str = 'best') -> tuple[dict[str
   """One member's {'params', 'batch_stats'} (member `run`: its run id) from the newest checkpoint of its job: at
   its lowest test loss (which='best', runs with train.keep_best) or at the checkpoint's epoch ('last'); with the
   width they are padded to (the bucket's). Apply them with make_model(..., that width) and the member's width."""
+  from ddjax import plugins
+  plugins.load_recorded(out)  # a plugin's model: make_model must know it to apply what this returns
   table = results.load(out)
   rows = table[table['run_id'] == run]
   if rows.empty:

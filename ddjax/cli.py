@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from ddjax import config as cfglib
+from ddjax import plugins
 from ddjax.members import expand
 
 
@@ -53,6 +54,17 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
          report: Callable[[Path], Path] | None = None) -> Path | None:
   """Parses argv, validates everything before any work, runs the sweep, then calls `after(out)` (and with
   --report, `report(out)`, which returns the report's path)."""
+  argv = list(sys.argv[1:] if argv is None else argv)
+  try:  # before the parser: the models and datasets plugins register are keys' choices and --help's lines
+    loaded = plugins.load_all(plugins.from_argv(argv))
+    out_given = next((Path(a.split('=', 1)[1]) if a.startswith('--out=') else Path(argv[i + 1])
+                      for i, a in enumerate(argv) if a.startswith('--out=') or (a == '--out' and i + 1 < len(argv))),
+                     None)
+    if out_given is not None:  # a store run with plugins: import them again
+      plugins.load_recorded(out_given)
+      loaded += [r for r in plugins.recorded(out_given) if r['sha256'] not in {x['sha256'] for x in loaded}]
+  except plugins.PluginError as e:
+    _fail(str(e))
   default = next(iter(presets))
   keys_help = '\n'.join(f'  --preset {p}: {pr.about}' for p, pr in presets.items())
   parser = _Parser(
@@ -80,6 +92,9 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
   parser.add_argument('--rerun', action='append', default=[], metavar='key=value',
                       help='train members matching key=value again even if complete; newest rows win (repeatable)')
   parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+  parser.add_argument('--plugin', action='append', default=[], metavar='FILE.py',
+                      help='import FILE.py first: the models and datasets it registers can be used (repeatable; '
+                           'recorded in run.json, imported again by later commands on the store)')
   for flag in flags:
     parser.add_argument(f'--{flag.name}', help=flag.help)
   if report:
@@ -153,7 +168,7 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
   if (duplicate := duplicate_members(jobs)) is not None:
     _fail(duplicate)
   created = not out.exists()
-  record = dict(run_record(cfg, sweep, jobs), zip=zips, argv=list(argv if argv is not None else sys.argv[1:]))
+  record = dict(run_record(cfg, sweep, jobs), zip=zips, argv=argv, plugins=loaded)
   try:
     path = run(cfg, sweep, jobs, out, progress=not args.no_progress, rerun=args.rerun or None, record=record,
                workers=args.workers,
@@ -163,7 +178,7 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
       shutil.rmtree(out, ignore_errors=True)  # nothing of value was written: leave nothing behind
     _fail(str(e))
   except Interrupted as e:
-    given = list(argv if argv is not None else sys.argv[1:]) + ([] if args.out else ['--out', str(out)])
+    given = argv + ([] if args.out else ['--out', str(out)])
     again = ' '.join(shlex.quote(a) for a in given if a != '--resume')
     print(f'{e}; continue with the same command: python -m experiments.{name} {again}', file=sys.stderr)
     raise SystemExit(128 + e.signum) from None

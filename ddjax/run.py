@@ -48,7 +48,8 @@ def run(cfg: cfglib.Config, sweep: dict[str, list], jobs: list[Job], out: Path, 
     if callable(rerun):
       raise ValueError('with workers > 1, pass rerun as key=value strings')
     from ddjax.workers import run_workers
-    if (signum := run_workers(jobs, out, workers, progress, log, rerun, rerun_before)) is not None:
+    plugin_paths = [p['path'] for p in record.get('plugins', [])]
+    if (signum := run_workers(jobs, out, workers, progress, log, rerun, rerun_before, plugin_paths)) is not None:
       raise Interrupted(signum, None, None)
   else:
     logger = None

@@ -28,7 +28,7 @@ def _gpus() -> list[str]:
 
 
 def _worker(k: int, n: int, gpus: list[str], jobs, out: str, rerun_items, rerun_before, progress: bool, queue,
-            failures) -> None:
+            failures, plugin_paths: list[str]) -> None:
   os.setpgrp()  # signals come from the parent only, once (a terminal's Ctrl-C reaches the parent alone)
   if os.environ.pop('DDJAX_PARENT_NO_PREALLOCATE', None):
     os.environ.pop('XLA_PYTHON_CLIENT_PREALLOCATE', None)  # the parent kept its GPU memory free; workers need it
@@ -37,7 +37,8 @@ def _worker(k: int, n: int, gpus: list[str], jobs, out: str, rerun_items, rerun_
   else:
     os.environ['XLA_FLAGS'] = (f"{os.environ.get('XLA_FLAGS', '')} "
                                f"--xla_force_host_platform_device_count={max(1, (os.cpu_count() or 1) // n)}")
-  from ddjax import loop
+  from ddjax import loop, plugins
+  plugins.load_all(plugin_paths)  # the models and datasets the jobs name
   from ddjax.checkpoint import StopRequested
   log = lambda msg: print(f'[worker {k}] {msg}', flush=True)
   with StopRequested() as stop:
@@ -55,7 +56,7 @@ def _worker(k: int, n: int, gpus: list[str], jobs, out: str, rerun_items, rerun_
 
 
 def run_workers(jobs, out: Path, workers: int, progress: bool = True, log=print, rerun_items=None,
-                rerun_before: int | None = None) -> int | None:
+                rerun_before: int | None = None, plugin_paths: list[str] = ()) -> int | None:
   """Runs `jobs` in `workers` processes; returns the signal number if the run was stopped by one, else None.
 
   Raises RuntimeError naming the failed jobs if a worker failed."""
@@ -72,8 +73,9 @@ def run_workers(jobs, out: Path, workers: int, progress: bool = True, log=print,
   log(f'{len(jobs)} jobs in {workers} worker processes ' + (f'(one per GPU: {", ".join(gpus[:workers])})' if gpus
                                                              else f'(CPU: {max(1, (os.cpu_count() or 1) // workers)} '
                                                                   f'device(s) each)'))
-  procs = [ctx.Process(target=_worker, args=(k, workers, gpus, jobs, str(out), rerun_items, rerun_before, progress,
-                                             queue, failures), daemon=False) for k in range(workers)]
+  args = lambda k: (k, workers, gpus, jobs, str(out), rerun_items, rerun_before, progress, queue, failures,
+                    list(plugin_paths))
+  procs = [ctx.Process(target=_worker, args=args(k), daemon=False) for k in range(workers)]
   stopped = []
 
   def forward(signum, frame):

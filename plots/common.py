@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ddjax import config as cfglib  # noqa: E402
-from ddjax import results  # noqa: E402
+from ddjax import plugins, results  # noqa: E402
 
 SEED_KEYS = ('seed', 'model.seed', 'train.batch_seed', 'data.noise_seed')
 
@@ -123,16 +123,29 @@ def save(fig, path: Path) -> Path:
   return path
 
 
+def add_plugin_option(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument('--plugin', action='append', default=[], metavar='FILE.py',
+                      help='import FILE.py first (the store\'s own plugins, from its run.json, are imported anyway)')
+
+
+def load_plugins(args) -> None:
+  """The --plugin files, then the plugins the store was run with; raises plugins.PluginError (one line)."""
+  plugins.load_all(args.plugin)
+  plugins.load_recorded(args.results_dir)
+
+
 def main(module: str, doc: str, plot_all, nothing: str | None = None) -> None:
   """The command line of a plotting module, `python -m MODULE RESULTS_DIR [--out DIR]`: prints the figures that
   plot_all(results_dir, out) wrote; `nothing` is the error when it wrote none."""
   parser = argparse.ArgumentParser(prog=f'python -m {module}', description=doc.split('\n')[0])
   parser.add_argument('results_dir', type=Path)
   parser.add_argument('--out', type=Path, help='where to write the figures (default: RESULTS_DIR)')
+  add_plugin_option(parser)
   args = parser.parse_args()
   try:
+    load_plugins(args)
     paths = plot_all(args.results_dir, args.out)
-  except FileNotFoundError as e:
+  except (FileNotFoundError, plugins.PluginError) as e:
     parser.exit(2, f'error: {e}\n')
   if not paths and nothing:
     parser.exit(2, f'error: {args.results_dir} {nothing}\n')

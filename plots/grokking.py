@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 
 from ddjax import analysis, results
+from ddjax.plugins import PluginError
 from plots import monitors
-from plots.common import SEED_KEYS, load, plt, save, series_keys
+from plots.common import SEED_KEYS, add_plugin_option, load, load_plugins, plt, save, series_keys
 
 WD = 'optim.wd'
 ACC_THRESHOLD, LOSS_THRESHOLD = 0.99, 1.0
@@ -220,10 +221,12 @@ def main(argv=None):
   parser.add_argument('--out', type=Path, help='where figures go (default: RESULTS_DIR)')
   parser.add_argument('--report', action='store_true', help='also write report.md')
   parser.add_argument('--threshold', type=float, help='accuracy (or log2-MSE) threshold of the analysis')
+  add_plugin_option(parser)
   args = parser.parse_args(argv)
   try:
+    load_plugins(args)
     table = analyse(args.results_dir, args.threshold)
-  except FileNotFoundError as e:
+  except (FileNotFoundError, PluginError) as e:
     parser.exit(2, f'error: {e}\n')
   for line in summary_lines(table):
     print(line)
