@@ -9,7 +9,8 @@ bucket's padded width. A run resumed with other buckets (another memory budget, 
 setting, or the sweep's values in another order) moves every member's state into its new bucket and row: each
 array's leading (active) block is copied, and padding a member did not have before starts at zero. Masked
 parameters and optimizer moments are zero anyway; masked channels' running statistics differ from a fresh
-bucket's but are never read (their output is multiplied by a zero mask).
+bucket's but are never read (their output is multiplied by a zero mask). A checkpoint written before a state leaf
+existed restores the same way, the new leaf at its init value.
 """
 
 from __future__ import annotations
@@ -78,8 +79,14 @@ class Checkpoints:
     if restored is None:
       return None
     if not same:
-      log(f'checkpoint at epoch {step} has buckets of {[len(ids) for ids in restored["layout"]]} members, now '
-          f'{[len(ids) for ids in layout]}: moving each member into its new bucket')
+      new = sorted({jax.tree_util.keystr(path) for state in states for path, _ in
+                    jax.tree_util.tree_flatten_with_path(state)[0] if not _has(restored['buckets'][0], path)})
+      if new:
+        log(f'checkpoint at epoch {step} has no {", ".join(new)} (written by an earlier ddjax): '
+            f'{"they start" if len(new) > 1 else "it starts"} at the init value')
+      if [len(ids) for ids in restored['layout']] != [len(ids) for ids in layout] or not new:
+        log(f'checkpoint at epoch {step} has buckets of {[len(ids) for ids in restored["layout"]]} members, now '
+            f'{[len(ids) for ids in layout]}: moving each member into its new bucket')
       restored['buckets'] = relayout(restored['buckets'], restored['layout'], states, layout)
     return step, list(restored['buckets']), float(restored['elapsed_s']), int(restored['attempt'])
 
@@ -135,13 +142,16 @@ def relayout(old: list, old_layout: list, like: list, layout: list[list[int]]) -
   """Bucket states shaped and placed like `like` (rows: the members of `layout`), filled from the host states
   `old` as orbax restores them without a target (rows: the members of `old_layout`). Each member's arrays are
   copied on the block both shapes share: widths pad every axis at its end, so the block holds the whole active
-  part; the rest is zero."""
+  part; the rest is zero. A leaf the old states lack (a state leaf newer than the checkpoint) keeps `like`'s value,
+  its init."""
   where = {}
   for b, ids in enumerate(old_layout):
     for r, i in enumerate(np.asarray(ids).tolist()):
       where.setdefault(i, (b, r))
 
   def fill(rows, path, x):
+    if not all(_has(old[b], path) for b, _ in rows):  # a leaf newer than the checkpoint: its init value
+      return x
     host = np.zeros(x.shape, x.dtype)
     for row, (b, r) in enumerate(rows):
       y = _at(old[b], path)[r]
@@ -163,6 +173,15 @@ def _same_shapes(stored: list, states: list) -> bool:
   return len(stored) == len(states) and all(
       shape_at(old, path) == tuple(x.shape)
       for old, state in zip(stored, states) for path, x in jax.tree_util.tree_flatten_with_path(state)[0])
+
+
+def _has(tree, path) -> bool:
+  """Whether a restored tree has a leaf at a key path of the live one."""
+  try:
+    _at(tree, path)
+  except (KeyError, IndexError, TypeError, AttributeError):
+    return False
+  return True
 
 
 def _at(tree, path):

@@ -70,3 +70,29 @@ def test_an_earlier_store_resumes_exactly(tmp_path, capsys, uninterrupted):
   assert list(kept['attempt']) == list(complete['attempt'])  # skipped: not trained again
   assert after['complete'].all()
   assert_same_numbers(after, uninterrupted)
+
+
+def test_a_state_leaf_newer_than_the_checkpoint_starts_at_its_init(tmp_path, capsys, monkeypatch, uninterrupted):
+  """A later ddjax adds a leaf to the train state: the fixture's checkpoint still resumes (not from scratch), the
+  leaf starts at its init value, and the numbers are those of the uninterrupted run."""
+  import jax.numpy as jnp
+  import orbax.checkpoint as ocp
+  from ddjax import train
+  init_member = train.init_member
+  monkeypatch.setattr(train, 'init_member', lambda *a: dict(init_member(*a), later_leaf=jnp.full((), 7.0)))
+  train.bucket_fns.cache_clear()  # programs built before the patch hold the old init
+  try:
+    out = tmp_path / 'store'
+    shutil.copytree(FIXTURE, out)
+    cli.main('double_descent', PRESETS, ARGV + ['--out', str(out), '--resume'])
+  finally:
+    train.bucket_fns.cache_clear()
+  said = capsys.readouterr().out
+  assert 'job 2/2: resumed after epoch 3' in said and "has no ['later_leaf']" in said
+  assert_same_numbers(member_table(out), uninterrupted)
+  job = results.load(out).query("`optim.name` == 'adam'")['job_id'].iloc[0]
+  manager = ocp.CheckpointManager((out / 'checkpoints' / job).absolute(), item_handlers=ocp.StandardCheckpointHandler())
+  saved = manager.restore(4, args=ocp.args.StandardRestore())  # the final checkpoint, with the new leaf
+  manager.close()
+  for bucket in saved['buckets']:
+    np.testing.assert_array_equal(bucket['later_leaf'], 7.0)
