@@ -111,21 +111,22 @@ class Bucket:
     n_dev = len(members.device_set)
     padded_ids = member_ids + [member_ids[-1]] * (-len(member_ids) % n_dev if sharded else 0)
     self.rows = padded_ids  # the member in each row of the stacked state
-    self.hp = jax.device_put(stack_hp([job.members[i] for i in padded_ids]), members)
+    self.hp_M = jax.device_put(stack_hp([job.members[i] for i in padded_ids]), members)
     self.data = data
-    self.state = self.fns.init(self.hp, self.data['x_train'][0])
-    self.labels = self.fns.labels(self.hp, self.data['y_train'])
+    self.state_M = self.fns.init(self.hp_M, self.data['x_train'][0])
+    self.labels_MxN = self.fns.labels(self.hp_M, self.data['y_train'])
 
   def train_epoch(self, epoch: int):
-    self.state, loss = self.fns.epoch(*self._epoch_args(epoch))
+    self.state_M, loss = self.fns.epoch(*self._epoch_args(epoch))
     return loss
 
   def _epoch_args(self, epoch: int) -> tuple:
-    return self.state, self.hp, self.labels, self.data['x_train'], jax.device_put(np.int32(epoch), self.replicated)
+    epoch = jax.device_put(np.int32(epoch), self.replicated)
+    return self.state_M, self.hp_M, self.labels_MxN, self.data['x_train'], epoch
 
   def _evaluate_args(self) -> tuple:
     d = self.data
-    return self.state, self.hp, self.labels, d['x_train'], d['x_test'], d['y_test']
+    return self.state_M, self.hp_M, self.labels_MxN, d['x_train'], d['x_test'], d['y_test']
 
   def compiled_bytes(self, evaluation: bool = True) -> tuple[int, int] | None:
     """Temporary device bytes of this bucket's compiled training epoch and (if `evaluation`, else 0) evaluation, as
@@ -146,19 +147,29 @@ class Bucket:
     the device until read."""
     metrics = self.fns.evaluate(*self._evaluate_args())
     if self.spec.keep_best:
-      self.state = self.fns.remember_best(self.state, metrics['test_loss'],
+      self.state_M = self.fns.remember_best(self.state_M, metrics['test_loss'],
                                           jax.device_put(np.int32(epoch), self.replicated))
-      metrics = dict(metrics, best_epoch=self.state['best']['epoch'], best_test_loss=self.state['best']['loss'])
+      best = self.state_M['best']
+      metrics = dict(metrics, best_epoch=best['epoch'], best_test_loss=best['loss'])
     return metrics
 
 
-def placement(cfg: cfglib.Config) -> str:
-  """'shard' (member axis over all devices) or 'bucket' (whole buckets onto devices)."""
+def placement(cfg: cfglib.Config, n_buckets: int) -> str:
+  """'shard' (member axis over all devices) or 'bucket' (whole buckets onto devices) for a job of `n_buckets`.
+
+  auto: on one CPU process, whole buckets onto devices while there are at least as many buckets as devices (each
+  bucket's step keeps about one core busy, and no program waits on another: benchmarks/placement.py), else shard,
+  so that a job of fewer buckets (grokking's one, deep linear networks') leaves no core idle; on several
+  accelerators, or several processes, always shard."""
   if cfg.train.placement != 'auto':
     return cfg.train.placement
   if jax.process_count() > 1:
     return 'shard'  # one SPMD program over every host's devices
-  return 'bucket' if jax.default_backend() == 'cpu' or jax.local_device_count() == 1 else 'shard'
+  if jax.local_device_count() == 1:
+    return 'bucket'
+  if jax.default_backend() == 'cpu':
+    return 'shard' if n_buckets < jax.local_device_count() else 'bucket'
+  return 'shard'
 
 
 def make_buckets(job: Job, ds, plan: list[list[int]], cost, log=print,
@@ -173,7 +184,7 @@ def make_buckets(job: Job, ds, plan: list[list[int]], cost, log=print,
   run's calls reuse these compilations."""
   cfg = job.config
   arrays = {'x_train': ds.x_train, 'y_train': ds.y_train, 'x_test': ds.x_test, 'y_test': ds.y_test}
-  shard = placement(cfg) == 'shard'
+  shard = placement(cfg, len(plan)) == 'shard'
   devices = jax.devices() if shard else jax.local_devices()  # shard: every process's devices, one global mesh
   # Per device: the dataset (a copy on each), every member's resident state (spread evenly), then what the
   # running bucket's step needs; a bucket whose step does not fit in what is left is split.

@@ -85,7 +85,7 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
   log(f'job {job.index + 1}/{n_jobs} {job.static or ""}: {len(job.members)} members in {len(plan)} buckets '
       f'padded to {[max(b) for b in plan]}; padded/useful FLOPs {padded_ratio(plan, cost):.3f} '
       f'(one bucket: {padded_ratio([widths], cost):.3f}); conv={conv_form(cfg)}, strategy={strategy_label(cfg)}, '
-      f'devices={jax.device_count()} ({placement(cfg)})'
+      f'devices={jax.device_count()} ({placement(cfg, len(plan))})'
       + (f', {jax.process_count()} processes' if jax.process_count() > 1 else ''))
   buckets = make_buckets(job, ds, plan, cost, log)
   ckpt_dir = out / 'checkpoints' / jid
@@ -97,10 +97,10 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
   layout = [[int(ids[i], 16) for i in b.rows] for b in buckets]  # members by run id, whatever the sweep's order
   widths = [b.width for b in buckets]
   start, before_s, attempt = 0, 0.0, time.time_ns()
-  if (restored := ckpt.restore([b.state for b in buckets], layout, log)) is not None:
+  if (restored := ckpt.restore([b.state_M for b in buckets], layout, log)) is not None:
     start, states, before_s, attempt = restored
     for b, st in zip(buckets, states):
-      b.state = st
+      b.state_M = st
     log(f'job {job.index + 1}/{n_jobs}: resumed after epoch {start}')
   meta = {'job_id': jid, 'attempt': attempt, 'complete': False, 'versions': json.dumps(versions()),
           'device': device_name(), 'wall_time_s': float('nan'), 'padded_ratio': padded_ratio(plan, cost),
@@ -142,7 +142,7 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
       if save or time.time() - last_flush >= cfg.train.flush_seconds:
         flush()  # before the checkpoint: rows past a checkpoint are recomputed identically on resume
       if save:
-        ckpt.save(epoch, [b.state for b in buckets], layout, widths, elapsed(), attempt)
+        ckpt.save(epoch, [b.state_M for b in buckets], layout, widths, elapsed(), attempt)
         last_save = time.time()
       if stopping and epoch < epochs:
         raise Interrupted(stop.signal or signal.SIGTERM, job.index, epoch)

@@ -129,13 +129,13 @@ def _loss(spec: StepSpec, params, batch_stats, hp, x, y, train: bool):
   return (loss, (jnp.argmax(out, -1) != y).astype(jnp.float32), weight), batch_stats
 
 
-def train_step(spec: StepSpec, state, hp, x_BxD, y_B, key=None):
+def train_step(spec: StepSpec, state, hp, x_B, y_B, key=None):
   """One optimizer step on a raw batch (preprocessed and, with `key`, augmented here); a member whose loss or
   parameters stop being finite is frozen and flagged."""
-  x_BxD = spec.preprocess(x_BxD, key)
+  x_B = spec.preprocess(x_B, key)  # (B, *input_shape)
 
   def loss_fn(params):
-    (loss_B, _, weight_B), batch_stats = _loss(spec, params, state['batch_stats'], hp, x_BxD, y_B, train=True)
+    (loss_B, _, weight_B), batch_stats = _loss(spec, params, state['batch_stats'], hp, x_B, y_B, train=True)
     return loss_B.sum() / jnp.maximum(weight_B.sum(), 1.0), batch_stats
 
   (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])

@@ -181,8 +181,8 @@ def test_sharded_bucket_lays_every_leaf_over_the_member_axis(tiny_mnist1d):
   cost = lambda w: w * w
   (bucket,) = make_buckets(job, tiny_mnist1d, [[2, 3, 4]], cost)
   bucket.train_epoch(0)
-  leaves = jax.tree.leaves(bucket.state)
-  assert any('count' in str(p) for p, _ in jax.tree_util.tree_leaves_with_path(bucket.state['opt']))
+  leaves = jax.tree.leaves(bucket.state_M)
+  assert any('count' in str(p) for p, _ in jax.tree_util.tree_leaves_with_path(bucket.state_M['opt']))
   for leaf in leaves:
     assert leaf.shape[0] == 4  # 3 members padded to a multiple of 2 devices
     assert isinstance(leaf.sharding, jax.sharding.NamedSharding) and leaf.sharding.spec[0] == 'members'
@@ -193,7 +193,7 @@ def test_sharded_bucket_lays_every_leaf_over_the_member_axis(tiny_mnist1d):
   a, b = jax.device_get(bucket.evaluate(1)), jax.device_get(single.evaluate(1))
   for k in ('train_loss', 'test_loss', 'weight_norm', 'best_test_loss'):
     np.testing.assert_allclose(a[k][:3], b[k], rtol=1e-5)
-  for leaf in jax.tree.leaves(bucket.state['best']):  # the best-validation copy is sharded like the rest
+  for leaf in jax.tree.leaves(bucket.state_M['best']):  # the best-validation copy is sharded like the rest
     assert leaf.sharding.spec[0] == 'members'
 
 

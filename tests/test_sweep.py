@@ -356,3 +356,21 @@ def test_an_interrupted_rerun_continues_when_run_again(small_store, tmp_path, mo
   final = results.load(out)
   assert final['complete'].all() and len(final) == 8 and set(adam) <= set(final['run_id'])
   assert curves(final) == curves(results.load(small_store))
+
+
+def test_auto_placement_shards_jobs_with_fewer_buckets_than_devices(tmp_path):
+  """On a CPU, train.placement=auto shards a job of one bucket over both devices (no idle core) and places a job of
+  two buckets whole; the sharded job's numbers match whole-bucket placement to float rounding (invariant 4)."""
+  import jax
+  from ddjax.buckets import placement
+  cfg, sweep, jobs = sweep_of('model.name=mlp', 'model.width=3', 'seed=0,1,2', 'train.epochs=3')
+  assert jax.local_device_count() == 2 and placement(cfg, 1) == 'shard' and placement(cfg, 2) == 'bucket'
+  said, tables = [], {}
+  for where in ('auto', 'bucket'):
+    c, s, j = sweep_of('model.name=mlp', 'model.width=3', 'seed=0,1,2', 'train.epochs=3', f'train.placement={where}')
+    tables[where] = results.load(runlib.run(c, s, j, tmp_path / where, progress=False, log=said.append).parent)
+  assert any('1 buckets' in str(m) and '(shard)' in str(m) for m in said)
+  a, b = (t.sort_values('seed').reset_index(drop=True) for t in (tables['auto'], tables['bucket']))
+  assert list(a['run_id']) == list(b['run_id'])  # placement is an execution key: the same members
+  for col in ('train_loss', 'test_loss', 'train_error', 'weight_norm'):
+    np.testing.assert_allclose(np.stack(a[col]), np.stack(b[col]), rtol=1e-5, atol=1e-7, err_msg=col)

@@ -50,7 +50,7 @@ def hutchinson_trace(loss_fn: Callable, params, key, probes: int = 10):
   return lax.map(one, jax.random.split(key, probes)).mean()
 
 
-def gradient_noise(example_loss_fn: Callable, params, x_BxD, y_B, weight_B=None, chunk: int | None = None) -> dict:
+def gradient_noise(example_loss_fn: Callable, params, x_B, y_B, weight_B=None, chunk: int | None = None) -> dict:
   """From the per-example gradients g_i of example_loss_fn(params, x_i, y_i) over the B examples with weight 1:
   trace_sigma = sum_i ||g_i - g_mean||^2 / (B - 1), grad_sq = ||g_mean||^2 - trace_sigma / B (an unbiased |G|^2)
   and noise_scale = trace_sigma / grad_sq (B_simple).
@@ -58,11 +58,11 @@ def gradient_noise(example_loss_fn: Callable, params, x_BxD, y_B, weight_B=None,
   weight_B: 1 for the examples that count, 0 for padding (default: every example). chunk: the per-example gradients
   of this many examples at a time (the batch must be a multiple of it; default: all at once), in two passes over the
   chunks, the mean and then the spread around it, so memory holds one chunk's gradients."""
-  total = x_BxD.shape[0]
+  total = x_B.shape[0]
   chunk = chunk or total
   weight_B = jnp.ones(total) if weight_B is None else weight_B
   split = lambda a: a.reshape(total // chunk, chunk, *a.shape[1:])
-  chunks = (split(x_BxD), split(y_B), split(weight_B))
+  chunks = (split(x_B), split(y_B), split(weight_B))
   per_example = jax.vmap(jax.grad(example_loss_fn), (None, 0, 0))
   b = weight_B.sum()
 

@@ -21,10 +21,10 @@ INPUT_KINDS = ('signal', 'image', 'grid', 'vector', 'tokens')
 class WidthMaskedModel(Protocol):
   """What the engine needs of a model. Construct with the fields below; every other field has a default.
 
-  The model is built padded to `max_width` and called per member as `model.apply(variables, x_BxD, width, train)`:
+  The model is built padded to `max_width` and called per member as `model.apply(variables, x_B, width, train)`:
   `width` is that member's (traced) active width, and the model masks its *parameters* with it (ddjax.nn.layers),
   so a member of width k computes exactly the dense width-k model (invariant 1) and its init uses its own fan-in
-  (invariant 2). `x_BxD` is a batch of the dataset's inputs (`input_shape` per example, already preprocessed); the
+  (invariant 2). `x_B` is a batch of the dataset's inputs (`input_shape` per example, already preprocessed); the
   output is (B, num_classes) logits, or regression outputs.
 
   Conventions the engine relies on:
