@@ -5,9 +5,9 @@ activations of one training batch: the outputs of every layer (from an abstract 
 `capture_intermediates`, nothing is computed) times a factor for what the backward pass keeps (normalised values,
 ReLU masks, and for the im2col form its patches). Evaluation keeps no activations for a backward pass, but runs
 larger batches: its peak is a few of the largest layer outputs (and the im2col patches of one), per example.
-tests/test_memory.py checks both estimates against XLA's own accounting of the compiled programs (measured on
-CPU: 0.9-1.8x of it for training; for evaluation 1.1-1.5x for ResNet18k and more for 1-D models, so a split comes
-early rather than late). Once compiled, buckets.make_buckets checks XLA's own figures too.
+tests/test_memory.py checks both estimates against XLA's own accounting of the compiled programs (the README gives
+the ratios); they err high, so a split comes early rather than late. Once compiled, buckets.make_buckets checks
+XLA's own figures too.
 """
 
 from __future__ import annotations
@@ -38,12 +38,6 @@ class MemberBytes(NamedTuple):
   resident: float
   transient: float
   eval_per_example: float
-
-
-def member_bytes(model, width: int, input_shape, batch_size: int, optimizer: str) -> float:
-  """Estimated bytes one member of `model` (padded to its max_width) needs while its bucket trains."""
-  sizes = member_bytes_split(model, width, input_shape, batch_size, optimizer)
-  return sizes.resident + sizes.transient
 
 
 def member_bytes_split(model, width: int, input_shape, batch_size: int, optimizer: str,

@@ -7,7 +7,7 @@ import pytest
 
 from ddjax import config as cfglib
 from ddjax.members import expand
-from ddjax.memory import member_bytes, member_bytes_split, split_to_fit
+from ddjax.memory import member_bytes_split, split_to_fit
 from ddjax.nn.models import make_model
 from ddjax.buckets import make_buckets
 from ddjax.train import StepSpec, _dataset_stats, init_member, train_step
@@ -70,6 +70,12 @@ def test_monitor_estimate_is_close_to_xla_accounting(name, width, shape, conv, m
   on = buckets.member_sizes(cfglib.replace(cfg, 'train.sharpness' if hessian else 'train.noise_scale',
                                            3 if hessian else True), [[width]], shape, 10, 32)[0]
   assert on.transient == max(plain.transient, estimate) and on.resident == plain.resident
+
+
+def member_bytes(model, width: int, input_shape, batch_size: int, optimizer: str) -> float:
+  """Estimated bytes one member of `model` (padded to its max_width) needs while its bucket trains."""
+  sizes = member_bytes_split(model, width, input_shape, batch_size, optimizer)
+  return sizes.resident + sizes.transient
 
 
 def under_budgets(ds, overrides, plan, room):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from ddjax.data import mheight as mh
+from tests import mheight_reference as ref
 
 
 def _random_P(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
@@ -46,20 +47,20 @@ def test_infinite_height(case):
 def test_tuples_match_lp_and_vertex(n, k, m):
   rng = np.random.default_rng([2, n, k, m])
   P = _random_P(rng, n, k)
-  ht, hl, hv = mh.height_tuples(P, m), mh.height_lp(P, m), mh.height_vertex(P, m)
+  ht, hl, hv = ref.height_tuples(P, m), mh.height_lp(P, m), mh.height_vertex(P, m)
   assert math.isfinite(ht) and _close(ht, hl) and _close(ht, hv), (P, ht, hl, hv)
 
 
 def test_tuples_on_float_and_infinite_codes():
   P = np.random.default_rng(3).normal(size=(2, 3))
-  assert _close(mh.height_tuples(P, 2), mh.height_vertex(P, 2))
+  assert _close(ref.height_tuples(P, 2), mh.height_vertex(P, 2))
   equal_rows = np.array([[4, -2, 9], [4, -2, 9]])
-  assert mh.height_tuples(equal_rows, 2) == math.inf == mh.height_vertex(equal_rows, 2)
-  assert mh.height_tuples(np.array([[0]]), 1) == math.inf  # [2,1] code G = [1 0]: every LP is infeasible
+  assert ref.height_tuples(equal_rows, 2) == math.inf == mh.height_vertex(equal_rows, 2)
+  assert ref.height_tuples(np.array([[0]]), 1) == math.inf  # [2,1] code G = [1 0]: every LP is infeasible
 
 
 def _heights(C: np.ndarray, m: int) -> np.ndarray:
-  return np.array([mh.codeword_height(c, m) for c in C])
+  return np.array([ref.codeword_height(c, m) for c in C])
 
 
 @pytest.mark.parametrize('n,k,m,integer', [(7, 3, 2, True), (9, 4, 3, True), (8, 4, 3, True), (7, 3, 2, False)])
@@ -71,7 +72,7 @@ def test_no_codeword_exceeds_the_height(n, k, m, integer):
   G = mh.generator_matrix(P)
   random_words = rng.normal(size=(2000, k)) @ G
   assert _heights(random_words, m).max() <= h * (1 + 1e-9)
-  vertex = _heights(mh.vertex_codewords(P), m)
+  vertex = _heights(ref.vertex_codewords(P), m)
   assert vertex.max() <= h * (1 + 1e-9)
   assert vertex.max() >= h * (1 - 1e-9)  # some vertex codeword reaches h_m
 
@@ -81,7 +82,7 @@ def test_two_one_code(a):
   """[2, 1] code G = [1 a]: its only codeword direction (1, a) has 1-height max(|a|, 1/|a|)."""
   P = np.array([[a]])
   want = max(abs(a), 1 / abs(a))
-  for got in (mh.height_vertex(P, 1), mh.height_lp(P, 1), mh.height_tuples(P, 1)):
+  for got in (mh.height_vertex(P, 1), mh.height_lp(P, 1), ref.height_tuples(P, 1)):
     assert math.isclose(got, want, rel_tol=1e-9)
   assert mh.height_vertex(np.array([[0.0]]), 1) == math.inf
 
@@ -97,12 +98,12 @@ def test_one_dimensional_codes_by_hand():
 
 def test_codeword_height():
   c = np.array([3.0, -1.0, 2.0, 0.0])
-  assert mh.codeword_height(c, 0) == 1.0
-  assert mh.codeword_height(c, 1) == 1.5
-  assert mh.codeword_height(c, 2) == 3.0
-  assert mh.codeword_height(c, 3) == math.inf
+  assert ref.codeword_height(c, 0) == 1.0
+  assert ref.codeword_height(c, 1) == 1.5
+  assert ref.codeword_height(c, 2) == 3.0
+  assert ref.codeword_height(c, 3) == math.inf
   with pytest.raises(ValueError):
-    mh.codeword_height(np.zeros(3), 1)
+    ref.codeword_height(np.zeros(3), 1)
 
 
 def test_heights_vertex_batched_shapes():

@@ -53,16 +53,6 @@ def generator_matrix(P: np.ndarray) -> np.ndarray:
   return np.concatenate([eye, P], axis=-1)
 
 
-def codeword_height(c: np.ndarray, m: int) -> float:
-  """|c|_(0) / |c|_(m) of one nonzero codeword (math.inf when |c|_(m) = 0)."""
-  a = np.sort(np.abs(np.asarray(c, dtype=np.float64)))[::-1]
-  if not 0 <= m < a.size:
-    raise ValueError(f'm={m} must lie in [0, {a.size - 1}]')
-  if a[0] == 0:
-    raise ValueError('the zero word has no height')
-  return math.inf if a[m] == 0 else float(a[0] / a[m])
-
-
 def _check(P: np.ndarray, m: int) -> tuple[np.ndarray, int, int]:
   P = np.asarray(P)
   if P.ndim < 2:
@@ -111,37 +101,6 @@ def height_lp(P: np.ndarray, m: int) -> float:
         return math.inf
       best = max(best, -low)
   return best
-
-
-def height_tuples(P: np.ndarray, m: int) -> float:
-  """h_m by enumerating (a, b, X, psi): a largest, b the m-th largest, X the m-1 between, psi the signs.
-
-  LP: max psi_a c_a s.t. psi_b c_b = 1, psi_a c_a >= 1, 1 <= psi_j c_j <= psi_a c_a (j in X), |c_j| <= 1 otherwise.
-  Every feasible c then has |c|_(m) = 1 and |c|_(0) = psi_a c_a, and every codeword with finite height is (after
-  scaling) feasible for its own tuple; an unbounded LP, or no feasible LP at all, means h_m is infinite.
-  Many more LPs than `height_lp`: for tests on tiny codes only.
-  """
-  P, n, k = _check(P, m)
-  G = generator_matrix(P).T  # (n, k): row j gives c_j = G[j] @ u
-  best, feasible = 1.0, False
-  for a, b in itertools.permutations(range(n), 2):
-    rest = [j for j in range(n) if j not in (a, b)]
-    for X in itertools.combinations(rest, m - 1):
-      others = [j for j in rest if j not in X]
-      for signs in itertools.product((1.0, -1.0), repeat=m):  # psi_b, then psi_j for j in X; psi_a = +1
-        psi_b, psi_x = signs[0], np.array(signs[1:])
-        rows = [-G[a][None]]                                       # c_a >= 1
-        rows += [-psi_x[:, None] * G[list(X)]]                     # psi_j c_j >= 1
-        rows += [psi_x[:, None] * G[list(X)] - G[a][None]]         # psi_j c_j <= c_a
-        rows += [G[others], -G[others]]                            # |c_j| <= 1
-        b_ub = np.concatenate([[-1.0], -np.ones(m - 1), np.zeros(m - 1), np.ones(2 * len(others))])
-        low = _linprog(-G[a], np.concatenate(rows), b_ub, psi_b * G[b][None], [1.0])
-        if low is None:
-          continue
-        if low == -math.inf:
-          return math.inf
-        best, feasible = max(best, -low), True
-  return best if feasible else math.inf
 
 
 # ---------------------------------------------------------------- vertex method (exact, fast)
@@ -241,17 +200,6 @@ def height_vertex(P: np.ndarray, m: int) -> float:
   return float(heights_vertex(np.asarray(P)[None], m)[0])
 
 
-def vertex_codewords(P: np.ndarray) -> np.ndarray:
-  """The candidate codewords s G_T^{-1} G of the vertex method for one code (k, n-k), by LAPACK: (count, n)."""
-  P = np.asarray(P)
-  k, r = P.shape
-  G = generator_matrix(P)
-  GT = np.moveaxis(G[:, list(itertools.combinations(range(k + r), k))], 0, 1)
-  GT = GT[_invertible(np.linalg.det(GT), GT, _is_integer(P))]
-  signs = np.array([(1.0,) + s for s in itertools.product((1.0, -1.0), repeat=k - 1)])
-  return (signs @ np.linalg.solve(GT, G[None])).reshape(-1, k + r)
-
-
 # ---------------------------------------------------------------- data set
 
 def _cache_path(n: int, k: int, m: int, count: int, seed: int) -> Path:
@@ -304,33 +252,3 @@ def sample_group(n: int, k: int, m: int, count: int, seed: int,
   except OSError:
     pass  # caching is an optimisation only
   return P, h
-
-
-def _timing(groups=((6, 3, 2), (9, 4, 2), (9, 5, 3), (10, 5, 2), (10, 6, 3), (9, 4, 5), (10, 4, 6)),
-            codes: int = 5, batch: int = 1000) -> None:
-  """Vertex vs LP method on a few random integer codes per group: ms per code and max |log2 h difference|.
-
-  'vertex ms' times one code per call, 'batched ms' `heights_vertex` on `batch` codes at once (in this process).
-  """
-  import time
-  height_lp(np.ones((2, 2), dtype=np.int8), 1)  # import scipy and warm HiGHS up outside the timings
-  print(f'{"group":>9} {"vertex ms":>10} {"batched ms":>11} {"LP ms":>9} {"LPs":>5} {"max|dlog2 h|":>13} {"inf":>4}')
-  for n, k, m in groups:
-    rng = np.random.default_rng([12345, n, k, m])
-    Ps = rng.integers(P_LOW, P_HIGH + 1, size=(codes, k, n - k)).astype(np.int8)
-    t0 = time.perf_counter()
-    hv = [height_vertex(P, m) for P in Ps]
-    t1 = time.perf_counter()
-    hl = [height_lp(P, m) for P in Ps]
-    t2 = time.perf_counter()
-    many = rng.integers(P_LOW, P_HIGH + 1, size=(batch, k, n - k)).astype(np.int8)
-    t3 = time.perf_counter()
-    heights_vertex(many, m)
-    t4 = time.perf_counter()
-    diff = max((0.0 if math.isinf(a) and math.isinf(b) else abs(math.log2(a) - math.log2(b))) for a, b in zip(hv, hl))
-    print(f'{f"{n}/{k}/{m}":>9} {1e3 * (t1 - t0) / codes:10.2f} {1e3 * (t4 - t3) / batch:11.3f} '
-          f'{1e3 * (t2 - t1) / codes:9.1f} {math.comb(n, m) * m:5d} {diff:13.2e} {sum(map(math.isinf, hv)):4d}')
-
-
-if __name__ == '__main__':
-  _timing()
