@@ -132,3 +132,12 @@ def test_toy_model_taps_are_its_hidden_layer(plugin):
   got = np.asarray(taps(model, variables, x, 3)['tanh'])
   np.testing.assert_allclose(got[:, :3], expected, rtol=1e-5, atol=1e-6)
   assert not got[:, 3:].any()  # masked channels are zero
+
+
+def test_worker_processes_import_the_plugin(plugin, tmp_path):
+  """--workers 2: each spawned worker imports the plugin before it trains a job of its model and dataset."""
+  out = tmp_path / 'store'
+  cli.main('double_descent', PRESETS, ['--plugin', str(plugin), *KEYS, 'optim.name=adam,sgd', 'train.epochs=2',
+                                       '--workers', '2', '--out', str(out)])
+  table = results.load(out)
+  assert len(table) == 4 and table['complete'].all() and set(table['optim.name']) == {'adam', 'sgd'}
