@@ -5,8 +5,9 @@ picks for each.
   python -m benchmarks.placement [--grok-epochs 300] [--demo-epochs 3] [--out benchmarks/results]
 
 Prints seconds per epoch of all members under each placement (compilation excluded: every program is compiled
-and run once before timing) and writes them as JSON. Run it on a quiet machine: the two placements are timed one
-after the other in this one run.
+and run once before timing), and the wall time of a whole run under each (1,000 grokking epochs, 12 demo epochs:
+planning, compilation, evaluations and part files included), and writes them as JSON. Run it on a quiet machine:
+the two placements are timed one after the other in this one run.
 """
 
 from __future__ import annotations
@@ -46,21 +47,41 @@ def time_placements(preset, overrides: list[str], epochs: int) -> dict:
   return out
 
 
+def time_run(preset, overrides: list[str], where: str, epochs: int) -> float:
+  """Wall seconds of a whole run (planning, compilation, training, evaluations, part files) under a placement."""
+  import tempfile
+  import time
+  from ddjax.run import run
+  cfg, sweep = cfglib.apply_overrides(preset.config, preset.sweep,
+                                      overrides + [f'train.epochs={epochs}', f'train.placement={where}'])
+  with tempfile.TemporaryDirectory() as out:
+    t = time.perf_counter()
+    run(cfg, sweep, expand(cfg, sweep), out, progress=False, log=lambda *a: None)
+    return time.perf_counter() - t
+
+
 def main(argv=None):
   from experiments.double_descent import PRESETS as DD
   from experiments.grokking import PRESETS as GROK
   parser = argparse.ArgumentParser(prog='python -m benchmarks.placement', description=__doc__.split('\n')[0])
   parser.add_argument('--grok-epochs', type=int, default=300, help='timed epochs of the grokking preset')
   parser.add_argument('--demo-epochs', type=int, default=3, help='timed epochs of the double-descent demo')
+  parser.add_argument('--grok-run-epochs', type=int, default=1000, help='epochs of the timed whole grokking run')
+  parser.add_argument('--demo-run-epochs', type=int, default=12, help='epochs of the timed whole demo run')
   parser.add_argument('--out', type=Path, default=Path('benchmarks/results'))
   args = parser.parse_args(argv)
   res = {'machine': f'{platform.machine()} {os.cpu_count()} cores, {device_name()}', 'versions': versions(),
          'grokking_default': time_placements(GROK['default'], [], args.grok_epochs),
          'double_descent_mnist1d': time_placements(DD['mnist1d'], [], args.demo_epochs)}
-  for name, r in res.items():
-    if isinstance(r, dict) and 'auto' in r:
-      print(f"{name}: {r['members']} members in {len(r['buckets'])} bucket(s); bucket {r['bucket_s_per_epoch']:.4f} "
-            f"s/epoch, shard {r['shard_s_per_epoch']:.4f} s/epoch; auto picks {r['auto']}")
+  for name, preset, epochs in (('grokking_default', GROK['default'], args.grok_run_epochs),
+                                ('double_descent_mnist1d', DD['mnist1d'], args.demo_run_epochs)):
+    r = res[name]
+    r['run_epochs'] = epochs
+    for where in ('bucket', 'shard'):
+      r[f'{where}_run_s'] = time_run(preset, [], where, epochs)
+    print(f"{name}: {r['members']} members in {len(r['buckets'])} bucket(s); per epoch (compiled, training only) "
+          f"bucket {r['bucket_s_per_epoch']:.4f} s, shard {r['shard_s_per_epoch']:.4f} s; a whole {epochs}-epoch "
+          f"run: bucket {r['bucket_run_s']:.1f} s, shard {r['shard_run_s']:.1f} s; auto picks {r['auto']}")
   write_result(args.out, f'placement-{jax.default_backend()}', res)
   return res
 
