@@ -315,7 +315,7 @@ def main(argv=None) -> dict:
       max_buckets) + [f'model.width={widths}', f'seed=0..{args.seeds - 1}' if args.seeds > 1 else 'seed=0',
       'data.name=synthetic_cifar10', f'data.num_samples={2 * n_train}', 'data.train_split=0.5'])
   job = expand(cfg, sweep)[0]
-  ds = image_dataset(cifar10.synthetic(n_train, 16, 0), cfg.data, 'crop_flip')
+  ds = image_dataset(cifar10.synthetic(n_train, 16, 0), 'crop_flip')
   model = make_model('resnet18k', max(m['model.width'] for m in job.members), ds.input_shape, 10, 'lax')
   member_widths = sorted(m['model.width'] for m in job.members)
   plan = plan_buckets(member_widths, model.macs, cfg.train.bucket_ratio, cfg.train.max_buckets)

@@ -9,8 +9,9 @@ bucket's padded width. A run resumed with other buckets (another memory budget, 
 setting, or the sweep's values in another order) moves every member's state into its new bucket and row: each
 array's leading (active) block is copied, and padding a member did not have before starts at zero. Masked
 parameters and optimizer moments are zero anyway; masked channels' running statistics differ from a fresh
-bucket's but are never read (their output is multiplied by a zero mask). A checkpoint written before a state leaf
-existed restores the same way, the new leaf at its init value.
+bucket's but are never read (their output is multiplied by a zero mask). A checkpoint written before a top-level
+state entry existed restores the same way, the new entry at its init value; a checkpoint that lacks a leaf inside an
+entry it has (a renamed layer's parameters) is refused.
 """
 
 from __future__ import annotations
@@ -79,12 +80,20 @@ class Checkpoints:
     if restored is None:
       return None
     if not same:
-      new = sorted({jax.tree_util.keystr(path) for state in states for path, _ in
-                    jax.tree_util.tree_flatten_with_path(state)[0] if not _has(restored['buckets'][0], path)})
-      if new:
+      missing = {(path[0].key, jax.tree_util.keystr(path)) for state in states
+                 for path, _ in jax.tree_util.tree_flatten_with_path(state)[0]
+                 if not _has(restored['buckets'][0], path)}
+      changed = sorted(p for top, p in missing if top in restored['buckets'][0])
+      if changed:  # parameters or optimizer state renamed: copying the rest and re-initialising these would be wrong
+        raise ValueError(f'checkpoint at epoch {step} in {self.manager.directory} has no {", ".join(changed)}, which '
+                         'the state it restores into has: the model or optimizer changed since it was written; '
+                         'resume it with the code that wrote it, or train these members again (--rerun)')
+      if missing:
+        new = sorted(p for _, p in missing)
         log(f'checkpoint at epoch {step} has no {", ".join(new)} (written by an earlier ddjax): '
             f'{"they start" if len(new) > 1 else "it starts"} at the init value')
-      if [len(ids) for ids in restored['layout']] != [len(ids) for ids in layout] or not new:
+      if not all(np.array_equal(a, b) for a, b in zip(restored['layout'], layout)) or len(restored['layout']) != \
+          len(layout):
         log(f'checkpoint at epoch {step} has buckets of {[len(ids) for ids in restored["layout"]]} members, now '
             f'{[len(ids) for ids in layout]}: moving each member into its new bucket')
       restored['buckets'] = relayout(restored['buckets'], restored['layout'], states, layout)
@@ -142,8 +151,8 @@ def relayout(old: list, old_layout: list, like: list, layout: list[list[int]]) -
   """Bucket states shaped and placed like `like` (rows: the members of `layout`), filled from the host states
   `old` as orbax restores them without a target (rows: the members of `old_layout`). Each member's arrays are
   copied on the block both shapes share: widths pad every axis at its end, so the block holds the whole active
-  part; the rest is zero. A leaf the old states lack (a state leaf newer than the checkpoint) keeps `like`'s value,
-  its init."""
+  part; the rest is zero. A leaf the old states lack (under a top-level key of the state newer than the
+  checkpoint; Checkpoints.restore refuses any other) keeps `like`'s value, its init."""
   where = {}
   for b, ids in enumerate(old_layout):
     for r, i in enumerate(np.asarray(ids).tolist()):

@@ -56,19 +56,18 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
   --report, `report(out)`, which returns the report's path)."""
   argv = list(sys.argv[1:] if argv is None else argv)
   try:  # before the parser: the models and datasets plugins register are keys' choices and --help's lines
-    loaded = plugins.load_all(plugins.from_argv(argv))
+    plugins.load_all(plugins.from_argv(argv))
     out_given = next((Path(a.split('=', 1)[1]) if a.startswith('--out=') else Path(argv[i + 1])
                       for i, a in enumerate(argv) if a.startswith('--out=') or (a == '--out' and i + 1 < len(argv))),
                      None)
     if out_given is not None:  # a store run with plugins: import them again
       plugins.load_recorded(out_given)
-      loaded += [r for r in plugins.recorded(out_given) if r['sha256'] not in {x['sha256'] for x in loaded}]
   except plugins.PluginError as e:
     _fail(str(e))
   default = next(iter(presets))
   keys_help = '\n'.join(f'  --preset {p}: {pr.about}' for p, pr in presets.items())
-  parser = _Parser(
-      prog=f'python -m experiments.{name}', formatter_class=argparse.RawDescriptionHelpFormatter,
+  parser = _Parser(  # no abbreviations: --plugin and --out are read before the parser (plugins.from_argv)
+      prog=f'python -m experiments.{name}', formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
       description=f'Presets:\n{keys_help}\n\nKeys (key=value; sweeps a,b,c  a..b  a..b..s) with the defaults of '
                   f'preset {default}:\n{cfglib.describe(presets[default].config, presets[default].sweep)}')
   parser.add_argument('--preset', help=f'one of: {", ".join(presets)} (default {default})')
@@ -168,7 +167,7 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
   if (duplicate := duplicate_members(jobs)) is not None:
     _fail(duplicate)
   created = not out.exists()
-  record = dict(run_record(cfg, sweep, jobs), zip=zips, argv=argv, plugins=loaded)
+  record = dict(run_record(cfg, sweep, jobs), zip=zips, argv=argv)
   try:
     path = run(cfg, sweep, jobs, out, progress=not args.no_progress, rerun=args.rerun or None, record=record,
                workers=args.workers,

@@ -64,6 +64,11 @@ def from_argv(argv: list[str]) -> list[str]:
   return found
 
 
+def loaded() -> list[dict[str, str]]:
+  """The records of every plugin this process imported, for run.json."""
+  return [{'path': path, 'sha256': sha} for path, sha in _LOADED.items()]
+
+
 def recorded(out: Path) -> list[dict[str, str]]:
   """The plugins run.json of the store `out` names ([] if none, or no store)."""
   try:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from ddjax import config as cfglib
-from ddjax import results
+from ddjax import plugins, results
 from ddjax.buckets import Bucket, conv_form, job_plan, make_buckets, member_sizes, placement  # noqa: F401
 from ddjax.checkpoint import StopRequested, member_variables  # noqa: F401
 from ddjax.loop import Interrupted, Rerun, eval_epochs, run_job, run_jobs  # noqa: F401
@@ -48,7 +48,7 @@ def run(cfg: cfglib.Config, sweep: dict[str, list], jobs: list[Job], out: Path, 
     if callable(rerun):
       raise ValueError('with workers > 1, pass rerun as key=value strings')
     from ddjax.workers import run_workers
-    plugin_paths = [p['path'] for p in record.get('plugins', [])]
+    plugin_paths = [p['path'] for p in record.get('plugins', plugins.loaded())]
     if (signum := run_workers(jobs, out, workers, progress, log, rerun, rerun_before, plugin_paths)) is not None:
       raise Interrupted(signum, None, None)
   else:

@@ -11,6 +11,7 @@ from typing import Any
 import jax
 
 from ddjax import config as cfglib
+from ddjax import plugins
 from ddjax.members import Job
 
 PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'numpy', 'orbax-checkpoint', 'pyarrow')
@@ -80,6 +81,7 @@ def member_rows(job: Job, buckets: list, meta: dict[str, Any]) -> list[dict[str,
 
 
 def run_record(cfg: cfglib.Config, sweep: dict[str, list], jobs: list[Job]) -> dict[str, Any]:
-  """What run.json holds; `--resume` requires the same config and sweep."""
+  """What run.json holds; `--resume` requires the same config and sweep. `plugins`: every plugin file this process
+  imported (worker processes and later commands import them again)."""
   return {'config': cfglib.to_dict(cfg), 'sweep': sweep, 'versions': versions(), 'device': device_name(),
-          'jobs': len(jobs), 'members': sum(len(j.members) for j in jobs)}
+          'jobs': len(jobs), 'members': sum(len(j.members) for j in jobs), 'plugins': plugins.loaded()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -129,9 +130,13 @@ def add_plugin_option(parser: argparse.ArgumentParser) -> None:
 
 
 def load_plugins(args) -> None:
-  """The --plugin files, then the plugins the store was run with; raises plugins.PluginError (one line)."""
+  """The --plugin files (a bad one raises plugins.PluginError, one line), then the plugins the store was run with:
+  figures read the table, not the models, so one that is missing is only a warning."""
   plugins.load_all(args.plugin)
-  plugins.load_recorded(args.results_dir)
+  try:
+    plugins.load_recorded(args.results_dir)
+  except plugins.PluginError as e:
+    print(f'warning: {e}', file=sys.stderr)
 
 
 def main(module: str, doc: str, plot_all, nothing: str | None = None) -> None:

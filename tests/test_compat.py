@@ -96,3 +96,25 @@ def test_a_state_leaf_newer_than_the_checkpoint_starts_at_its_init(tmp_path, cap
   manager.close()
   for bucket in saved['buckets']:
     np.testing.assert_array_equal(bucket['later_leaf'], 7.0)
+
+
+def test_a_checkpoint_without_a_renamed_layer_is_refused(tmp_path):
+  """A leaf missing inside an entry the checkpoint has (here a renamed output layer) is not a new state leaf: restoring
+  refuses, naming it, rather than training on with that layer re-initialised."""
+  import jax
+  import orbax.checkpoint as ocp
+  from ddjax.checkpoint import Checkpoints
+  shutil.copytree(FIXTURE, tmp_path / 'store')
+  job = results.load(tmp_path / 'store').query("`optim.name` == 'adam'")['job_id'].iloc[0]
+  directory = tmp_path / 'store' / 'checkpoints' / job
+  manager = ocp.CheckpointManager(directory.absolute(), item_handlers=ocp.StandardCheckpointHandler())
+  saved = manager.restore(3, args=ocp.args.StandardRestore())
+  manager.close()
+  states = jax.device_put([dict(b, params={('out' if k == 'head' else k): v for k, v in b['params'].items()})
+                           for b in saved['buckets']])
+  ckpt = Checkpoints(directory)
+  try:
+    with pytest.raises(ValueError, match=r"has no \['params'\]\['out'\]\['bias'\], \['params'\]\['out'\]\['kernel'\]"):
+      ckpt.restore(states, [list(np.asarray(ids)) for ids in saved['layout']], log=lambda *a: None)
+  finally:
+    ckpt.close()

@@ -57,11 +57,11 @@ KEYS = ['model.name=toy_net', 'data.name=toy_blobs', 'model.width=2,4', 'seed=0'
         '--no-progress']
 
 
-def forget(path):
-  """This process forgets the plugin, as a new process would."""
+def forget(path=None):
+  """This process forgets the plugin (from any path), as a new process would."""
   MODELS.pop('toy_net', None)
   DATASETS.pop('toy_blobs', None)
-  plugins._LOADED.pop(str(path), None)
+  plugins._LOADED.clear()
 
 
 @pytest.fixture()
@@ -104,6 +104,8 @@ def test_a_plugin_model_and_dataset_train_and_the_store_remembers_them(plugin, t
 @pytest.mark.parametrize('content,needle', [
     ('raise RuntimeError("boom")', 'importing it failed: RuntimeError: boom'),
     (PLUGIN, 'model.name=cnn1d does not fit data.name=toy_blobs: cnn1d takes mnist1d'),
+    ('from ddjax.nn.registry import register_model\nregister_model("mlp", inputs=("vector",))(dict)',
+     "model 'mlp' is already registered by ddjax.nn.models: choose another name"),  # a plugin never replaces one
 ])
 def test_plugin_errors_are_one_line(content, needle, tmp_path, capsys):
   path = tmp_path / 'bad.py'

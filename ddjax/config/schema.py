@@ -96,8 +96,8 @@ class TrainConfig:
   compute_dtype: str = _f('float32', 'dtype of dense and conv compute (parameters, norms and loss stay float32)',
                           ('float32', 'bfloat16'))
   placement: str = _f('auto', 'bucket: whole buckets onto devices; shard: every bucket over all devices; '
-                      'auto: on a CPU bucket when a job has as many buckets as devices, else shard; shard on several '
-                      'accelerators', ('auto', 'bucket', 'shard'))
+                      'auto: on a CPU bucket when a job has at least as many buckets as devices, else shard; shard '
+                      'on several accelerators', ('auto', 'bucket', 'shard'))
   bucket_ratio: float = _f(1.25, 'target padded/useful FLOP ratio of the width buckets')
   max_buckets: int = _f(8, 'most width buckets (compiled programs) per job')
   memory_gb: float = _f(0.0, 'device memory a bucket may use, GiB (0: 90% of the accelerator, half the RAM on CPU)')

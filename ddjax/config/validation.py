@@ -114,11 +114,11 @@ def describe(cfg: Config, sweep: dict[str, list]) -> str:
     return f"  {key:<{pad}} {shown:<40} {f.metadata.get('help', '')}{choices}{tag}"
 
   lines = [line(k) for k in known if k not in owner]
+  lines.append('\nModels (model.name=NAME; registered in ddjax/nn or by --plugin):')
+  for name, m in MODELS.items():
+    lines.append(f'  {name:<{pad}} {m.help}')
+  lines.append('\nDatasets (data.name=NAME; registered in ddjax/data or by --plugin), with their own options:')
   for name, spec in DATASETS.items():
-    if spec.options:
-      lines.append(f'  options of data.name={name}:')
-      lines += [line(f'data.{o}') for o in spec.options if f'data.{o}' in known]
-  lines.append('  models (model.name): ' + '; '.join(
-      f"{n}{' (' + ', '.join('model.' + o for o in m.options) + ')' if m.options else ''}" for n, m in MODELS.items()))
-  lines.append('  datasets (data.name): ' + ', '.join(DATASETS))
+    lines.append(f'  {name:<{pad}} {spec.help}')
+    lines += ['  ' + line(f'data.{o}') for o in spec.options if f'data.{o}' in known]
   return '\n'.join(lines)

@@ -60,9 +60,9 @@ def mnist1d(num_samples: int = 5000, train_split: float = 0.8, seed: int = 42) -
   return ds
 
 
-def image_dataset(arrays, data_cfg, default_augment: str) -> Dataset:
-  """CIFAR-style uint8 images with CIFAR-10's normalisation and the configured augmentation."""
-  augment = default_augment if data_cfg.augment == 'auto' else data_cfg.augment
+def image_dataset(arrays, augment: str = 'none') -> Dataset:
+  """CIFAR-style uint8 images with CIFAR-10's normalisation (load_dataset sets the augmentation data.augment asks
+  for)."""
   return Dataset(*arrays, num_classes=10, preprocess=Preprocess(cifar10.MEAN, cifar10.STD, augment))
 
 
@@ -82,14 +82,14 @@ def _cifar10_available(d) -> None:
                   help='CIFAR-10 from data.dir (the python version) or a prepared tensorflow-datasets directory')
 def _load_cifar10(d) -> Dataset:
   arrays = cifar10.load_local(d.dir) if d.dir else cifar10.load_tfds()
-  return image_dataset(arrays, d, 'crop_flip')
+  return image_dataset(arrays)
 
 
 @register_dataset('synthetic_cifar10', shape=lambda d: ((32, 32, 3), 10), inputs='image', augment='crop_flip',
                   help='CIFAR-shaped random images with learnable labels, for tests and smoke runs')
 def _load_synthetic_cifar10(d) -> Dataset:
   n_train = int(d.num_samples * d.train_split)
-  return image_dataset(cifar10.synthetic(n_train, d.num_samples - n_train, d.seed), d, 'crop_flip')
+  return image_dataset(cifar10.synthetic(n_train, d.num_samples - n_train, d.seed))
 
 
 MODULAR_OPS = {'add': lambda a, b, p: (a + b) % p, 'sub': lambda a, b, p: (a - b) % p,

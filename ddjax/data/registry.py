@@ -7,6 +7,7 @@ register a dataset too. Built-in datasets register in ddjax.data.datasets and dd
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -49,7 +50,7 @@ class DatasetSpec:
   validate: Callable[[Any], None] | None = None   # raises ValueError('bad value ... for data.KEY: why')
   train_examples: Callable[[Any], int | None] = split_examples  # None where only loading tells
   check_available: Callable[[Any], None] | None = None  # cheap check before any work; raises DataMissing
-  augment: str = 'none'                           # what data.augment=auto means for it
+  augment: str = 'none'                           # what data.augment=auto means for it (load_dataset applies it)
   help: str = ''
 
   @property
@@ -70,6 +71,9 @@ def register_dataset(name: str, *, shape: Callable, inputs: str, task: str = 'cl
     raise ValueError(f"dataset {name}: task must be 'classify' or 'regress', not {task!r}")
 
   def register(load):
+    old = DATASETS.get(name)
+    if old is not None and old.load.__module__ != load.__module__:  # the same file imported again may re-register
+      raise ValueError(f'dataset {name!r} is already registered by {old.load.__module__}: choose another name')
     DATASETS[name] = DatasetSpec(name, load, shape, inputs, task, tuple(options), validate,
                                  train_examples or split_examples, check_available, augment, help)
     return load
@@ -83,8 +87,14 @@ def dataset_spec(name: str) -> DatasetSpec:
 
 
 def load_dataset(data_cfg) -> Dataset:
-  """The dataset a config names. Raises DataMissing (a message for the user) if it is not there."""
-  return dataset_spec(data_cfg.name).load(data_cfg)
+  """The dataset a config names, with the augmentation data.augment asks for (auto: its spec's default). Raises
+  DataMissing (a message for the user) if it is not there."""
+  spec = dataset_spec(data_cfg.name)
+  ds = spec.load(data_cfg)
+  augment = spec.augment if data_cfg.augment == 'auto' else data_cfg.augment
+  if augment != ds.preprocess.augment:
+    ds = dataclasses.replace(ds, preprocess=dataclasses.replace(ds.preprocess, augment=augment))
+  return ds
 
 
 def dataset_shape(data_cfg) -> tuple[tuple[int, ...], int]:

@@ -18,8 +18,8 @@ from ddjax.nn.registry import make_model, register_model, tap  # noqa: F401 - ma
 FLAT = ('signal', 'image', 'grid', 'vector')  # inputs a model that flattens them can read
 
 
-@register_model('mlp', inputs=FLAT, options=('depth',), help='flattened input -> depth x [Dense(n), ReLU] -> Dense '
-                '(depth: hidden layers)')
+@register_model('mlp', inputs=FLAT, options=('depth',),
+                help='flattened input -> depth x [Dense(n), ReLU] -> Dense; model.depth: hidden layers')
 class MLP(nn.Module):
   """x (B, D) -> [Dense(width) -> ReLU] x depth -> Dense(num_classes). With linear=True the layers have no biases and
   nothing between them: a deep linear network (Saxe et al. 2014), x -> x K_1 ... K_{depth+1}, whose end-to-end map
@@ -125,8 +125,8 @@ class EmbedMLP(nn.Module):
     return 2 * width * width + width * self.num_classes
 
 
-@register_model('resmlp', inputs=FLAT, options=('depth',), help='residual MLP with LayerNorm (depth: residual '
-                'blocks)')
+@register_model('resmlp', inputs=FLAT, options=('depth',), help='residual MLP with LayerNorm; model.depth: '
+                'residual blocks')
 class ResMLP(nn.Module):
   """Flattened input -> Dense(width) -> depth x [h + Dense(ReLU(Dense(LayerNorm(h))))] -> LayerNorm -> ReLU ->
   Dense(num_classes): a residual MLP with LayerNorm (the m-height regressor's MLP variant)."""
@@ -291,7 +291,8 @@ def _transformer(**kw):
 
 
 @register_model('deep_linear', inputs=('vector', 'signal', 'grid'), options=('depth',), linear=True,
-                help='depth bias-free hidden layers and a bias-free output layer, nothing between them')
+                help='model.depth bias-free hidden layers and a bias-free output layer, nothing between '
+                     'them')
 def deep_linear(**kw) -> MLP:
   """A deep linear network (Saxe et al. 2014): MLP(linear=True)."""
   return MLP(linear=True, **kw)

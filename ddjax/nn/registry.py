@@ -73,6 +73,9 @@ def register_model(name: str, *, inputs: Sequence[str], options: Sequence[str] =
     raise ValueError(f'model {name}: unknown input kind(s) {bad}; allowed: {", ".join(INPUT_KINDS)}')
 
   def register(build):
+    old = MODELS.get(name)
+    if old is not None and old.build.__module__ != build.__module__:  # the same file imported again may re-register
+      raise ValueError(f'model {name!r} is already registered by {old.build.__module__}: choose another name')
     MODELS[name] = ModelSpec(name, build, tuple(inputs), tuple(options), help, linear)
     return build
   return register
