@@ -17,6 +17,17 @@ from pathlib import Path
 _LOADED: dict[str, str] = {}  # absolute path -> the SHA-256 it had when imported
 
 
+def add(table: dict, kind: str, name: str, spec, fn):
+  """Registers `spec` under `name` in a registry (MODELS or DATASETS) and returns `fn`, the decorated builder or
+  loader. A name that another module registered is refused, so a plugin never silently replaces a model or dataset
+  (run ids would not tell the two apart); the same module imported again may register its names again."""
+  old = table.get(name)
+  if old is not None and old.module != fn.__module__:
+    raise ValueError(f'{kind} {name!r} is already registered by {old.module}: choose another name')
+  table[name] = spec
+  return fn
+
+
 class PluginError(Exception):
   """A plugin that cannot be found or imported; its message is one line for the user."""
 

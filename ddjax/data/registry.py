@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from ddjax import plugins
 from ddjax.data.augment import Preprocess
 
 
@@ -54,6 +55,11 @@ class DatasetSpec:
   help: str = ''
 
   @property
+  def module(self) -> str:
+    """Where it was registered (a plugin's module name starts with ddjax_plugin_)."""
+    return self.load.__module__
+
+  @property
   def tokens(self) -> bool:
     """Whether the inputs are int32 token ids (models read them as integers, not floats)."""
     return self.inputs == 'tokens'
@@ -71,12 +77,9 @@ def register_dataset(name: str, *, shape: Callable, inputs: str, task: str = 'cl
     raise ValueError(f"dataset {name}: task must be 'classify' or 'regress', not {task!r}")
 
   def register(load):
-    old = DATASETS.get(name)
-    if old is not None and old.load.__module__ != load.__module__:  # the same file imported again may re-register
-      raise ValueError(f'dataset {name!r} is already registered by {old.load.__module__}: choose another name')
-    DATASETS[name] = DatasetSpec(name, load, shape, inputs, task, tuple(options), validate,
-                                 train_examples or split_examples, check_available, augment, help)
-    return load
+    spec = DatasetSpec(name, load, shape, inputs, task, tuple(options), validate, train_examples or split_examples,
+                       check_available, augment, help)
+    return plugins.add(DATASETS, 'dataset', name, spec, load)
   return register
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Protocol, Sequence, runtime_checkable
 
+from ddjax import plugins
+
 # What kind of input a dataset gives (data.registry.DatasetSpec.inputs), and so which models can read it:
 #   signal  1-D sequences, (L,) or (L, C)         image   (H, W, C) uint8 images
 #   grid    small 2-D float arrays, (H, W, C)     vector  flat float features, (D,)
@@ -61,6 +63,11 @@ class ModelSpec:
   help: str = ''                 # one line for --help
   linear: bool = False           # a deep linear network: runs report its singular-mode strengths
 
+  @property
+  def module(self) -> str:
+    """Where it was registered (a plugin's module name starts with ddjax_plugin_)."""
+    return self.build.__module__
+
 
 MODELS: dict[str, ModelSpec] = {}
 
@@ -73,11 +80,8 @@ def register_model(name: str, *, inputs: Sequence[str], options: Sequence[str] =
     raise ValueError(f'model {name}: unknown input kind(s) {bad}; allowed: {", ".join(INPUT_KINDS)}')
 
   def register(build):
-    old = MODELS.get(name)
-    if old is not None and old.build.__module__ != build.__module__:  # the same file imported again may re-register
-      raise ValueError(f'model {name!r} is already registered by {old.build.__module__}: choose another name')
-    MODELS[name] = ModelSpec(name, build, tuple(inputs), tuple(options), help, linear)
-    return build
+    return plugins.add(MODELS, 'model', name, ModelSpec(name, build, tuple(inputs), tuple(options), help, linear),
+                       build)
   return register
 
 
