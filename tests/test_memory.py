@@ -130,8 +130,10 @@ def test_split_to_fit():
 
 
 def test_buckets_over_budget_are_split_with_the_same_results(tiny_mnist1d):
-  # room for two and a half members' steps: 6 members in 3 buckets of 2
-  free, tight = under_budgets(tiny_mnist1d, ['model.width=4,6,8', 'seed=0,1'], [[4, 4, 6, 6, 8, 8]],
+  # room for two and a half members' steps: 6 members in 3 buckets of 2 (whole buckets: auto would shard this
+  # one-bucket plan over both devices, in multiples of 2)
+  free, tight = under_budgets(tiny_mnist1d, ['model.width=4,6,8', 'seed=0,1', 'train.placement=bucket'],
+                              [[4, 4, 6, 6, 8, 8]],
                               lambda transient, per_example: 2.5 * transient)
   assert len(free[0]) == 1 and len(tight[0]) == 3 and 'split into 3 buckets' in tight[1][0]
   for i, metrics in free[2].items():
@@ -143,8 +145,8 @@ def test_buckets_are_made_again_when_xla_needs_more_than_the_estimate(tiny_mnist
   # programs are compiled: the bucket is split after all, to the same numbers.
   from ddjax import memory
   cfg, sweep = cfglib.apply_overrides(cfglib.Config(), {}, ['model.name=cnn1d', 'model.width=4,8', 'seed=0,1,2',
-                                                            'train.batch_size=40'])
-  plan = [[4, 4, 4, 8, 8, 8]]
+                                                            'train.batch_size=40', 'train.placement=bucket'])
+  plan = [[4, 4, 4, 8, 8, 8]]  # one bucket, placed whole (auto would shard it)
   job = expand(cfg, sweep)[0]
   [whole] = make_buckets(job, tiny_mnist1d, plan, lambda w: w * w, log=lambda *a: None, check='train')
   step, _ = whole.compiled_bytes(evaluation=False)
