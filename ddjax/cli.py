@@ -57,11 +57,8 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
   argv = list(sys.argv[1:] if argv is None else argv)
   try:  # before the parser: the models and datasets plugins register are keys' choices and --help's lines
     plugins.load_all(plugins.from_argv(argv))
-    out_given = next((Path(a.split('=', 1)[1]) if a.startswith('--out=') else Path(argv[i + 1])
-                      for i, a in enumerate(argv) if a.startswith('--out=') or (a == '--out' and i + 1 < len(argv))),
-                     None)
-    if out_given is not None:  # a store run with plugins: import them again
-      plugins.load_recorded(out_given)
+    for out_given in plugins.from_argv(argv, '--out')[-1:]:  # a store run with plugins: import them again
+      plugins.load_recorded(Path(out_given))
   except plugins.PluginError as e:
     _fail(str(e))
   default = next(iter(presets))

@@ -64,13 +64,14 @@ def load_all(paths) -> list[dict[str, str]]:
   return [load(p) for p in paths]
 
 
-def from_argv(argv: list[str]) -> list[str]:
-  """The values of every `--plugin FILE` / `--plugin=FILE` in argv, read before the parser that they extend."""
+def from_argv(argv: list[str], option: str = '--plugin') -> list[str]:
+  """The values of every `OPTION VALUE` / `OPTION=VALUE` in argv (--plugin, --out), read before the parser that the
+  plugins extend."""
   found = []
   for i, arg in enumerate(argv):
-    if arg == '--plugin' and i + 1 < len(argv):
+    if arg == option and i + 1 < len(argv):
       found.append(argv[i + 1])
-    elif arg.startswith('--plugin='):
+    elif arg.startswith(option + '='):
       found.append(arg.split('=', 1)[1])
   return found
 
