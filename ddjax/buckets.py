@@ -8,6 +8,7 @@ buckets onto devices (`bucket`), or every bucket's member axis over all devices 
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import jax
@@ -19,7 +20,7 @@ from ddjax import memory, parallel
 from ddjax.data import dataset_spec
 from ddjax.members import Job, group_members, plan_buckets, stack_hp
 from ddjax.nn.registry import make_model, model_spec
-from ddjax.optim import ADAM_LIKE
+from ddjax.probes import PROBES, MemoryQuery, Setting, Use, use
 from ddjax.train import StepSpec, bucket_fns
 
 
@@ -61,28 +62,52 @@ def job_plan(job: Job, input_shape, num_classes: int) -> tuple[list[list[int]], 
   return plan_buckets(widths, cost, cfg.train.bucket_ratio, cfg.train.max_buckets), cost
 
 
-def member_sizes(cfg: cfglib.Config, plan: list[list[int]], input_shape, num_classes: int,
-                 batch: int) -> list[memory.MemberBytes]:
+def job_probes(cfg: cfglib.Config, task: str, modes: int) -> tuple[tuple[Use, ...], tuple[Use, ...]]:
+  """(evaluation probes, step probes) of a job on a dataset of `task` with `modes` singular modes: the base ones,
+  those the config switches on, and those that switch themselves on for its model and data (ProbeSpec.auto)."""
+  setting = Setting(task, model_spec(cfg.model.name).linear, modes, cfg.optim.name)
+  on = cfglib.probe_uses(cfg)
+  for name, spec in PROBES.items():
+    if spec.auto is not None and name not in on and (options := spec.auto(setting)) is not None:
+      on[name] = {**options, **cfg.probe.get(name, {})}
+  applies = lambda name: PROBES[name].applies is None or not PROBES[name].applies(setting)
+  uses = [use(name) for name, spec in PROBES.items() if spec.always]
+  uses += [use(name, given) for name, given in on.items() if applies(name)]
+  return tuple(u for u in uses if u.spec.kind == 'eval'), tuple(u for u in uses if u.spec.kind == 'step')
+
+
+def probe_bytes(uses, model, width: int, input_shape, optimizer: str, dtype=jnp.float32) -> float:
+  """What the probes `uses` need on the device per member at an evaluation, beyond a step (their `memory`
+  estimates, summed: XLA may hold independent loops at once)."""
+  step = lambda batch: memory.member_bytes_split(model, width, input_shape, batch, optimizer, dtype)
+  query = MemoryQuery(model, width, tuple(input_shape), optimizer, lambda batch: step(batch).transient,
+                      step(1).resident / memory.RESIDENT_COPIES[optimizer],
+                      math.prod(input_shape) * jnp.dtype(dtype).itemsize)
+  return sum(u.spec.memory(query, **u.kwargs) for u in uses if u.spec.memory is not None)
+
+
+def member_sizes(cfg: cfglib.Config, plan: list[list[int]], input_shape, num_classes: int, batch: int,
+                 task: str = 'classify', modes: int = 0) -> list[memory.MemberBytes]:
   """The estimated bytes of one member of each planned bucket (memory.member_bytes_split), from shapes alone;
-  token datasets' inputs are int32 (DatasetSpec.tokens). With the curvature or gradient-noise monitors on, a
-  member's transient bytes are the larger of a training step's and the monitors' (memory.monitor_bytes), so buckets
-  split for either."""
-  t, sizes = cfg.train, []
+  token datasets' inputs are int32 (DatasetSpec.tokens). A member's transient bytes are the larger of a training
+  step's and what its probes need at an evaluation (probe_bytes), so buckets split for either."""
+  sizes = []
   dtype = jnp.int32 if dataset_spec(cfg.data.name).tokens else jnp.float32
+  probes, _ = job_probes(cfg, task, modes)
   for b in plan:
     model = model_for(cfg, max(b), input_shape, num_classes)
     size = memory.member_bytes_split(model, max(b), input_shape, batch, cfg.optim.name, dtype)
-    if t.sharpness or t.hessian_trace or t.noise_scale:
-      loops = bool(t.sharpness) * (2 if cfg.optim.name in ADAM_LIKE else 1) + bool(t.hessian_trace)
-      need = memory.monitor_bytes(model, max(b), input_shape, t.monitor_batch, cfg.optim.name, dtype, loops,
-                                  t.noise_scale)
-      size = size._replace(transient=max(size.transient, need))
-    sizes.append(size)
+    need = probe_bytes(probes, model, max(b), input_shape, cfg.optim.name, dtype)
+    sizes.append(size._replace(transient=max(size.transient, need)) if need else size)
   return sizes
 
 
 def batch_size(cfg: cfglib.Config, ds) -> int:
   return cfg.train.batch_size or len(ds.y_train)  # 0: full batch
+
+
+def steps_per_epoch(cfg: cfglib.Config, ds) -> int:
+  return len(ds.y_train) // batch_size(cfg, ds)  # the last partial batch is dropped
 
 
 class Bucket:
@@ -98,14 +123,12 @@ class Bucket:
     self.member_ids = member_ids
     self.replicated = replicated
     self.width = max(job.members[i]['model.width'] for i in member_ids)
+    self.steps_per_epoch = steps_per_epoch(cfg, ds)
     self.spec = StepSpec(model_for(cfg, self.width, ds.input_shape, ds.num_classes), cfg.optim.name,
                          batch_size(cfg, ds), ds.num_classes, eval_batch or cfg.train.eval_batch,
                          strategy(cfg, self.width), cfg.train.map_batch, ds.preprocess, ds.task, cfg.train.keep_best,
-                         cfg.optim.schedule,
-                         cfg.train.epochs * (len(ds.y_train) // batch_size(cfg, ds)),
-                         cfg.train.collapse and ds.task == 'classify',
-                         ds.modes if model_spec(cfg.model.name).linear else 0, cfg.train.sharpness,
-                         cfg.train.hessian_trace, cfg.train.noise_scale, cfg.train.monitor_batch)
+                         cfg.optim.schedule, cfg.train.epochs * steps_per_epoch(cfg, ds),
+                         *job_probes(cfg, ds.task, ds.modes))
     sharded = isinstance(members, jax.sharding.NamedSharding)
     self.fns = bucket_fns(self.spec, members if sharded else None)
     n_dev = len(members.device_set)
@@ -117,8 +140,10 @@ class Bucket:
     self.labels_MxN = self.fns.labels(self.hp_M, self.data['y_train'])
 
   def train_epoch(self, epoch: int):
-    self.state_M, loss = self.fns.epoch(*self._epoch_args(epoch))
-    return loss
+    """Dispatches epoch `epoch` (from 0); returns the members' mean batch losses and the step probes' values
+    ({column: (M, steps)}), both left on the device."""
+    self.state_M, loss, steps = self.fns.epoch(*self._epoch_args(epoch))
+    return loss, steps
 
   def _epoch_args(self, epoch: int) -> tuple:
     epoch = jax.device_put(np.int32(epoch), self.replicated)
@@ -132,7 +157,8 @@ class Bucket:
     """Temporary device bytes of this bucket's compiled training epoch and (if `evaluation`, else 0) evaluation, as
     XLA accounts them; None if the backend reports nothing. Compiles them now; the run's calls reuse the
     compilations."""
-    programs = [(self.fns.epoch, self._epoch_args(0))] + [(self.fns.evaluate, self._evaluate_args())] * evaluation
+    programs = [(self.fns.epoch, self._epoch_args(0))]
+    programs += [(self.fns.evaluate_program(), self._evaluate_args())] * evaluation
     compiled = [fn.lower(*args).compile() for fn, args in programs]
     try:
       analyses = [c.memory_analysis() for c in compiled]
@@ -142,10 +168,10 @@ class Bucket:
       return None
     return analyses[0].temp_size_in_bytes, analyses[1].temp_size_in_bytes if evaluation else 0
 
-  def evaluate(self, epoch: int) -> dict[str, jax.Array]:
-    """Dispatches the evaluation (and, with keep_best, the update of the best parameters); the metrics stay on
-    the device until read."""
-    metrics = self.fns.evaluate(*self._evaluate_args())
+  def evaluate(self, epoch: int, which: tuple[str, ...] | None = None) -> dict[str, jax.Array]:
+    """Dispatches the evaluation of the probes named in `which` (None: all) and, with keep_best, the update of the
+    best parameters; the metrics stay on the device until read."""
+    metrics = self.fns.evaluate(*self._evaluate_args(), which=which)
     if self.spec.keep_best:
       self.state_M = self.fns.remember_best(self.state_M, metrics['test_loss'],
                                           jax.device_put(np.int32(epoch), self.replicated))
@@ -188,7 +214,7 @@ def make_buckets(job: Job, ds, plan: list[list[int]], cost, log=print,
   devices = jax.devices() if shard else jax.local_devices()  # shard: every process's devices, one global mesh
   # Per device: the dataset (a copy on each), every member's resident state (spread evenly), then what the
   # running bucket's step needs; a bucket whose step does not fit in what is left is split.
-  sizes = member_sizes(cfg, plan, ds.input_shape, ds.num_classes, batch_size(cfg, ds))
+  sizes = member_sizes(cfg, plan, ds.input_shape, ds.num_classes, batch_size(cfg, ds), ds.task, ds.modes)
   sizes = [(measured or {}).get(p, size) for p, size in enumerate(sizes)]
   resident = sum(len(b) * size.resident for b, size in zip(plan, sizes)) / len(devices)
   # Every process sizes the same buckets of one program: from the smallest budget (its own devices' memory) of all.

@@ -190,7 +190,7 @@ def _dry_run(jobs, out: Path) -> None:
   """The jobs x members table: static keys, members, widths, the width buckets (one compiled train step each), and
   each job's estimated device memory (memory.py: every member's state, plus the largest bucket's step)."""
   from ddjax.buckets import conv_form, job_plan, member_sizes  # imports jax, which computes nothing here
-  from ddjax.data import dataset_shape
+  from ddjax.data import dataset_shape, dataset_spec
   total_members, total_buckets = 0, 0
   print(f'{"job":>4}  {"members":>7}  {"buckets":>7}  {"padded widths":<24} {"est. GiB":>8}  static keys')
   for job in jobs:
@@ -198,7 +198,7 @@ def _dry_run(jobs, out: Path) -> None:
     shape, classes = dataset_shape(cfg.data)
     plan, _ = job_plan(job, shape, classes)
     batch = cfg.train.batch_size or cfglib.train_examples(cfg.data) or 50_000
-    sizes = member_sizes(cfg, plan, shape, classes, batch)
+    sizes = member_sizes(cfg, plan, shape, classes, batch, dataset_spec(cfg.data.name).task)
     gib = (sum(len(b) * s.resident for b, s in zip(plan, sizes))
            + max(len(b) * s.transient for b, s in zip(plan, sizes)))
     total_members += len(job.members)

@@ -52,8 +52,18 @@ class Interrupted(Exception):
     self.signum, self.job, self.epoch = signum, job, epoch
 
 
-def _metric_rows(job: Job, buckets: list[Bucket], epoch: int, ids: list[str], attempt: int) -> list[dict[str, Any]]:
-  metrics = [b.evaluate(epoch) for b in buckets]  # every device evaluates before the host reads
+def probes_at(buckets: list[Bucket], epoch: int, grid: set[int]) -> tuple[str, ...] | None:
+  """The evaluation probes that run at `epoch` (None: all of them): the base ones at every evaluation, the others by
+  their cadence (`eval`: at the epochs of the evaluation grid)."""
+  uses = buckets[0].spec.probes
+  names = tuple(u.name for u in uses if u.spec.always or u.every.runs_at(epoch) and (u.every.kind != 'eval'
+                                                                                     or epoch in grid))
+  return None if len(names) == len(uses) else names
+
+
+def _metric_rows(job: Job, buckets: list[Bucket], epoch: int, ids: list[str], attempt: int, which=None,
+                 extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+  metrics = [b.evaluate(epoch, which) for b in buckets]  # every device evaluates before the host reads
   if jax.process_count() > 1:  # members sharded over hosts: every process gathers all of them
     metrics = multihost_utils.process_allgather(metrics, tiled=True)
   metrics = jax.device_get(metrics)
@@ -61,7 +71,7 @@ def _metric_rows(job: Job, buckets: list[Bucket], epoch: int, ids: list[str], at
   rows = []
   for b, m in zip(buckets, metrics):
     for j, i in enumerate(b.member_ids):
-      row = {'run_id': ids[i], 'attempt': attempt, 'epoch': epoch}
+      row = {'run_id': ids[i], 'attempt': attempt, 'epoch': epoch, **(extra or {})}
       for k, v in m.items():
         row[k] = bool(v[j]) if k == 'diverged' else int(v[j]) if k in ('diverged_step', 'best_epoch') else float(v[j])
       rows.append(row)
@@ -102,7 +112,9 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
     for b, st in zip(buckets, states):
       b.state_M = st
     log(f'job {job.index + 1}/{n_jobs}: resumed after epoch {start}')
+  recorded = ','.join(u.name for u in buckets[0].spec.probes + buckets[0].spec.step_probes)
   meta = {'job_id': jid, 'attempt': attempt, 'complete': False, 'versions': json.dumps(versions()),
+          'recorded_probes': recorded,
           'device': device_name(), 'wall_time_s': float('nan'), 'padded_ratio': padded_ratio(plan, cost),
           **dict(ds.info)}
   if writer():
@@ -110,27 +122,34 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
   elapsed = lambda: before_s + time.time() - t0
 
   epochs = cfg.train.epochs
-  evals = set(eval_epochs(epochs, cfg.train.eval_points, cfg.train.eval_every))
+  grid = set(eval_epochs(epochs, cfg.train.eval_points, cfg.train.eval_every))
+  evals = grid | {e for e in range(1, epochs + 1) if any(u.every.runs_at(e) for u in buckets[0].spec.probes
+                                                         if u.every.kind != 'eval')}
+  spe = buckets[0].steps_per_epoch
+  steps = StepTable(buckets, ids, attempt, spe)
   bar = tqdm(range(start + 1, epochs + 1), desc=f'job {job.index + 1}/{n_jobs}', unit='epoch', initial=start,
              total=epochs, disable=not progress or not writer(), file=sys.stderr, dynamic_ncols=True, mininterval=1.0,
              position=bar_position)
   pending, last_save, rows = None, time.time(), []
   buffered, last_flush = [], time.time()
 
-  def flush():  # buffered evaluation rows -> one part file named by its last epoch
+  def flush():  # buffered evaluation rows -> one part file named by its last epoch; the step table likewise
     nonlocal buffered, last_flush
     if buffered and writer():
       results.write_curves(out, jid, buffered[-1]['epoch'], buffered)
+    steps.flush(out, jid)
     buffered, last_flush = [], time.time()
 
   try:
     for epoch in bar:
       losses = [b.train_epoch(epoch - 1) for b in buckets]  # epoch index e-1 seeds the order of epoch e
+      steps.add(epoch, [step_values for _, step_values in losses])
       if pending is not None:
         jax.block_until_ready(pending)  # keep one epoch in flight so the bar and ETA stay true
       pending = losses
       if epoch in evals:
-        rows = _metric_rows(job, buckets, epoch, ids, attempt)
+        rows = _metric_rows(job, buckets, epoch, ids, attempt, probes_at(buckets, epoch, grid),
+                            {'step': epoch * spe, 'time_s': elapsed()})
         buffered += rows
         if logger is not None:
           logger.log(rows, epoch)
@@ -158,6 +177,58 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
       + (f'; {diverged} member(s) diverged and were frozen' if diverged else ''))
 
 
+class StepTable:
+  """The step probes' values of a job's buckets, kept on the device epoch by epoch until `flush` writes them as one
+  part file of the step table (float32; a row per member and recorded step, at the step probes' cadences)."""
+
+  def __init__(self, buckets: list[Bucket], ids: list[str], attempt: int, steps_per_epoch: int):
+    self.buckets, self.ids, self.attempt, self.spe = buckets, ids, attempt, steps_per_epoch
+    self.uses = buckets[0].spec.step_probes
+    self.pending: list[tuple[int, list[dict]]] = []
+
+  def add(self, epoch: int, values: list[dict]) -> None:
+    if self.uses:
+      self.pending.append((epoch, values))
+
+  def flush(self, out: Path, jid: str) -> None:
+    if not self.pending:
+      return
+    pending, self.pending = jax.device_get(self.pending), []
+    if jax.process_count() > 1:  # members sharded over hosts: every process gathers all of them
+      pending = multihost_utils.process_allgather(pending, tiled=True)
+    if not writer():
+      return
+    frames = []
+    for epoch, per_bucket in pending:
+      step = (epoch - 1) * self.spe + np.arange(1, self.spe + 1)
+      at = {u.name: step % u.every.n == 0 for u in self.uses}  # each probe's cadence
+      keep = np.any(list(at.values()), axis=0)
+      for b, values in zip(self.buckets, per_bucket):
+        members = len(b.member_ids)  # rows past it pad a sharded bucket
+        columns = {'run_id': np.repeat([self.ids[i] for i in b.member_ids], keep.sum()),
+                   'attempt': np.full(members * keep.sum(), self.attempt, np.int64),
+                   'step': np.tile(step[keep], members), 'epoch': np.full(members * keep.sum(), epoch, np.int64)}
+        for name, probe_values in values.items():
+          for column, v in probe_values.items():
+            v = np.where(at[name], np.asarray(v[:members], np.float32).reshape(members, -1), np.nan)
+            columns[column] = v[:, keep].reshape(-1)
+        frames.append(columns)
+    table = {k: np.concatenate([f.get(k, np.full(len(f['step']), np.nan, np.float32)) for f in frames])
+             for k in dict.fromkeys(k for f in frames for k in f)}
+    results.write_steps(out, jid, int(pending[-1][0]) * self.spe, table)
+
+
+def _say_unrecorded(job: Job, done: list[str], out: Path, n_jobs: int, log) -> None:
+  """One line if complete members that are skipped did not record a probe this run asks for."""
+  recorded = results.recorded_probes(out)
+  wanted = set(cfglib.probe_uses(job.config))
+  missing = sorted({name for r in done for name in wanted - recorded.get(r, wanted)})
+  if missing:
+    count = sum(bool(wanted - recorded.get(r, wanted)) for r in done)
+    log(f"job {job.index + 1}/{n_jobs}: {count} complete member(s) did not record probe(s) {', '.join(missing)}; "
+        'train them again with --rerun KEY=VALUE to record them (probes leave run ids alone)')
+
+
 Rerun = Callable[[cfglib.Config], bool] | list[str] | None
 
 
@@ -180,5 +251,6 @@ def run_jobs(jobs: list[Job], n_jobs: int, out: Path, progress: bool = True, log
     if len(todo) < len(configs):
       log(f'job {job.index + 1}/{n_jobs}: {len(configs) - len(todo)} of {len(configs)} members already '
           f'complete in {out}' + ('; skipped' if not todo else ''))
+      _say_unrecorded(job, [r for i, r in enumerate(ids) if i not in todo], out, n_jobs, log)
     if todo:
       run_job(job.subset(todo), out, n_jobs, progress, log, any(again), stop, bar_position, logger)

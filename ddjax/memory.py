@@ -7,7 +7,8 @@ ReLU masks, and for the im2col form its patches). Evaluation keeps no activation
 larger batches: its peak is a few of the largest layer outputs (and the im2col patches of one), per example.
 tests/test_memory.py checks both estimates against XLA's own accounting of the compiled programs (the README gives
 the ratios); they err high, so a split comes early rather than late. Once compiled, buckets.make_buckets checks
-XLA's own figures too.
+XLA's own figures too. What probes need at an evaluation beyond that, each probe estimates itself (ProbeSpec.memory,
+summed by buckets.probe_bytes).
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from ddjax.metrics.curvature import NOISE_CHUNK
 
 ACTIVATION_FACTOR = {'lax': 2.0, 'im2col': 4.0}  # by conv form
 EVAL_FACTOR = {'lax': 6.0, 'im2col': 24.0}  # evaluation peak over the largest layer output (im2col: 3x3 patches)
@@ -55,25 +54,6 @@ def member_bytes_split(model, width: int, input_shape, batch_size: int, optimize
   return MemberBytes(RESIDENT_COPIES[optimizer] * params,
                      TRANSIENT_COPIES * params + ACTIVATION_FACTOR.get(conv, 4.0) * activations,
                      EVAL_FACTOR.get(conv, 24.0) * largest)
-
-
-def monitor_bytes(model, width: int, input_shape, monitor_batch: int, optimizer: str, input_dtype=jnp.float32,
-                  hessian_loops: int = 1, noise: bool = False) -> float:
-  """Estimated bytes one member's curvature and gradient-noise monitors need at an evaluation (train.sharpness,
-  hessian_trace, noise_scale). A loop of Hessian-vector products on monitor_batch examples holds up to three times
-  what a training step on them does (forward over reverse), and the loops (power iteration, Adam's preconditioned one,
-  Hutchinson's probes) are independent, so XLA may hold them at once; the noise scale holds NOISE_CHUNK per-example
-  gradients, twice a training step's activations of NOISE_CHUNK examples and two copies of the monitor batch's
-  inputs."""
-  need = 0.0
-  if hessian_loops:
-    step = member_bytes_split(model, width, input_shape, monitor_batch, optimizer, input_dtype)
-    need += 3 * hessian_loops * step.transient
-  if noise:
-    step = member_bytes_split(model, width, input_shape, NOISE_CHUNK, optimizer, input_dtype)
-    inputs = monitor_batch * math.prod(input_shape) * jnp.dtype(input_dtype).itemsize
-    need += 2 * step.transient + NOISE_CHUNK * step.resident / RESIDENT_COPIES[optimizer] + 2 * inputs
-  return need
 
 
 def eval_chunk(eval_batch: int, members: int, per_example: float, budget: float) -> int:

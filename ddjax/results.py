@@ -5,7 +5,10 @@ Layout of an output directory:
   parts/members-J.parquet   job J's members: their keys, bucket and metadata (one row per member)
   parts/curves-J-E.parquet  job J's metrics at the evaluations up to epoch E since the previous part (a row per
                             member and evaluation; long form; written at least every train.flush_seconds)
+  parts/steps-J-S.parquet   job J's step table up to optimizer step S (step probes: a row per member and recorded
+                            step, float32), flushed with the curves
   results.parquet           one row per member: scalar keys, list columns for curves, `diverged`, metadata
+  steps.parquet             the step table of every member (when step probes ran), written with results.parquet
 
 Every file is written to a temporary name, fsynced and renamed, so a kill at any moment leaves readable files.
 `load(dir)` reads results.parquet, or assembles the same table from the part files of a run still going.
@@ -22,46 +25,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ddjax import config as cfglib
+from ddjax.atomic import atomic_write_bytes, write_json, write_table  # noqa: F401 - part of this module's API
+from ddjax.parts import later_defaults, newest, older_recorded_probes, older_steps, read_parts
 
 # Evaluation columns kept as their last value (a scalar per member), not as a curve.
 LAST_ONLY = ('diverged', 'diverged_step', 'best_epoch', 'best_test_loss')
-
-
-def _fsync_dir(path: Path) -> None:
-  try:
-    fd = os.open(path, os.O_RDONLY)
-  except OSError:
-    return
-  try:
-    os.fsync(fd)
-  finally:
-    os.close(fd)
-
-
-def atomic_write_bytes(path: Path, write) -> None:
-  """Calls write(tmp_path), fsyncs, renames to `path`."""
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-  write(tmp)
-  with open(tmp, 'rb') as f:
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-  _fsync_dir(path.parent)
-
-
-def write_table(path: Path, table: pa.Table) -> None:
-  atomic_write_bytes(path, lambda tmp: pq.write_table(table, tmp))
-
-
-def write_json(path: Path, obj: Any) -> None:
-  def write(tmp):
-    with open(tmp, 'w') as f:
-      json.dump(obj, f, indent=1, sort_keys=True, default=str)
-  atomic_write_bytes(path, write)
 
 
 def write_members(out: Path, job_id: str, rows: list[dict[str, Any]]) -> None:
@@ -69,7 +39,14 @@ def write_members(out: Path, job_id: str, rows: list[dict[str, Any]]) -> None:
 
 
 def write_curves(out: Path, job_id: str, epoch: int, rows: list[dict[str, Any]]) -> None:
-  write_table(Path(out) / 'parts' / f'curves-{job_id}-{epoch:08d}.parquet', pa.Table.from_pylist(rows))
+  """Evaluation rows; a probe that did not run at a row's epoch (its cadence) leaves its columns null there."""
+  columns = list(dict.fromkeys(k for r in rows for k in r))
+  table = pa.Table.from_pylist([{k: r.get(k) for k in columns} for r in rows])
+  write_table(Path(out) / 'parts' / f'curves-{job_id}-{epoch:08d}.parquet', table)
+
+
+def write_steps(out: Path, job_id: str, step: int, columns: dict[str, np.ndarray]) -> None:
+  write_table(Path(out) / 'parts' / f'steps-{job_id}-{step:012d}.parquet', pa.table(columns))
 
 
 def append_history(out: Path, record: dict[str, Any]) -> None:
@@ -80,21 +57,22 @@ def append_history(out: Path, record: dict[str, Any]) -> None:
     os.fsync(f.fileno())
 
 
-def _read_parts(out: Path, prefix: str) -> pd.DataFrame | None:
-  # Oldest first (then by name), so that keeping the last of duplicated rows keeps the newest.
-  files = sorted((Path(out) / 'parts').glob(f'{prefix}-*.parquet'), key=lambda f: (f.stat().st_mtime_ns, f.name))
-  frames = [pq.read_table(f).to_pandas() for f in files]
-  frames = [f for f in frames if len(f)]
-  return pd.concat(frames, ignore_index=True) if frames else None
-
-
 def member_status(out: Path) -> dict[str, tuple[int, bool]]:
   """Run id -> (start time in ns of its newest attempt in this store, whether that attempt finished)."""
-  members = _read_parts(out, 'members')
+  members = read_parts(out, 'members')
   if members is None or 'attempt' not in members.columns:
     return {}
-  members = _newest(members)
+  members = newest(members)
   return dict(zip(members['run_id'], zip(members['attempt'].astype('int64'), members['complete'].astype(bool))))
+
+
+def recorded_probes(out: Path) -> dict[str, set[str]]:
+  """Run id -> the probes its newest attempt recorded."""
+  members = read_parts(out, 'members')
+  if members is None:
+    return {}
+  members = older_recorded_probes(newest(members))
+  return {r: set(filter(None, names.split(','))) for r, names in members[['run_id', 'recorded_probes']].values}
 
 
 def complete_ids(out: Path) -> set[str]:
@@ -147,39 +125,23 @@ def _rerun_conditions(items: list[str]) -> list:
   return sorted((k, sorted(map(json.dumps, vs))) for k, vs in conditions)
 
 
-def _newest(members: pd.DataFrame) -> pd.DataFrame:
-  """Each run id's row of its newest attempt (attempts are start times in ns; within one, the completed row):
-  independent of file times, so a copied store reads the same."""
-  if 'attempt' in members.columns:
-    done = members['complete'].astype(bool) if 'complete' in members.columns else False
-    members = members.assign(_done=done).sort_values(['attempt', '_done'], kind='stable').drop(columns='_done')
-  return members.drop_duplicates('run_id', keep='last')
-
-
-def _later_defaults(frame: pd.DataFrame) -> pd.DataFrame:
-  """Rows written before a key existed (config.LATER_KEYS) read it at its default, like the rows after."""
-  for key, default in cfglib.LATER_KEYS.items():
-    if key in frame.columns:
-      frame[key] = frame[key].where(frame[key].notna(), default)
-  return frame
-
-
 def assemble(out: Path) -> pd.DataFrame:
   """One row per member from the part files: member columns plus a list column per curve.
 
   A member appears once, by run id: its newest attempt (a --rerun replaces older rows). Curves keep the rows of
   that attempt, each evaluation epoch once (a resumed run recomputes those written after its checkpoint). Parts
   with different metrics or float widths unify: missing metrics are NaN, floats widen to float64."""
-  members = _read_parts(out, 'members')
+  members = read_parts(out, 'members')
   if members is None:
     raise FileNotFoundError(f'no results in {out}: neither results.parquet nor part files')
-  members = _later_defaults(_newest(members))
-  curves = _read_parts(out, 'curves')
+  members = older_recorded_probes(later_defaults(newest(members)))
+  curves = read_parts(out, 'curves')
   if curves is None:
     table = members.assign(epoch=[[] for _ in range(len(members))])
     return table.sort_values(['job', 'member']).reset_index(drop=True)
   curves = curves.merge(members[['run_id', 'attempt']], on=['run_id', 'attempt'])
   curves = curves.drop_duplicates(['run_id', 'epoch'], keep='last').sort_values(['run_id', 'epoch'])
+  curves = older_steps(curves, members)
   scalars = [c for c in LAST_ONLY if c in curves.columns]
   metric_cols = [c for c in curves.columns if c not in ('run_id', 'attempt')]
   for c in metric_cols:
@@ -195,8 +157,42 @@ def assemble(out: Path) -> pd.DataFrame:
   return table.sort_values(['job', 'member']).reset_index(drop=True)
 
 
+def assemble_steps(out: Path, members: pd.DataFrame | None = None) -> pd.DataFrame | None:
+  """The step table from the part files: the rows of each member's newest attempt, each step once (a resumed run
+  recomputes the steps after its checkpoint); None if no step probe ran."""
+  steps = read_parts(out, 'steps')
+  if steps is None:
+    return None
+  members = newest(read_parts(out, 'members')) if members is None else members
+  steps = steps.merge(members[['run_id', 'attempt']], on=['run_id', 'attempt'])
+  return steps.drop_duplicates(['run_id', 'step'], keep='last').sort_values(['run_id', 'step']).reset_index(drop=True)
+
+
+def load_steps(out: Path) -> pd.DataFrame:
+  """The step table of a store (steps.parquet, or the part files of a run still going), with the derived columns
+  step_loss_bits (step_loss / ln 2) and step_wd (the member's optim.wd)."""
+  out = Path(out)
+  parts = sorted((out / 'parts').glob('steps-*.parquet'))
+  path = out / 'steps.parquet'
+  if path.exists() and (not parts or path.stat().st_mtime >= max(p.stat().st_mtime for p in parts)):
+    steps = pd.read_parquet(path)
+  else:
+    steps = assemble_steps(out)
+  if steps is None:
+    raise FileNotFoundError(f'{out} has no step table: no step probe ran (probes=step_metrics records one)')
+  if 'step_loss' in steps.columns:
+    steps['step_loss_bits'] = (steps['step_loss'] / np.log(2.0)).astype(np.float32)
+  wd = {r: cfglib.flatten(json.loads(c)).get('optim.wd') for r, c in load(out)[['run_id', 'config']].values}
+  steps['step_wd'] = steps['run_id'].map(wd).astype(np.float32)
+  return steps
+
+
 def compact(out: Path) -> Path:
-  """Writes results.parquet from the part files (atomically) and returns its path."""
+  """Writes results.parquet (and steps.parquet, when step probes ran) from the part files (atomically) and returns
+  results.parquet's path."""
+  steps = assemble_steps(out)
+  if steps is not None:
+    write_table(Path(out) / 'steps.parquet', pa.Table.from_pandas(steps, preserve_index=False))
   table = assemble(out)
   path = Path(out) / 'results.parquet'
   write_table(path, pa.Table.from_pandas(table, preserve_index=False))
@@ -223,9 +219,12 @@ def load(out: Path) -> pd.DataFrame:
   return assemble(out)
 
 
-def load_sweep(out: Path, backend: str = 'pandas'):
-  """The results table of a sweep store (finished or still going) as a pandas or polars DataFrame."""
-  table = load(out)
+def load_sweep(out: Path, backend: str = 'pandas', table: str = 'results'):
+  """A table of a sweep store (finished or still going) as a pandas or polars DataFrame: `results` (a row per
+  member) or `steps` (the step table: a row per member and recorded step)."""
+  if table not in ('results', 'steps'):
+    raise ValueError(f'unknown table {table!r}: allowed results, steps')
+  table = load(out) if table == 'results' else load_steps(out)
   if backend == 'pandas':
     return table
   if backend == 'polars':
@@ -249,7 +248,7 @@ def merge(sources: list[Path], dest: Path, keep: str = 'last') -> Path:
     tables.append(table.assign(source=str(src)))
   table = pd.concat(tables, ignore_index=True)
   flat = pd.DataFrame([cfglib.flatten(json.loads(c)) for c in table['config']], index=table.index)
-  flat, table = _later_defaults(flat), _later_defaults(table)
+  flat, table = later_defaults(flat), later_defaults(table)
   for key in flat.columns:  # promote fixed keys that differ between the merged sweeps
     if key not in table.columns and flat[key].astype(str).nunique(dropna=False) > 1:
       table[key] = flat[key]

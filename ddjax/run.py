@@ -6,6 +6,7 @@ always imported from ddjax.run.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -68,3 +69,22 @@ def run(cfg: cfglib.Config, sweep: dict[str, list], jobs: list[Job], out: Path, 
   path = results.compact(out) if writer() else out / 'results.parquet'
   sync('compacted')
   return path
+
+
+def member_features(out: Path, run: str, layer: str, x, which: str = 'last'):
+  """Member `run`'s representation at the tap point `layer` of its model (`--help` lists each model's) for raw
+  inputs `x` (preprocessed as in training), in evaluation mode, from its newest checkpoint: at its last epoch there
+  (`which='last'`) or its lowest test loss (`'best'`, with train.keep_best). Masked channels are zero, so the
+  features are those of the member's own width. To compare members of different jobs (other architectures or
+  optimizers), call this for each and compare the arrays, e.g. with ddjax.metrics.similarity."""
+  import jax.numpy as jnp
+  import numpy as np
+  from ddjax.buckets import model_for
+  from ddjax.data import load_dataset
+  from ddjax.nn.registry import taps
+  variables, padded = member_variables(out, run, which)  # imports the store's plugins
+  row = results.load(out).set_index('run_id').loc[run]
+  cfg = cfglib.from_dict(json.loads(row['config']))
+  ds = load_dataset(cfg.data)
+  model = model_for(cfg, padded, ds.input_shape, ds.num_classes)
+  return np.asarray(taps(model, variables, ds.preprocess(jnp.asarray(x)), int(row['model.width']), [layer])[layer])

@@ -18,11 +18,10 @@ import optax
 from jax import lax
 
 from ddjax.data.augment import Preprocess
-from ddjax.data.noise import noisy_labels, noisy_test_error
-from ddjax.metrics.collapse import between_class_whitener, collapse_metrics, nearest_mean_disagrees
-from ddjax.metrics.curvature import NOISE_CHUNK, gradient_noise, hutchinson_trace, top_hessian_eigenvalue
-from ddjax.metrics.linear import imbalance, input_output_modes, mode_strengths
-from ddjax.optim import ADAM_LIKE, make_optimizer, scheduled_lr
+from ddjax.data.noise import noisy_labels
+from ddjax.optim import make_optimizer, scheduled_lr
+from ddjax.probes import PROBES, EvalContext, StepContext, Use, use
+from ddjax.probes.base import tree_norm, weight_norms  # noqa: F401 - weight_norms: part of this module's API
 
 # Separate random streams per member: init from model_seed, batch order, augmentation and the curvature monitors'
 # probes from batch_seed (with different tags), label noise from noise_seed.
@@ -33,6 +32,9 @@ _STREAMS = {'init': ('model_seed', 0), 'batches': ('batch_seed', 1), 'noise': ('
 def member_key(hp, stream: str) -> jax.Array:
   seed_name, tag = _STREAMS[stream]
   return jax.random.fold_in(jax.random.key(hp[seed_name]), tag)
+
+
+BASE = tuple(use(name) for name, p in PROBES.items() if p.always)  # the probes every run records
 
 
 @dataclass(frozen=True)
@@ -50,26 +52,8 @@ class StepSpec:
   keep_best: bool = False   # carry each member's parameters at its lowest test loss in the state
   schedule: str = 'constant'  # learning rate after warmup (optim.scheduled_lr): 'constant' | 'cosine' | 'linear'
   total_steps: int = 0      # optimizer steps of the whole run (where cosine and linear reach 0)
-  collapse: bool = False    # also evaluate neural collapse of the head's input on the training set
-  modes: int = 0            # deep linear networks: report the strength of this many singular modes of the data
-  sharpness: int = 0        # monitors on monitor_batch evenly spaced training examples: power-iteration steps,
-  hessian_trace: int = 0    # Hutchinson probes,
-  noise_scale: bool = False  # and the gradient noise scale (0 / False: off)
-  monitor_batch: int = 1000
-
-
-def tree_norm(tree) -> jax.Array:
-  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
-
-
-def weight_norms(params) -> dict[str, jax.Array]:
-  """Total norm, the output layer's norm and one norm per top-level layer (masked entries are zero, so only active
-  parameters count)."""
-  out = {'weight_norm': tree_norm(params)}
-  if 'head' in params:  # every model names its output layer head
-    out['weight_norm_last'] = tree_norm(params['head'])
-  out.update({f'norm_{name}': tree_norm(sub) for name, sub in params.items()})
-  return out
+  probes: tuple[Use, ...] = BASE     # evaluation probes (ddjax.probes), the base ones first
+  step_probes: tuple[Use, ...] = ()  # probes run after every optimizer step (the step table)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -130,15 +114,21 @@ def _loss(spec: StepSpec, params, batch_stats, hp, x, y, train: bool):
 
 
 def train_step(spec: StepSpec, state, hp, x_B, y_B, key=None):
-  """One optimizer step on a raw batch (preprocessed and, with `key`, augmented here); a member whose loss or
-  parameters stop being finite is frozen and flagged."""
+  """One optimizer step on a raw batch (preprocessed and, with `key`, augmented here): (state, batch loss). A member
+  whose loss or parameters stop being finite is frozen and flagged."""
+  state, (loss, _) = probed_step(spec, state, hp, x_B, y_B, key)
+  return state, loss
+
+
+def probed_step(spec: StepSpec, state, hp, x_B, y_B, key=None):
+  """train_step, also returning the step probes' values: (state, (batch loss, {probe: {column: value}}))."""
   x_B = spec.preprocess(x_B, key)  # (B, *input_shape)
 
   def loss_fn(params):
-    (loss_B, _, weight_B), batch_stats = _loss(spec, params, state['batch_stats'], hp, x_B, y_B, train=True)
-    return loss_B.sum() / jnp.maximum(weight_B.sum(), 1.0), batch_stats
+    (loss_B, wrong_B, weight_B), batch_stats = _loss(spec, params, state['batch_stats'], hp, x_B, y_B, train=True)
+    return loss_B.sum() / jnp.maximum(weight_B.sum(), 1.0), (batch_stats, wrong_B, weight_B)
 
-  (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
+  (loss, (batch_stats, wrong_B, weight_B)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
   lr = scheduled_lr(spec.schedule, hp['lr'], hp['warmup'], state['step'], spec.total_steps)
   updates, opt = make_optimizer(spec.optimizer, dict(hp, lr=lr)).update(grads, state['opt'], state['params'])
   params = optax.apply_updates(state['params'], updates)
@@ -147,182 +137,48 @@ def train_step(spec: StepSpec, state, hp, x_B, y_B, key=None):
   ok = ~state['diverged'] & jnp.isfinite(loss) & jnp.isfinite(tree_norm(params))
   frozen = dict(state, diverged=jnp.ones((), bool),
                 diverged_step=jnp.where(state['diverged'], state['diverged_step'], state['step']))
-  return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, frozen), loss
+  after = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, frozen)
+  ctx = StepContext(spec, hp, state, after, grads, loss, wrong_B, weight_B, lr)
+  return after, (loss, {u.name: u.spec.measure(ctx, **u.kwargs) for u in spec.step_probes})
 
 
 def train_epoch(spec: StepSpec, state, hp, labels_N, x_train, epoch):
   """One epoch as a lax.scan over minibatches in the member's own order (from its batch seed and the epoch);
-  augmentation draws come from the member's batch seed, the epoch and the step."""
+  augmentation draws come from the member's batch seed, the epoch and the step. Returns the state, the epoch's mean
+  batch loss and the step probes' values, one per step ({} without step probes)."""
   n = labels_N.shape[0]
   n_batches = n // spec.batch_size
   aug_key = jax.random.fold_in(member_key(hp, 'augment'), epoch)
   if spec.batch_size == n:  # full batch: one step on the data as it is (no order to draw, no gathered copy)
-    return train_step(spec, state, hp, x_train, labels_N, jax.random.fold_in(aug_key, 0))
+    state, (loss, steps) = probed_step(spec, state, hp, x_train, labels_N, jax.random.fold_in(aug_key, 0))
+    return state, loss, jax.tree.map(lambda v: v[None], steps)
   key = jax.random.fold_in(member_key(hp, 'batches'), epoch)
   order = jax.random.permutation(key, n)[: n_batches * spec.batch_size].reshape(n_batches, spec.batch_size)
 
   def step(state, args):
     i, idx_B = args
-    return train_step(spec, state, hp, x_train[idx_B], labels_N[idx_B], jax.random.fold_in(aug_key, i))
+    return probed_step(spec, state, hp, x_train[idx_B], labels_N[idx_B], jax.random.fold_in(aug_key, i))
 
-  state, loss = lax.scan(step, state, (jnp.arange(n_batches), order))
-  return state, loss.mean()
-
-
-def _chunks(x, y, size: int):
-  """(x, y) in chunks of `size` examples (at most n), the last padded, and which entries are real: (xs, ys, valid)."""
-  n = x.shape[0]
-  chunk = min(size, n)
-  n_chunks = -(-n // chunk)
-  pad = n_chunks * chunk - n
-  xs = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape(n_chunks, chunk, *x.shape[1:])
-  ys = jnp.pad(y, [(0, pad)] + [(0, 0)] * (y.ndim - 1)).reshape(n_chunks, chunk, *y.shape[1:])
-  valid = (jnp.arange(n_chunks * chunk) < n).reshape(n_chunks, chunk)
-  return xs, ys, valid
+  state, (loss, steps) = lax.scan(step, state, (jnp.arange(n_batches), order))
+  return state, loss.mean(), steps
 
 
-def _dataset_stats(spec: StepSpec, state, hp, x, y):
-  """Mean loss and error over (x, y) (over finite targets for regression), in chunks of eval_batch, with
-  evaluation-mode BatchNorm."""
-  xs, ys, valid = _chunks(x, y, spec.eval_batch)
-
-  def one(args):
-    xc, yc, vc = args
-    (loss, wrong, weight), _ = _loss(spec, state['params'], state['batch_stats'], hp, spec.preprocess(xc), yc,
-                                     train=False)
-    weight = weight * vc
-    return jnp.sum(loss * weight), jnp.sum(wrong * weight), jnp.sum(weight)
-
-  loss_sum, wrong_sum, count = (a.sum() for a in lax.map(one, (xs, ys, valid)))
-  count = jnp.maximum(count, 1.0)
-  return loss_sum / count, wrong_sum / count
+def eval_context(spec: StepSpec, state, hp, labels_N, x_train, x_test, y_test) -> EvalContext:
+  """What an evaluation probe sees of one member (ddjax.probes.EvalContext)."""
+  return EvalContext(spec, state, hp, labels_N, x_train, x_test, y_test,
+                     lambda params, batch_stats, x, y, train: _loss(spec, params, batch_stats, hp, x, y, train),
+                     lambda y: target_weight(spec, y), member_key(hp, 'monitor'))
 
 
-def _head_input(spec: StepSpec, state, hp, x):
-  """(logits, the input of the output layer `head` flattened per example), in evaluation mode."""
-  seen = []
-
-  def grab(next_fun, args, kwargs, context):
-    if context.module.name == 'head' and context.method_name == '__call__':
-      seen.append(args[0])
-    return next_fun(*args, **kwargs)
-
-  with nn.intercept_methods(grab):
-    logits = spec.model.apply({'params': state['params'], 'batch_stats': state['batch_stats']},
-                              spec.preprocess(x), hp['width'], train=False)
-  return logits.astype(jnp.float32), seen[-1].reshape(x.shape[0], -1).astype(jnp.float32)
-
-
-def collapse(spec: StepSpec, state, hp, x, labels_N) -> dict[str, jax.Array]:
-  """Neural collapse (ddjax.metrics.collapse) of the head's input features on (x, labels), in two passes of
-  eval_batch chunks: class means, then the within-class spread (plain and whitened by the class means) and the
-  nearest-mean predictions; no D x D array. The features of masked channels are zero, so a member gets the
-  metrics of its own width."""
-  xs, ys, valid = _chunks(x, labels_N, spec.eval_batch)
-  k = spec.num_classes
-
-  def sums(carry, args):
-    xc, yc, vc = args
-    _, h_BxD = _head_input(spec, state, hp, xc)
-    onehot_BxK = jax.nn.one_hot(yc, k) * vc[:, None]
-    return (carry[0] + onehot_BxK.T @ h_BxD, carry[1] + onehot_BxK.sum(0)), None
-
-  d = jax.eval_shape(lambda xc: _head_input(spec, state, hp, xc)[1], xs[0]).shape[1]
-  (sum_KxD, count_K), _ = lax.scan(sums, (jnp.zeros((k, d)), jnp.zeros(k)), (xs, ys, valid))
-  means_KxD = sum_KxD / jnp.maximum(count_K, 1.0)[:, None]
-  whitener_RxD = between_class_whitener(means_KxD)
-
-  def within(carry, args):
-    xc, yc, vc = args
-    logits_BxK, h_BxD = _head_input(spec, state, hp, xc)
-    within_BxD = h_BxD - means_KxD[yc]
-    wrong_B = nearest_mean_disagrees(h_BxD, means_KxD, logits_BxK)
-    terms = (jnp.square(within_BxD).sum(1), jnp.square(within_BxD @ whitener_RxD.T).sum(1), wrong_B)
-    return tuple(c + jnp.sum(a * vc) for c, a in zip(carry, terms)), None
-
-  (within_sq, whitened_sq, wrong), _ = lax.scan(within, (jnp.zeros(()),) * 3, (xs, ys, valid))
-  n = jnp.maximum(count_K.sum(), 1.0)
-  w_KxD = state['params']['head']['kernel'].reshape(-1, k).T
-  return dict(collapse_metrics(means_KxD, within_sq / n, whitened_sq / n, w_KxD), nc4=wrong / n)
-
-
-def linear_modes(spec: StepSpec, state, x_train, y_train) -> dict[str, jax.Array]:
-  """A deep linear network's strength along each of the top `spec.modes` singular modes of the training set's
-  input-output correlation (mode_1 the largest), and its layers' imbalance (ddjax.metrics.linear)."""
-  x_NxI = x_train.reshape(x_train.shape[0], -1)
-  in_IxR, _, out_OxR = input_output_modes(x_NxI, y_train.reshape(x_NxI.shape[0], -1), spec.modes)
-  kernels = spec.model.kernels(state['params'])
-  strengths_R = mode_strengths(kernels, in_IxR, out_OxR)
-  return {**{f'mode_{r + 1}': strengths_R[r] for r in range(spec.modes)}, 'imbalance': imbalance(kernels)}
-
-
-def preconditioned_sharpness(spec: StepSpec, state, hp, loss_fn, key) -> jax.Array:
-  """The largest-magnitude eigenvalue of P^-1 H for Adam's preconditioner P = diag(sqrt(v_hat) + eps), v_hat its
-  bias-corrected second moment (Cohen et al. 2022): power iteration on the Hessian of the loss in the coordinates
-  phi = P^(1/2) theta, whose Hessian P^(-1/2) H P^(-1/2) has the same eigenvalues. Full-batch Adam is stable while it
-  is below (2 + 2 b1) / ((1 - b1) lr), 38 / lr for b1 = 0.9."""
-  nu, count = optax.tree.get(state['opt'], 'nu'), optax.tree.get(state['opt'], 'count')
-  bias = 1.0 - hp['b2'] ** jnp.maximum(count, 1).astype(jnp.float32)
-  root_p = jax.tree.map(lambda v: jnp.sqrt(jnp.sqrt(v / bias) + hp['eps']), nu)  # P^(1/2), leaf by leaf
-  loss_phi = lambda phi: loss_fn(jax.tree.map(jnp.divide, phi, root_p))
-  phi = jax.tree.map(jnp.multiply, state['params'], root_p)
-  return top_hessian_eigenvalue(loss_phi, phi, jax.random.fold_in(key, 2), spec.sharpness)[0]
-
-
-def monitors(spec: StepSpec, state, hp, x_train, labels_N) -> dict[str, jax.Array]:
-  """Curvature and gradient noise of the training loss (weight decay left out) on monitor_batch examples evenly
-  spaced through the training set (the same at every evaluation; the member's labels, no augmentation): the top
-  Hessian eigenvalue (`sharpness`, the largest in magnitude; with Adam also that of P^-1 H) and Hutchinson's trace
-  with BatchNorm on the batch's statistics (running statistics untouched), as the loss trains; the noise scale with
-  BatchNorm's running statistics (one example has no batch statistics). Probes come from the member's batch seed.
-  ddjax.metrics.curvature has the definitions."""
-  n_train = x_train.shape[0]
-  n = min(spec.monitor_batch, n_train)
-  idx = jnp.arange(n) * n_train // n  # data sets stored in groups (m-height) are sampled across every group
-  x, y = spec.preprocess(x_train[idx]), labels_N[idx]
-  key = member_key(hp, 'monitor')
-
-  def batch_loss(params):
-    (loss_B, _, weight_B), _ = _loss(spec, params, state['batch_stats'], hp, x, y, train=True)
-    return loss_B.sum() / jnp.maximum(weight_B.sum(), 1.0)
-
+def evaluate(spec: StepSpec, state, hp, labels_N, x_train, x_test, y_test, which=None) -> dict[str, jax.Array]:
+  """The evaluation probes' values (all of spec.probes, or those named in `which`), and whether the member
+  diverged."""
+  ctx = eval_context(spec, state, hp, labels_N, x_train, x_test, y_test)
   out = {}
-  if spec.sharpness:
-    out['sharpness'] = top_hessian_eigenvalue(batch_loss, state['params'], key, spec.sharpness)[0]
-    if spec.optimizer in ADAM_LIKE:
-      out['preconditioned_sharpness'] = preconditioned_sharpness(spec, state, hp, batch_loss, key)
-  if spec.hessian_trace:
-    out['hessian_trace'] = hutchinson_trace(batch_loss, state['params'], jax.random.fold_in(key, 1),
-                                            spec.hessian_trace)
-  if spec.noise_scale:
-    def example_loss(params, x1, y1):
-      (loss, _, _), _ = _loss(spec, params, state['batch_stats'], hp, x1[None], y1[None], train=False)
-      return loss[0]
-
-    xs, ys, valid = _chunks(x, y, NOISE_CHUNK)
-    x_pad, y_pad = xs.reshape(-1, *xs.shape[2:]), ys.reshape(-1, *ys.shape[2:])
-    weight = target_weight(spec, y_pad) * valid.reshape(-1)
-    out.update(gradient_noise(example_loss, state['params'], x_pad, y_pad, weight, xs.shape[1]))
-  return out
-
-
-def evaluate(spec: StepSpec, state, hp, labels_N, x_train, x_test, y_test) -> dict[str, jax.Array]:
-  """Train metrics on the member's own (noisy) labels; test metrics on clean labels and on the noisy distribution
-  (classification), or mean squared errors over finite targets (regression); weight norms; the last update's norm."""
-  train_loss, train_error = _dataset_stats(spec, state, hp, x_train, labels_N)
-  test_loss, test_error = _dataset_stats(spec, state, hp, x_test, y_test)
-  out = {'train_loss': train_loss, 'test_loss': test_loss}
-  if spec.task == 'classify':
-    out.update(train_error=train_error, test_error=test_error,
-               test_error_noisy=noisy_test_error(test_error, hp['noise'], spec.num_classes))
-  if spec.collapse:
-    out.update(collapse(spec, state, hp, x_train, labels_N))
-  if spec.modes:
-    out.update(linear_modes(spec, state, x_train, labels_N))
-  if spec.sharpness or spec.hessian_trace or spec.noise_scale:
-    out.update(monitors(spec, state, hp, x_train, labels_N))
-  out.update(weight_norms(state['params']))
-  out.update(update_norm=state['update_norm'], diverged=state['diverged'], diverged_step=state['diverged_step'])
+  for u in spec.probes:
+    if which is None or u.name in which:
+      out.update(u.spec.measure(ctx, **u.kwargs))
+  out.update(diverged=state['diverged'], diverged_step=state['diverged_step'])
   return out
 
 
@@ -357,15 +213,17 @@ def over_members(fn: Callable, n_mapped: int, strategy: str, map_batch: int) -> 
 class BucketFns:
   init: Callable      # (hp_M, x_example) -> state_M
   labels: Callable    # (hp_M, y_train) -> labels_MxN
-  epoch: Callable     # (state_M, hp_M, labels_MxN, x_train, epoch) -> (state_M, loss_M); donates state
-  evaluate: Callable  # (state_M, hp_M, labels_MxN, x_train, x_test, y_test) -> metrics of shape (M,)
+  epoch: Callable     # (state_M, hp_M, labels_MxN, x_train, epoch) -> (state_M, loss_M, step values); donates state
+  evaluate: Callable  # (state_M, hp_M, labels_MxN, x_train, x_test, y_test, which=None) -> metrics of shape (M,)
+  evaluate_program: Callable  # which -> the jitted evaluation of those probes (None: all)
   remember_best: Callable  # (state_M, test_loss_M, epoch) -> state_M; donates state
 
 
 @functools.lru_cache(maxsize=64)
 def bucket_fns(spec: StepSpec, members: jax.sharding.Sharding | None = None) -> BucketFns:
   """The jitted programs of one bucket. Each compiles once per (bucket shape, member count); the same spec (and
-  sharding) gets the same functions, so a later job or run in this process reuses their compilations.
+  sharding) gets the same functions, so a later job or run in this process reuses their compilations. Evaluation
+  compiles once per set of probes that run together (`which`: names, None for all).
 
   With `members` (a NamedSharding of the member axis), every output with a member axis, optimizer state
   included, is laid out that way; otherwise outputs follow their committed inputs."""
@@ -373,10 +231,16 @@ def bucket_fns(spec: StepSpec, members: jax.sharding.Sharding | None = None) -> 
     return over_members(lambda *a: fn(spec, *a), n_mapped, spec.strategy, spec.map_batch)
 
   out = {} if members is None else {'out_shardings': members}
+
+  @functools.lru_cache(maxsize=None)
+  def evaluate_probes(which):
+    return jax.jit(lift(lambda *a: evaluate(*a, which=which), 3), **out)
+
   return BucketFns(
       init=jax.jit(lift(init_member, 1), **out),
       labels=jax.jit(jax.vmap(lambda hp, y: member_labels(spec, hp, y), in_axes=(0, None)), **out),
       epoch=jax.jit(lift(train_epoch, 3), donate_argnums=0, **out),
-      evaluate=jax.jit(lift(evaluate, 3), **out),
+      evaluate=lambda *args, which=None: evaluate_probes(None if which is None else tuple(sorted(which)))(*args),
+      evaluate_program=lambda which=None: evaluate_probes(None if which is None else tuple(sorted(which))),
       remember_best=jax.jit(lift(remember_best, 2), donate_argnums=0, **out),
   )

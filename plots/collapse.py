@@ -1,4 +1,4 @@
-"""Neural-collapse figure from a results directory of a run with train.collapse=true.
+"""Neural-collapse figure from a results directory of a run with probes=collapse (or train.collapse=true).
 
   python -m plots.collapse RESULTS_DIR [--out DIR]
 
@@ -19,9 +19,19 @@ PANELS = (('nc1', 'NC1  Tr(Σ_W Σ_B⁺) / K', 'log'), ('nc2_equinorm', 'NC2  eq
 
 
 def collapse_curves(df, path: Path) -> Path:
-  """One line per width (colour) and per value of any other swept key (line style), mean over seeds."""
-  fig, _ = width_curves(df, PANELS, 'Neural collapse on the training set (mean over seeds)')
+  """One line per width (colour) and per value of any other swept key (line style), mean over seeds; NC3 only where
+  it was recorded (collapse at the output layer's input)."""
+  where = f' at {_layer(df)}' if _layer(df) else ''
+  fig, _ = width_curves(df, [p for p in PANELS if p[0] in df.columns],
+                        f'Neural collapse on the training set{where} (mean over seeds)')
   return save_constrained(fig, path)
+
+
+def _layer(df) -> str:
+  """The tap point collapse was measured at (probe.collapse.layer), '' for the output layer's input."""
+  import json
+  config = json.loads(df['config'].iloc[0]) if 'config' in df.columns and len(df) else {}
+  return config.get('probe', {}).get('collapse', {}).get('layer', '')
 
 
 def plot_all(out, fig_dir=None) -> list[Path]:
@@ -35,4 +45,4 @@ def plot_all(out, fig_dir=None) -> list[Path]:
 
 
 if __name__ == '__main__':
-  main('plots.collapse', __doc__, plot_all, nothing='has no neural-collapse columns (run with train.collapse=true)')
+  main('plots.collapse', __doc__, plot_all, nothing='has no neural-collapse columns (run with probes=collapse)')

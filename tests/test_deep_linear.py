@@ -13,7 +13,8 @@ from ddjax import analysis
 from ddjax import config as cfglib
 from ddjax.data.teacher import linear_teacher, parse_spectrum
 from ddjax.nn.models import make_model
-from ddjax.train import StepSpec, bucket_fns, init_member, train_step
+from ddjax.probes import use
+from ddjax.train import BASE, StepSpec, bucket_fns, init_member, train_step
 from tests.helpers import close, hp_for, run_experiment, unstack
 
 DIM, K, W = 6, 3, 8  # teacher dimension, member width, padded width
@@ -127,7 +128,7 @@ def _run_gd(spec, state, hp, labels, ds, steps, every=1):
   x_train, x_test, y_test = (jnp.asarray(a) for a in (ds.x_train, ds.x_test, ds.y_test))
   out, at = [], []
   for i in range(1, steps + 1):
-    state, _ = fns.epoch(state, hp, labels, x_train, jnp.int32(i))
+    state, _, _ = fns.epoch(state, hp, labels, x_train, jnp.int32(i))
     if i % every == 0:
       out.append(jax.device_get(fns.evaluate(state, hp, labels, x_train, x_test, y_test)))
       at.append(i)
@@ -141,7 +142,8 @@ def test_two_layer_modes_follow_saxe_solution(teacher):
   balanced."""
   lr, u0 = 0.002, 1e-3
   model = make_model('deep_linear', W, (DIM,), DIM, 'im2col', depth=1)
-  spec = StepSpec(model, 'sgd', len(teacher.y_train), DIM, task='regress', modes=3)
+  spec = StepSpec(model, 'sgd', len(teacher.y_train), DIM, task='regress',
+                    probes=(*BASE, use('modes', {'count': 3})))
   hp = hp_for([K], **{'optim.lr': lr, 'optim.momentum': 0.0})
   state = bucket_fns(spec).init(hp, jnp.asarray(teacher.x_train[0]))
   x, y = teacher.x_train.astype(np.float64), teacher.y_train.astype(np.float64)
@@ -178,7 +180,8 @@ def test_imbalance_is_conserved_up_to_order_lr(teacher):
   drifts = []
   for lr in (0.02, 0.005):
     model = make_model('deep_linear', W, (DIM,), DIM, 'im2col', depth=1)
-    spec = StepSpec(model, 'sgd', len(teacher.y_train), DIM, task='regress', modes=3)
+    spec = StepSpec(model, 'sgd', len(teacher.y_train), DIM, task='regress',
+                    probes=(*BASE, use('modes', {'count': 3})))
     hp = hp_for([K], **{'optim.lr': lr, 'optim.momentum': 0.0, 'model.init_scale': 0.5})
     state = bucket_fns(spec).init(hp, jnp.asarray(teacher.x_train[0]))
     start = _imbalance_matrices(state['params'])

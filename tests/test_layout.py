@@ -6,11 +6,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).parent.parent / 'ddjax'
 LAYERS = [  # bottom first; a package stands for all its modules
-    {'ddjax', 'ddjax.parallel', 'ddjax.plugins', 'ddjax.analysis'},
-    {'ddjax.nn', 'ddjax.data', 'ddjax.optim', 'ddjax.metrics'},
+    {'ddjax', 'ddjax.parallel', 'ddjax.plugins', 'ddjax.analysis', 'ddjax.atomic'},
+    {'ddjax.nn', 'ddjax.data', 'ddjax.optim', 'ddjax.metrics', 'ddjax.probes'},
     {'ddjax.config'},
     {'ddjax.members', 'ddjax.train', 'ddjax.memory'},
-    {'ddjax.buckets', 'ddjax.checkpoint', 'ddjax.store', 'ddjax.results'},
+    {'ddjax.buckets', 'ddjax.checkpoint', 'ddjax.store', 'ddjax.results', 'ddjax.parts'},
     {'ddjax.loop'},
     {'ddjax.run', 'ddjax.workers', 'ddjax.wandb_log'},
     {'ddjax.cli'},

@@ -28,7 +28,7 @@ def run_bucket(data, padded, widths, device=0, strategy='vmap', map_batch=1, **o
   x, y, xt, yt = jax.device_put((data.x_train, data.y_train, data.x_test, data.y_test), dev)
   state, labels = fns.init(hp, x[0]), fns.labels(hp, y)
   for e in range(EPOCHS):
-    state, _ = fns.epoch(state, hp, labels, x, jax.device_put(jnp.int32(e), dev))
+    state, _, _ = fns.epoch(state, hp, labels, x, jax.device_put(jnp.int32(e), dev))
   metrics = fns.evaluate(state, hp, labels, x, xt, yt)
   assert jax.tree.leaves(state)[0].devices() == {dev}
   return state, metrics, (fns, hp, labels, x)
@@ -218,7 +218,7 @@ def test_bfloat16_compute_keeps_float32_parameters(tiny_mnist1d):
   state, labels = fns.init(hp, xs[0]), fns.labels(hp, ys)
   losses = []
   for e in range(4):
-    state, loss = fns.epoch(state, hp, labels, xs, jnp.int32(e))
+    state, loss, _ = fns.epoch(state, hp, labels, xs, jnp.int32(e))
     losses.append(float(loss[0]))
   assert all(l.dtype == jnp.float32 for l in jax.tree.leaves(state['params']) + jax.tree.leaves(state['opt'])
              if jnp.issubdtype(l.dtype, jnp.floating))

@@ -10,7 +10,7 @@ from ddjax.members import expand
 from ddjax.memory import member_bytes_split, split_to_fit
 from ddjax.nn.models import make_model
 from ddjax.buckets import make_buckets
-from ddjax.train import StepSpec, _dataset_stats, init_member, train_step
+from ddjax.train import StepSpec, eval_context, init_member, train_step
 from tests.helpers import hp_for, unstack
 
 
@@ -40,7 +40,8 @@ def test_evaluation_estimate_is_close_to_xla_accounting(name, width, shape, chun
   hp = unstack(hp_for([width]), 0)
   state = jax.eval_shape(lambda: init_member(spec, hp, jnp.zeros(shape)))
   x, y = jax.ShapeDtypeStruct((2 * chunk, *shape), jnp.float32), jax.ShapeDtypeStruct((2 * chunk,), jnp.int32)
-  xla = jax.jit(lambda s, x, y: _dataset_stats(spec, s, hp, x, y)).lower(state, x, y).compile().memory_analysis()
+  stats = lambda s, x, y: eval_context(spec, s, hp, y, x, x, y).dataset_stats(x, y)
+  xla = jax.jit(stats).lower(state, x, y).compile().memory_analysis()
   ratio = chunk * member_bytes_split(model, width, shape, 32, 'adam').eval_per_example / xla.temp_size_in_bytes
   assert 0.9 <= ratio <= (most or np.inf)
 
@@ -53,16 +54,18 @@ def test_monitor_estimate_is_close_to_xla_accounting(name, width, shape, conv, m
   scale's per-example gradients) against XLA's accounting of the compiled monitors; a run sizes its buckets by the
   larger of that and a step."""
   from ddjax import buckets
-  from ddjax.memory import monitor_bytes
-  from ddjax.train import monitors
+  from ddjax.probes import use
+  from ddjax.train import evaluate
   model = make_model(name, width, shape, 10, conv)
-  spec = StepSpec(model, 'adam', 32, 10, sharpness=3 * hessian, noise_scale=not hessian, monitor_batch=monitor_batch)
+  probe = use('sharpness', {'iters': 3, 'batch': monitor_batch}) if hessian else use('noise_scale',
+                                                                                      {'batch': monitor_batch})
+  spec = StepSpec(model, 'adam', 32, 10, probes=(probe,))
   hp = unstack(hp_for([width]), 0)
   state = jax.eval_shape(lambda: init_member(spec, hp, jnp.zeros(shape)))
   x = jax.ShapeDtypeStruct((monitor_batch, *shape), jnp.float32)
   y = jax.ShapeDtypeStruct((monitor_batch,), jnp.int32)
-  xla = jax.jit(lambda s, x, y: monitors(spec, s, hp, x, y)).lower(state, x, y).compile().memory_analysis()
-  estimate = monitor_bytes(model, width, shape, monitor_batch, 'adam', jnp.float32, 2 * hessian, not hessian)
+  xla = jax.jit(lambda s, x, y: evaluate(spec, s, hp, y, x, x, y)).lower(state, x, y).compile().memory_analysis()
+  estimate = buckets.probe_bytes((probe,), model, width, shape, 'adam')
   assert 0.9 <= estimate / xla.temp_size_in_bytes <= 2.5
   cfg, _ = cfglib.apply_overrides(cfglib.Config(), {}, [f'model.name={name}', f'model.conv={conv}',
                                                         f'train.monitor_batch={monitor_batch}'])

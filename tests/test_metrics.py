@@ -308,13 +308,14 @@ def test_preconditioned_sharpness_is_that_of_adams_preconditioner():
   Adam's second moment over the member's own gradients (a width-3 member padded to 8; masked entries have v = 0)."""
   from jax.flatten_util import ravel_pytree
   from ddjax.nn.models import make_model
-  from ddjax.train import StepSpec, init_member, monitors, train_step
+  from ddjax.probes import use
+  from ddjax.train import StepSpec, evaluate, init_member, train_step
   from tests.helpers import hp_for, unstack
   rng = np.random.default_rng(6)
   x = jnp.asarray(rng.normal(size=(20, 6)), jnp.float32)
   y = jnp.asarray(rng.integers(0, 3, 20))
   model = make_model('mlp', 8, (6,), 3, 'im2col')
-  spec = StepSpec(model, 'adam', 20, 3, sharpness=300, monitor_batch=20)
+  spec = StepSpec(model, 'adam', 20, 3, probes=(use('sharpness', {'iters': 300, 'batch': 20}),))
   hp = unstack(hp_for([3], **{'optim.lr': 0.05}), 0)
   state = init_member(spec, hp, x[0])
   loss = lambda p: -jnp.mean(jax.nn.log_softmax(model.apply({'params': p}, x, 3))[jnp.arange(20), y])
@@ -327,7 +328,7 @@ def test_preconditioned_sharpness_is_that_of_adams_preconditioner():
   hess = np.asarray(jax.jit(jax.hessian(lambda f: loss(unravel(f))))(flat), np.float64)
   d = np.sqrt(v / (1 - 0.999 ** 4)) + 1e-8
   eig = np.linalg.eigvalsh((hess + hess.T) / 2 / np.sqrt(np.outer(d, d)))
-  got = jax.jit(lambda s: monitors(spec, s, hp, x, y))(state)
+  got = jax.jit(lambda s: evaluate(spec, s, hp, y, x, x, y))(state)
   assert float(got['preconditioned_sharpness']) == pytest.approx(eig[np.argmax(np.abs(eig))], rel=1e-3)
   plain = np.linalg.eigvalsh((hess + hess.T) / 2)
   assert float(got['sharpness']) == pytest.approx(plain[np.argmax(np.abs(plain))], rel=1e-3)

@@ -18,7 +18,8 @@ from tests.helpers import close
 OVERRIDES = ['model.width=2,5', 'seed=0,1', 'train.epochs=4', 'data.num_samples=300', 'data.seed=3',
              'train.batch_size=40', 'train.eval_points=4', 'data.noise=0.2', 'train.checkpoint_every=1',
              'model.name=resnet1d', 'optim.name=adamw', 'optim.wd=0.05', 'train.keep_best=true',
-             'optim.warmup=5', 'optim.schedule=cosine']  # the resumed run's lr continues from its step count
+             'optim.warmup=5', 'optim.schedule=cosine',  # the resumed run's lr continues from its step count
+             'probes=step_metrics', 'probe.step_metrics.every=3']  # the step table is flushed, resumed and compacted
 
 
 def setup(*more):
@@ -74,6 +75,14 @@ def test_sigterm_then_resume_is_exact(tmp_path, monkeypatch, straight):
     np.testing.assert_array_equal(np.stack(a[col]), np.stack(b[col]), err_msg=col)
   for col in ('best_epoch', 'best_test_loss'):  # the best-validation state is part of the checkpoint
     np.testing.assert_array_equal(a[col], b[col], err_msg=col)
+  # The step table: steps 3, 6, ..., 24 of each member once (those after the epoch-2 checkpoint were written before
+  # the stop and again after it), bitwise those of the uninterrupted run, in steps.parquet as in the part files.
+  steps = [runlib.results.load_sweep(o, table='steps').sort_values(['run_id', 'step']).reset_index(drop=True)
+           for o in (straight.parent, resumed.parent)]
+  assert all(list(g['step']) == list(range(3, 25, 3)) for _, g in steps[1].groupby('run_id'))
+  pd.testing.assert_frame_equal(steps[0].drop(columns='attempt'), steps[1].drop(columns='attempt'))
+  parts = runlib.results.assemble_steps(resumed.parent)
+  pd.testing.assert_frame_equal(pd.read_parquet(resumed.parent / 'steps.parquet'), parts)
 
 
 def test_resume_moves_members_into_other_buckets_and_sweep_order(tmp_path, monkeypatch, straight):

@@ -130,7 +130,19 @@ def _parse_range(key: str, f: dataclasses.Field, text: str, inner: str) -> list[
 def parse_values(key: str, f: dataclasses.Field, text: str) -> list[Any] | Any:
   """A scalar for a plain value, a list for a sweep (`a,b,c`, `choice(a,b,c)`, `a..b[..s]`, `range(a,b[,s])`).
 
-  A value that is one quoted string is a scalar; elements of a list may be quoted (see the module docstring)."""
+  A value that is one quoted string is a scalar; elements of a list may be quoted (see the module docstring).
+  `probes` takes one comma-separated list of probe names, and probe options one value each: neither is swept."""
+  if f.metadata.get('probe_names'):
+    return probe_names(key, text)
+  if 'probe' in f.metadata:
+    if ',' in str(text):
+      raise ConfigError(f"bad value {text!r} for {key}: one value (probes do not change training, so their options "
+                        "are not swept)")
+    from ddjax.probes.registry import parse_option
+    try:
+      return parse_option(*f.metadata['probe'], str(text).strip().strip('\'"'))
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
   call = re.fullmatch(r'\s*(range|choice)\s*\((.*)\)\s*', text, re.S)
   if call and call[1] == 'range':
     return _parse_range(key, f, text.strip(), call[2])
@@ -158,7 +170,34 @@ def parse_values(key: str, f: dataclasses.Field, text: str) -> list[Any] | Any:
   return parse_scalar(key, f, text)
 
 
+def probe_names(key: str, text: str | list) -> str:
+  """`probes=NAME,NAME`: registered probe names, each once, in the order given, joined by commas."""
+  from ddjax.probes.registry import PROBES
+  names = text if isinstance(text, list) else str(text).strip().strip('\'"').split(',')
+  names = [str(n).strip() for n in names if str(n).strip()]
+  for name in names:
+    if name not in PROBES:
+      near = difflib.get_close_matches(name, PROBES, n=1)
+      hint = f'did you mean {near[0]}? ' if near else ''
+      raise ConfigError(f"bad value {name!r} for {key}: {hint}registered probes are {', '.join(PROBES)}")
+    if PROBES[name].always:
+      raise ConfigError(f"bad value {name!r} for {key}: {name} is always on (leave it out)")
+  return ','.join(dict.fromkeys(names))
+
+
 def _unknown_key(key: str, known) -> ConfigError:
+  if key.startswith('probe.') and key.count('.') >= 2:
+    from ddjax.probes.registry import PROBES, parse_option
+    name, option = key.split('.', 2)[1:]
+    if name not in PROBES:
+      near = difflib.get_close_matches(name, PROBES, n=1)
+      hint = f'did you mean {near[0]}? ' if near else ''
+      return ConfigError(f"unknown key {key!r}: no probe {name!r}; {hint}registered probes are {', '.join(PROBES)}")
+    try:
+      parse_option(name, option, '')
+    except ValueError as e:
+      return ConfigError(str(e))
+  known = [k for k in known if not k.startswith('probe.')]  # listed by --help under Probes
   near = difflib.get_close_matches(key, known, n=1)
   hint = f"did you mean {near[0]}? " if near else ''
   return ConfigError(f"unknown key {key!r}: {hint}known keys: {', '.join(sorted(known))}")

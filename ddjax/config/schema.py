@@ -125,6 +125,51 @@ class Config:
   model: ModelConfig = field(default_factory=ModelConfig)
   optim: OptimConfig = field(default_factory=OptimConfig)
   train: TrainConfig = field(default_factory=TrainConfig)
+  probes: str = field(default='', metadata={
+      'help': 'probes to record besides the base ones, NAME,NAME (one value, not a sweep; see Probes below)',
+      'probe_names': True})
+  probe: dict = field(default_factory=dict, metadata={
+      'help': 'probe.NAME.KEY=VALUE: an option of probe NAME, `every` its cadence (see Probes below)',
+      'probe_options': True})
+
+
+# The train.* keys that came before probes: each switches a probe on (and sets one option), and keeps hashing into
+# run ids as it always did, so stores written with them keep their ids. key -> (probes, the option it sets or None)
+PROBE_ALIASES = {'train.collapse': (('collapse',), None), 'train.sharpness': (('sharpness',), 'iters'),
+                 'train.hessian_trace': (('hessian_trace',), 'probes'), 'train.noise_scale': (('noise_scale',), None),
+                 'train.monitor_batch': (('sharpness', 'hessian_trace', 'noise_scale'), 'batch')}
+
+
+def probe_fields() -> dict[str, dataclasses.Field]:
+  """A field per option of every registered probe, `probe.NAME.KEY` (`every` first: its cadence)."""
+  from ddjax.probes.registry import PROBES, Option
+  out = {}
+  for name, spec in PROBES.items():
+    cadence = Option(spec.every, 'cadence: ' + ('every N optimizer steps' if spec.kind == 'step' else
+                                                'eval, Nepochs or at:E/E/...'))
+    for key, opt in [('every', cadence), *spec.options.items()]:
+      f = field(default=opt.default, metadata={'help': opt.help, 'choices': opt.choices, 'probe': (name, key)})
+      f.name, f.type = key, type(opt.default).__name__
+      out[f'probe.{name}.{key}'] = f
+  return out
+
+
+def probe_uses(cfg: Config) -> dict[str, dict[str, Any]]:
+  """The probes a config switches on (`probes` and the train.* aliases), each with the options it sets."""
+  on = {name: {} for name in cfg.probes.split(',') if name}
+  for key, (names, option) in PROBE_ALIASES.items():
+    value = get(cfg, key)
+    if key == 'train.monitor_batch':
+      for name in names:
+        if name in on and 'batch' not in cfg.probe.get(name, {}):
+          on[name]['batch'] = value
+    elif value:
+      on.setdefault(names[0], {})
+      if option is not None:
+        on[names[0]][option] = value
+  for name in on:
+    on[name].update(cfg.probe.get(name, {}))
+  return on
 
 
 # Keys whose values can differ between members of one compiled step; every other key makes separate jobs.
@@ -148,10 +193,16 @@ LATER_KEYS = {'optim.warmup': 0, 'optim.schedule': 'constant', 'train.collapse':
               'train.noise_scale': False, 'train.monitor_batch': 1000}
 
 
+def is_probe_key(key: str) -> bool:
+  """Whether `key` only says what a run records (probes, probe.NAME.KEY): never part of a run's identity."""
+  return key == 'probes' or key == 'probe' or key.startswith('probe.')
+
+
 def identity(flat: dict[str, Any]) -> dict[str, Any]:
-  """A flat {key: value} config without its execution-only keys and its later keys at their old defaults."""
+  """A flat {key: value} config without its execution-only and probe keys and its later keys at their old
+  defaults."""
   return {k: v for k, v in flat.items()
-          if k not in EXECUTION_KEYS and not (k in LATER_KEYS and v == LATER_KEYS[k])}
+          if k not in EXECUTION_KEYS and not is_probe_key(k) and not (k in LATER_KEYS and v == LATER_KEYS[k])}
 
 
 def fields(cfg: Any, prefix: str = '') -> dict[str, dataclasses.Field]:
@@ -161,12 +212,18 @@ def fields(cfg: Any, prefix: str = '') -> dict[str, dataclasses.Field]:
     value = getattr(cfg, f.name)
     if dataclasses.is_dataclass(value):
       out.update(fields(value, prefix + f.name + '.'))
+    elif f.metadata.get('probe_options'):
+      out.update(probe_fields())
     else:
       out[prefix + f.name] = f
   return out
 
 
 def get(cfg: Any, key: str) -> Any:
+  if key.startswith('probe.'):
+    _, name, option = key.split('.', 2)
+    given = cfg.probe.get(name, {})
+    return given[option] if option in given else probe_fields()[key].default
   for part in key.split('.'):
     cfg = getattr(cfg, part)
   return cfg
@@ -174,6 +231,9 @@ def get(cfg: Any, key: str) -> Any:
 
 def replace(cfg: Any, key: str, value: Any) -> Any:
   """A copy of `cfg` with dotted `key` set to `value`."""
+  if key.startswith('probe.'):
+    _, name, option = key.split('.', 2)
+    return dataclasses.replace(cfg, probe={**cfg.probe, name: {**cfg.probe.get(name, {}), option: value}})
   head, _, rest = key.partition('.')
   if rest:
     return dataclasses.replace(cfg, **{head: replace(getattr(cfg, head), rest, value)})
@@ -197,3 +257,12 @@ def flatten(d: dict[str, Any], prefix: str = '') -> dict[str, Any]:
 
 def to_json(cfg: Any) -> str:
   return json.dumps(to_dict(cfg), sort_keys=True)
+
+
+def from_dict(d: dict[str, Any]) -> Config:
+  """The Config of a nested dict (to_dict's, or a run record's JSON from any version): keys it lacks (added to ddjax
+  after it was written) at their defaults."""
+  cfg = Config()
+  for key, value in flatten(d).items():
+    cfg = replace(cfg, key, value)
+  return cfg

@@ -7,7 +7,8 @@ import dataclasses
 import itertools
 import math
 
-from ddjax.config.schema import MEMBER_KEYS, Config, ConfigError, DataConfig, choices_of, fields, get
+from ddjax.config.schema import (MEMBER_KEYS, Config, ConfigError, DataConfig, choices_of, fields, get,
+                                 is_probe_key, probe_uses)
 
 
 def validate(cfg: Config, sweep: dict[str, list]) -> None:
@@ -72,6 +73,7 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
       for noise in sweep.get('data.noise', [cfg.data.noise]):
         if noise:
           raise ConfigError(f"bad value {noise!r} for data.noise: {data} is a regression task (allowed: 0)")
+  _validate_probes(cfg, sweep)
   # Each combination of the data keys (member keys aside): the dataset's own checks, then the batch size.
   keys = [k for k in fields(cfg) if k.startswith('data.') and k not in MEMBER_KEYS]
   for values in itertools.product(*(sweep.get(k, [get(cfg, k)]) for k in keys)):
@@ -86,6 +88,43 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
     for b in sweep.get('train.batch_size', [cfg.train.batch_size]):
       if n_train is not None and b > n_train:
         raise ConfigError(f"bad value {b!r} for train.batch_size: larger than the {n_train} training examples")
+
+
+def _validate_probes(cfg: Config, sweep: dict[str, list]) -> None:
+  """Probe keys are not swept; each probe switched on applies to every model and dataset of the sweep, and an option
+  naming a tap point names one of the model's."""
+  from ddjax.data.registry import DATASETS
+  from ddjax.nn.registry import MODELS
+  from ddjax.probes.registry import PROBES, Setting
+  for key in sweep:
+    if is_probe_key(key):
+      raise ConfigError(f"bad sweep of {key}: probes do not change training, so they are not swept (one value)")
+  uses = probe_uses(cfg)
+  for data in sweep.get('data.name', [cfg.data.name]):
+    for model in sweep.get('model.name', [cfg.model.name]):
+      for optimizer in sweep.get('optim.name', [cfg.optim.name]):
+        setting = Setting(DATASETS[data].task, MODELS[model].linear, 0, optimizer)
+        for name in uses:
+          why = PROBES[name].applies(setting) if PROBES[name].applies is not None else ''
+          if why:
+            raise ConfigError(f"probe {name} cannot run with model.name={model}, data.name={data}: {why}")
+        for name, given in {**cfg.probe, **uses}.items():  # options of probes not switched on are checked too
+          spec = PROBES[name]
+          for option, value in given.items():
+            if spec.options.get(option) is None or not spec.options[option].tap or not value:
+              continue
+            taps = model_taps(model, dataclasses.replace(cfg.data, name=data), cfg.model.depth)
+            if value not in taps:
+              raise ConfigError(f"bad value {value!r} for probe.{name}.{option}: {model} has the tap points "
+                                f"{', '.join(taps) or '(none)'}")
+
+
+def model_taps(model: str, data: DataConfig, depth: int) -> tuple[str, ...]:
+  """The tap points of model `model` (at `depth`) on dataset `data`, from the module alone (nothing is built)."""
+  from ddjax.data.registry import dataset_shape
+  from ddjax.nn.registry import make_model
+  shape, classes = dataset_shape(data)
+  return tuple(getattr(make_model(model, 2, shape, classes, 'lax', depth=depth), 'TAPS', ()))
 
 
 def train_examples(data: DataConfig) -> int | None:
@@ -113,12 +152,22 @@ def describe(cfg: Config, sweep: dict[str, list]) -> str:
     choices = f" (one of: {', '.join(map(str, choices_of(f)))})" if choices_of(f) else ''
     return f"  {key:<{pad}} {shown:<40} {f.metadata.get('help', '')}{choices}{tag}"
 
-  lines = [line(k) for k in known if k not in owner]
-  lines.append('\nModels (model.name=NAME; registered in ddjax/nn or by --plugin):')
+  lines = [line(k) for k in known if k not in owner and not is_probe_key(k)]
+  lines.append('\nModels (model.name=NAME; registered in ddjax/nn or by --plugin), with their tap points for '
+               f'probes at model.depth={cfg.model.depth}:')
   for name, m in MODELS.items():
     lines.append(f'  {name:<{pad}} {m.help}')
+    try:
+      data = cfg.data if cfg.data.name in DATASETS and DATASETS[cfg.data.name].inputs in m.inputs else \
+          dataclasses.replace(cfg.data, name=next(d for d, s in DATASETS.items() if s.inputs in m.inputs))
+      lines.append(f"  {'':<{pad}}   taps: {', '.join(model_taps(name, data, cfg.model.depth)) or '(none)'}")
+    except Exception:  # noqa: BLE001 - a model that cannot be built without its data: no line
+      pass
   lines.append('\nDatasets (data.name=NAME; registered in ddjax/data or by --plugin), with their own options:')
   for name, spec in DATASETS.items():
     lines.append(f'  {name:<{pad}} {spec.help}')
     lines += ['  ' + line(f'data.{o}') for o in spec.options if f'data.{o}' in known]
+  from ddjax.probes.registry import describe_probes
+  lines.append('\nProbes (probes=NAME,NAME; probe.NAME.KEY=VALUE; registered in ddjax/probes or by --plugin):')
+  lines += describe_probes()
   return '\n'.join(lines)

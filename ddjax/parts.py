@@ -1,0 +1,91 @@
+"""Reading a store's part files, and the columns of rows that an older ddjax wrote without them (filled as the rows
+after them have them), so a store of any version reads as one table."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from ddjax import config as cfglib
+
+
+def read_parts(out: Path, prefix: str) -> pd.DataFrame | None:
+  # Oldest first (then by name), so that keeping the last of duplicated rows keeps the newest.
+  files = sorted((Path(out) / 'parts').glob(f'{prefix}-*.parquet'), key=lambda f: (f.stat().st_mtime_ns, f.name))
+  frames = [pq.read_table(f).to_pandas() for f in files]
+  frames = [f for f in frames if len(f)]
+  return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def newest(members: pd.DataFrame) -> pd.DataFrame:
+  """Each run id's row of its newest attempt (attempts are start times in ns; within one, the completed row):
+  independent of file times, so a copied store reads the same."""
+  if 'attempt' in members.columns:
+    done = members['complete'].astype(bool) if 'complete' in members.columns else False
+    members = members.assign(_done=done).sort_values(['attempt', '_done'], kind='stable').drop(columns='_done')
+  return members.drop_duplicates('run_id', keep='last')
+
+
+def later_defaults(frame: pd.DataFrame) -> pd.DataFrame:
+  """Rows written before a key existed (config.LATER_KEYS) read it at its default, like the rows after; so does
+  their `config` (a member's whole config, which later rows write with every key)."""
+  for key, default in cfglib.LATER_KEYS.items():
+    if key in frame.columns:
+      frame[key] = frame[key].where(frame[key].notna(), default)
+  if 'config' in frame.columns:
+    now = set(cfglib.flatten(cfglib.to_dict(cfglib.Config())))
+    complete = lambda c: set(cfglib.flatten(json.loads(c))) >= now - {'probe'}
+    frame['config'] = [c if not isinstance(c, str) or complete(c) else cfglib.to_json(cfglib.from_dict(json.loads(c)))
+                       for c in frame['config']]
+  return frame
+
+
+def older_steps(curves: pd.DataFrame, members: pd.DataFrame) -> pd.DataFrame:
+  """Evaluation rows written before rows carried `step` get it from the member's config (epoch x optimizer steps per
+  epoch), where the config tells the training set's size; `time_s` stays missing."""
+  if 'step' in curves.columns and curves['step'].notna().all():
+    return curves
+  per_epoch = {}
+  for run_id, config in members[['run_id', 'config']].values:
+    cfg = cfglib.flatten(json.loads(config))
+    known = {f.name for f in dataclasses.fields(cfglib.DataConfig)}
+    data = cfglib.DataConfig(**{k[5:]: v for k, v in cfg.items() if k.startswith('data.') and k[5:] in known})
+    try:
+      n = cfglib.train_examples(data)
+    except (KeyError, ValueError):  # a dataset no longer registered
+      n = None
+    batch = cfg.get('train.batch_size', 0)
+    per_epoch[run_id] = np.nan if n is None else (n // batch if batch else 1)
+  old = curves['epoch'] * curves['run_id'].map(per_epoch)
+  curves['step'] = curves['step'].fillna(old) if 'step' in curves.columns else old
+  return curves
+
+
+def older_recorded_probes(members: pd.DataFrame) -> pd.DataFrame:
+  """Rows written before `recorded_probes` existed get what those runs recorded: the base probes, those the train.*
+  keys switched on and those that switch themselves on for the member's model and data."""
+  from ddjax.data.registry import DATASETS
+  from ddjax.nn.registry import MODELS
+  from ddjax.probes import PROBES, Setting
+
+  def older(config: str) -> str:
+    flat = cfglib.flatten(json.loads(config))
+    names = [n for n, p in PROBES.items() if p.always]
+    names += [ns[0] for key, (ns, _) in cfglib.PROBE_ALIASES.items() if key != 'train.monitor_batch' and flat.get(key)]
+    model, data = MODELS.get(flat.get('model.name')), DATASETS.get(flat.get('data.name'))
+    if model is not None and data is not None:
+      setting = Setting(data.task, model.linear, int(model.linear), flat.get('optim.name', ''))
+      names += [n for n, p in PROBES.items() if p.auto is not None and p.auto(setting) is not None]
+    return ','.join(names)
+
+  if 'recorded_probes' not in members.columns:
+    members = members.assign(recorded_probes=None)
+  missing = members['recorded_probes'].isna()
+  if missing.any():
+    members.loc[missing, 'recorded_probes'] = members.loc[missing, 'config'].map(older)
+  return members

@@ -1,0 +1,120 @@
+"""What a probe sees: one member's state and data at an evaluation (EvalContext), or one optimizer step (StepContext).
+
+Both are built inside the traced, vmapped programs of a bucket, so every array is one member's; a probe returns a
+dict of per-member values (scalars, or small fixed-shape arrays).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+
+def chunks(x, y, size: int):
+  """(x, y) in chunks of `size` examples (at most n), the last padded, and which entries are real: (xs, ys, valid)."""
+  n = x.shape[0]
+  chunk = min(size, n)
+  n_chunks = -(-n // chunk)
+  pad = n_chunks * chunk - n
+  xs = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape(n_chunks, chunk, *x.shape[1:])
+  ys = jnp.pad(y, [(0, pad)] + [(0, 0)] * (y.ndim - 1)).reshape(n_chunks, chunk, *y.shape[1:])
+  valid = (jnp.arange(n_chunks * chunk) < n).reshape(n_chunks, chunk)
+  return xs, ys, valid
+
+
+@dataclass(frozen=True)
+class EvalContext:
+  """One member at an evaluation. `loss(params, batch_stats, x, y, train)` is the training loss on preprocessed
+  inputs: ((loss_B, wrong_B, weight_B), batch_stats) per example (wrong: misclassified; weight: 0 for a target that
+  does not count)."""
+  spec: Any                  # the bucket's StepSpec: model, preprocess, task, num_classes, eval_batch, optimizer
+  state: dict
+  hp: dict
+  labels_N: jax.Array        # the member's own (noisy) training labels
+  x_train: jax.Array         # raw inputs (spec.preprocess normalises them)
+  x_test: jax.Array
+  y_test: jax.Array
+  loss: Callable
+  target_weight: Callable    # (y) -> per-example weight (0 for targets that do not count)
+  key: jax.Array             # the member's key for probes' random draws (from its batch seed)
+
+  @property
+  def variables(self) -> dict:
+    return {'params': self.state['params'], 'batch_stats': self.state['batch_stats']}
+
+  def dataset_stats(self, x, y) -> tuple[jax.Array, jax.Array]:
+    """Mean loss and error over (x, y) (over targets that count, for regression), in chunks of eval_batch, with
+    evaluation-mode BatchNorm."""
+    xs, ys, valid = chunks(x, y, self.spec.eval_batch)
+
+    def one(args):
+      xc, yc, vc = args
+      (loss, wrong, weight), _ = self.loss(self.state['params'], self.state['batch_stats'],
+                                           self.spec.preprocess(xc), yc, False)
+      weight = weight * vc
+      return jnp.sum(loss * weight), jnp.sum(wrong * weight), jnp.sum(weight)
+
+    loss_sum, wrong_sum, count = (a.sum() for a in lax.map(one, (xs, ys, valid)))
+    count = jnp.maximum(count, 1.0)
+    return loss_sum / count, wrong_sum / count
+
+  def features(self, x, layer: str | None = None) -> tuple[jax.Array, jax.Array]:
+    """(outputs, features) for raw inputs x in evaluation mode, both float32 and flattened per example: the
+    features are the input of the output layer `head` (layer None) or the model's tap point `layer`. Masked
+    channels are zero, so a member's features are those of its own width."""
+    model, x, width = self.spec.model, self.spec.preprocess(x), self.hp['width']
+    if layer is None:
+      seen = []
+
+      def grab(next_fun, args, kwargs, context):
+        if context.module.name == 'head' and context.method_name == '__call__':
+          seen.append(args[0])
+        return next_fun(*args, **kwargs)
+
+      with nn.intercept_methods(grab):
+        out = model.apply(self.variables, x, width, train=False)
+      h = seen[-1]
+    else:
+      out, state = model.apply(self.variables, x, width, train=False, mutable=['taps'])
+      found = state.get('taps', {})
+      if layer not in found:
+        raise KeyError(f'{type(model).__name__} has no tap point {layer!r}; it has {sorted(found)}')
+      h = found[layer][-1]  # sow keeps a tuple of calls
+    return out.astype(jnp.float32), h.reshape(x.shape[0], -1).astype(jnp.float32)
+
+  def monitor_batch(self, n: int) -> tuple[jax.Array, jax.Array]:
+    """`n` training examples (at most all) evenly spaced through the training set, preprocessed (no augmentation),
+    with the member's own labels: the same at every evaluation. Data sets stored in groups (m-height) are sampled
+    across every group."""
+    n_train = self.x_train.shape[0]
+    n = min(n, n_train)
+    idx = jnp.arange(n) * n_train // n
+    return self.spec.preprocess(self.x_train[idx]), self.labels_N[idx]
+
+  def batch_loss(self, x, y, train: bool = True) -> Callable:
+    """params -> the mean loss on preprocessed (x, y) with this member's BatchNorm statistics: the batch's own with
+    `train` (running statistics untouched), the running ones without."""
+    def loss(params):
+      (loss_B, _, weight_B), _ = self.loss(params, self.state['batch_stats'], x, y, train)
+      return loss_B.sum() / jnp.maximum(weight_B.sum(), 1.0)
+    return loss
+
+
+@dataclass(frozen=True)
+class StepContext:
+  """One member's optimizer step: the state before and after it, the gradients of the batch loss, the batch's mean
+  loss and per-example (wrong, weight), the learning rate the step used."""
+  spec: Any
+  hp: dict
+  before: dict
+  after: dict
+  grads: Any
+  loss: jax.Array
+  wrong_B: jax.Array
+  weight_B: jax.Array
+  lr: jax.Array

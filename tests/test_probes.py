@@ -1,0 +1,219 @@
+"""Probes (ddjax/probes): keys, errors and run ids; training bitwise unchanged by any probe or cadence; the step
+table and tap points against dense models and NumPy; cadences; probes from a --plugin file."""
+
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from ddjax import cli
+from ddjax import config as cfglib
+from ddjax import results
+from ddjax import run as runlib
+from ddjax.data import load_dataset
+from ddjax.members import expand
+from ddjax.nn.models import make_model
+from ddjax.probes import use
+from ddjax.train import StepSpec, bucket_fns, member_key
+from experiments.double_descent import PRESETS
+from tests.dense_reference import DenseMLP
+from tests.helpers import hp_for, unstack
+
+BASE = ['model.name=mlp', 'model.width=3,7', 'train.epochs=4', 'train.eval_points=2', 'data.num_samples=300',
+        'data.seed=3', 'train.batch_size=60', 'train.eval_batch=100', 'optim.name=sgd', 'optim.momentum=0',
+        'optim.lr=0.05']
+PROBED = ['probes=step_metrics,collapse', 'probe.collapse.layer=hidden0', 'probe.collapse.every=2epochs',
+          'probe.step_metrics.every=2']
+
+
+def train(out, *more):
+  cfg, sweep = cfglib.apply_overrides(cfglib.Config(), {}, BASE + list(more))
+  runlib.run(cfg, sweep, expand(cfg, sweep), out, progress=False, log=lambda *a: None)
+  return cfg, results.load(out).sort_values('model.width').reset_index(drop=True)
+
+
+@pytest.fixture(scope='module')
+def plain(tmp_path_factory):
+  out = tmp_path_factory.mktemp('plain')
+  return out, *train(out)
+
+
+@pytest.fixture(scope='module')
+def probed(tmp_path_factory):
+  out = tmp_path_factory.mktemp('probed')
+  return out, *train(out, *PROBED)
+
+
+def test_probes_change_neither_run_ids_nor_a_single_number_of_training(plain, probed):
+  """Run ids, the curves of the base probes and every member's final parameters and optimizer state are bitwise
+  those of the run without probes; the evaluation rows gain the epochs of a cadence (2) and carry `step`."""
+  (a_out, _, a), (b_out, _, b) = plain, probed
+  assert list(a['run_id']) == list(b['run_id'])
+  assert [list(e) for e in a['epoch']] == [[1, 4]] * 2 and [list(e) for e in b['epoch']] == [[1, 2, 4]] * 2
+  for col in ('train_loss', 'test_loss', 'test_error', 'weight_norm', 'update_norm'):
+    for x, y in zip(a[col], b[col]):
+      np.testing.assert_array_equal(np.asarray(x)[[0, 1]], np.asarray(y)[[0, 2]], err_msg=col)
+  for run in a['run_id']:
+    (va, wa), (vb, wb) = (runlib.member_variables(o, run, 'last') for o in (a_out, b_out))
+    assert wa == wb
+    jax.tree.map(np.testing.assert_array_equal, va, vb)
+  steps_per_epoch = 240 // 60
+  assert [list(s) for s in b['step']] == [[steps_per_epoch, 2 * steps_per_epoch, 4 * steps_per_epoch]] * 2
+  assert all(np.all(np.diff(t) >= 0) for t in b['time_s'])
+
+
+def test_collapse_at_a_tap_point_at_its_cadence_is_numpys(probed):
+  """probe.collapse.layer=hidden0, every 2 epochs: NaN at epoch 1, and at epoch 4 NC1, NC2 and NC4 of the first
+  hidden layer's features, computed in NumPy from the member's final parameters, on the training set; no NC3 (it
+  compares with the output layer, which reads another layer)."""
+  from tests.test_metrics import numpy_nc
+  out, cfg, table = probed
+  ds = load_dataset(cfg.data)
+  x = np.asarray(ds.preprocess(jnp.asarray(ds.x_train)), np.float64)
+  y = np.asarray(ds.y_train)
+  assert 'nc3' not in table.columns
+  for _, row in table.iterrows():
+    assert np.isnan(row['nc1'][0]) and not np.isnan(row['nc1'][1])
+    params = jax.tree.map(lambda a: np.asarray(a, np.float64), runlib.member_variables(out, row['run_id'],
+                                                                                      'last')[0]['params'])
+    h = np.maximum(x @ params['dense0']['kernel'] + params['dense0']['bias'], 0)
+    w = params['head']['kernel']
+    logits = np.maximum(h @ params['dense1']['kernel'] + params['dense1']['bias'], 0) @ w + params['head']['bias']
+    want = numpy_nc(h, y, w.T, logits)
+    for key in ('nc1', 'nc1_trace', 'nc2_equinorm', 'nc2_equiangle', 'nc2_etf', 'nc4'):
+      assert row[key][-1] == pytest.approx(want[key], rel=1e-3, abs=1e-5), (row['model.width'], key)
+
+
+def test_step_metrics_of_a_padded_member_are_the_dense_models(tiny_mnist1d):
+  """One epoch of a width-3 member padded to 8: each step's loss, accuracy, gradient norm and learning rate are
+  those of the dense width-3 MLP (tests/dense_reference.py) trained by hand with SGD on the member's batches."""
+  from tests.test_equivalence import active_slice
+  k, lr = 3, 0.05
+  x, y = jnp.asarray(tiny_mnist1d.x_train[:160]), jnp.asarray(tiny_mnist1d.y_train[:160])
+  spec = StepSpec(make_model('mlp', 8, (40,), 10, 'im2col'), 'sgd', 32, 10, step_probes=(use('step_metrics'),))
+  hp = hp_for([k], **{'optim.lr': lr, 'optim.momentum': 0.0})
+  fns = bucket_fns(spec)
+  state = fns.init(hp, x[0])
+  dense = DenseMLP(k)
+  params = active_slice('mlp', unstack(state, 0)['params'], dense.init(jax.random.key(0), x[:2])['params'])
+  _, _, steps = fns.epoch(state, hp, fns.labels(hp, y), x, jnp.int32(0))
+  got = jax.tree.map(lambda v: np.asarray(v[0]), steps['step_metrics'])
+  order = jax.random.permutation(jax.random.fold_in(member_key(unstack(hp, 0), 'batches'), 0), 160).reshape(5, 32)
+  for i, idx in enumerate(order):
+    loss_fn = lambda p, idx=idx: optax.softmax_cross_entropy_with_integer_labels(dense.apply({'params': p}, x[idx]),
+                                                                                 y[idx]).mean()
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    right = float(np.mean(np.asarray(jnp.argmax(dense.apply({'params': params}, x[idx]), -1)) == np.asarray(y[idx])))
+    norm = np.sqrt(sum(np.sum(np.asarray(g, np.float64) ** 2) for g in jax.tree.leaves(grads)))
+    assert got['step_loss'][i] == pytest.approx(float(loss), rel=1e-5)
+    assert got['step_accuracy'][i] == pytest.approx(right, abs=1e-6)
+    assert got['step_grad_norm'][i] == pytest.approx(norm, rel=1e-4)
+    assert got['step_lr'][i] == pytest.approx(lr)
+    params = jax.tree.map(lambda p, g: p - lr * g, params, grads)
+
+
+def test_the_step_table_at_its_cadence(probed):
+  """probe.step_metrics.every=2: steps 2, 4, ..., 16 of each member, once each, float32, with the derived columns;
+  its last step's loss is a batch loss near the member's training loss."""
+  out, _, table = probed
+  steps = results.load_sweep(out, table='steps')
+  assert set(steps['run_id']) == set(table['run_id'])
+  for run, g in steps.groupby('run_id'):
+    assert list(g['step']) == list(range(2, 17, 2)) and list(g['epoch']) == [1, 1, 2, 2, 3, 3, 4, 4]
+  assert steps['step_loss'].dtype == np.float32 and np.all(np.isfinite(steps['step_loss']))
+  np.testing.assert_allclose(steps['step_loss_bits'], steps['step_loss'] / np.log(2), rtol=1e-6)
+  assert (steps['step_wd'] == 0).all() and (steps['step_lr'] == np.float32(0.05)).all()
+  assert (out / 'steps.parquet').exists()  # compacted with results.parquet
+  polars = results.load_sweep(out, backend='polars', table='steps')
+  assert polars.shape == steps.shape
+
+
+def test_bad_probe_keys_are_one_line_errors_that_write_nothing(tmp_path, capsys):
+  for argv, said in [(['probes=colapse'], "did you mean collapse?"),
+                     (['probe.collapse.layr=x'], 'probe collapse has the options every, layer'),
+                     (['probes=collapse', 'probe.collapse.layer=conv9'], 'mlp has the tap points hidden0, hidden1'),
+                     (['probe.sharpness.iters=0'], 'must be >= 1'),
+                     (['probe.collapse.every=3'], 'allowed eval (every evaluation), Nepochs'),
+                     (['probe.step_metrics.every=0'], 'every N optimizer steps'),
+                     (['probe.sharpness.iters=5,10'], 'not swept'),
+                     (['data.name=linear_teacher', 'model.name=deep_linear', 'data.noise=0', 'probes=collapse'],
+                      'a regression task has no classes to collapse')]:
+    out = tmp_path / 'never'
+    with pytest.raises(SystemExit) as e:
+      cli.main('double_descent', PRESETS, BASE[:1] + argv + ['--out', str(out)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and said in err and err.count('\n') == 1, (argv, err)
+    assert not out.exists()
+  with pytest.raises(SystemExit):
+    cli.main('double_descent', PRESETS, ['--help'])
+  shown = capsys.readouterr().out
+  assert 'probe.sharpness.iters=20' in shown and 'step_metrics (step probe, every 1)' in shown
+  assert 'taps: hidden0, hidden1' in shown
+
+
+def test_a_complete_member_without_a_probe_says_so(plain, tmp_path):
+  import shutil
+  out = tmp_path / 'store'
+  shutil.copytree(plain[0], out)
+  said = []
+  cfg, sweep = cfglib.apply_overrides(cfglib.Config(), {}, BASE + ['probes=collapse'])
+  runlib.run(cfg, sweep, expand(cfg, sweep), out, progress=False, log=said.append)
+  line = [s for s in said if 'did not record' in s]
+  assert line == ['job 1/1: 2 complete member(s) did not record probe(s) collapse; train them again with --rerun '
+                  'KEY=VALUE to record them (probes leave run ids alone)']
+
+
+PLUGIN = '''
+    import jax
+    import jax.numpy as jnp
+    from ddjax.probes import register_probe
+
+
+    @register_probe('hidden_mean', columns=('hidden_mean',), help="mean of the first hidden layer's active units")
+    def hidden_mean(ctx):
+      _, h = ctx.features(ctx.x_test, 'hidden0')
+      return {'hidden_mean': h.sum() / (h.shape[0] * ctx.hp['width'])}
+
+
+    @register_probe('update_size', kind='step', columns=('update_size',), help='norm of the parameter change')
+    def update_size(ctx):
+      change = jax.tree.map(jnp.subtract, ctx.after['params'], ctx.before['params'])
+      return {'update_size': jnp.sqrt(sum(jnp.sum(jnp.square(c)) for c in jax.tree.leaves(change)))}
+'''
+
+
+@pytest.fixture(scope='module')
+def plugged(tmp_path_factory):
+  where = tmp_path_factory.mktemp('plugin')
+  (where / 'my_probes.py').write_text(textwrap.dedent(PLUGIN))
+  out = where / 'store'
+  cli.main('double_descent', PRESETS, BASE + ['--plugin', str(where / 'my_probes.py'), '--out', str(out),
+                                              'probes=hidden_mean,update_size,step_metrics', '--no-progress'])
+  return out, results.load(out)
+
+
+def test_a_plugin_probe_reads_a_tap_point(plugged):
+  """Its column is the NumPy mean of the member's own hidden units on the test set, from its final parameters."""
+  out, table = plugged
+  cfg, _ = cfglib.apply_overrides(cfglib.Config(), {}, BASE)
+  ds = load_dataset(cfg.data)
+  x = np.asarray(ds.preprocess(jnp.asarray(ds.x_test)), np.float64)
+  for _, row in table.iterrows():
+    params = runlib.member_variables(out, row['run_id'], 'last')[0]['params']
+    h = np.maximum(x @ np.asarray(params['dense0']['kernel'], np.float64) + np.asarray(params['dense0']['bias']), 0)
+    k = row['model.width']
+    assert row['hidden_mean'][-1] == pytest.approx(h[:, :k].mean(), rel=1e-5)
+    assert h[:, k:].max(initial=0) == 0  # masked units are zero
+    got = runlib.member_features(out, row['run_id'], 'hidden0', ds.x_test)
+    np.testing.assert_allclose(got, h, rtol=1e-5, atol=1e-6)
+
+
+def test_a_plugin_step_probe_lands_in_the_step_table(plugged):
+  """Plain SGD moves the parameters by lr times the gradient: the plugin's update norm is 0.05 x step_grad_norm."""
+  out, table = plugged
+  steps = results.load_sweep(out, table='steps')
+  assert len(steps) == len(table) * 4 * 4 and steps['update_size'].dtype == np.float32  # members x epochs x steps
+  np.testing.assert_allclose(steps['update_size'], 0.05 * steps['step_grad_norm'], rtol=1e-4)
