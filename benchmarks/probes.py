@@ -45,13 +45,13 @@ def buckets_for(overrides: list[str]):
 
 
 def seconds_per_epoch(buckets, epochs: int) -> tuple[float, list]:
-  """Seconds per epoch, and the step values of the timed epochs (on the host)."""
+  """Seconds per epoch, and the step values of the timed epochs, fetched to the host at the end as a flush does."""
   jax.block_until_ready([b.train_epoch(0) for b in buckets])
-  t, fetched = time.perf_counter(), []
+  t, out = time.perf_counter(), []
   for e in range(1, epochs + 1):
-    out = [b.train_epoch(e) for b in buckets]
-    fetched.append(jax.device_get([steps for _, steps in out]))  # the step values reach the host
-  return (time.perf_counter() - t) / epochs, fetched
+    out.append([b.train_epoch(e) for b in buckets])
+  fetched = jax.device_get(out)
+  return (time.perf_counter() - t) / epochs, [[steps for _, steps in epoch] for epoch in fetched]
 
 
 def parquet_bytes_per_row(buckets, fetched, attempt: int = 1796543186448147093) -> float:
@@ -89,7 +89,7 @@ def seconds_per_evaluation(buckets, which, repeats: int) -> float:
 def main(argv=None):
   parser = argparse.ArgumentParser(prog='python -m benchmarks.probes', description=__doc__.split('\n')[0])
   parser.add_argument('--epochs', type=int, default=3, help='timed epochs per configuration')
-  parser.add_argument('--repeats', type=int, default=2, help='timed evaluations per probe')
+  parser.add_argument('--repeats', type=int, default=1, help='timed evaluations per probe')
   parser.add_argument('--out', type=Path, default=Path('benchmarks/results'))
   parser.add_argument('overrides', nargs='*', metavar='key=value', help='preset overrides')
   args = parser.parse_args(argv)

@@ -145,6 +145,13 @@ class Bucket:
     self.state_M, loss, steps = self.fns.epoch(*self._epoch_args(epoch))
     return loss, steps
 
+  def train_segment(self, epoch: int, start: int, stop: int):
+    """train_epoch for the epoch's steps start .. stop - 1 only (an evaluation comes after them); the step values
+    of those steps."""
+    bounds = jax.device_put(np.asarray([start, stop], np.int32), self.replicated)
+    self.state_M, loss, steps = self.fns.segment(*self._epoch_args(epoch), bounds[0], bounds[1])
+    return loss, jax.tree.map(lambda v: v[:, start:stop], steps)
+
   def _epoch_args(self, epoch: int) -> tuple:
     epoch = jax.device_put(np.int32(epoch), self.replicated)
     return self.state_M, self.hp_M, self.labels_MxN, self.data['x_train'], epoch
@@ -168,11 +175,11 @@ class Bucket:
       return None
     return analyses[0].temp_size_in_bytes, analyses[1].temp_size_in_bytes if evaluation else 0
 
-  def evaluate(self, epoch: int, which: tuple[str, ...] | None = None) -> dict[str, jax.Array]:
-    """Dispatches the evaluation of the probes named in `which` (None: all) and, with keep_best, the update of the
-    best parameters; the metrics stay on the device until read."""
+  def evaluate(self, epoch: int, which: tuple[str, ...] | None = None, best: bool = True) -> dict[str, jax.Array]:
+    """Dispatches the evaluation of the probes named in `which` (None: all) and, with keep_best and `best`, the
+    update of the best parameters; the metrics stay on the device until read."""
     metrics = self.fns.evaluate(*self._evaluate_args(), which=which)
-    if self.spec.keep_best:
+    if self.spec.keep_best and best:
       self.state_M = self.fns.remember_best(self.state_M, metrics['test_loss'],
                                           jax.device_put(np.int32(epoch), self.replicated))
       best = self.state_M['best']

@@ -52,18 +52,29 @@ class Interrupted(Exception):
     self.signum, self.job, self.epoch = signum, job, epoch
 
 
-def probes_at(buckets: list[Bucket], epoch: int, grid: set[int]) -> tuple[str, ...] | None:
-  """The evaluation probes that run at `epoch` (None: all of them): the base ones at every evaluation, the others by
-  their cadence (`eval`: at the epochs of the evaluation grid)."""
-  uses = buckets[0].spec.probes
-  names = tuple(u.name for u in uses if u.spec.always or u.every.runs_at(epoch) and (u.every.kind != 'eval'
-                                                                                     or epoch in grid))
-  return None if len(names) == len(uses) else names
+def evaluation_points(uses, grid: set[int], every_steps: int, steps_per_epoch: int,
+                      epoch: int) -> list[tuple[int, tuple[str, ...] | None]]:
+  """Where epoch `epoch` evaluates, in order: (steps into the epoch, the evaluation probes that run there; None: all).
+  An evaluation of the grid (its epochs' ends) or of train.eval_every_steps runs the base probes and those of
+  cadence `eval`; a probe's own cadence (Nepochs, at:E/..., Nsteps) adds points with the base probes and it."""
+  optional = [u for u in uses if not u.spec.always]
+  within = every_steps or any(u.every.kind == 'steps' for u in optional)
+  points = []
+  for k in range(1, steps_per_epoch + 1) if within else [steps_per_epoch]:
+    step, end = (epoch - 1) * steps_per_epoch + k, k == steps_per_epoch
+    evaluation = (end and epoch in grid) or bool(every_steps and step % every_steps == 0)
+    names = tuple(u.name for u in optional if u.every.runs_at(step, epoch if end else None, evaluation))
+    if evaluation or names:
+      points.append((k, None if len(names) == len(optional) else
+                     tuple(u.name for u in uses if u.spec.always) + names))
+  return points
 
 
-def _metric_rows(job: Job, buckets: list[Bucket], epoch: int, ids: list[str], attempt: int, which=None,
+def _metric_rows(job: Job, buckets: list[Bucket], epoch: int | float, ids: list[str], attempt: int, which=None,
                  extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-  metrics = [b.evaluate(epoch, which) for b in buckets]  # every device evaluates before the host reads
+  """The evaluation rows at `epoch` (fractional within an epoch, where keep_best does not look)."""
+  best = float(epoch).is_integer()
+  metrics = [b.evaluate(int(epoch), which, best) for b in buckets]  # every device evaluates before the host reads
   if jax.process_count() > 1:  # members sharded over hosts: every process gathers all of them
     metrics = multihost_utils.process_allgather(metrics, tiled=True)
   metrics = jax.device_get(metrics)
@@ -121,11 +132,8 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
     results.write_members(out, jid, member_rows(job, buckets, meta))
   elapsed = lambda: before_s + time.time() - t0
 
-  epochs = cfg.train.epochs
+  epochs, spe = cfg.train.epochs, buckets[0].steps_per_epoch
   grid = set(eval_epochs(epochs, cfg.train.eval_points, cfg.train.eval_every))
-  evals = grid | {e for e in range(1, epochs + 1) if any(u.every.runs_at(e) for u in buckets[0].spec.probes
-                                                         if u.every.kind != 'eval')}
-  spe = buckets[0].steps_per_epoch
   steps = StepTable(buckets, ids, attempt, spe)
   bar = tqdm(range(start + 1, epochs + 1), desc=f'job {job.index + 1}/{n_jobs}', unit='epoch', initial=start,
              total=epochs, disable=not progress or not writer(), file=sys.stderr, dynamic_ncols=True, mininterval=1.0,
@@ -133,23 +141,31 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
   pending, last_save, rows = None, time.time(), []
   buffered, last_flush = [], time.time()
 
-  def flush():  # buffered evaluation rows -> one part file named by its last epoch; the step table likewise
+  def flush():  # buffered evaluation rows -> one part file named by its last step; the step table likewise
     nonlocal buffered, last_flush
     if buffered and writer():
-      results.write_curves(out, jid, buffered[-1]['epoch'], buffered)
+      results.write_curves(out, jid, buffered[-1]['step'], buffered)
     steps.flush(out, jid)
     buffered, last_flush = [], time.time()
 
   try:
     for epoch in bar:
-      losses = [b.train_epoch(epoch - 1) for b in buckets]  # epoch index e-1 seeds the order of epoch e
-      steps.add(epoch, [step_values for _, step_values in losses])
+      points = dict(evaluation_points(buckets[0].spec.probes, grid, cfg.train.eval_every_steps, spe, epoch))
+      cuts = [k for k in points if k < spe]
+      for a, b in zip([0] + cuts, cuts + [spe]):  # segments of the epoch between evaluations within it
+        if b - a == spe:
+          losses = [bk.train_epoch(epoch - 1) for bk in buckets]  # epoch index e-1 seeds the order of epoch e
+        else:
+          losses = [bk.train_segment(epoch - 1, a, b) for bk in buckets]
+        steps.add((epoch - 1) * spe + a + 1, [step_values for _, step_values in losses])
+        if b < spe:
+          buffered += _metric_rows(job, buckets, epoch - 1 + b / spe, ids, attempt, points[b],
+                                   {'step': (epoch - 1) * spe + b, 'time_s': elapsed()})
       if pending is not None:
         jax.block_until_ready(pending)  # keep one epoch in flight so the bar and ETA stay true
       pending = losses
-      if epoch in evals:
-        rows = _metric_rows(job, buckets, epoch, ids, attempt, probes_at(buckets, epoch, grid),
-                            {'step': epoch * spe, 'time_s': elapsed()})
+      if spe in points:
+        rows = _metric_rows(job, buckets, epoch, ids, attempt, points[spe], {'step': epoch * spe, 'time_s': elapsed()})
         buffered += rows
         if logger is not None:
           logger.log(rows, epoch)
@@ -186,9 +202,10 @@ class StepTable:
     self.uses = buckets[0].spec.step_probes
     self.pending: list[tuple[int, list[dict]]] = []
 
-  def add(self, epoch: int, values: list[dict]) -> None:
+  def add(self, first: int, values: list[dict]) -> None:
+    """The step values of each bucket from optimizer step `first` (from 1) on."""
     if self.uses:
-      self.pending.append((epoch, values))
+      self.pending.append((first, values))
 
   def flush(self, out: Path, jid: str) -> None:
     if not self.pending:
@@ -199,15 +216,17 @@ class StepTable:
     if not writer():
       return
     frames = []
-    for epoch, per_bucket in pending:
-      step = (epoch - 1) * self.spe + np.arange(1, self.spe + 1)
+    for first, per_bucket in pending:
+      length = np.shape(next(iter(next(iter(per_bucket[0].values())).values())))[1]
+      step = first + np.arange(length)
+      epoch = (step - 1) // self.spe + 1
       at = {u.name: step % u.every.n == 0 for u in self.uses}  # each probe's cadence
       keep = np.any(list(at.values()), axis=0)
       for b, values in zip(self.buckets, per_bucket):
         members = len(b.member_ids)  # rows past it pad a sharded bucket
         columns = {'run_id': np.repeat([self.ids[i] for i in b.member_ids], keep.sum()),
                    'attempt': np.full(members * keep.sum(), self.attempt, np.int64),
-                   'step': np.tile(step[keep], members), 'epoch': np.full(members * keep.sum(), epoch, np.int64)}
+                   'step': np.tile(step[keep], members), 'epoch': np.tile(epoch[keep], members)}
         for name, probe_values in values.items():
           for column, v in probe_values.items():
             v = np.where(at[name], np.asarray(v[:members], np.float32).reshape(members, -1), np.nan)
@@ -215,7 +234,8 @@ class StepTable:
         frames.append(columns)
     table = {k: np.concatenate([f.get(k, np.full(len(f['step']), np.nan, np.float32)) for f in frames])
              for k in dict.fromkeys(k for f in frames for k in f)}
-    results.write_steps(out, jid, int(pending[-1][0]) * self.spe, table)
+    if len(table['step']):
+      results.write_steps(out, jid, int(table['step'].max()), table)
 
 
 def _say_unrecorded(job: Job, done: list[str], out: Path, n_jobs: int, log) -> None:

@@ -3,8 +3,8 @@
 Layout of an output directory:
   run.json                  resolved config, sweep, package versions, device (written before training)
   parts/members-J.parquet   job J's members: their keys, bucket and metadata (one row per member)
-  parts/curves-J-E.parquet  job J's metrics at the evaluations up to epoch E since the previous part (a row per
-                            member and evaluation; long form; written at least every train.flush_seconds)
+  parts/curves-J-S.parquet  job J's metrics at the evaluations up to optimizer step S since the previous part (a row
+                            per member and evaluation; long form; written at least every train.flush_seconds)
   parts/steps-J-S.parquet   job J's step table up to optimizer step S (step probes: a row per member and recorded
                             step, float32), flushed with the curves
   results.parquet           one row per member: scalar keys, list columns for curves, `diverged`, metadata
@@ -38,11 +38,14 @@ def write_members(out: Path, job_id: str, rows: list[dict[str, Any]]) -> None:
   write_table(Path(out) / 'parts' / f'members-{job_id}.parquet', pa.Table.from_pylist(rows))
 
 
-def write_curves(out: Path, job_id: str, epoch: int, rows: list[dict[str, Any]]) -> None:
-  """Evaluation rows; a probe that did not run at a row's epoch (its cadence) leaves its columns null there."""
+def write_curves(out: Path, job_id: str, step: int, rows: list[dict[str, Any]]) -> None:
+  """Evaluation rows up to optimizer step `step`; a probe that did not run at a row (its cadence) leaves its columns
+  null there, and `epoch` is fractional where a row falls within an epoch."""
   columns = list(dict.fromkeys(k for r in rows for k in r))
-  table = pa.Table.from_pylist([{k: r.get(k) for k in columns} for r in rows])
-  write_table(Path(out) / 'parts' / f'curves-{job_id}-{epoch:08d}.parquet', table)
+  fractional = any(isinstance(r['epoch'], float) for r in rows)
+  table = pa.Table.from_pylist([{k: float(r[k]) if k == 'epoch' and fractional else r.get(k) for k in columns}
+                                for r in rows])
+  write_table(Path(out) / 'parts' / f'curves-{job_id}-{step:012d}.parquet', table)
 
 
 def write_steps(out: Path, job_id: str, step: int, columns: dict[str, np.ndarray]) -> None:
@@ -139,9 +142,10 @@ def assemble(out: Path) -> pd.DataFrame:
   if curves is None:
     table = members.assign(epoch=[[] for _ in range(len(members))])
     return table.sort_values(['job', 'member']).reset_index(drop=True)
-  curves = curves.merge(members[['run_id', 'attempt']], on=['run_id', 'attempt'])
-  curves = curves.drop_duplicates(['run_id', 'epoch'], keep='last').sort_values(['run_id', 'epoch'])
-  curves = older_steps(curves, members)
+  curves = older_steps(curves.merge(members[['run_id', 'attempt']], on=['run_id', 'attempt']), members)
+  at = curves['step'].fillna(-curves['epoch'])  # each evaluation once, by step (by epoch where a step is unknown)
+  curves = curves.assign(_at=at).drop_duplicates(['run_id', '_at'], keep='last').sort_values(['run_id', 'epoch'])
+  curves = curves.drop(columns='_at')
   scalars = [c for c in LAST_ONLY if c in curves.columns]
   metric_cols = [c for c in curves.columns if c not in ('run_id', 'attempt')]
   for c in metric_cols:

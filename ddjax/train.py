@@ -142,10 +142,14 @@ def probed_step(spec: StepSpec, state, hp, x_B, y_B, key=None):
   return after, (loss, {u.name: u.spec.measure(ctx, **u.kwargs) for u in spec.step_probes})
 
 
-def train_epoch(spec: StepSpec, state, hp, labels_N, x_train, epoch):
+def train_epoch(spec: StepSpec, state, hp, labels_N, x_train, epoch, start=None, stop=None):
   """One epoch as a lax.scan over minibatches in the member's own order (from its batch seed and the epoch);
-  augmentation draws come from the member's batch seed, the epoch and the step. Returns the state, the epoch's mean
-  batch loss and the step probes' values, one per step ({} without step probes)."""
+  augmentation draws come from the member's batch seed, the epoch and the step. Returns the state, the mean batch
+  loss and the step probes' values, one per step ({} without step probes).
+
+  With `start` and `stop` (traced): only the epoch's steps start .. stop - 1 train (the others pass the state on, with
+  loss and values 0, and are left out of the mean), in the same scan over the whole epoch, so that an epoch cut into
+  segments (evaluations within it) trains bitwise as the whole epoch does."""
   n = labels_N.shape[0]
   n_batches = n // spec.batch_size
   aug_key = jax.random.fold_in(member_key(hp, 'augment'), epoch)
@@ -159,8 +163,24 @@ def train_epoch(spec: StepSpec, state, hp, labels_N, x_train, epoch):
     i, idx_B = args
     return probed_step(spec, state, hp, x_train[idx_B], labels_N[idx_B], jax.random.fold_in(aug_key, i))
 
-  state, (loss, steps) = lax.scan(step, state, (jnp.arange(n_batches), order))
-  return state, loss.mean(), steps
+  if start is None:
+    state, (loss, steps) = lax.scan(step, state, (jnp.arange(n_batches), order))
+    return state, loss.mean(), steps
+
+  # A while loop over steps start .. stop - 1 whose body is the scan's (slice the step's inputs by the counter, step,
+  # write its outputs at the counter): its trip count is unknown when compiled, so XLA keeps it a loop for any length.
+  outs = jax.tree.map(lambda a: jnp.zeros((n_batches, *a.shape), a.dtype),
+                      jax.eval_shape(step, state, (jnp.int32(0), order[0]))[1])
+
+  def body(carry):
+    i, state, outs = carry
+    state, out = step(state, (i, lax.dynamic_index_in_dim(order, i, keepdims=False)))
+    outs = jax.tree.map(lambda o, v: lax.dynamic_update_index_in_dim(o, v, i, 0), outs, out)
+    return i + 1, state, outs
+
+  _, state, (loss, steps) = lax.while_loop(lambda carry: carry[0] < stop, body, (jnp.asarray(start, jnp.int32), state,
+                                                                                outs))
+  return state, loss.sum() / jnp.maximum(stop - start, 1), steps
 
 
 def eval_context(spec: StepSpec, state, hp, labels_N, x_train, x_test, y_test) -> EvalContext:
@@ -214,6 +234,7 @@ class BucketFns:
   init: Callable      # (hp_M, x_example) -> state_M
   labels: Callable    # (hp_M, y_train) -> labels_MxN
   epoch: Callable     # (state_M, hp_M, labels_MxN, x_train, epoch) -> (state_M, loss_M, step values); donates state
+  segment: Callable   # (state_M, hp_M, labels_MxN, x_train, epoch, start, stop) -> as epoch, for those steps only
   evaluate: Callable  # (state_M, hp_M, labels_MxN, x_train, x_test, y_test, which=None) -> metrics of shape (M,)
   evaluate_program: Callable  # which -> the jitted evaluation of those probes (None: all)
   remember_best: Callable  # (state_M, test_loss_M, epoch) -> state_M; donates state
@@ -240,6 +261,7 @@ def bucket_fns(spec: StepSpec, members: jax.sharding.Sharding | None = None) -> 
       init=jax.jit(lift(init_member, 1), **out),
       labels=jax.jit(jax.vmap(lambda hp, y: member_labels(spec, hp, y), in_axes=(0, None)), **out),
       epoch=jax.jit(lift(train_epoch, 3), donate_argnums=0, **out),
+      segment=jax.jit(lift(train_epoch, 3), donate_argnums=0, **out),
       evaluate=lambda *args, which=None: evaluate_probes(None if which is None else tuple(sorted(which)))(*args),
       evaluate_program=lambda which=None: evaluate_probes(None if which is None else tuple(sorted(which))),
       remember_best=jax.jit(lift(remember_best, 2), donate_argnums=0, **out),

@@ -26,7 +26,7 @@ BASE = ['model.name=mlp', 'model.width=3,7', 'train.epochs=4', 'train.eval_point
         'data.seed=3', 'train.batch_size=60', 'train.eval_batch=100', 'optim.name=sgd', 'optim.momentum=0',
         'optim.lr=0.05']
 PROBED = ['probes=step_metrics,collapse', 'probe.collapse.layer=hidden0', 'probe.collapse.every=2epochs',
-          'probe.step_metrics.every=2']
+          'probe.step_metrics.every=2', 'train.eval_every_steps=2']  # 4 steps an epoch: evaluations at half epochs
 
 
 def train(out, *more):
@@ -48,25 +48,29 @@ def probed(tmp_path_factory):
 
 
 def test_probes_change_neither_run_ids_nor_a_single_number_of_training(plain, probed):
-  """Run ids, the curves of the base probes and every member's final parameters and optimizer state are bitwise
-  those of the run without probes; the evaluation rows gain the epochs of a cadence (2) and carry `step`."""
+  """With probes, a cadence and evaluations every 2 steps (epochs cut into segments), the base probes' curves and
+  every member's final parameters and optimizer state are bitwise those of the plain run; probe keys are not in run
+  ids (the evaluation schedule is, as train.eval_points is); the rows come at half epochs and carry `step`."""
   (a_out, _, a), (b_out, _, b) = plain, probed
-  assert list(a['run_id']) == list(b['run_id'])
-  assert [list(e) for e in a['epoch']] == [[1, 4]] * 2 and [list(e) for e in b['epoch']] == [[1, 2, 4]] * 2
+  from ddjax.store import member_config, run_id
+  cfg, sweep = cfglib.apply_overrides(cfglib.Config(), {}, BASE + ['train.eval_every_steps=2'])  # no probe keys
+  assert sorted(b['run_id']) == sorted(run_id(member_config(job, i)) for job in expand(cfg, sweep)
+                                       for i in range(len(job.members)))  # the evaluation schedule is in them
+  assert [list(e) for e in a['epoch']] == [[1, 4]] * 2
+  assert [list(e) for e in b['epoch']] == [[0.5, 1, 1.5, 2, 2.5, 3, 3.5, 4]] * 2
+  assert [list(s) for s in b['step']] == [list(range(2, 17, 2))] * 2  # 4 steps an epoch
   for col in ('train_loss', 'test_loss', 'test_error', 'weight_norm', 'update_norm'):
     for x, y in zip(a[col], b[col]):
-      np.testing.assert_array_equal(np.asarray(x)[[0, 1]], np.asarray(y)[[0, 2]], err_msg=col)
-  for run in a['run_id']:
-    (va, wa), (vb, wb) = (runlib.member_variables(o, run, 'last') for o in (a_out, b_out))
+      np.testing.assert_array_equal(np.asarray(x), np.asarray(y)[[1, 7]], err_msg=col)
+  for run_a, run_b in zip(a['run_id'], b['run_id']):  # both sorted by width
+    (va, wa), (vb, wb) = runlib.member_variables(a_out, run_a, 'last'), runlib.member_variables(b_out, run_b, 'last')
     assert wa == wb
     jax.tree.map(np.testing.assert_array_equal, va, vb)
-  steps_per_epoch = 240 // 60
-  assert [list(s) for s in b['step']] == [[steps_per_epoch, 2 * steps_per_epoch, 4 * steps_per_epoch]] * 2
   assert all(np.all(np.diff(t) >= 0) for t in b['time_s'])
 
 
 def test_collapse_at_a_tap_point_at_its_cadence_is_numpys(probed):
-  """probe.collapse.layer=hidden0, every 2 epochs: NaN at epoch 1, and at epoch 4 NC1, NC2 and NC4 of the first
+  """probe.collapse.layer=hidden0, every 2 epochs: NaN elsewhere, and at epoch 4 NC1, NC2 and NC4 of the first
   hidden layer's features, computed in NumPy from the member's final parameters, on the training set; no NC3 (it
   compares with the output layer, which reads another layer)."""
   from tests.test_metrics import numpy_nc
@@ -76,7 +80,7 @@ def test_collapse_at_a_tap_point_at_its_cadence_is_numpys(probed):
   y = np.asarray(ds.y_train)
   assert 'nc3' not in table.columns
   for _, row in table.iterrows():
-    assert np.isnan(row['nc1'][0]) and not np.isnan(row['nc1'][1])
+    assert [not np.isnan(v) for v in row['nc1']] == [e in (2, 4) for e in row['epoch']]
     params = jax.tree.map(lambda a: np.asarray(a, np.float64), runlib.member_variables(out, row['run_id'],
                                                                                       'last')[0]['params'])
     h = np.maximum(x @ params['dense0']['kernel'] + params['dense0']['bias'], 0)
@@ -113,6 +117,30 @@ def test_step_metrics_of_a_padded_member_are_the_dense_models(tiny_mnist1d):
     assert got['step_grad_norm'][i] == pytest.approx(norm, rel=1e-4)
     assert got['step_lr'][i] == pytest.approx(lr)
     params = jax.tree.map(lambda p, g: p - lr * g, params, grads)
+
+
+def test_an_epoch_cut_into_segments_trains_bitwise_alike():
+  """Evaluations within an epoch cut it into segments: a ResNet with BatchNorm, on images with random crops and flips,
+  trained over steps [0, 1), [1, 3), [3, 4) (one program: the epoch's scan, idle outside the segment) ends with the
+  very state and step values of the whole epoch (every leaf, BatchNorm statistics and optimizer moments included)."""
+  from ddjax.data.augment import Preprocess
+  model = make_model('resnet18k', 2, (8, 8, 3), 10, 'lax')
+  spec = StepSpec(model, 'adam', 8, 10, preprocess=Preprocess(augment='crop_flip'),
+                  step_probes=(use('step_metrics'),))
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.uniform(size=(32, 8, 8, 3)), jnp.float32)
+  y = jnp.asarray(rng.integers(0, 10, 32))
+  hp = hp_for([1, 2])
+  fns = bucket_fns(spec)
+  init, labels = fns.init(hp, x[0]), fns.labels(hp, y)
+  whole, _, whole_steps = fns.epoch(jax.tree.map(jnp.copy, init), hp, labels, x, jnp.int32(1))
+  state, parts = init, []
+  for start, stop in ((0, 1), (1, 3), (3, 4)):
+    state, _, steps = fns.segment(state, hp, labels, x, jnp.int32(1), jnp.int32(start), jnp.int32(stop))
+    parts.append(jax.tree.map(lambda v, start=start, stop=stop: v[:, start:stop], steps))
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(whole), jax.device_get(state))
+  joined = jax.tree.map(lambda *a: np.concatenate(a, axis=1), *jax.device_get(parts))
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(whole_steps), joined)
 
 
 def test_the_step_table_at_its_cadence(probed):

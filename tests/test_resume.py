@@ -16,7 +16,8 @@ from ddjax.members import expand
 from tests.helpers import close
 
 OVERRIDES = ['model.width=2,5', 'seed=0,1', 'train.epochs=4', 'data.num_samples=300', 'data.seed=3',
-             'train.batch_size=40', 'train.eval_points=4', 'data.noise=0.2', 'train.checkpoint_every=1',
+             'train.batch_size=60', 'train.eval_every_steps=1',  # 4 steps an epoch, each followed by an evaluation
+             'train.eval_points=4', 'data.noise=0.2', 'train.checkpoint_every=1',
              'model.name=resnet1d', 'optim.name=adamw', 'optim.wd=0.05', 'train.keep_best=true',
              'optim.warmup=5', 'optim.schedule=cosine',  # the resumed run's lr continues from its step count
              'probes=step_metrics', 'probe.step_metrics.every=3']  # the step table is flushed, resumed and compacted
@@ -34,18 +35,22 @@ def straight(tmp_path_factory):
 
 
 def signal_during_third_epoch(monkeypatch):
-  """Bucket.train_epoch that sends one real SIGTERM, handled by the run loop, during the third epoch."""
-  original, sent = runlib.Bucket.train_epoch, []
+  """Bucket.train_epoch and train_segment (an epoch's steps up to an evaluation within it) that send one real
+  SIGTERM, handled by the run loop, during the third epoch."""
+  originals, sent = {name: getattr(runlib.Bucket, name) for name in ('train_epoch', 'train_segment')}, []
 
-  def train_then_signal(self, epoch):
-    loss = original(self, epoch)
-    if epoch == 2 and not sent:
-      sent.append(True)
-      os.kill(os.getpid(), signal.SIGTERM)
-    return loss
+  def then_signal(original):
+    def train(self, epoch, *segment):
+      loss = original(self, epoch, *segment)
+      if epoch == 2 and not sent:
+        sent.append(True)
+        os.kill(os.getpid(), signal.SIGTERM)
+      return loss
+    return train
 
-  monkeypatch.setattr(runlib.Bucket, 'train_epoch', train_then_signal)
-  return lambda: monkeypatch.setattr(runlib.Bucket, 'train_epoch', original)
+  for name, original in originals.items():
+    monkeypatch.setattr(runlib.Bucket, name, then_signal(original))
+  return lambda: [monkeypatch.setattr(runlib.Bucket, name, original) for name, original in originals.items()]
 
 
 def table(out):
@@ -75,11 +80,14 @@ def test_sigterm_then_resume_is_exact(tmp_path, monkeypatch, straight):
     np.testing.assert_array_equal(np.stack(a[col]), np.stack(b[col]), err_msg=col)
   for col in ('best_epoch', 'best_test_loss'):  # the best-validation state is part of the checkpoint
     np.testing.assert_array_equal(a[col], b[col], err_msg=col)
-  # The step table: steps 3, 6, ..., 24 of each member once (those after the epoch-2 checkpoint were written before
-  # the stop and again after it), bitwise those of the uninterrupted run, in steps.parquet as in the part files.
+  # Four evaluations per epoch, those after the epoch-2 checkpoint written before the stop and again after it: each
+  # once, bitwise those of the uninterrupted run (above); so is the step table (steps 3, 6, ..., 15 of each member),
+  # in steps.parquet as in the part files.
+  assert all(list(e) == [q / 4 for q in range(1, 17)] and list(s) == list(range(1, 17))
+             for e, s in zip(b['epoch'], b['step']))
   steps = [runlib.results.load_sweep(o, table='steps').sort_values(['run_id', 'step']).reset_index(drop=True)
            for o in (straight.parent, resumed.parent)]
-  assert all(list(g['step']) == list(range(3, 25, 3)) for _, g in steps[1].groupby('run_id'))
+  assert all(list(g['step']) == list(range(3, 17, 3)) for _, g in steps[1].groupby('run_id'))
   pd.testing.assert_frame_equal(steps[0].drop(columns='attempt'), steps[1].drop(columns='attempt'))
   parts = runlib.results.assemble_steps(resumed.parent)
   pd.testing.assert_frame_equal(pd.read_parquet(resumed.parent / 'steps.parquet'), parts)

@@ -88,6 +88,8 @@ class TrainConfig:
   batch_seed: int | None = _f(None, 'seed of the batch order (default: seed)')
   eval_points: int = _f(30, 'log-spaced evaluation epochs (the last epoch is always evaluated)')
   eval_every: int = _f(0, 'also evaluate every N epochs (0: only the log-spaced grid)')
+  eval_every_steps: int = _f(0, 'also evaluate every N optimizer steps, within epochs too (0: off; rows carry '
+                             'step, and a fractional epoch)')
   eval_batch: int = _f(1000, 'examples per forward pass during evaluation')
   strategy: str = _f('vmap', 'how members of a bucket execute: vmap or map (lax.map)', ('vmap', 'map'))
   map_batch: int = _f(1, 'with strategy=map: members vmapped together in each map step')
@@ -146,7 +148,7 @@ def probe_fields() -> dict[str, dataclasses.Field]:
   out = {}
   for name, spec in PROBES.items():
     cadence = Option(spec.every, 'cadence: ' + ('every N optimizer steps' if spec.kind == 'step' else
-                                                'eval, Nepochs or at:E/E/...'))
+                                                'eval, Nepochs, at:E/E/... or Nsteps'))
     for key, opt in [('every', cadence), *spec.options.items()]:
       f = field(default=opt.default, metadata={'help': opt.help, 'choices': opt.choices, 'probe': (name, key)})
       f.name, f.type = key, type(opt.default).__name__
@@ -190,7 +192,7 @@ EXECUTION_KEYS = frozenset({
 # store keep their ids, and its runs resume, after ddjax gains the key.
 LATER_KEYS = {'optim.warmup': 0, 'optim.schedule': 'constant', 'train.collapse': False, 'model.init_scale': 1.0,
               'data.dim': 16, 'data.spectrum': '4/2/1/0.5', 'train.sharpness': 0, 'train.hessian_trace': 0,
-              'train.noise_scale': False, 'train.monitor_batch': 1000}
+              'train.noise_scale': False, 'train.monitor_batch': 1000, 'train.eval_every_steps': 0}
 
 
 def is_probe_key(key: str) -> bool:

@@ -31,6 +31,7 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
       'train.flush_seconds': (lambda v: v >= 0, 'must be >= 0'),
       'train.eval_points': (lambda v: v >= 1, 'must be >= 1'),
       'train.eval_every': (lambda v: v >= 0, 'must be >= 0'),
+      'train.eval_every_steps': (lambda v: v >= 0, 'must be >= 0 (0: off)'),
       'train.eval_batch': (lambda v: v >= 1, 'must be >= 1'),
       'train.map_batch': (lambda v: v >= 1, 'must be >= 1'),
       'train.map_from': (lambda v: v >= 0, 'must be >= 0 (0: off)'),

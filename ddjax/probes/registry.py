@@ -103,22 +103,25 @@ def probe_spec(name: str) -> ProbeSpec:
 
 
 class Cadence(NamedTuple):
-  """When a probe runs. eval probes: 'eval' (every evaluation), every `n` epochs, or at listed `epochs`; step probes:
-  every `n` optimizer steps."""
+  """When a probe runs. eval probes: 'eval' (every evaluation), every `n` epochs, at listed `epochs`, or every `n`
+  optimizer steps (within epochs too); step probes: every `n` optimizer steps."""
   kind: str                      # 'eval' | 'epochs' | 'at' | 'steps'
   n: int = 0
   epochs: tuple[int, ...] = ()
 
-  def runs_at(self, epoch: int) -> bool:
-    return (self.kind == 'eval' or (self.kind == 'epochs' and epoch % self.n == 0)
-            or (self.kind == 'at' and epoch in self.epochs))
+  def runs_at(self, step: int, epoch: int | None, evaluation: bool) -> bool:
+    """Whether it runs at optimizer step `step` (`epoch`: the epoch that ends there, else None), where the run
+    evaluates anyway if `evaluation`."""
+    return ((self.kind == 'eval' and evaluation) or (self.kind == 'steps' and step % self.n == 0)
+            or (epoch is not None and (self.kind == 'epochs' and epoch % self.n == 0
+                                       or self.kind == 'at' and epoch in self.epochs)))
 
 
 def cadence(kind: str, text: str, key: str) -> Cadence:
   """Parses a cadence for a probe of `kind`; raises ValueError naming `key` and the forms allowed.
 
-  eval probes: eval | Nepochs (every N epochs, e.g. 2epochs) | at:E/E/E (those epochs);
-  step probes: N (every N optimizer steps; 1: every step)."""
+  eval probes: eval | Nepochs (every N epochs, e.g. 2epochs) | at:E/E/E (those epochs) | Nsteps (every N optimizer
+  steps, within epochs too); step probes: N (every N optimizer steps; 1: every step)."""
   text = str(text).strip()
   if kind == 'step':
     if re.fullmatch(r'[1-9][0-9]*', text):
@@ -130,8 +133,10 @@ def cadence(kind: str, text: str, key: str) -> Cadence:
     return Cadence('epochs', int(m[1]))
   if m := re.fullmatch(r'at:([1-9][0-9]*(?:/[1-9][0-9]*)*)', text):
     return Cadence('at', 0, tuple(sorted({int(e) for e in m[1].split('/')})))
-  raise ValueError(f"bad value {text!r} for {key}: allowed eval (every evaluation), Nepochs (e.g. 2epochs) or "
-                   "at:E/E/... (listed epochs); cadences within an epoch are not supported yet")
+  if m := re.fullmatch(r'([1-9][0-9]*)\s*steps?', text):
+    return Cadence('steps', int(m[1]))
+  raise ValueError(f"bad value {text!r} for {key}: allowed eval (every evaluation), Nepochs (e.g. 2epochs), "
+                   "at:E/E/... (listed epochs) or Nsteps (e.g. 500steps)")
 
 
 def parse_option(name: str, key: str, text: Any) -> Any:
