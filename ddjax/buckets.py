@@ -67,9 +67,9 @@ def job_probes(cfg: cfglib.Config, task: str, modes: int) -> tuple[tuple[Use, ..
   those the config switches on, and those that switch themselves on for its model and data (ProbeSpec.auto)."""
   setting = Setting(task, model_spec(cfg.model.name).linear, modes, cfg.optim.name)
   on = cfglib.probe_uses(cfg)
-  for name, spec in PROBES.items():
-    if spec.auto is not None and name not in on and (options := spec.auto(setting)) is not None:
-      on[name] = {**options, **cfg.probe.get(name, {})}
+  for name, spec in PROBES.items():  # those on by themselves here, with what the user set on top
+    if spec.auto is not None and (options := spec.auto(setting)) is not None:
+      on[name] = {**options, **on.get(name, {})}
   applies = lambda name: PROBES[name].applies is None or not PROBES[name].applies(setting)
   uses = [use(name) for name, spec in PROBES.items() if spec.always]
   uses += [use(name, given) for name, given in on.items() if applies(name)]

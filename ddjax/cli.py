@@ -44,6 +44,14 @@ class _Parser(argparse.ArgumentParser):
     self.exit(2, f'error: {message} (see --help)\n')
 
 
+def _warn_idle_probe_options(cfg: cfglib.Config) -> None:
+  """One line for options of probes that are not switched on (and do not switch themselves on): they do nothing."""
+  from ddjax.probes import PROBES
+  idle = [f'probe.{name}.*' for name in cfg.probe if name not in cfglib.probe_uses(cfg) and PROBES[name].auto is None]
+  if idle:
+    print(f"warning: {', '.join(idle)} set but the probe is not on (add it to probes=...)", file=sys.stderr)
+
+
 def _fail(message: str) -> None:
   print(f'error: {message}', file=sys.stderr)
   raise SystemExit(2)
@@ -116,6 +124,7 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
     if args.config:
       cfg, sweep, zips = cfglib.load_config_file(args.config, cfg, sweep)
     cfg, sweep = cfglib.apply_overrides(cfg, sweep, args.overrides)
+    _warn_idle_probe_options(cfg)
     zips = zips + [cfglib.parse_zip(z) for z in args.zip]
     jobs = expand(cfg, sweep, zips)
     if args.rerun:

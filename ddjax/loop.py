@@ -53,36 +53,38 @@ class Interrupted(Exception):
 
 
 def evaluation_points(uses, grid: set[int], every_steps: int, steps_per_epoch: int,
-                      epoch: int) -> list[tuple[int, tuple[str, ...] | None]]:
-  """Where epoch `epoch` evaluates, in order: (steps into the epoch, the evaluation probes that run there; None: all).
-  An evaluation of the grid (its epochs' ends) or of train.eval_every_steps runs the base probes and those of
-  cadence `eval`; a probe's own cadence (Nepochs, at:E/..., Nsteps) adds points with the base probes and it."""
+                      epoch: int) -> dict[int, tuple[tuple[str, ...] | None, bool]]:
+  """Where epoch `epoch` evaluates, in order: steps into the epoch -> (the evaluation probes that run there, None for
+  all; whether it is an evaluation of the grid or of train.eval_every_steps). Those run the base probes and those of
+  cadence `eval`; a probe's own cadence (Nepochs, at:E/..., Nsteps) adds points with the base probes and it, where
+  keep_best does not look (so a probe never changes what a run keeps)."""
   optional = [u for u in uses if not u.spec.always]
   within = every_steps or any(u.every.kind == 'steps' for u in optional)
-  points = []
+  points = {}
   for k in range(1, steps_per_epoch + 1) if within else [steps_per_epoch]:
     step, end = (epoch - 1) * steps_per_epoch + k, k == steps_per_epoch
     evaluation = (end and epoch in grid) or bool(every_steps and step % every_steps == 0)
     names = tuple(u.name for u in optional if u.every.runs_at(step, epoch if end else None, evaluation))
     if evaluation or names:
-      points.append((k, None if len(names) == len(optional) else
-                     tuple(u.name for u in uses if u.spec.always) + names))
+      which = None if len(names) == len(optional) else tuple(u.name for u in uses if u.spec.always) + names
+      points[k] = (which, evaluation)
   return points
 
 
 def _metric_rows(job: Job, buckets: list[Bucket], epoch: int | float, ids: list[str], attempt: int, which=None,
-                 extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-  """The evaluation rows at `epoch` (fractional within an epoch, where keep_best does not look)."""
-  best = float(epoch).is_integer()
+                 best: bool = True, step: int = 0, clock=lambda: float('nan')) -> list[dict[str, Any]]:
+  """The evaluation rows at `epoch` (fractional within an epoch) after optimizer step `step`, with keep_best looking
+  at them if `best`; `time_s` from `clock` once they are computed."""
   metrics = [b.evaluate(int(epoch), which, best) for b in buckets]  # every device evaluates before the host reads
   if jax.process_count() > 1:  # members sharded over hosts: every process gathers all of them
     metrics = multihost_utils.process_allgather(metrics, tiled=True)
   metrics = jax.device_get(metrics)
+  seconds = clock()
   # (rows past len(member_ids) are the copies that pad a sharded bucket: never reported)
   rows = []
   for b, m in zip(buckets, metrics):
     for j, i in enumerate(b.member_ids):
-      row = {'run_id': ids[i], 'attempt': attempt, 'epoch': epoch, **(extra or {})}
+      row = {'run_id': ids[i], 'attempt': attempt, 'epoch': epoch, 'step': step, 'time_s': seconds}
       for k, v in m.items():
         row[k] = bool(v[j]) if k == 'diverged' else int(v[j]) if k in ('diverged_step', 'best_epoch') else float(v[j])
       rows.append(row)
@@ -150,7 +152,7 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
 
   try:
     for epoch in bar:
-      points = dict(evaluation_points(buckets[0].spec.probes, grid, cfg.train.eval_every_steps, spe, epoch))
+      points = evaluation_points(buckets[0].spec.probes, grid, cfg.train.eval_every_steps, spe, epoch)
       cuts = [k for k in points if k < spe]
       for a, b in zip([0] + cuts, cuts + [spe]):  # segments of the epoch between evaluations within it
         if b - a == spe:
@@ -159,13 +161,16 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
           losses = [bk.train_segment(epoch - 1, a, b) for bk in buckets]
         steps.add((epoch - 1) * spe + a + 1, [step_values for _, step_values in losses])
         if b < spe:
-          buffered += _metric_rows(job, buckets, epoch - 1 + b / spe, ids, attempt, points[b],
-                                   {'step': (epoch - 1) * spe + b, 'time_s': elapsed()})
+          within = _metric_rows(job, buckets, epoch - 1 + b / spe, ids, attempt, points[b][0], False,
+                                (epoch - 1) * spe + b, elapsed)
+          buffered += within
+          if logger is not None:
+            logger.log(within, epoch - 1 + b / spe)
       if pending is not None:
         jax.block_until_ready(pending)  # keep one epoch in flight so the bar and ETA stay true
       pending = losses
       if spe in points:
-        rows = _metric_rows(job, buckets, epoch, ids, attempt, points[spe], {'step': epoch * spe, 'time_s': elapsed()})
+        rows = _metric_rows(job, buckets, epoch, ids, attempt, *points[spe], epoch * spe, elapsed)
         buffered += rows
         if logger is not None:
           logger.log(rows, epoch)
@@ -173,8 +178,9 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
       every, minutes = cfg.train.checkpoint_every, cfg.train.checkpoint_minutes
       save = stop or epoch == epochs or (every and epoch % every == 0) or (
           minutes and time.time() - last_save >= 60 * minutes)
-      save, stopping = agree_flags(bool(save), bool(stop))  # a save or stop on any process of a multi-host run
-      if save or time.time() - last_flush >= cfg.train.flush_seconds:
+      due = time.time() - last_flush >= cfg.train.flush_seconds
+      save, stopping, due = agree_flags(bool(save), bool(stop), due)  # on any process of a multi-host run: on all
+      if save or due:
         flush()  # before the checkpoint: rows past a checkpoint are recomputed identically on resume
       if save:
         ckpt.save(epoch, [b.state_M for b in buckets], layout, widths, elapsed(), attempt)
@@ -210,9 +216,11 @@ class StepTable:
   def flush(self, out: Path, jid: str) -> None:
     if not self.pending:
       return
-    pending, self.pending = jax.device_get(self.pending), []
-    if jax.process_count() > 1:  # members sharded over hosts: every process gathers all of them
-      pending = multihost_utils.process_allgather(pending, tiled=True)
+    firsts, values = [first for first, _ in self.pending], [v for _, v in self.pending]
+    self.pending = []
+    if jax.process_count() > 1:  # members sharded over hosts: every process gathers all of them (a collective)
+      values = multihost_utils.process_allgather(values, tiled=True)
+    pending = list(zip(firsts, jax.device_get(values)))
     if not writer():
       return
     frames = []

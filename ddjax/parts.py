@@ -61,6 +61,11 @@ def older_steps(curves: pd.DataFrame, members: pd.DataFrame) -> pd.DataFrame:
       n = None
     batch = cfg.get('train.batch_size', 0)
     per_epoch[run_id] = np.nan if n is None else (n // batch if batch else 1)
+  if 'step' in curves.columns:  # where the config cannot tell (cifar10), the run's newer rows can
+    newer = curves[curves['step'].notna() & (curves['epoch'] % 1 == 0) & (curves['epoch'] > 0)]
+    for run_id, spe in (newer['step'] / newer['epoch']).groupby(newer['run_id']).first().items():
+      if np.isnan(per_epoch.get(run_id, 0.0)):
+        per_epoch[run_id] = spe
   old = curves['epoch'] * curves['run_id'].map(per_epoch)
   curves['step'] = curves['step'].fillna(old) if 'step' in curves.columns else old
   return curves
@@ -79,7 +84,8 @@ def older_recorded_probes(members: pd.DataFrame) -> pd.DataFrame:
     names += [ns[0] for key, (ns, _) in cfglib.PROBE_ALIASES.items() if key != 'train.monitor_batch' and flat.get(key)]
     model, data = MODELS.get(flat.get('model.name')), DATASETS.get(flat.get('data.name'))
     if model is not None and data is not None:
-      setting = Setting(data.task, model.linear, int(model.linear), flat.get('optim.name', ''))
+      modes = int(model.linear and data.task == 'regress')  # deep linear networks on a teacher recorded modes
+      setting = Setting(data.task, model.linear, modes, flat.get('optim.name', ''))
       names += [n for n, p in PROBES.items() if p.auto is not None and p.auto(setting) is not None]
     return ','.join(names)
 

@@ -30,8 +30,9 @@ from ddjax import config as cfglib
 from ddjax.atomic import atomic_write_bytes, write_json, write_table  # noqa: F401 - part of this module's API
 from ddjax.parts import later_defaults, newest, older_recorded_probes, older_steps, read_parts
 
-# Evaluation columns kept as their last value (a scalar per member), not as a curve.
-LAST_ONLY = ('diverged', 'diverged_step', 'best_epoch', 'best_test_loss')
+# Evaluation columns the engine writes that are kept as their last value (a scalar per member), not as a curve: a
+# member's divergence and, with train.keep_best, its best epoch. Probes declare their own (ProbeSpec.last_only).
+ENGINE_LAST_ONLY = ('diverged', 'diverged_step', 'best_epoch', 'best_test_loss')
 
 
 def write_members(out: Path, job_id: str, rows: list[dict[str, Any]]) -> None:
@@ -146,7 +147,9 @@ def assemble(out: Path) -> pd.DataFrame:
   at = curves['step'].fillna(-curves['epoch'])  # each evaluation once, by step (by epoch where a step is unknown)
   curves = curves.assign(_at=at).drop_duplicates(['run_id', '_at'], keep='last').sort_values(['run_id', 'epoch'])
   curves = curves.drop(columns='_at')
-  scalars = [c for c in LAST_ONLY if c in curves.columns]
+  from ddjax.probes import PROBES
+  last_only = ENGINE_LAST_ONLY + tuple(c for p in PROBES.values() for c in p.last_only)
+  scalars = [c for c in last_only if c in curves.columns]
   metric_cols = [c for c in curves.columns if c not in ('run_id', 'attempt')]
   for c in metric_cols:
     if curves[c].dtype.kind == 'f':
@@ -219,7 +222,8 @@ def load(out: Path) -> pd.DataFrame:
   parts = sorted((out / 'parts').glob('*.parquet'))
   results = out / 'results.parquet'
   if results.exists() and (not parts or results.stat().st_mtime >= max(p.stat().st_mtime for p in parts)):
-    return pd.read_parquet(results)
+    table = pd.read_parquet(results)  # written by any version: its older columns read as assemble's do
+    return older_recorded_probes(later_defaults(table)) if 'config' in table.columns else table
   return assemble(out)
 
 
@@ -251,10 +255,10 @@ def merge(sources: list[Path], dest: Path, keep: str = 'last') -> Path:
     table = load(Path(src))
     tables.append(table.assign(source=str(src)))
   table = pd.concat(tables, ignore_index=True)
+  table = later_defaults(table)  # configs of every version with every key
   flat = pd.DataFrame([cfglib.flatten(json.loads(c)) for c in table['config']], index=table.index)
-  flat, table = later_defaults(flat), later_defaults(table)
-  for key in flat.columns:  # promote fixed keys that differ between the merged sweeps
-    if key not in table.columns and flat[key].astype(str).nunique(dropna=False) > 1:
+  for key in flat.columns:  # promote fixed keys that differ between the merged sweeps (what a run records aside)
+    if key not in table.columns and not cfglib.is_probe_key(key) and flat[key].astype(str).nunique(dropna=False) > 1:
       table[key] = flat[key]
   table = table.drop_duplicates('run_id', keep=keep)
   table = table.reset_index(drop=True)

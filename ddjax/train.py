@@ -147,9 +147,9 @@ def train_epoch(spec: StepSpec, state, hp, labels_N, x_train, epoch, start=None,
   augmentation draws come from the member's batch seed, the epoch and the step. Returns the state, the mean batch
   loss and the step probes' values, one per step ({} without step probes).
 
-  With `start` and `stop` (traced): only the epoch's steps start .. stop - 1 train (the others pass the state on, with
-  loss and values 0, and are left out of the mean), in the same scan over the whole epoch, so that an epoch cut into
-  segments (evaluations within it) trains bitwise as the whole epoch does."""
+  With `start` and `stop` (traced): only the epoch's steps start .. stop - 1, in a while loop whose body is the scan's
+  (the other steps' loss and values are 0, left out of the mean), so that an epoch cut into segments (evaluations
+  within it) trains bitwise as the whole epoch's scan does."""
   n = labels_N.shape[0]
   n_batches = n // spec.batch_size
   aug_key = jax.random.fold_in(member_key(hp, 'augment'), epoch)

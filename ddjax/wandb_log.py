@@ -27,10 +27,10 @@ class WandbLogger:
                           config={'config': record.get('config'), 'sweep': record.get('sweep'),
                                   'members': record.get('members'), 'jobs': record.get('jobs')})
 
-  def log(self, rows: list[dict[str, Any]], epoch: int) -> None:
-    """One evaluation of a job's members: numbers only, keyed by run id."""
+  def log(self, rows: list[dict[str, Any]], epoch: float) -> None:
+    """One evaluation of a job's members (at a fractional epoch within one): numbers only, keyed by run id."""
     metrics = {f'{r["run_id"]}/{k}': v for r in rows for k, v in r.items()
-               if k not in ('run_id', 'attempt', 'epoch') and isinstance(v, (int, float, bool))}
+               if k not in ('run_id', 'attempt', 'epoch', 'step', 'time_s') and isinstance(v, (int, float, bool))}
     self.run.log({'epoch': epoch, **metrics})
 
   def finish(self) -> None:

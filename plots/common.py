@@ -65,8 +65,13 @@ def width_epoch_grid(g: pd.DataFrame, x: str, metric: str):
 
 
 def final(df: pd.DataFrame, metric: str) -> pd.Series:
-  """The metric at each member's last evaluation (NaN before the first)."""
-  return df[metric].map(lambda v: float(v[-1]) if len(v) else np.nan)
+  """The metric at each member's last evaluation that recorded it (NaN before the first; a probe with a cadence of
+  its own is NaN at the other evaluations)."""
+  def last(v):
+    v = np.asarray(v, float)
+    v = v[np.isfinite(v)] if len(v) else v
+    return float(v[-1]) if len(v) else np.nan
+  return df[metric].map(last)
 
 
 def mean_spread(df: pd.DataFrame, x: str, values: pd.Series):
@@ -93,7 +98,9 @@ def width_curves(df: pd.DataFrame, panels, title: str, x: str = 'model.width'):
     for style, (label, g) in zip(itertools.cycle(LINE_STYLES), groups):
       group_widths, epochs, grid = width_epoch_grid(g, x, metric)
       for w, curve in zip(group_widths, grid.T):
-        ax.plot(epochs, curve, style, color=plt.cm.viridis(norm(w)), lw=1)
+        seen = np.isfinite(curve)  # a probe with a cadence of its own is NaN at the other evaluations
+        ax.plot(epochs[seen], curve[seen], style, color=plt.cm.viridis(norm(w)), lw=1, marker='.' if
+                seen.sum() < 3 else None, ms=3)
     ax.set(xscale='log', yscale=yscale, title=panel_title, xlabel='epoch')
     ax.title.set_fontsize(9)
   for ax in axes.flat[len(panels):]:
@@ -137,6 +144,16 @@ def load_plugins(args) -> None:
     plugins.load_recorded(args.results_dir)
   except plugins.PluginError as e:
     print(f'warning: {e}', file=sys.stderr)
+
+
+def probe_figures(out, fig_dir=None) -> list[Path]:
+  """The figures of the probes whose columns the run recorded (ProbeSpec.figure: a module with plot_all), each
+  module once; an experiment's plots add them after its own."""
+  import importlib
+  from ddjax.probes import PROBES
+  columns = set(load(out).columns)
+  modules = dict.fromkeys(p.figure for p in PROBES.values() if p.figure and columns & set(p.columns))
+  return [path for module in modules for path in importlib.import_module(module).plot_all(out, fig_dir)]
 
 
 def main(module: str, doc: str, plot_all, nothing: str | None = None) -> None:

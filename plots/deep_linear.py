@@ -24,8 +24,7 @@ import numpy as np
 
 from ddjax import analysis
 from ddjax import config as cfglib
-from plots import monitors
-from plots.common import LINE_STYLES, load, main, plt, save, series_keys
+from plots.common import LINE_STYLES, load, main, plt, probe_figures, save, series_keys
 
 
 def modes(df) -> list[int]:
@@ -141,14 +140,14 @@ def summary_lines(out) -> list[str]:
 
 
 def plot_all(out, fig_dir=None) -> list[Path]:
-  """modes.png and learning_times.png, if the run recorded mode strengths (and monitors.png with the monitors)."""
+  """modes.png and learning_times.png, if the run recorded mode strengths (and the figures of its other probes)."""
   df = load(out)
   if not modes(df):
     return []
   fig_dir = Path(fig_dir or out)
   fig_dir.mkdir(parents=True, exist_ok=True)
   return ([mode_curves(df, fig_dir / 'modes.png'), learning_times(df, fig_dir / 'learning_times.png')]
-          + monitors.plot_all(out, fig_dir))
+          + probe_figures(out, fig_dir))
 
 
 if __name__ == '__main__':

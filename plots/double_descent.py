@@ -4,8 +4,8 @@
 
 Writes error_vs_width.png (train and test error at the final epoch, mean and spread over seeds; Figure 1),
 heatmap_test_error.png (test error over width and epoch, log epoch axis, train-error contours; Figure 2) and
-loss_vs_width.png; with train.collapse=true also collapse.png (plots/collapse.py), and with the curvature or
-gradient-noise monitors monitors.png (plots/monitors.py).
+loss_vs_width.png; then each recorded probe's figure (ProbeSpec.figure): collapse.png with probes=collapse
+(plots/collapse.py), monitors.png with the curvature or gradient-noise probes (plots/monitors.py).
 """
 
 from __future__ import annotations
@@ -14,9 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from plots.collapse import collapse_curves
-from plots.common import final, load, main, mean_spread, plt, save, series, width_epoch_grid
-from plots import monitors
+from plots.common import final, load, main, mean_spread, plt, probe_figures, save, series, width_epoch_grid
 
 X = 'model.width'
 
@@ -101,9 +99,7 @@ def plot_all(out, fig_dir=None) -> list[Path]:
   paths = [error_vs_width(df, fig_dir / 'error_vs_width.png'),
            heatmap(df, fig_dir / 'heatmap_test_error.png'),
            loss_vs_width(df, fig_dir / 'loss_vs_width.png')]
-  if 'nc1' in df.columns:  # the run recorded neural collapse (train.collapse=true)
-    paths.append(collapse_curves(df, fig_dir / 'collapse.png'))
-  return paths + monitors.plot_all(out, fig_dir)
+  return paths + probe_figures(out, fig_dir)
 
 
 if __name__ == '__main__':

@@ -20,8 +20,7 @@ import pandas as pd
 
 from ddjax import analysis, results
 from ddjax.plugins import PluginError
-from plots import monitors
-from plots.common import SEED_KEYS, add_plugin_option, load, load_plugins, plt, save, series_keys
+from plots.common import SEED_KEYS, add_plugin_option, load, load_plugins, plt, probe_figures, save, series_keys
 
 WD = 'optim.wd'
 ACC_THRESHOLD, LOSS_THRESHOLD = 0.99, 1.0
@@ -160,7 +159,7 @@ def plot_all(out, dest: Path | None = None) -> list[Path]:
   paths = [curves(df, dest / 'curves.png'), weight_norms(df, dest / 'weight_norm.png')]
   if WD in df.columns and df[WD].nunique() > 1:
     paths.append(grokking_vs_wd(df, dest / 'grokking_vs_wd.png')[0])
-  return paths + monitors.plot_all(out, dest)
+  return paths + probe_figures(out, dest)
 
 
 def _fmt(v) -> str:

@@ -121,8 +121,8 @@ def test_step_metrics_of_a_padded_member_are_the_dense_models(tiny_mnist1d):
 
 def test_an_epoch_cut_into_segments_trains_bitwise_alike():
   """Evaluations within an epoch cut it into segments: a ResNet with BatchNorm, on images with random crops and flips,
-  trained over steps [0, 1), [1, 3), [3, 4) (one program: the epoch's scan, idle outside the segment) ends with the
-  very state and step values of the whole epoch (every leaf, BatchNorm statistics and optimizer moments included)."""
+  trained over steps [0, 1), [1, 3), [3, 4) (one program, a while loop with the scan's body) ends with the very state
+  and step values of the whole epoch's scan (every leaf, BatchNorm statistics and optimizer moments included)."""
   from ddjax.data.augment import Preprocess
   model = make_model('resnet18k', 2, (8, 8, 3), 10, 'lax')
   spec = StepSpec(model, 'adam', 8, 10, preprocess=Preprocess(augment='crop_flip'),
@@ -162,7 +162,10 @@ def test_the_step_table_at_its_cadence(probed):
 def test_bad_probe_keys_are_one_line_errors_that_write_nothing(tmp_path, capsys):
   for argv, said in [(['probes=colapse'], "did you mean collapse?"),
                      (['probe.collapse.layr=x'], 'probe collapse has the options every, layer'),
-                     (['probes=collapse', 'probe.collapse.layer=conv9'], 'mlp has the tap points hidden0, hidden1'),
+                     (['probes=collapse', 'probe.collapse.layer=conv9'], 'has the tap points hidden0, hidden1'),
+                     (['probe.losses.every=2epochs'], 'probe losses is always on'),
+                     (['train.sharpness=5', 'probe.sharpness.iters=3'], 'both set the same option'),
+                     (['probes=collapse', 'probe.collapse.every=at:10/900'], 'epoch 900 is after the last'),
                      (['probe.sharpness.iters=0'], 'must be >= 1'),
                      (['probe.collapse.every=3'], 'allowed eval (every evaluation), Nepochs'),
                      (['probe.step_metrics.every=0'], 'every N optimizer steps'),
@@ -180,6 +183,16 @@ def test_bad_probe_keys_are_one_line_errors_that_write_nothing(tmp_path, capsys)
   shown = capsys.readouterr().out
   assert 'probe.sharpness.iters=20' in shown and 'step_metrics (step probe, every 1)' in shown
   assert 'taps: hidden0, hidden1' in shown
+
+
+def test_probes_from_a_yaml_file_nested_or_dotted(tmp_path):
+  from ddjax.probes import use
+  path = tmp_path / 'probes.yaml'
+  path.write_text('model.name: mlp\nprobes: [collapse, sharpness]\nprobe:\n  collapse: {layer: hidden1}\n'
+                  'probe.sharpness.every: 2epochs\n')
+  cfg, _, _ = cfglib.load_config_file(path, cfglib.Config(), {})
+  assert cfglib.probe_uses(cfg) == {'collapse': {'layer': 'hidden1'}, 'sharpness': {'every': '2epochs', 'batch': 1000}}
+  assert use('sharpness', cfglib.probe_uses(cfg)['sharpness']).every.n == 2
 
 
 def test_a_complete_member_without_a_probe_says_so(plain, tmp_path):

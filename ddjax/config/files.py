@@ -102,7 +102,7 @@ def load_config_file(path: str | os.PathLike, cfg: Config, sweep: dict[str, list
     got = _YAML_TYPES.get(type(data), type(data).__name__)
     raise ConfigError(f"config file {path}: the top level must be a mapping of keys to values, got {got}")
   known, sweep, flat = fields(cfg), dict(sweep), {}
-  sections = {k.rsplit('.', 1)[0] for k in known if '.' in k}
+  sections = {k.rsplit('.', i)[0] for k in known for i in range(1, k.count('.') + 1)}  # probe, probe.NAME, data, ...
 
   def walk(mapping: dict, prefix: str) -> None:
     for k, v in mapping.items():

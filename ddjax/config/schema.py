@@ -147,6 +147,8 @@ def probe_fields() -> dict[str, dataclasses.Field]:
   from ddjax.probes.registry import PROBES, Option
   out = {}
   for name, spec in PROBES.items():
+    if spec.always:
+      continue  # no options, no cadence of their own
     cadence = Option(spec.every, 'cadence: ' + ('every N optimizer steps' if spec.kind == 'step' else
                                                 'eval, Nepochs, at:E/E/... or Nsteps'))
     for key, opt in [('every', cadence), *spec.options.items()]:

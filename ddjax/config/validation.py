@@ -7,8 +7,8 @@ import dataclasses
 import itertools
 import math
 
-from ddjax.config.schema import (MEMBER_KEYS, Config, ConfigError, DataConfig, choices_of, fields, get,
-                                 is_probe_key, probe_uses)
+from ddjax.config.schema import (LATER_KEYS, MEMBER_KEYS, PROBE_ALIASES, Config, ConfigError, DataConfig, choices_of,
+                                 fields, get, is_probe_key, probe_uses)
 
 
 def validate(cfg: Config, sweep: dict[str, list]) -> None:
@@ -101,6 +101,17 @@ def _validate_probes(cfg: Config, sweep: dict[str, list]) -> None:
     if is_probe_key(key):
       raise ConfigError(f"bad sweep of {key}: probes do not change training, so they are not swept (one value)")
   uses = probe_uses(cfg)
+  for key, (names, option) in PROBE_ALIASES.items():
+    given = [f'probe.{n}.{option}' for n in names if option in cfg.probe.get(n, {})]
+    if given and any(v != LATER_KEYS[key] for v in sweep.get(key, [get(cfg, key)])):
+      raise ConfigError(f"{key} and {given[0]} both set the same option: set one of them")
+  from ddjax.probes.registry import cadence
+  last = max(sweep.get('train.epochs', [cfg.train.epochs]))
+  for name, given in uses.items():
+    every = cadence(PROBES[name].kind, given.get('every', PROBES[name].every), f'probe.{name}.every')
+    if every.kind == 'at' and max(every.epochs) > last:
+      raise ConfigError(f"bad value {given['every']!r} for probe.{name}.every: epoch {max(every.epochs)} is after "
+                        f"the last (train.epochs={last})")
   for data in sweep.get('data.name', [cfg.data.name]):
     for model in sweep.get('model.name', [cfg.model.name]):
       for optimizer in sweep.get('optim.name', [cfg.optim.name]):
@@ -114,10 +125,11 @@ def _validate_probes(cfg: Config, sweep: dict[str, list]) -> None:
           for option, value in given.items():
             if spec.options.get(option) is None or not spec.options[option].tap or not value:
               continue
-            taps = model_taps(model, dataclasses.replace(cfg.data, name=data), cfg.model.depth)
-            if value not in taps:
-              raise ConfigError(f"bad value {value!r} for probe.{name}.{option}: {model} has the tap points "
-                                f"{', '.join(taps) or '(none)'}")
+            for depth in sweep.get('model.depth', [cfg.model.depth]):
+              taps = model_taps(model, dataclasses.replace(cfg.data, name=data), depth)
+              if value not in taps:
+                raise ConfigError(f"bad value {value!r} for probe.{name}.{option}: {model} at model.depth={depth} "
+                                  f"has the tap points {', '.join(taps) or '(none)'}")
 
 
 def model_taps(model: str, data: DataConfig, depth: int) -> tuple[str, ...]:

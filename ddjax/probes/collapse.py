@@ -19,7 +19,7 @@ def _applies(setting) -> str:
                                      'nc3_squared', 'nc4'),
                 options={'layer': Option('', "the model's tap point whose features collapse (empty: the output "
                                              "layer's input; --help lists each model's)", tap=True)},
-                applies=_applies,
+                applies=_applies, figure='plots.collapse',
                 help="neural collapse NC1-NC4 (ddjax.metrics.collapse) of a layer's features on the training set "
                      "with the member's own labels, in two passes (class means, then within-class spread); NC3 "
                      "(class means against the output layer's weights) at the output layer's input only")

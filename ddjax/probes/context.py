@@ -1,7 +1,7 @@
 """What a probe sees: one member's state and data at an evaluation (EvalContext), or one optimizer step (StepContext).
 
 Both are built inside the traced, vmapped programs of a bucket, so every array is one member's; a probe returns a
-dict of per-member values (scalars, or small fixed-shape arrays).
+dict of scalars, one column each.
 """
 
 from __future__ import annotations

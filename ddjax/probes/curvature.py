@@ -40,7 +40,7 @@ def preconditioned_sharpness(ctx, loss_fn, key, iters: int) -> jax.Array:
 @register_probe('sharpness', columns=('sharpness', 'preconditioned_sharpness'),
                 options={'iters': Option(20, 'power-iteration steps (train.sharpness)', check=lambda v: v >= 1,
                                          must='must be >= 1'), 'batch': BATCH},
-                memory=_hvp_bytes(lambda q: 2 if q.optimizer in ADAM_LIKE else 1),
+                figure='plots.monitors', memory=_hvp_bytes(lambda q: 2 if q.optimizer in ADAM_LIKE else 1),
                 help="the training loss's top Hessian eigenvalue (largest in magnitude) by power iteration on the "
                      "monitor batch, BatchNorm on the batch's statistics; with Adam also that of P^-1 H, Adam's "
                      'preconditioned Hessian')
@@ -56,7 +56,7 @@ def sharpness(ctx, iters: int = 20, batch: int = 1000):
 @register_probe('hessian_trace', columns=('hessian_trace',),
                 options={'probes': Option(10, 'Rademacher probes (train.hessian_trace)', check=lambda v: v >= 1,
                                           must='must be >= 1'), 'batch': BATCH},
-                memory=_hvp_bytes(lambda q: 1),
+                figure='plots.monitors', memory=_hvp_bytes(lambda q: 1),
                 help="the training loss's Hessian trace, Hutchinson's estimate on the monitor batch (BatchNorm on "
                      "the batch's statistics)")
 def hessian_trace(ctx, probes: int = 10, batch: int = 1000):
@@ -72,7 +72,7 @@ def _noise_bytes(q, batch, **_):
 
 
 @register_probe('noise_scale', columns=('trace_sigma', 'grad_sq', 'noise_scale'),
-                options={'batch': BATCH}, memory=_noise_bytes,
+                options={'batch': BATCH}, memory=_noise_bytes, figure='plots.monitors',
                 help='the gradient noise scale (McCandlish et al.: trace_sigma, the per-example gradient variance; '
                      "grad_sq, the squared mean gradient; noise_scale, their ratio) from per-example gradients on "
                      "the monitor batch, BatchNorm on its running statistics")

@@ -44,12 +44,12 @@ class ProbeSpec:
   every: str = 'eval'                  # default cadence (cadence() below)
   options: dict[str, Option] = field(default_factory=dict)
   last_only: tuple[str, ...] = ()      # columns kept as their last value per member, not as a curve
-  dtypes: dict[str, str] = field(default_factory=dict)  # column -> 'bool' | 'int' (default: float)
   memory: Callable | None = None       # (MemoryQuery, **options) -> device bytes per member beyond a step
   applies: Callable | None = None      # (Setting) -> '' if it can run there, else why not (one line)
   auto: Callable | None = None         # (Setting) -> options with which it switches itself on there, or None
   always: bool = False                 # on in every run (the base measurements)
   module: str = ''
+  figure: str = ''                     # a module whose plot_all(out, fig_dir) draws its columns (plots add it)
 
 
 PROBES: dict[str, ProbeSpec] = {}
@@ -77,8 +77,8 @@ class MemoryQuery(NamedTuple):
 
 
 def register_probe(name: str, *, help: str, columns: tuple[str, ...] | list[str], kind: str = 'eval',
-                   every: str | None = None, options: dict[str, Option] | None = None, last_only=(), dtypes=None,
-                   memory=None, applies=None, auto=None, always: bool = False):
+                   every: str | None = None, options: dict[str, Option] | None = None, last_only=(),
+                   memory=None, applies=None, auto=None, always: bool = False, figure: str = ''):
   """Decorator registering `measure` as the probe `name` (see the module docstring); a plugin file may register
   probes too."""
   if kind not in ('eval', 'step'):
@@ -90,8 +90,8 @@ def register_probe(name: str, *, help: str, columns: tuple[str, ...] | list[str]
   cadence(kind, every, f'probe {name!r}')  # its default must parse
 
   def register(measure):
-    spec = ProbeSpec(name, measure, help, tuple(columns), kind, every, options, tuple(last_only), dict(dtypes or {}),
-                     memory, applies, auto, always, measure.__module__)
+    spec = ProbeSpec(name, measure, help, tuple(columns), kind, every, options, tuple(last_only), memory, applies,
+                     auto, always, measure.__module__, figure)
     return plugins.add(PROBES, 'probe', name, spec, measure)
   return register
 
@@ -143,6 +143,8 @@ def parse_option(name: str, key: str, text: Any) -> Any:
   """The value of `probe.NAME.KEY` from its text (or a value from a YAML file); ValueError in one line if bad."""
   spec = probe_spec(name)
   full = f'probe.{name}.{key}'
+  if spec.always:
+    raise ValueError(f"unknown key {full!r}: probe {name} is always on, at every evaluation, and has no options")
   if key == 'every':
     cadence(spec.kind, text, full)
     return str(text).strip()
