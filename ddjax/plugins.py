@@ -28,6 +28,13 @@ def add(table: dict, kind: str, name: str, spec, fn):
   return fn
 
 
+def lookup(table: dict, kind: str, name: str):
+  """The spec registered under `name` in a registry (MODELS, DATASETS, PROBES); KeyError naming those there are."""
+  if name not in table:
+    raise KeyError(f"unknown {kind} {name!r}; registered: {', '.join(table)}")
+  return table[name]
+
+
 class PluginError(Exception):
   """A plugin that cannot be found or imported; its message is one line for the user."""
 

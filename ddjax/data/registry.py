@@ -84,9 +84,7 @@ def register_dataset(name: str, *, shape: Callable, inputs: str, task: str = 'cl
 
 
 def dataset_spec(name: str) -> DatasetSpec:
-  if name not in DATASETS:
-    raise KeyError(f'unknown dataset {name!r}; registered: {", ".join(DATASETS)}')
-  return DATASETS[name]
+  return plugins.lookup(DATASETS, 'dataset', name)
 
 
 def load_dataset(data_cfg) -> Dataset:

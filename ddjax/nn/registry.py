@@ -86,9 +86,7 @@ def register_model(name: str, *, inputs: Sequence[str], options: Sequence[str] =
 
 
 def model_spec(name: str) -> ModelSpec:
-  if name not in MODELS:
-    raise KeyError(f'unknown model {name!r}; registered: {", ".join(MODELS)}')
-  return MODELS[name]
+  return plugins.lookup(MODELS, 'model', name)
 
 
 def make_model(name: str, max_width: int, input_shape: Sequence[int], num_classes: int, conv: str,

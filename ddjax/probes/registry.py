@@ -97,9 +97,7 @@ def register_probe(name: str, *, help: str, columns: tuple[str, ...] | list[str]
 
 
 def probe_spec(name: str) -> ProbeSpec:
-  if name not in PROBES:
-    raise KeyError(f"unknown probe {name!r}: registered probes are {', '.join(PROBES)}")
-  return PROBES[name]
+  return plugins.lookup(PROBES, 'probe', name)
 
 
 class Cadence(NamedTuple):
