@@ -8,11 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ddjax.results import load_sweep
 from ddjax.run import eval_epochs
 from tests.helpers import run_experiment, two_processes
 
 ARGS = ['--no-progress', 'model.width=2,3,5', 'seed=0,1', 'train.epochs=4', 'data.num_samples=300',
-        'data.seed=3', 'train.batch_size=40', 'train.eval_points=3', 'train.eval_every=0', 'data.noise=0.2']
+        'data.seed=3', 'train.batch_size=40', 'train.eval_points=3', 'train.eval_every=0', 'data.noise=0.2',
+        'probes=step_metrics', 'probe.step_metrics.every=2']  # the step table, gathered over devices and processes
 
 
 @pytest.fixture(scope='module')
@@ -137,3 +139,7 @@ def test_two_processes_of_four_devices_stop_together_and_resume_exactly(run_dir,
   b = pd.read_parquet(out / 'results.parquet').sort_values(['model.width', 'seed'])
   assert len(b) == 6 and b['complete'].all()
   assert_same_curves(pd.read_parquet(run_dir[0] / 'results.parquet').sort_values(['model.width', 'seed']), b)
+  steps = [load_sweep(o, table='steps').sort_values(['run_id', 'step']).reset_index(drop=True)
+           for o in (run_dir[0], out)]
+  assert len(steps[1]) == 6 * 12 and list(steps[1]['run_id']) == list(steps[0]['run_id'])  # 6 steps an epoch, every 2
+  np.testing.assert_allclose(steps[1]['step_loss'], steps[0]['step_loss'], rtol=1e-5, atol=1e-6)
