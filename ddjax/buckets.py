@@ -98,7 +98,9 @@ def member_sizes(cfg: cfglib.Config, plan: list[list[int]], input_shape, num_cla
     model = model_for(cfg, max(b), input_shape, num_classes)
     size = memory.member_bytes_split(model, max(b), input_shape, batch, cfg.optim.name, dtype)
     need = probe_bytes(probes, model, max(b), input_shape, cfg.optim.name, dtype)
-    sizes.append(size._replace(transient=max(size.transient, need)) if need else size)
+    kept = sum(memory.tree_bytes(jax.eval_shape(lambda u=u: u.spec.state(**u.kwargs)))  # probes' own state
+               for u in probes if u.spec.state is not None)
+    sizes.append(size._replace(resident=size.resident + kept, transient=max(size.transient, need)))
   return sizes
 
 
@@ -156,9 +158,10 @@ class Bucket:
     epoch = jax.device_put(np.int32(epoch), self.replicated)
     return self.state_M, self.hp_M, self.labels_MxN, self.data['x_train'], epoch
 
-  def _evaluate_args(self) -> tuple:
+  def _evaluate_args(self, epoch: int = 0) -> tuple:
     d = self.data
-    return self.state_M, self.hp_M, self.labels_MxN, d['x_train'], d['x_test'], d['y_test']
+    epoch = jax.device_put(np.int32(epoch), self.replicated)
+    return self.state_M, self.hp_M, self.labels_MxN, d['x_train'], d['x_test'], d['y_test'], epoch
 
   def compiled_bytes(self, evaluation: bool = True) -> tuple[int, int] | None:
     """Temporary device bytes of this bucket's compiled training epoch and (if `evaluation`, else 0) evaluation, as
@@ -176,9 +179,13 @@ class Bucket:
     return analyses[0].temp_size_in_bytes, analyses[1].temp_size_in_bytes if evaluation else 0
 
   def evaluate(self, epoch: int, which: tuple[str, ...] | None = None, best: bool = True) -> dict[str, jax.Array]:
-    """Dispatches the evaluation of the probes named in `which` (None: all) and, with keep_best and `best`, the
-    update of the best parameters; the metrics stay on the device until read."""
-    metrics = self.fns.evaluate(*self._evaluate_args(), which=which)
+    """Dispatches the evaluation of the probes named in `which` (None: all) after `epoch` epochs and, with keep_best
+    and `best`, the update of the best parameters; the metrics stay on the device until read. Probes that keep a
+    state leave their new one in the bucket's state."""
+    metrics = self.fns.evaluate(*self._evaluate_args(epoch), which=which)
+    if 'probe_state' in metrics:
+      metrics = dict(metrics)
+      self.state_M = dict(self.state_M, probes={**self.state_M['probes'], **metrics.pop('probe_state')})
     if self.spec.keep_best and best:
       self.state_M = self.fns.remember_best(self.state_M, metrics['test_loss'],
                                           jax.device_put(np.int32(epoch), self.replicated))

@@ -11,7 +11,8 @@ array's leading (active) block is copied, and padding a member did not have befo
 parameters and optimizer moments are zero anyway; masked channels' running statistics differ from a fresh
 bucket's but are never read (their output is multiplied by a zero mask). A checkpoint written before a top-level
 state entry existed restores the same way, the new entry at its init value; a checkpoint that lacks a leaf inside an
-entry it has (a renamed layer's parameters) is refused.
+entry it has (a renamed layer's parameters) is refused; a probe's state ('probes', NAME) counts as an entry of its own,
+so a probe switched on when a run resumes starts at its init value.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from ddjax import parallel, results
 class Checkpoints:
   """One orbax CheckpointManager per job directory; keeps the newest `keep` checkpoints."""
 
-  def __init__(self, directory: Path, keep: int = 3):
+  def __init__(self, directory: Path, keep: int | None = 3):
+    """`keep`: checkpoints kept (the newest), None for all (snapshots)."""
     self.manager = ocp.CheckpointManager(
         Path(directory).absolute(), item_handlers=ocp.StandardCheckpointHandler(),  # item_metadata needs it
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False))
@@ -80,10 +82,10 @@ class Checkpoints:
     if restored is None:
       return None
     if not same:
-      missing = {(path[0].key, jax.tree_util.keystr(path)) for state in states
+      missing = {(_entry(path), jax.tree_util.keystr(path)) for state in states
                  for path, _ in jax.tree_util.tree_flatten_with_path(state)[0]
                  if not _has(restored['buckets'][0], path)}
-      changed = sorted(p for top, p in missing if top in restored['buckets'][0])
+      changed = sorted(p for entry, p in missing if _has(restored['buckets'][0], entry))
       if changed:  # parameters or optimizer state renamed: copying the rest and re-initialising these would be wrong
         raise ValueError(f'checkpoint at epoch {step} in {self.manager.directory} has no {", ".join(changed)}, which '
                          'the state it restores into has: the model or optimizer changed since it was written; '
@@ -172,14 +174,25 @@ def relayout(old: list, old_layout: list, like: list, layout: list[list[int]]) -
           for state, ids in zip(like, layout)]
 
 
+def _entry(path: tuple) -> tuple:
+  """The entry of the state a leaf belongs to: its top-level key, or a probe's own state ('probes', NAME). A
+  checkpoint that lacks a whole entry (written before it existed, or before that probe was on) restores with the
+  entry at its init value."""
+  return path[:2] if path[0].key == 'probes' else path[:1]
+
+
 def _same_shapes(stored: list, states: list) -> bool:
-  """Whether the checkpoint's buckets (metadata) have the shapes of `states`, leaf by leaf."""
+  """Whether the checkpoint's buckets (metadata) have the leaves of `states`, no others, with their shapes."""
+  count = lambda tree: len(jax.tree.leaves(tree))  # (orbax gives NamedTuples back as dicts: key paths differ)
+  if len(stored) != len(states) or any(count(old) != count(state) for old, state in zip(stored, states)):
+    return False
+
   def shape_at(tree, path):
     try:
       return tuple(_at(tree, path).shape)
     except (KeyError, IndexError, TypeError, AttributeError):
       return None
-  return len(stored) == len(states) and all(
+  return all(
       shape_at(old, path) == tuple(x.shape)
       for old, state in zip(stored, states) for path, x in jax.tree_util.tree_flatten_with_path(state)[0])
 
@@ -231,34 +244,73 @@ class StopRequested:
     return self.signal is not None
 
 
-def member_variables(out: Path, run: str, which: str = 'best') -> tuple[dict[str, Any], int]:
-  """One member's {'params', 'batch_stats'} (member `run`: its run id) from the newest checkpoint of its job: at
-  its lowest test loss (which='best', runs with train.keep_best) or at the checkpoint's epoch ('last'); with the
-  width they are padded to (the bucket's). Apply them with make_model(..., that width) and the member's width."""
+def parse_which(which: str | int) -> tuple[str, int]:
+  """Which state of a member to read, the same everywhere (member_variables, member_features): 'last' (its newest
+  checkpoint), 'best' or 'best:i' (with train.keep_best: its parameters at the lowest test loss; i counts from the
+  best), or an epoch (a snapshot of train.snapshot_epochs, or a checkpoint at that epoch). -> ('last', 0),
+  ('best', i) or ('epoch', E); ValueError in one line otherwise."""
+  text = str(which).strip()
+  if text in ('last', 'best'):
+    return text, 0
+  if text.startswith('best:') and text[5:].isdigit():
+    return 'best', int(text[5:])
+  if text.isdigit():
+    return 'epoch', int(text)
+  raise ValueError(f"bad which={which!r}: allowed 'last', 'best', 'best:i' (i >= 0) or an epoch number")
+
+
+def _saved_state(out: Path, job: str, kind: str, epoch: int) -> tuple[dict, int]:
+  """The saved tree of job `job` (all its buckets) and its epoch: the newest checkpoint, or the snapshot or
+  checkpoint at `epoch` (kind 'epoch')."""
+  folders = {'snapshots': Path(out) / 'snapshots' / job, 'checkpoints': Path(out) / 'checkpoints' / job}
+  have = {}
+  for name, folder in folders.items():
+    if folder.is_dir():
+      manager = Checkpoints(folder, None)
+      have[name] = (manager, set(manager.manager.all_steps()))
+  try:
+    if kind == 'epoch':
+      where = next((n for n, (_, steps) in have.items() if epoch in steps), None)
+      if where is None:
+        kept = sorted({s for _, steps in have.values() for s in steps})
+        raise FileNotFoundError(f'no state of job {job} at epoch {epoch} in {out}: it has epochs {kept} (snapshots '
+                                'and checkpoints); keep others with train.snapshot_epochs=E/E/...')
+    else:
+      where = 'checkpoints'
+      if not have.get(where, (None, set()))[1]:
+        raise FileNotFoundError(f'no checkpoint of job {job} in {out}')
+      epoch = max(have[where][1])
+    return have[where][0].manager.restore(epoch, args=ocp.args.StandardRestore()), epoch
+  finally:
+    for manager, _ in have.values():
+      manager.close()
+
+
+def member_variables(out: Path, run: str, which: str | int = 'best') -> tuple[dict[str, Any], int]:
+  """One member's {'params', 'batch_stats'} (member `run`: its run id), with the width they are padded to (the
+  bucket's): `which` (parse_which) is 'last' (its newest checkpoint), 'best' / 'best:0' (its lowest test loss, runs
+  with train.keep_best) or an epoch (a snapshot kept by train.snapshot_epochs, or a checkpoint at that epoch).
+  Apply them with make_model(..., that width) and the member's width."""
   from ddjax import plugins
+  kind, index = parse_which(which)
   plugins.load_recorded(out)  # a plugin's model: make_model must know it to apply what this returns
   table = results.load(out)
   rows = table[table['run_id'] == run]
   if rows.empty:
     raise KeyError(f'no member with run id {run!r} in {out}')
   row = rows.iloc[0]
-  ckpt = Checkpoints(Path(out) / 'checkpoints' / row['job_id'])
-  try:
-    step = ckpt.manager.latest_step()
-    if step is None:
-      raise FileNotFoundError(f'no checkpoint of job {row["job_id"]} in {out}')
-    saved = ckpt.manager.restore(step, args=ocp.args.StandardRestore())
-  finally:
-    ckpt.close()
+  saved, _ = _saved_state(out, row['job_id'], kind, index)
   bucket, slot, width = int(row['bucket']), int(row['bucket_slot']), int(row['bucket_width'])
   if 'layout' in saved:  # where the checkpoint itself has the member (the table may be a moment behind it)
     rows_of = [np.asarray(ids).tolist() for ids in saved['layout']]
     bucket = next(b for b, ids in enumerate(rows_of) if int(run, 16) in ids)
     slot, width = rows_of[bucket].index(int(run, 16)), int(saved['widths'][bucket])
   tree = saved['buckets'][bucket]
-  if which == 'best':
+  if kind == 'best':
     if 'best' not in tree:
-      raise ValueError(f'{out} was trained without train.keep_best: only which="last" is available')
+      raise ValueError(f'{out} was trained without train.keep_best: only which="last" or an epoch is available')
+    if index > 0:
+      raise ValueError(f"bad which={which!r}: {out} keeps one best state per member (best:0, the same as 'best')")
     tree = tree['best']
   pick = lambda t: jax.tree.map(lambda x: np.asarray(x)[slot], t)
   return {'params': pick(tree['params']), 'batch_stats': pick(tree.get('batch_stats', {}))}, width

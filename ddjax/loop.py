@@ -64,7 +64,8 @@ def evaluation_points(uses, grid: set[int], every_steps: int, steps_per_epoch: i
   for k in range(1, steps_per_epoch + 1) if within else [steps_per_epoch]:
     step, end = (epoch - 1) * steps_per_epoch + k, k == steps_per_epoch
     evaluation = (end and epoch in grid) or bool(every_steps and step % every_steps == 0)
-    names = tuple(u.name for u in optional if u.every.runs_at(step, epoch if end else None, evaluation))
+    names = tuple(u.name for u in optional if u.every.runs_at(step, epoch if end else None, evaluation)
+                  or end and u.spec.epochs is not None and epoch in u.spec.epochs(**u.kwargs))
     if evaluation or names:
       which = None if len(names) == len(optional) else tuple(u.name for u in uses if u.spec.always) + names
       points[k] = (which, evaluation)
@@ -111,12 +112,15 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
       f'devices={jax.device_count()} ({placement(cfg, len(plan))})'
       + (f', {jax.process_count()} processes' if jax.process_count() > 1 else ''))
   buckets = make_buckets(job, ds, plan, cost, log)
-  ckpt_dir = out / 'checkpoints' / jid
+  ckpt_dir, snap_dir = out / 'checkpoints' / jid, out / 'snapshots' / jid
   if fresh:
     if writer():
       shutil.rmtree(ckpt_dir, ignore_errors=True)
+      shutil.rmtree(snap_dir, ignore_errors=True)
     sync('fresh-' + jid)
   ckpt = Checkpoints(ckpt_dir, cfg.train.checkpoint_keep)
+  snap_epochs = cfglib.snapshot_epochs(cfg.train.snapshot_epochs)
+  snapshots = Checkpoints(snap_dir, None) if snap_epochs else None  # kept forever
   layout = [[int(ids[i], 16) for i in b.rows] for b in buckets]  # members by run id, whatever the sweep's order
   widths = [b.width for b in buckets]
   start, before_s, attempt = 0, 0.0, time.time_ns()
@@ -141,6 +145,8 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
              total=epochs, disable=not progress or not writer(), file=sys.stderr, dynamic_ncols=True, mininterval=1.0,
              position=bar_position)
   pending, last_save, rows = None, time.time(), []
+  if start == 0 and 0 in snap_epochs:
+    snapshots.save(0, [b.state_M for b in buckets], layout, widths, elapsed(), attempt)
   buffered, last_flush = [], time.time()
 
   def flush():  # buffered evaluation rows -> one part file named by its last step; the step table likewise
@@ -182,6 +188,8 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
       save, stopping, due = agree_flags(bool(save), bool(stop), due)  # on any process of a multi-host run: on all
       if save or due:
         flush()  # before the checkpoint: rows past a checkpoint are recomputed identically on resume
+      if epoch in snap_epochs:  # before the checkpoint: a resume after it finds every snapshot up to it
+        snapshots.save(epoch, [b.state_M for b in buckets], layout, widths, elapsed(), attempt)
       if save:
         ckpt.save(epoch, [b.state_M for b in buckets], layout, widths, elapsed(), attempt)
         last_save = time.time()
@@ -190,6 +198,8 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
   finally:
     bar.close()
     ckpt.close()
+    if snapshots is not None:
+      snapshots.close()
   meta['wall_time_s'], meta['complete'] = elapsed(), True
   if writer():
     results.write_members(out, jid, member_rows(job, buckets, meta))

@@ -27,7 +27,7 @@ RESIDENT_COPIES = {'adam': 3, 'adamw': 3, 'sgd': 2}  # kept between steps: param
 TRANSIENT_COPIES = 2  # during a step: gradients and updates
 
 
-def _size(tree) -> int:
+def tree_bytes(tree) -> int:
   return sum(math.prod(x.shape) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
 
 
@@ -47,10 +47,10 @@ def member_bytes_split(model, width: int, input_shape, batch_size: int, optimize
   variables = jax.eval_shape(lambda x: model.init({'params': jax.random.key(0)}, x[:1], width), x)
   _, inter = jax.eval_shape(lambda v, x: model.apply(v, x, width, train=True, capture_intermediates=True,
                                                      mutable=['intermediates', 'batch_stats']), variables, x)
-  activations = _size(inter['intermediates'])
-  largest = max(_size(leaf) for leaf in jax.tree.leaves(inter['intermediates'])) / batch_size
+  activations = tree_bytes(inter['intermediates'])
+  largest = max(tree_bytes(leaf) for leaf in jax.tree.leaves(inter['intermediates'])) / batch_size
   conv = getattr(model, 'conv', 'lax')
-  params = _size(variables['params'])
+  params = tree_bytes(variables['params'])
   return MemberBytes(RESIDENT_COPIES[optimizer] * params,
                      TRANSIENT_COPIES * params + ACTIVATION_FACTOR.get(conv, 4.0) * activations,
                      EVAL_FACTOR.get(conv, 24.0) * largest)

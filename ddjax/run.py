@@ -71,10 +71,10 @@ def run(cfg: cfglib.Config, sweep: dict[str, list], jobs: list[Job], out: Path, 
   return path
 
 
-def member_features(out: Path, run: str, layer: str, x, which: str = 'last'):
+def member_features(out: Path, run: str, layer: str, x, which: str | int = 'last'):
   """Member `run`'s representation at the tap point `layer` of its model (`--help` lists each model's) for raw
-  inputs `x` (preprocessed as in training), in evaluation mode, from its newest checkpoint: at its last epoch there
-  (`which='last'`) or its lowest test loss (`'best'`, with train.keep_best). Masked channels are zero, so the
+  inputs `x` (preprocessed as in training), in evaluation mode, with its state `which` (as member_variables: 'last',
+  'best', 'best:i' or an epoch that a snapshot or checkpoint holds). Masked channels are zero, so the
   features are those of the member's own width. To compare members of different jobs (other architectures or
   optimizers), call this for each and compare the arrays, e.g. with ddjax.metrics.similarity."""
   import jax.numpy as jnp

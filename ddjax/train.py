@@ -8,7 +8,7 @@ Randomness comes only from keys folded from a member's seeds (`member_key`), nev
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -72,6 +72,8 @@ def init_member(spec: StepSpec, hp, x_example) -> dict[str, Any]:
       'step': jnp.zeros((), jnp.int32),
       'update_norm': jnp.zeros((), jnp.float32),  # norm of the last optimizer update
   }
+  if stateful := [u for u in spec.probes if u.spec.state is not None]:
+    state['probes'] = {u.name: u.spec.state(**u.kwargs) for u in stateful}  # probes' own state (references)
   if spec.keep_best:
     state['best'] = {'params': params, 'batch_stats': state['batch_stats'], 'loss': jnp.full((), jnp.inf),
                      'epoch': jnp.zeros((), jnp.int32)}
@@ -183,23 +185,28 @@ def train_epoch(spec: StepSpec, state, hp, labels_N, x_train, epoch, start=None,
   return state, loss.sum() / jnp.maximum(stop - start, 1), steps
 
 
-def eval_context(spec: StepSpec, state, hp, labels_N, x_train, x_test, y_test) -> EvalContext:
+def eval_context(spec: StepSpec, state, hp, labels_N, x_train, x_test, y_test, epoch=0) -> EvalContext:
   """What an evaluation probe sees of one member (ddjax.probes.EvalContext)."""
   return EvalContext(spec, state, hp, labels_N, x_train, x_test, y_test,
                      lambda params, batch_stats, x, y, train: _loss(spec, params, batch_stats, hp, x, y, train),
-                     lambda y: target_weight(spec, y), member_key(hp, 'monitor'))
+                     lambda y: target_weight(spec, y), member_key(hp, 'monitor'), jnp.asarray(epoch, jnp.int32))
 
 
-def evaluate(spec: StepSpec, state, hp, labels_N, x_train, x_test, y_test, which=None) -> dict[str, jax.Array]:
-  """The evaluation probes' values (all of spec.probes, or those named in `which`), and whether the member
-  diverged."""
-  ctx = eval_context(spec, state, hp, labels_N, x_train, x_test, y_test)
-  out = {}
+def evaluate(spec: StepSpec, state, hp, labels_N, x_train, x_test, y_test, epoch=0,
+             which=None) -> dict[str, jax.Array]:
+  """The evaluation probes' values (all of spec.probes, or those named in `which`) after `epoch` epochs, and whether
+  the member diverged; under 'probe_state', the new state of the probes that keep one and ran."""
+  ctx = eval_context(spec, state, hp, labels_N, x_train, x_test, y_test, epoch)
+  out, probe_state = {}, {}
   for u in spec.probes:
     if which is None or u.name in which:
-      out.update(u.spec.measure(ctx, **u.kwargs))
+      if u.spec.state is None:
+        out.update(u.spec.measure(ctx, **u.kwargs))
+      else:
+        values, probe_state[u.name] = u.spec.measure(replace(ctx, probe_state=state['probes'][u.name]), **u.kwargs)
+        out.update(values)
   out.update(diverged=state['diverged'], diverged_step=state['diverged_step'])
-  return out
+  return dict(out, probe_state=probe_state) if probe_state else out
 
 
 def remember_best(spec: StepSpec, state, test_loss, epoch):
@@ -235,7 +242,8 @@ class BucketFns:
   labels: Callable    # (hp_M, y_train) -> labels_MxN
   epoch: Callable     # (state_M, hp_M, labels_MxN, x_train, epoch) -> (state_M, loss_M, step values); donates state
   segment: Callable   # (state_M, hp_M, labels_MxN, x_train, epoch, start, stop) -> as epoch, for those steps only
-  evaluate: Callable  # (state_M, hp_M, labels_MxN, x_train, x_test, y_test, which=None) -> metrics of shape (M,)
+  evaluate: Callable  # (state_M, hp_M, labels_MxN, x_train, x_test, y_test, epoch=0, which=None) -> metrics of
+                      # shape (M,) (and the new probe states, 'probe_state')
   evaluate_program: Callable  # which -> the jitted evaluation of those probes (None: all)
   remember_best: Callable  # (state_M, test_loss_M, epoch) -> state_M; donates state
 
@@ -257,12 +265,15 @@ def bucket_fns(spec: StepSpec, members: jax.sharding.Sharding | None = None) -> 
   def evaluate_probes(which):
     return jax.jit(lift(lambda *a: evaluate(*a, which=which), 3), **out)
 
+  def evaluate_members(*args, which=None):  # (the epoch, the last argument, is 0 unless given)
+    return evaluate_probes(None if which is None else tuple(sorted(which)))(*args, *[jnp.int32(0)] * (len(args) == 6))
+
   return BucketFns(
       init=jax.jit(lift(init_member, 1), **out),
       labels=jax.jit(jax.vmap(lambda hp, y: member_labels(spec, hp, y), in_axes=(0, None)), **out),
       epoch=jax.jit(lift(train_epoch, 3), donate_argnums=0, **out),
       segment=jax.jit(lift(train_epoch, 3), donate_argnums=0, **out),
-      evaluate=lambda *args, which=None: evaluate_probes(None if which is None else tuple(sorted(which)))(*args),
+      evaluate=evaluate_members,
       evaluate_program=lambda which=None: evaluate_probes(None if which is None else tuple(sorted(which))),
       remember_best=jax.jit(lift(remember_best, 2), donate_argnums=0, **out),
   )

@@ -25,8 +25,9 @@ from tests.helpers import hp_for, unstack
 BASE = ['model.name=mlp', 'model.width=3,7', 'train.epochs=4', 'train.eval_points=2', 'data.num_samples=300',
         'data.seed=3', 'train.batch_size=60', 'train.eval_batch=100', 'optim.name=sgd', 'optim.momentum=0',
         'optim.lr=0.05']
-PROBED = ['probes=step_metrics,collapse', 'probe.collapse.layer=hidden0', 'probe.collapse.every=2epochs',
-          'probe.step_metrics.every=2', 'train.eval_every_steps=2']  # 4 steps an epoch: evaluations at half epochs
+PROBED = ['probes=step_metrics,collapse,drift', 'probe.collapse.layer=hidden0', 'probe.collapse.every=2epochs',
+          'probe.step_metrics.every=2', 'train.eval_every_steps=2',  # 4 steps an epoch: evaluations at half epochs
+          'probe.drift.layer=hidden0', 'probe.drift.batch=50', 'train.snapshot_epochs=0/1/3']
 
 
 def train(out, *more):
@@ -89,6 +90,44 @@ def test_collapse_at_a_tap_point_at_its_cadence_is_numpys(probed):
     want = numpy_nc(h, y, w.T, logits)
     for key in ('nc1', 'nc1_trace', 'nc2_equinorm', 'nc2_equiangle', 'nc2_etf', 'nc4'):
       assert row[key][-1] == pytest.approx(want[key], rel=1e-3, abs=1e-5), (row['model.width'], key)
+
+
+def _hidden0(params, x):
+  return np.maximum(x @ params['dense0']['kernel'] + params['dense0']['bias'], 0)
+
+
+def _cka(a, b):
+  a, b = a - a.mean(0), b - b.mean(0)
+  return np.linalg.norm(b.T @ a) ** 2 / (np.linalg.norm(a.T @ a) * np.linalg.norm(b.T @ b))
+
+
+def test_drift_against_snapshots_is_numpys(probed):
+  """probe.drift.layer=hidden0 with snapshots at epochs 0, 1 and 3: NaN before epoch 1 and 1 there (its reference);
+  at epochs 3 and 4 the linear CKA, in float64 NumPy, of the first hidden layer's features on the 50 probe examples
+  under the epoch-1 snapshot's parameters against the epoch-3 snapshot's and the last checkpoint's. The epoch-0
+  snapshot is the member's init; an epoch with neither a snapshot nor a checkpoint is a one-line error."""
+  from ddjax.train import init_member
+  out, cfg, table = probed
+  ds = load_dataset(cfg.data)
+  idx = np.arange(50) * len(ds.x_train) // 50
+  x = np.asarray(ds.preprocess(jnp.asarray(ds.x_train[idx])), np.float64)
+  for _, row in table.iterrows():
+    drift = np.asarray(row['drift_cka'])
+    assert np.isnan(drift[0]) and drift[1] == pytest.approx(1.0, abs=1e-6)
+    (first, width), (third, _), (last, _) = (runlib.member_variables(out, row['run_id'], w) for w in (1, '3', 'last'))
+    h = [_hidden0(jax.tree.map(lambda a: np.asarray(a, np.float64), v['params']), x) for v in (first, third, last)]
+    assert drift[5] == pytest.approx(_cka(h[0], h[1]), rel=1e-4) and drift[7] == pytest.approx(_cka(h[0], h[2]),
+                                                                                                rel=1e-4)
+    init, _ = runlib.member_variables(out, row['run_id'], 0)
+    spec = StepSpec(make_model('mlp', width, (40,), 10, 'im2col'), 'sgd', 60, 10)
+    want = init_member(spec, unstack(hp_for([row['model.width']]), 0), jnp.asarray(ds.x_train[0]))['params']
+    jax.tree.map(np.testing.assert_array_equal, init['params'], jax.device_get(want))
+  with pytest.raises(FileNotFoundError, match=r'at epoch 2 .* it has epochs \[0, 1, 3, 4\]'):
+    runlib.member_variables(out, table['run_id'][0], 2)
+  with pytest.raises(ValueError, match='trained without train.keep_best'):
+    runlib.member_variables(out, table['run_id'][0], 'best:0')
+  with pytest.raises(ValueError, match="allowed 'last', 'best', 'best:i'"):
+    runlib.member_variables(out, table['run_id'][0], 'first')
 
 
 def test_step_metrics_of_a_padded_member_are_the_dense_models(tiny_mnist1d):
@@ -170,6 +209,9 @@ def test_bad_probe_keys_are_one_line_errors_that_write_nothing(tmp_path, capsys)
                      (['probe.collapse.every=3'], 'allowed eval (every evaluation), Nepochs'),
                      (['probe.step_metrics.every=0'], 'every N optimizer steps'),
                      (['probe.sharpness.iters=5,10'], 'not swept'),
+                     (['train.snapshot_epochs=1/x'], 'expected epochs E/E/... (0: at init)'),
+                     (['train.snapshot_epochs=0/900'], 'epoch 900 is past train.epochs'),
+                     (['probes=drift', 'probe.drift.epoch=0'], 'must be >= 1'),
                      (['data.name=linear_teacher', 'model.name=deep_linear', 'data.noise=0', 'probes=collapse'],
                       'a regression task has no classes to collapse')]:
     out = tmp_path / 'never'

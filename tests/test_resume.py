@@ -5,6 +5,7 @@ sweep order (members move into their new buckets and rows)."""
 import os
 import signal
 
+import jax
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,7 +21,8 @@ OVERRIDES = ['model.width=2,5', 'seed=0,1', 'train.epochs=4', 'data.num_samples=
              'train.eval_points=4', 'data.noise=0.2', 'train.checkpoint_every=1',
              'model.name=resnet1d', 'optim.name=adamw', 'optim.wd=0.05', 'train.keep_best=true',
              'optim.warmup=5', 'optim.schedule=cosine',  # the resumed run's lr continues from its step count
-             'probes=step_metrics', 'probe.step_metrics.every=3']  # the step table is flushed, resumed and compacted
+             'probes=step_metrics,drift', 'probe.step_metrics.every=3',  # the step table: flushed, resumed, compacted
+             'probe.drift.batch=32', 'train.snapshot_epochs=3']  # a probe state and a snapshot, both resumed
 
 
 def setup(*more):
@@ -76,10 +78,14 @@ def test_sigterm_then_resume_is_exact(tmp_path, monkeypatch, straight):
     resumed = runlib.run(cfg, sweep, jobs, out, progress=False, log=said.append)
   assert any('resumed after epoch 2' in str(m) for m in said)  # not started over
   a, b = table(straight.parent), table(resumed.parent)
-  for col in ('epoch', 'train_loss', 'train_error', 'test_loss', 'test_error', 'weight_norm', 'update_norm'):
+  for col in ('epoch', 'train_loss', 'train_error', 'test_loss', 'test_error', 'weight_norm', 'update_norm',
+              'drift_cka'):  # drift: its epoch-1 reference is in the checkpoint
     np.testing.assert_array_equal(np.stack(a[col]), np.stack(b[col]), err_msg=col)
   for col in ('best_epoch', 'best_test_loss'):  # the best-validation state is part of the checkpoint
     np.testing.assert_array_equal(a[col], b[col], err_msg=col)
+  for run in b['run_id']:  # the epoch-3 snapshot, written before the stop and again after the fallback to epoch 2
+    jax.tree.map(np.testing.assert_array_equal, runlib.member_variables(straight.parent, run, 3),
+                 runlib.member_variables(resumed.parent, run, 3))
   # Four evaluations per epoch, those after the epoch-2 checkpoint written before the stop and again after it: each
   # once, bitwise those of the uninterrupted run (above); so is the step table (steps 3, 6, ..., 15 of each member),
   # in steps.parquet as in the part files.
@@ -109,7 +115,8 @@ def test_resume_moves_members_into_other_buckets_and_sweep_order(tmp_path, monke
   assert any('resumed after epoch 3' in str(m) for m in said)
   a, b = table(straight.parent), table(resumed.parent)
   assert b['bucket_width'].tolist() == [2, 2, 5, 5]
-  for col in ('epoch', 'train_loss', 'train_error', 'test_loss', 'test_error', 'weight_norm', 'update_norm'):
+  for col in ('epoch', 'train_loss', 'train_error', 'test_loss', 'test_error', 'weight_norm', 'update_norm',
+              'drift_cka'):
     close(np.stack(a[col]), np.stack(b[col]))
   close(a['best_test_loss'].to_numpy(), b['best_test_loss'].to_numpy())
   np.testing.assert_array_equal(a['best_epoch'], b['best_epoch'])

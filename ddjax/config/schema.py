@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -106,6 +107,9 @@ class TrainConfig:
   checkpoint_every: int = _f(0, 'checkpoint every N epochs (0: only by time, at the end and on SIGTERM/SIGINT)')
   checkpoint_minutes: float = _f(10.0, 'checkpoint when this many minutes passed since the last one (0: never)')
   checkpoint_keep: int = _f(3, 'checkpoints kept per job (the newest)')
+  snapshot_epochs: str = _f('', "keep every member's state at these epochs, E/E/... (0: at init), apart from the "
+                            'rolling checkpoints and never deleted by them; read one with '
+                            "ddjax.run.member_variables(DIR, RUN_ID, which=E)")
   keep_best: bool = _f(False, "keep each member's parameters at its lowest test (validation) loss in the checkpoint")
   collapse: bool = _f(False, 'record neural collapse (nc1..nc4, ddjax.metrics) of the output layer\'s input on the '
                       'training set at every evaluation (two more passes over it)')
@@ -186,8 +190,8 @@ MEMBER_KEYS = frozenset({
 # when a run is resumed (a checkpoint moves its members into whatever buckets the new settings make).
 EXECUTION_KEYS = frozenset({
     'data.workers', 'train.flush_seconds', 'train.checkpoint_every', 'train.checkpoint_minutes',
-    'train.checkpoint_keep', 'train.memory_gb', 'train.placement', 'train.bucket_ratio', 'train.max_buckets',
-    'train.eval_batch', 'train.strategy', 'train.map_batch', 'train.map_from'})
+    'train.checkpoint_keep', 'train.snapshot_epochs', 'train.memory_gb', 'train.placement', 'train.bucket_ratio',
+    'train.max_buckets', 'train.eval_batch', 'train.strategy', 'train.map_batch', 'train.map_from'})
 
 # Keys that came after stores were first written, with the default that gives the old behaviour. A run's identity
 # (run ids, what --resume compares) leaves such a key out while it holds that default, so the members of an existing
@@ -195,6 +199,14 @@ EXECUTION_KEYS = frozenset({
 LATER_KEYS = {'optim.warmup': 0, 'optim.schedule': 'constant', 'train.collapse': False, 'model.init_scale': 1.0,
               'data.dim': 16, 'data.spectrum': '4/2/1/0.5', 'train.sharpness': 0, 'train.hessian_trace': 0,
               'train.noise_scale': False, 'train.monitor_batch': 1000, 'train.eval_every_steps': 0}
+
+
+def snapshot_epochs(text: str) -> tuple[int, ...]:
+  """The epochs of train.snapshot_epochs ('E/E/...', '' for none), sorted; ValueError if it is not that form."""
+  text = str(text).strip()
+  if not re.fullmatch(r'([0-9]+(/[0-9]+)*)?', text):
+    raise ValueError(f"bad value {text!r} for train.snapshot_epochs: expected epochs E/E/... (0: at init), e.g. 0/1/10")
+  return tuple(sorted({int(e) for e in text.split('/') if e}))
 
 
 def is_probe_key(key: str) -> bool:

@@ -8,7 +8,7 @@ import itertools
 import math
 
 from ddjax.config.schema import (LATER_KEYS, MEMBER_KEYS, PROBE_ALIASES, Config, ConfigError, DataConfig, choices_of,
-                                 fields, get, is_probe_key, probe_uses)
+                                 fields, get, is_probe_key, probe_uses, snapshot_epochs)
 
 
 def validate(cfg: Config, sweep: dict[str, list]) -> None:
@@ -55,6 +55,13 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
     for v in sweep.get(key, [get(cfg, key)]):
       if not ok(v):
         raise ConfigError(f"bad value {v!r} for {key}: {what}")
+  for text in sweep.get('train.snapshot_epochs', [cfg.train.snapshot_epochs]):
+    try:
+      epochs = snapshot_epochs(text)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+    if epochs and epochs[-1] > min(sweep.get('train.epochs', [cfg.train.epochs])):
+      raise ConfigError(f'bad value {text!r} for train.snapshot_epochs: epoch {epochs[-1]} is past train.epochs')
   from ddjax.data.registry import DATASETS
   from ddjax.nn.registry import MODELS
   for data in sweep.get('data.name', [cfg.data.name]):
@@ -94,6 +101,13 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
 def _validate_probes(cfg: Config, sweep: dict[str, list]) -> None:
   """Probe keys are not swept; each probe switched on applies to every model and dataset of the sweep, and an option
   naming a tap point names one of the model's."""
+  for text in sweep.get('train.snapshot_epochs', [cfg.train.snapshot_epochs]):
+    try:
+      epochs = snapshot_epochs(text)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+    if epochs and epochs[-1] > min(sweep.get('train.epochs', [cfg.train.epochs])):
+      raise ConfigError(f'bad value {text!r} for train.snapshot_epochs: epoch {epochs[-1]} is past train.epochs')
   from ddjax.data.registry import DATASETS
   from ddjax.nn.registry import MODELS
   from ddjax.probes.registry import PROBES, Setting
@@ -149,6 +163,13 @@ def train_examples(data: DataConfig) -> int | None:
 def describe(cfg: Config, sweep: dict[str, list]) -> str:
   """One line per key: name, current value or sweep, help text (for --help). A dataset's own options come after
   the other keys, under its name; each model's options are named in model.name's line."""
+  for text in sweep.get('train.snapshot_epochs', [cfg.train.snapshot_epochs]):
+    try:
+      epochs = snapshot_epochs(text)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+    if epochs and epochs[-1] > min(sweep.get('train.epochs', [cfg.train.epochs])):
+      raise ConfigError(f'bad value {text!r} for train.snapshot_epochs: epoch {epochs[-1]} is past train.epochs')
   from ddjax.data.registry import DATASETS
   from ddjax.nn.registry import MODELS
   known = fields(cfg)

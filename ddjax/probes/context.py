@@ -42,6 +42,8 @@ class EvalContext:
   loss: Callable
   target_weight: Callable    # (y) -> per-example weight (0 for targets that do not count)
   key: jax.Array             # the member's key for probes' random draws (from its batch seed)
+  epoch: jax.Array = None    # epochs completed (int32; an evaluation within an epoch: those before it)
+  probe_state: Any = None    # a probe with a state (ProbeSpec.state): its own, as it was after its last run
 
   @property
   def variables(self) -> dict:
@@ -87,14 +89,18 @@ class EvalContext:
       h = found[layer][-1]  # sow keeps a tuple of calls
     return out.astype(jnp.float32), h.reshape(x.shape[0], -1).astype(jnp.float32)
 
-  def monitor_batch(self, n: int) -> tuple[jax.Array, jax.Array]:
-    """`n` training examples (at most all) evenly spaced through the training set, preprocessed (no augmentation),
-    with the member's own labels: the same at every evaluation. Data sets stored in groups (m-height) are sampled
-    across every group."""
+  def probe_batch(self, n: int) -> tuple[jax.Array, jax.Array]:
+    """`n` training examples (at most all) evenly spaced through the training set, raw, with the member's own
+    labels: the same at every evaluation. Data sets stored in groups (m-height) are sampled across every group."""
     n_train = self.x_train.shape[0]
     n = min(n, n_train)
     idx = jnp.arange(n) * n_train // n
-    return self.spec.preprocess(self.x_train[idx]), self.labels_N[idx]
+    return self.x_train[idx], self.labels_N[idx]
+
+  def monitor_batch(self, n: int) -> tuple[jax.Array, jax.Array]:
+    """probe_batch(n), preprocessed (no augmentation)."""
+    x, y = self.probe_batch(n)
+    return self.spec.preprocess(x), y
 
   def batch_loss(self, x, y, train: bool = True) -> Callable:
     """params -> the mean loss on preprocessed (x, y) with this member's BatchNorm statistics: the batch's own with

@@ -50,6 +50,10 @@ class ProbeSpec:
   always: bool = False                 # on in every run (the base measurements)
   module: str = ''
   figure: str = ''                     # a module whose plot_all(out, fig_dir) draws its columns (plots add it)
+  state: Callable | None = None        # (**options) -> its state's init value per member (a pytree), kept beside
+                                       # the train state and checkpointed with it; measure then returns (values,
+                                       # new state) and reads ctx.probe_state
+  epochs: Callable | None = None       # (**options) -> epochs at whose end it also runs (a reference it takes)
 
 
 PROBES: dict[str, ProbeSpec] = {}
@@ -78,11 +82,14 @@ class MemoryQuery(NamedTuple):
 
 def register_probe(name: str, *, help: str, columns: tuple[str, ...] | list[str], kind: str = 'eval',
                    every: str | None = None, options: dict[str, Option] | None = None, last_only=(),
-                   memory=None, applies=None, auto=None, always: bool = False, figure: str = ''):
+                   memory=None, applies=None, auto=None, always: bool = False, figure: str = '', state=None,
+                   epochs=None):
   """Decorator registering `measure` as the probe `name` (see the module docstring); a plugin file may register
   probes too."""
   if kind not in ('eval', 'step'):
     raise ValueError(f'probe {name!r}: kind must be eval or step, not {kind!r}')
+  if state is not None and kind != 'eval':
+    raise ValueError(f'probe {name!r}: only evaluation probes keep a state')
   every = every or ('eval' if kind == 'eval' else '1')
   options = dict(options or {})
   if 'every' in options:
@@ -91,7 +98,7 @@ def register_probe(name: str, *, help: str, columns: tuple[str, ...] | list[str]
 
   def register(measure):
     spec = ProbeSpec(name, measure, help, tuple(columns), kind, every, options, tuple(last_only), memory, applies,
-                     auto, always, measure.__module__, figure)
+                     auto, always, measure.__module__, figure, state, epochs)
     return plugins.add(PROBES, 'probe', name, spec, measure)
   return register
 

@@ -1,0 +1,50 @@
+"""Representation similarity during a run: `drift`, a layer's linear CKA (ddjax.metrics.similarity) against its own
+features at a reference epoch, kept in the probe's state so that it is computed at every evaluation."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from ddjax.probes.registry import Option, register_probe
+
+
+def centred_gram(h_NxD, size: int):
+  """The n x n Gram matrix of column-centred features, zero-padded to size x size (padding changes no CKA)."""
+  h_NxD = h_NxD - h_NxD.mean(0)
+  n = h_NxD.shape[0]
+  return jnp.zeros((size, size), jnp.float32).at[:n, :n].set(h_NxD @ h_NxD.T)
+
+
+def gram_cka(k_NxN, l_NxN):
+  """Linear CKA of two centred Gram matrices: <K, L> / (||K|| ||L||)."""
+  return jnp.sum(k_NxN * l_NxN) / (jnp.linalg.norm(k_NxN) * jnp.linalg.norm(l_NxN))
+
+
+def _state(batch: int, **_):
+  return {'gram': jnp.zeros((batch, batch), jnp.float32), 'taken': jnp.zeros((), bool)}
+
+
+def _memory(q, batch: int, **_):
+  """A forward pass on the probe batch (at most what a training step on it holds) and two Gram matrices."""
+  return q.step_bytes(batch) + 2 * 4 * batch * batch
+
+
+@register_probe('drift', columns=('drift_cka',), state=_state, epochs=lambda epoch, **_: (epoch,), memory=_memory,
+                options={'layer': Option('', "the model's tap point compared (empty: the output layer's input; --help "
+                                             "lists each model's)", tap=True),
+                         'epoch': Option(1, 'the reference epoch: features after it are what later ones are '
+                                            'compared with', check=lambda v: v >= 1, must='must be >= 1'),
+                         'batch': Option(256, 'training examples, evenly spaced through the training set, whose '
+                                              'features are compared', check=lambda v: v >= 2, must='must be >= 2')},
+                help="representational drift: linear CKA between a layer's features on a fixed batch of training "
+                     'examples now and after the reference epoch (1 there, NaN before it); the reference, its '
+                     'centred batch x batch Gram matrix, is kept in the probe state and checkpointed')
+def drift(ctx, layer: str = '', epoch: int = 1, batch: int = 256):
+  x, _ = ctx.probe_batch(batch)
+  gram = centred_gram(ctx.features(x, layer or None)[1], batch)
+  state = ctx.probe_state
+  take = ~state['taken'] & (ctx.epoch >= epoch)  # the first run after the reference epoch (its own end, normally)
+  reference = jnp.where(take, gram, state['gram'])
+  taken = state['taken'] | take
+  return ({'drift_cka': jnp.where(taken, gram_cka(gram, reference), jnp.nan)},
+          {'gram': reference, 'taken': taken})
