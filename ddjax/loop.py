@@ -35,11 +35,12 @@ def eval_epochs(epochs: int, points: int, every: int) -> list[int]:
   return sorted(grid | {epochs})
 
 
-def _postfix(rows: list[dict[str, Any]]) -> str:
-  """Mean train and test error (or loss, for regression) over members, for the progress bar."""
-  metric = 'error' if 'train_error' in rows[0] else 'loss'
-  train, test = (np.nanmean([r[f'{split}_{metric}'] for r in rows]) for split in ('train', 'test'))
-  return f'train {metric} {train:.3g} test {metric} {test:.3g} (mean over members)'
+def _postfix(rows: list[dict[str, Any]], uses) -> str:
+  """The progress bar's figures: the mean over members of the first two columns that the probes `uses` offer for it
+  (ProbeSpec.progress) and the rows have."""
+  shown = [c for u in uses for c in u.spec.progress if c in rows[0]][:2]
+  return ' '.join(f"{c.replace('_', ' ')} {np.nanmean([r[c] for r in rows]):.3g}" for c in shown) + \
+      ' (mean over members)' * bool(shown)
 
 
 class Interrupted(Exception):
@@ -82,14 +83,32 @@ def _metric_rows(job: Job, buckets: list[Bucket], epoch: int | float, ids: list[
   metrics = jax.device_get(metrics)
   seconds = clock()
   # (rows past len(member_ids) are the copies that pad a sharded bucket: never reported)
+  across = _across_members(job, buckets, metrics)
   rows = []
   for b, m in zip(buckets, metrics):
     for j, i in enumerate(b.member_ids):
       row = {'run_id': ids[i], 'attempt': attempt, 'epoch': epoch, 'step': step, 'time_s': seconds}
       for k, v in m.items():
         row[k] = bool(v[j]) if k == 'diverged' else int(v[j]) if k in ('diverged_step', 'best_epoch') else float(v[j])
-      rows.append(row)
+      rows.append(dict(row, **across.get(i, {})))
   return rows
+
+
+def _across_members(job: Job, buckets: list[Bucket], metrics: list[dict]) -> dict[int, dict[str, float]]:
+  """The columns of the probes across members (ProbeSpec.pairs) that ran, by member index: each compares the
+  summaries of every member of the job (all buckets; removed from `metrics`)."""
+  out: dict[int, dict[str, float]] = {}
+  for u in buckets[0].spec.probes:
+    key = 'summary:' + u.name
+    if u.spec.pairs is None or key not in metrics[0]:
+      continue
+    summaries = {i: m[key][j] for b, m in zip(buckets, metrics) for j, i in enumerate(b.member_ids)}
+    for i, columns in u.spec.pairs(summaries, dict(enumerate(job.members)), **u.kwargs).items():
+      out.setdefault(i, {}).update(columns)
+  for m in metrics:
+    for key in [k for k in m if k.startswith('summary:')]:
+      del m[key]
+  return out
 
 
 def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=print, fresh: bool = False,
@@ -180,7 +199,7 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
         buffered += rows
         if logger is not None:
           logger.log(rows, epoch)
-        bar.set_postfix_str(_postfix(rows))
+        bar.set_postfix_str(_postfix(rows, buckets[0].spec.probes))
       every, minutes = cfg.train.checkpoint_every, cfg.train.checkpoint_minutes
       save = stop or epoch == epochs or (every and epoch % every == 0) or (
           minutes and time.time() - last_save >= 60 * minutes)

@@ -195,12 +195,15 @@ def eval_context(spec: StepSpec, state, hp, labels_N, x_train, x_test, y_test, e
 def evaluate(spec: StepSpec, state, hp, labels_N, x_train, x_test, y_test, epoch=0,
              which=None) -> dict[str, jax.Array]:
   """The evaluation probes' values (all of spec.probes, or those named in `which`) after `epoch` epochs, and whether
-  the member diverged; under 'probe_state', the new state of the probes that keep one and ran."""
+  the member diverged; under 'probe_state', the new state of the probes that keep one and ran, and under
+  'summary:NAME' the summary of each probe across members that ran."""
   ctx = eval_context(spec, state, hp, labels_N, x_train, x_test, y_test, epoch)
   out, probe_state = {}, {}
   for u in spec.probes:
     if which is None or u.name in which:
-      if u.spec.state is None:
+      if u.spec.pairs is not None:  # a summary that the host compares across members (probes/cross.py)
+        out['summary:' + u.name] = u.spec.measure(ctx, **u.kwargs)
+      elif u.spec.state is None:
         out.update(u.spec.measure(ctx, **u.kwargs))
       else:
         values, probe_state[u.name] = u.spec.measure(replace(ctx, probe_state=state['probes'][u.name]), **u.kwargs)

@@ -14,7 +14,8 @@ from tests.helpers import run_experiment, two_processes
 
 ARGS = ['--no-progress', 'model.width=2,3,5', 'seed=0,1', 'train.epochs=4', 'data.num_samples=300',
         'data.seed=3', 'train.batch_size=40', 'train.eval_points=3', 'train.eval_every=0', 'data.noise=0.2',
-        'probes=step_metrics', 'probe.step_metrics.every=2']  # the step table, gathered over devices and processes
+        'probes=step_metrics,cka', 'probe.step_metrics.every=2',  # the step table and summaries of members gathered
+        'probe.cka.pairs=seeds/widths', 'probe.cka.batch=32']    # over devices and processes
 
 
 @pytest.fixture(scope='module')
@@ -143,3 +144,6 @@ def test_two_processes_of_four_devices_stop_together_and_resume_exactly(run_dir,
            for o in (run_dir[0], out)]
   assert len(steps[1]) == 6 * 12 and list(steps[1]['run_id']) == list(steps[0]['run_id'])  # 6 steps an epoch, every 2
   np.testing.assert_allclose(steps[1]['step_loss'], steps[0]['step_loss'], rtol=1e-5, atol=1e-6)
+  a = pd.read_parquet(run_dir[0] / 'results.parquet').sort_values(['model.width', 'seed'])
+  for col in ('cka_seeds', 'cka_w2', 'cka_w3', 'cka_w5'):  # members of other processes' devices compared
+    np.testing.assert_allclose(np.stack(b[col]), np.stack(a[col]), rtol=1e-4, err_msg=col)

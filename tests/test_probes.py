@@ -130,6 +130,25 @@ def test_drift_against_snapshots_is_numpys(probed):
     runlib.member_variables(out, table['run_id'][0], 'first')
 
 
+def test_cka_across_seeds_and_widths_is_numpys(tmp_path):
+  """probe.cka.pairs=seeds/widths on widths 3 and 7 (two buckets) x seeds 0 and 1: at the last epoch, cka_seeds is the
+  linear CKA (float64 NumPy, from each member's final parameters) of hidden0's features on the 50 probe examples with
+  the other seed's member of its width, and cka_w3 / cka_w7 that with the member of that width and its seed."""
+  out = tmp_path / 'cka'
+  cfg, table = train(out, 'seed=0,1', 'train.epochs=2', 'probes=cka', 'probe.cka.layer=hidden0', 'probe.cka.batch=50',
+                     'probe.cka.pairs=seeds/widths')
+  ds = load_dataset(cfg.data)
+  x = np.asarray(ds.preprocess(jnp.asarray(ds.x_train[np.arange(50) * len(ds.x_train) // 50])), np.float64)
+  params = lambda run: jax.tree.map(lambda a: np.asarray(a, np.float64), runlib.member_variables(out, run, 'last')[0])
+  h = {(r['model.width'], r['seed']): _hidden0(params(r['run_id'])['params'], x) for _, r in table.iterrows()}
+  assert sorted(table['bucket_width']) == [3, 3, 7, 7]
+  for _, r in table.iterrows():
+    w, seed = r['model.width'], r['seed']
+    assert r['cka_seeds'][-1] == pytest.approx(_cka(h[w, seed], h[w, 1 - seed]), rel=1e-4)
+    for other in (3, 7):
+      assert r[f'cka_w{other}'][-1] == pytest.approx(_cka(h[w, seed], h[other, seed]), rel=1e-4)
+
+
 def test_step_metrics_of_a_padded_member_are_the_dense_models(tiny_mnist1d):
   """One epoch of a width-3 member padded to 8: each step's loss, accuracy, gradient norm and learning rate are
   those of the dense width-3 MLP (tests/dense_reference.py) trained by hand with SGD on the member's batches."""

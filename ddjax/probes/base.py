@@ -25,6 +25,7 @@ def weight_norms(params) -> dict[str, jax.Array]:
 
 @register_probe('losses', always=True, columns=('train_loss', 'test_loss', 'train_error', 'test_error',
                                                 'test_error_noisy'),
+                progress=('train_error', 'test_error', 'train_loss', 'test_loss'),  # regression: no errors
                 help="training loss and error on the member's own (noisy) labels, test loss and error on clean "
                      'labels and the test error on the noisy label distribution (classification: cross-entropy '
                      'in nats; regression: squared error, no errors)')

@@ -54,6 +54,10 @@ class ProbeSpec:
                                        # the train state and checkpointed with it; measure then returns (values,
                                        # new state) and reads ctx.probe_state
   epochs: Callable | None = None       # (**options) -> epochs at whose end it also runs (a reference it takes)
+  progress: tuple[str, ...] = ()       # columns the progress bar may show (the mean over members; the first two)
+  pairs: Callable | None = None        # a probe across members (probes/cross.py): measure returns a summary per
+                                       # member, and pairs(summaries, members, **options) -> {member: {column:
+                                       # value}} compares them on the host (summaries, members: by member index)
 
 
 PROBES: dict[str, ProbeSpec] = {}
@@ -83,13 +87,15 @@ class MemoryQuery(NamedTuple):
 def register_probe(name: str, *, help: str, columns: tuple[str, ...] | list[str], kind: str = 'eval',
                    every: str | None = None, options: dict[str, Option] | None = None, last_only=(),
                    memory=None, applies=None, auto=None, always: bool = False, figure: str = '', state=None,
-                   epochs=None):
+                   epochs=None, pairs=None, progress=()):
   """Decorator registering `measure` as the probe `name` (see the module docstring); a plugin file may register
   probes too."""
   if kind not in ('eval', 'step'):
     raise ValueError(f'probe {name!r}: kind must be eval or step, not {kind!r}')
-  if state is not None and kind != 'eval':
-    raise ValueError(f'probe {name!r}: only evaluation probes keep a state')
+  if (state is not None or pairs is not None) and kind != 'eval':
+    raise ValueError(f'probe {name!r}: only evaluation probes keep a state or compare members')
+  if state is not None and pairs is not None:
+    raise ValueError(f'probe {name!r}: a probe across members keeps no state')
   every = every or ('eval' if kind == 'eval' else '1')
   options = dict(options or {})
   if 'every' in options:
@@ -98,7 +104,7 @@ def register_probe(name: str, *, help: str, columns: tuple[str, ...] | list[str]
 
   def register(measure):
     spec = ProbeSpec(name, measure, help, tuple(columns), kind, every, options, tuple(last_only), memory, applies,
-                     auto, always, measure.__module__, figure, state, epochs)
+                     auto, always, measure.__module__, figure, state, epochs, tuple(progress), pairs)
     return plugins.add(PROBES, 'probe', name, spec, measure)
   return register
 

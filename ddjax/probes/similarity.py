@@ -1,10 +1,13 @@
-"""Representation similarity during a run: `drift`, a layer's linear CKA (ddjax.metrics.similarity) against its own
-features at a reference epoch, kept in the probe's state so that it is computed at every evaluation."""
+"""Representation similarity during a run, linear CKA (ddjax.metrics.similarity) of a layer's features on a fixed
+batch of training examples: `drift` against the member's own features at a reference epoch (kept in the probe's
+state), `cka` between members of the job (seeds, widths; ddjax/probes/cross.py)."""
 
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 
+from ddjax.probes.cross import compare_members, valid_rules, valid_widths
 from ddjax.probes.registry import Option, register_probe
 
 
@@ -48,3 +51,34 @@ def drift(ctx, layer: str = '', epoch: int = 1, batch: int = 256):
   taken = state['taken'] | take
   return ({'drift_cka': jnp.where(taken, gram_cka(gram, reference), jnp.nan)},
           {'gram': reference, 'taken': taken})
+
+
+def gram_similarity(grams_KxNxN: np.ndarray) -> np.ndarray:
+  """Linear CKA between every two of k centred Gram matrices, in float64: one k x k product of the normalised,
+  flattened matrices."""
+  flat = grams_KxNxN.reshape(grams_KxNxN.shape[0], -1).astype(np.float64)
+  flat /= np.linalg.norm(flat, axis=1, keepdims=True)
+  return flat @ flat.T
+
+
+@register_probe('cka', columns=('cka_seeds', 'cka_w<width>'), memory=_memory,
+                pairs=lambda summaries, members, pairs='seeds', widths='', **_: compare_members(
+                    summaries, members, 'cka', pairs, widths, gram_similarity),
+                options={'layer': Option('', "the model's tap point compared (empty: the output layer's input; --help "
+                                             "lists each model's)", tap=True),
+                         'pairs': Option('seeds', 'which members are compared: seeds (those that differ only in '
+                                                  'their seeds), widths (those that differ only in width) or '
+                                                  'seeds/widths', check=valid_rules,
+                                         must="must be seeds, widths or seeds/widths"),
+                         'widths': Option('', 'with pairs=widths: the widths each member is compared with, W/W/... '
+                                              '(empty: every width of the job)', check=valid_widths,
+                                          must='must be widths W/W/...'),
+                         'batch': Option(256, 'training examples, evenly spaced through the training set, whose '
+                                              'features are compared', check=lambda v: v >= 2, must='must be >= 2')},
+                help="representational similarity across members: linear CKA of a layer's features on a fixed batch "
+                     'of training examples between members of the job that differ only in their seeds (cka_seeds, '
+                     'the mean over them) or only in width (cka_w<W>, with the member of width W); each member '
+                     'sends its centred batch x batch Gram matrix, never its features')
+def cka(ctx, layer: str = '', batch: int = 256, **_):
+  x, _ = ctx.probe_batch(batch)
+  return centred_gram(ctx.features(x, layer or None)[1], batch)
