@@ -158,9 +158,9 @@ class Bucket:
     epoch = jax.device_put(np.int32(epoch), self.replicated)
     return self.state_M, self.hp_M, self.labels_MxN, self.data['x_train'], epoch
 
-  def _evaluate_args(self, epoch: int = 0) -> tuple:
+  def _evaluate_args(self, epoch: float = 0.0) -> tuple:
     d = self.data
-    epoch = jax.device_put(np.int32(epoch), self.replicated)
+    epoch = jax.device_put(np.float32(epoch), self.replicated)
     return self.state_M, self.hp_M, self.labels_MxN, d['x_train'], d['x_test'], d['y_test'], epoch
 
   def compiled_bytes(self, evaluation: bool = True) -> tuple[int, int] | None:
@@ -178,8 +178,9 @@ class Bucket:
       return None
     return analyses[0].temp_size_in_bytes, analyses[1].temp_size_in_bytes if evaluation else 0
 
-  def evaluate(self, epoch: int, which: tuple[str, ...] | None = None, best: bool = True) -> dict[str, jax.Array]:
-    """Dispatches the evaluation of the probes named in `which` (None: all) after `epoch` epochs and, with keep_best
+  def evaluate(self, epoch: float, which: tuple[str, ...] | None = None, best: bool = True) -> dict[str, jax.Array]:
+    """Dispatches the evaluation of the probes named in `which` (None: all) after `epoch` epochs (fractional within
+    an epoch) and, with keep_best
     and `best`, the update of the best parameters; the metrics stay on the device until read. Probes that keep a
     state leave their new one in the bucket's state."""
     metrics = self.fns.evaluate(*self._evaluate_args(epoch), which=which)
@@ -188,7 +189,7 @@ class Bucket:
       self.state_M = dict(self.state_M, probes={**self.state_M['probes'], **metrics.pop('probe_state')})
     if self.spec.keep_best and best:
       self.state_M = self.fns.remember_best(self.state_M, metrics['test_loss'],
-                                          jax.device_put(np.int32(epoch), self.replicated))
+                                          jax.device_put(np.int32(int(epoch)), self.replicated))
       best = self.state_M['best']
       metrics = dict(metrics, best_epoch=best['epoch'], best_test_loss=best['loss'])
     return metrics

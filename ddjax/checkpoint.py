@@ -85,14 +85,16 @@ class Checkpoints:
       missing = {(_entry(path), jax.tree_util.keystr(path)) for state in states
                  for path, _ in jax.tree_util.tree_flatten_with_path(state)[0]
                  if not _has(restored['buckets'][0], path)}
-      changed = sorted(p for entry, p in missing if _has(restored['buckets'][0], entry))
+      changed = sorted(p for entry, p in missing  # (a probe's state may always start over)
+                       if entry[0].key != 'probes' and _has(restored['buckets'][0], entry))
       if changed:  # parameters or optimizer state renamed: copying the rest and re-initialising these would be wrong
         raise ValueError(f'checkpoint at epoch {step} in {self.manager.directory} has no {", ".join(changed)}, which '
                          'the state it restores into has: the model or optimizer changed since it was written; '
                          'resume it with the code that wrote it, or train these members again (--rerun)')
       if missing:
         new = sorted(p for _, p in missing)
-        log(f'checkpoint at epoch {step} has no {", ".join(new)} (written by an earlier ddjax): '
+        log(f'checkpoint at epoch {step} has no {", ".join(new)} (written by an earlier ddjax, or before a probe '
+            'was on): '
             f'{"they start" if len(new) > 1 else "it starts"} at the init value')
       if not all(np.array_equal(a, b) for a, b in zip(restored['layout'], layout)) or len(restored['layout']) != \
           len(layout):
@@ -131,18 +133,22 @@ class Checkpoints:
     target = {'buckets': jax.tree.map(ocp.utils.to_shape_dtype_struct, list(states)),
               'elapsed_s': np.asarray(0.0, np.float64), 'attempt': np.asarray(0, np.int64)}
     same_shapes = _same_shapes(stored['buckets'], states)
+    on_host = lambda: self.manager.restore(step, args=ocp.args.StandardRestore(
+        jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), stored)))
     if 'layout' not in stored:  # written before checkpoints recorded their layout: rows as they are now
-      if not same_shapes:
+      if same_shapes:
+        return self.manager.restore(step, args=ocp.args.StandardRestore(target)), True
+      if not _same_shapes(stored['buckets'], states, exact=False):
         raise ValueError('it was written by an older ddjax that did not record its buckets: resume it with the '
                          'buckets it had (same train.memory_gb, max_buckets, bucket_ratio and devices)')
-      return self.manager.restore(step, args=ocp.args.StandardRestore(target)), True
+      restored = on_host()  # a state entry newer than it (a probe's): the rest restored, that entry at its init
+      return dict(restored, layout=[np.asarray(ids, np.int64) for ids in layout]), False
     if same_shapes:
       target.update(layout=[np.zeros(len(ids), np.int64) for ids in layout], widths=np.zeros(len(layout), np.int64))
       restored = self.manager.restore(step, args=ocp.args.StandardRestore(target))
       if all(np.array_equal(a, b) for a, b in zip(restored['layout'], layout)):
         return restored, True
-    on_host = jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), stored)
-    return self.manager.restore(step, args=ocp.args.StandardRestore(on_host)), False
+    return on_host(), False
 
   def close(self) -> None:
     self.manager.wait_until_finished()
@@ -181,10 +187,11 @@ def _entry(path: tuple) -> tuple:
   return path[:2] if path[0].key == 'probes' else path[:1]
 
 
-def _same_shapes(stored: list, states: list) -> bool:
-  """Whether the checkpoint's buckets (metadata) have the leaves of `states`, no others, with their shapes."""
+def _same_shapes(stored: list, states: list, exact: bool = True) -> bool:
+  """Whether the checkpoint's buckets (metadata) have the leaves of `states`, no others, with their shapes; not
+  `exact`: whether the leaves they have have those shapes."""
   count = lambda tree: len(jax.tree.leaves(tree))  # (orbax gives NamedTuples back as dicts: key paths differ)
-  if len(stored) != len(states) or any(count(old) != count(state) for old, state in zip(stored, states)):
+  if len(stored) != len(states) or exact and any(count(old) != count(state) for old, state in zip(stored, states)):
     return False
 
   def shape_at(tree, path):
@@ -193,7 +200,7 @@ def _same_shapes(stored: list, states: list) -> bool:
     except (KeyError, IndexError, TypeError, AttributeError):
       return None
   return all(
-      shape_at(old, path) == tuple(x.shape)
+      shape_at(old, path) in ((tuple(x.shape),) if exact else (tuple(x.shape), None))
       for old, state in zip(stored, states) for path, x in jax.tree_util.tree_flatten_with_path(state)[0])
 
 

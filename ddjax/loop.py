@@ -18,7 +18,7 @@ from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from ddjax import config as cfglib
-from ddjax import results
+from ddjax import parallel, results
 from ddjax.buckets import Bucket, conv_form, job_plan, make_buckets, placement, strategy_label
 from ddjax.checkpoint import Checkpoints
 from ddjax.data import load_dataset
@@ -77,7 +77,7 @@ def _metric_rows(job: Job, buckets: list[Bucket], epoch: int | float, ids: list[
                  best: bool = True, step: int = 0, clock=lambda: float('nan')) -> list[dict[str, Any]]:
   """The evaluation rows at `epoch` (fractional within an epoch) after optimizer step `step`, with keep_best looking
   at them if `best`; `time_s` from `clock` once they are computed."""
-  metrics = [b.evaluate(int(epoch), which, best) for b in buckets]  # every device evaluates before the host reads
+  metrics = [b.evaluate(epoch, which, best) for b in buckets]  # every device evaluates before the host reads
   if jax.process_count() > 1:  # members sharded over hosts: every process gathers all of them
     metrics = multihost_utils.process_allgather(metrics, tiled=True)
   metrics = jax.device_get(metrics)
@@ -96,13 +96,15 @@ def _metric_rows(job: Job, buckets: list[Bucket], epoch: int | float, ids: list[
 
 def _across_members(job: Job, buckets: list[Bucket], metrics: list[dict]) -> dict[int, dict[str, float]]:
   """The columns of the probes across members (ProbeSpec.pairs) that ran, by member index: each compares the
-  summaries of every member of the job (all buckets; removed from `metrics`)."""
+  summaries of the job's members that train now (all buckets; those of a --rerun or of the members not complete
+  before, not the ones skipped) and have not diverged. The summaries are removed from `metrics`."""
   out: dict[int, dict[str, float]] = {}
   for u in buckets[0].spec.probes:
     key = 'summary:' + u.name
     if u.spec.pairs is None or key not in metrics[0]:
       continue
-    summaries = {i: m[key][j] for b, m in zip(buckets, metrics) for j, i in enumerate(b.member_ids)}
+    summaries = {i: m[key][j] for b, m in zip(buckets, metrics) for j, i in enumerate(b.member_ids)
+                 if not m['diverged'][j]}  # a diverged member is frozen: compared with none
     for i, columns in u.spec.pairs(summaries, dict(enumerate(job.members)), **u.kwargs).items():
       out.setdefault(i, {}).update(columns)
   for m in metrics:
@@ -164,8 +166,18 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
              total=epochs, disable=not progress or not writer(), file=sys.stderr, dynamic_ncols=True, mininterval=1.0,
              position=bar_position)
   pending, last_save, rows = None, time.time(), []
+
+  def snapshot(epoch: int) -> None:  # one already there (resumed from before it) is the same state: kept
+    if not parallel.agree(epoch in snapshots.manager.all_steps(), 'min'):
+      snapshots.save(epoch, [b.state_M for b in buckets], layout, widths, elapsed(), attempt)
+
+  if snap_epochs:
+    missed = [e for e in snap_epochs if 0 < start and e <= start and e not in snapshots.manager.all_steps()]
+    if missed:
+      log(f'job {job.index + 1}/{n_jobs}: no snapshot at epoch(s) {missed} (resumed after epoch {start}); '
+          'train the members again (--rerun) to keep them')
   if start == 0 and 0 in snap_epochs:
-    snapshots.save(0, [b.state_M for b in buckets], layout, widths, elapsed(), attempt)
+    snapshot(0)
   buffered, last_flush = [], time.time()
 
   def flush():  # buffered evaluation rows -> one part file named by its last step; the step table likewise
@@ -208,7 +220,7 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
       if save or due:
         flush()  # before the checkpoint: rows past a checkpoint are recomputed identically on resume
       if epoch in snap_epochs:  # before the checkpoint: a resume after it finds every snapshot up to it
-        snapshots.save(epoch, [b.state_M for b in buckets], layout, widths, elapsed(), attempt)
+        snapshot(epoch)
       if save:
         ckpt.save(epoch, [b.state_M for b in buckets], layout, widths, elapsed(), attempt)
         last_save = time.time()

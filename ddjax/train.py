@@ -8,6 +8,7 @@ Randomness comes only from keys folded from a member's seeds (`member_key`), nev
 from __future__ import annotations
 
 import functools
+import hashlib
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
@@ -72,8 +73,9 @@ def init_member(spec: StepSpec, hp, x_example) -> dict[str, Any]:
       'step': jnp.zeros((), jnp.int32),
       'update_norm': jnp.zeros((), jnp.float32),  # norm of the last optimizer update
   }
-  if stateful := [u for u in spec.probes if u.spec.state is not None]:
-    state['probes'] = {u.name: u.spec.state(**u.kwargs) for u in stateful}  # probes' own state (references)
+  if stateful := [u for u in spec.probes if u.spec.state is not None]:  # probes' own state (references)
+    state['probes'] = {u.name: {'options': jnp.asarray(options_tag(u), jnp.int32), 'state': u.spec.state(**u.kwargs)}
+                       for u in stateful}
   if spec.keep_best:
     state['best'] = {'params': params, 'batch_stats': state['batch_stats'], 'loss': jnp.full((), jnp.inf),
                      'epoch': jnp.zeros((), jnp.int32)}
@@ -185,16 +187,29 @@ def train_epoch(spec: StepSpec, state, hp, labels_N, x_train, epoch, start=None,
   return state, loss.sum() / jnp.maximum(stop - start, 1), steps
 
 
-def eval_context(spec: StepSpec, state, hp, labels_N, x_train, x_test, y_test, epoch=0) -> EvalContext:
+def eval_context(spec: StepSpec, state, hp, labels_N, x_train, x_test, y_test, epoch=0.0) -> EvalContext:
   """What an evaluation probe sees of one member (ddjax.probes.EvalContext)."""
   return EvalContext(spec, state, hp, labels_N, x_train, x_test, y_test,
                      lambda params, batch_stats, x, y, train: _loss(spec, params, batch_stats, hp, x, y, train),
-                     lambda y: target_weight(spec, y), member_key(hp, 'monitor'), jnp.asarray(epoch, jnp.int32))
+                     lambda y: target_weight(spec, y), member_key(hp, 'monitor'), jnp.asarray(epoch, jnp.float32))
 
 
-def evaluate(spec: StepSpec, state, hp, labels_N, x_train, x_test, y_test, epoch=0,
+def options_tag(u: Use) -> int:
+  """A number that changes with a probe's options: a probe state kept under other options (a run resumed with
+  another layer or reference epoch) is not reused."""
+  return int(hashlib.sha1(repr(u.options).encode()).hexdigest()[:7], 16)
+
+
+def _own_state(u: Use, kept: dict):
+  """A stateful probe's state as kept, or its init value where it was kept under other options."""
+  same = kept['options'] == options_tag(u)
+  return jax.tree.map(lambda k, f: jnp.where(same, k, f), kept['state'], u.spec.state(**u.kwargs))
+
+
+def evaluate(spec: StepSpec, state, hp, labels_N, x_train, x_test, y_test, epoch=0.0,
              which=None) -> dict[str, jax.Array]:
-  """The evaluation probes' values (all of spec.probes, or those named in `which`) after `epoch` epochs, and whether
+  """The evaluation probes' values (all of spec.probes, or those named in `which`) after `epoch` epochs (fractional
+  within an epoch), and whether
   the member diverged; under 'probe_state', the new state of the probes that keep one and ran, and under
   'summary:NAME' the summary of each probe across members that ran."""
   ctx = eval_context(spec, state, hp, labels_N, x_train, x_test, y_test, epoch)
@@ -206,7 +221,8 @@ def evaluate(spec: StepSpec, state, hp, labels_N, x_train, x_test, y_test, epoch
       elif u.spec.state is None:
         out.update(u.spec.measure(ctx, **u.kwargs))
       else:
-        values, probe_state[u.name] = u.spec.measure(replace(ctx, probe_state=state['probes'][u.name]), **u.kwargs)
+        values, new = u.spec.measure(replace(ctx, probe_state=_own_state(u, state['probes'][u.name])), **u.kwargs)
+        probe_state[u.name] = {'options': jnp.asarray(options_tag(u), jnp.int32), 'state': new}
         out.update(values)
   out.update(diverged=state['diverged'], diverged_step=state['diverged_step'])
   return dict(out, probe_state=probe_state) if probe_state else out
@@ -269,7 +285,8 @@ def bucket_fns(spec: StepSpec, members: jax.sharding.Sharding | None = None) -> 
     return jax.jit(lift(lambda *a: evaluate(*a, which=which), 3), **out)
 
   def evaluate_members(*args, which=None):  # (the epoch, the last argument, is 0 unless given)
-    return evaluate_probes(None if which is None else tuple(sorted(which)))(*args, *[jnp.int32(0)] * (len(args) == 6))
+    return evaluate_probes(None if which is None else tuple(sorted(which)))(*args,
+                                                                            *[jnp.float32(0)] * (len(args) == 6))
 
   return BucketFns(
       init=jax.jit(lift(init_member, 1), **out),

@@ -130,6 +130,32 @@ def test_drift_against_snapshots_is_numpys(probed):
     runlib.member_variables(out, table['run_id'][0], 'first')
 
 
+def test_drift_takes_its_reference_at_its_epoch_under_its_options_only(tiny_mnist1d):
+  """drift is NaN before its reference epoch, 1 at its end and below 1 after more training; a state never taken by
+  then (switched on later) stays NaN past it, and one kept under other options (a run resumed with another reference
+  epoch) starts over: NaN, not a value against another epoch."""
+  from ddjax.train import BASE
+  x, y = jnp.asarray(tiny_mnist1d.x_train[:64]), jnp.asarray(tiny_mnist1d.y_train[:64])
+  hp = hp_for([3, 5], **{'optim.lr': 0.3})
+  specs = [StepSpec(make_model('mlp', 5, (40,), 10, 'im2col'), 'sgd', 16, 10,
+                    probes=BASE + (use('drift', {'layer': 'hidden0', 'batch': 16, 'epoch': e}),)) for e in (1, 2)]
+  fns = bucket_fns(specs[0])
+  init, labels = fns.init(hp, x[0]), fns.labels(hp, y)
+
+  def evaluate(fns, state, epoch):
+    out = fns.evaluate(state, hp, labels, x, x, y, jnp.float32(epoch))
+    return dict(state, probes=out['probe_state']), np.asarray(out['drift_cka'])
+
+  _, late = evaluate(fns, init, 1.5)
+  state, before = evaluate(fns, init, 0.5)
+  state, at = evaluate(fns, state, 1.0)
+  state, _, _ = fns.epoch(state, hp, labels, x, jnp.int32(1))  # (donates init's arrays)
+  state, after = evaluate(fns, state, 2.0)
+  assert np.isnan(before).all() and np.allclose(at, 1.0) and (after < 1 - 1e-6).all()
+  _, other = evaluate(bucket_fns(specs[1]), state, 3.0)
+  assert np.isnan(late).all() and np.isnan(other).all()
+
+
 def test_cka_across_seeds_and_widths_is_numpys(tmp_path):
   """probe.cka.pairs=seeds/widths on widths 3 and 7 (two buckets) x seeds 0 and 1: at the last epoch, cka_seeds is the
   linear CKA (float64 NumPy, from each member's final parameters) of hidden0's features on the 50 probe examples with
@@ -229,8 +255,10 @@ def test_bad_probe_keys_are_one_line_errors_that_write_nothing(tmp_path, capsys)
                      (['probe.step_metrics.every=0'], 'every N optimizer steps'),
                      (['probe.sharpness.iters=5,10'], 'not swept'),
                      (['train.snapshot_epochs=1/x'], 'expected epochs E/E/... (0: at init)'),
-                     (['train.snapshot_epochs=0/900'], 'epoch 900 is past train.epochs'),
+                     (['train.snapshot_epochs=0/900'], 'epoch 900 is after the last'),
                      (['probes=drift', 'probe.drift.epoch=0'], 'must be >= 1'),
+                     (['probes=drift', 'probe.drift.epoch=5000'], 'probe drift runs at epoch 5000, after the last'),
+                     (['probes=cka', 'probe.cka.pairs=seed'], 'must be seeds, widths or seeds/widths'),
                      (['data.name=linear_teacher', 'model.name=deep_linear', 'data.noise=0', 'probes=collapse'],
                       'a regression task has no classes to collapse')]:
     out = tmp_path / 'never'

@@ -83,7 +83,7 @@ def test_sigterm_then_resume_is_exact(tmp_path, monkeypatch, straight):
     np.testing.assert_array_equal(np.stack(a[col]), np.stack(b[col]), err_msg=col)
   for col in ('best_epoch', 'best_test_loss'):  # the best-validation state is part of the checkpoint
     np.testing.assert_array_equal(a[col], b[col], err_msg=col)
-  for run in b['run_id']:  # the epoch-3 snapshot, written before the stop and again after the fallback to epoch 2
+  for run in b['run_id']:  # the epoch-3 snapshot, written before the stop (kept after the fallback to epoch 2)
     jax.tree.map(np.testing.assert_array_equal, runlib.member_variables(straight.parent, run, 3),
                  runlib.member_variables(resumed.parent, run, 3))
   # Four evaluations per epoch, those after the epoch-2 checkpoint written before the stop and again after it: each

@@ -55,13 +55,6 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
     for v in sweep.get(key, [get(cfg, key)]):
       if not ok(v):
         raise ConfigError(f"bad value {v!r} for {key}: {what}")
-  for text in sweep.get('train.snapshot_epochs', [cfg.train.snapshot_epochs]):
-    try:
-      epochs = snapshot_epochs(text)
-    except ValueError as e:
-      raise ConfigError(str(e)) from None
-    if epochs and epochs[-1] > min(sweep.get('train.epochs', [cfg.train.epochs])):
-      raise ConfigError(f'bad value {text!r} for train.snapshot_epochs: epoch {epochs[-1]} is past train.epochs')
   from ddjax.data.registry import DATASETS
   from ddjax.nn.registry import MODELS
   for data in sweep.get('data.name', [cfg.data.name]):
@@ -100,14 +93,7 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
 
 def _validate_probes(cfg: Config, sweep: dict[str, list]) -> None:
   """Probe keys are not swept; each probe switched on applies to every model and dataset of the sweep, and an option
-  naming a tap point names one of the model's."""
-  for text in sweep.get('train.snapshot_epochs', [cfg.train.snapshot_epochs]):
-    try:
-      epochs = snapshot_epochs(text)
-    except ValueError as e:
-      raise ConfigError(str(e)) from None
-    if epochs and epochs[-1] > min(sweep.get('train.epochs', [cfg.train.epochs])):
-      raise ConfigError(f'bad value {text!r} for train.snapshot_epochs: epoch {epochs[-1]} is past train.epochs')
+  naming a tap point names one of the model's; epochs that snapshots and probes name are within the run."""
   from ddjax.data.registry import DATASETS
   from ddjax.nn.registry import MODELS
   from ddjax.probes.registry import PROBES, Setting
@@ -119,13 +105,24 @@ def _validate_probes(cfg: Config, sweep: dict[str, list]) -> None:
     given = [f'probe.{n}.{option}' for n in names if option in cfg.probe.get(n, {})]
     if given and any(v != LATER_KEYS[key] for v in sweep.get(key, [get(cfg, key)])):
       raise ConfigError(f"{key} and {given[0]} both set the same option: set one of them")
-  from ddjax.probes.registry import cadence
+  from ddjax.probes.registry import cadence, use
   last = max(sweep.get('train.epochs', [cfg.train.epochs]))
+  for text in sweep.get('train.snapshot_epochs', [cfg.train.snapshot_epochs]):
+    try:
+      epochs = snapshot_epochs(text)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+    if epochs and epochs[-1] > last:
+      raise ConfigError(f'bad value {text!r} for train.snapshot_epochs: epoch {epochs[-1]} is after the last '
+                        f'(train.epochs={last})')
   for name, given in uses.items():
     every = cadence(PROBES[name].kind, given.get('every', PROBES[name].every), f'probe.{name}.every')
     if every.kind == 'at' and max(every.epochs) > last:
       raise ConfigError(f"bad value {given['every']!r} for probe.{name}.every: epoch {max(every.epochs)} is after "
                         f"the last (train.epochs={last})")
+    if PROBES[name].epochs is not None and max(PROBES[name].epochs(**use(name, given).kwargs), default=0) > last:
+      raise ConfigError(f"probe {name} runs at epoch {max(PROBES[name].epochs(**use(name, given).kwargs))}, after "
+                        f"the last (train.epochs={last}): set its options to an earlier one")
   for data in sweep.get('data.name', [cfg.data.name]):
     for model in sweep.get('model.name', [cfg.model.name]):
       for optimizer in sweep.get('optim.name', [cfg.optim.name]):
@@ -163,13 +160,6 @@ def train_examples(data: DataConfig) -> int | None:
 def describe(cfg: Config, sweep: dict[str, list]) -> str:
   """One line per key: name, current value or sweep, help text (for --help). A dataset's own options come after
   the other keys, under its name; each model's options are named in model.name's line."""
-  for text in sweep.get('train.snapshot_epochs', [cfg.train.snapshot_epochs]):
-    try:
-      epochs = snapshot_epochs(text)
-    except ValueError as e:
-      raise ConfigError(str(e)) from None
-    if epochs and epochs[-1] > min(sweep.get('train.epochs', [cfg.train.epochs])):
-      raise ConfigError(f'bad value {text!r} for train.snapshot_epochs: epoch {epochs[-1]} is past train.epochs')
   from ddjax.data.registry import DATASETS
   from ddjax.nn.registry import MODELS
   known = fields(cfg)

@@ -42,7 +42,7 @@ class EvalContext:
   loss: Callable
   target_weight: Callable    # (y) -> per-example weight (0 for targets that do not count)
   key: jax.Array             # the member's key for probes' random draws (from its batch seed)
-  epoch: jax.Array = None    # epochs completed (int32; an evaluation within an epoch: those before it)
+  epoch: jax.Array = None    # epochs completed (float32; fractional within an epoch)
   probe_state: Any = None    # a probe with a state (ProbeSpec.state): its own, as it was after its last run
 
   @property

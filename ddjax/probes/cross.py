@@ -40,7 +40,8 @@ def compare_members(summaries: dict[int, np.ndarray], members: dict[int, dict], 
   """Columns per member (index -> {column: value}) from the summaries of the members that a pairing rule matches:
 
     seeds   {prefix}_seeds: the mean similarity with the members that differ from it only in their seeds
-            (`seed`, `model.seed`, `train.batch_seed`, `data.noise_seed`); NaN without one
+            (`seed`, `model.seed`, `train.batch_seed`, `data.noise_seed`), over those where it is finite; NaN
+            without one
     widths  {prefix}_w{W}: the similarity with the member of width W that is otherwise the same, for each width W
             listed in `widths` ('W/W/...'; empty: every width of the job); NaN where there is none
 
@@ -54,7 +55,7 @@ def compare_members(summaries: dict[int, np.ndarray], members: dict[int, dict], 
       sim = similarity(np.stack([summaries[i] for i in group]))
       for a, i in enumerate(group):
         if rule == 'seeds':
-          others = [sim[a, b] for b in range(len(group)) if b != a]
+          others = [sim[a, b] for b in range(len(group)) if b != a and np.isfinite(sim[a, b])]
           out[i][f'{prefix}_seeds'] = float(np.mean(others)) if others else float('nan')
         else:
           at = {members[j]['model.width']: b for b, j in enumerate(group)}

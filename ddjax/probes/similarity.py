@@ -40,13 +40,14 @@ def _memory(q, batch: int, **_):
                          'batch': Option(256, 'training examples, evenly spaced through the training set, whose '
                                               'features are compared', check=lambda v: v >= 2, must='must be >= 2')},
                 help="representational drift: linear CKA between a layer's features on a fixed batch of training "
-                     'examples now and after the reference epoch (1 there, NaN before it); the reference, its '
-                     'centred batch x batch Gram matrix, is kept in the probe state and checkpointed')
+                     'examples now and after the reference epoch (1 there, NaN before it, and NaN throughout where '
+                     'the reference was never taken: switched on or reconfigured past that epoch); the reference, '
+                     'its centred batch x batch Gram matrix, is kept in the probe state and checkpointed')
 def drift(ctx, layer: str = '', epoch: int = 1, batch: int = 256):
   x, _ = ctx.probe_batch(batch)
   gram = centred_gram(ctx.features(x, layer or None)[1], batch)
   state = ctx.probe_state
-  take = ~state['taken'] & (ctx.epoch >= epoch)  # the first run after the reference epoch (its own end, normally)
+  take = ~state['taken'] & (ctx.epoch == epoch)  # at the end of the reference epoch (it always runs there)
   reference = jnp.where(take, gram, state['gram'])
   taken = state['taken'] | take
   return ({'drift_cka': jnp.where(taken, gram_cka(gram, reference), jnp.nan)},
@@ -55,9 +56,10 @@ def drift(ctx, layer: str = '', epoch: int = 1, batch: int = 256):
 
 def gram_similarity(grams_KxNxN: np.ndarray) -> np.ndarray:
   """Linear CKA between every two of k centred Gram matrices, in float64: one k x k product of the normalised,
-  flattened matrices."""
+  flattened matrices (NaN for a matrix of zeros)."""
   flat = grams_KxNxN.reshape(grams_KxNxN.shape[0], -1).astype(np.float64)
-  flat /= np.linalg.norm(flat, axis=1, keepdims=True)
+  norm = np.linalg.norm(flat, axis=1, keepdims=True)
+  flat = np.where(norm > 0, flat / np.where(norm > 0, norm, 1.0), np.nan)  # features all zero: no similarity
   return flat @ flat.T
 
 
