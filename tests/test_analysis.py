@@ -43,3 +43,104 @@ def test_double_descent_peak():
   assert (dd.min_x, dd.peak_x, dd.last_x) == (8, 32, 128)
   assert dd.rise == pytest.approx(0.11) and dd.second_descent == pytest.approx(0.08)
   assert analysis.double_descent_peak(w, sorted(err, reverse=True)) is None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The shape of loss curves (ddjax.analysis.curves).
+
+def test_kneedle_agrees_with_the_kneed_package_and_finds_a_planted_knee():
+  """On 300 random curves of the four shapes (noisy or not, uneven x, several sensitivities) the knee is kneed's
+  KneeLocator's, None where it finds none; a curve falling steeply to x = 3 and slowly after has its knee at 3."""
+  from kneed import KneeLocator
+  rng = np.random.default_rng(1)
+  shapes = [('convex', 'decreasing', lambda x, r: np.exp(-x * r)), ('convex', 'increasing', lambda x, r: np.exp(x * r)),
+            ('concave', 'increasing', lambda x, r: np.log1p(5 * x * r)),
+            ('concave', 'decreasing', lambda x, r: -np.exp(x * r))]
+  found = 0
+  for _ in range(300):
+    x = np.unique(rng.uniform(0, 10, rng.integers(8, 60)))
+    curve, direction, f = shapes[rng.integers(4)]
+    y = f(x, rng.uniform(0.2, 1.0))
+    y = y + rng.normal(0, rng.choice([0, 0.01, 0.05, 0.2]), len(x)) * np.ptp(y)
+    s = rng.choice([0.5, 1.0, 2.0, 4.0])
+    want = KneeLocator(x, y, S=s, curve=curve, direction=direction).knee
+    got = analysis.kneedle(x, y, s, curve, direction)
+    assert (want is None) == (got is None) and (want is None or got == pytest.approx(want)), (curve, direction, s)
+    found += want is not None
+  assert found > 250
+  x = np.linspace(0, 10, 101)
+  assert analysis.kneedle(x, np.where(x < 3, 10 - 3 * x, 1 - 0.05 * (x - 3)), 1.0) == pytest.approx(3.0)
+
+
+def test_power_law_fit_recovers_known_parameters_with_honest_errors():
+  """Exact a t^-b + c: recovered to 1e-6; with white noise (sd 0.005, the least-squares model), every parameter
+  within 4 standard errors of the truth in each of 5 draws, and the errors small; the local slope of a pure power
+  law is its exponent."""
+  t = np.arange(1, 3001, dtype=float)
+  law = analysis.power_law_fit(t, 3.0 * t ** -0.7 + 0.25)
+  assert (law.a, law.b, law.c) == pytest.approx((3.0, 0.7, 0.25), rel=1e-6)
+  for seed in range(5):
+    noisy = 3.0 * t ** -0.7 + 0.25 + 0.005 * np.random.default_rng(seed).normal(size=t.size)
+    law = analysis.power_law_fit(t, noisy)
+    for value, se, truth in ((law.a, law.se_a, 3.0), (law.b, law.se_b, 0.7), (law.c, law.se_c, 0.25)):
+      assert abs(value - truth) < 4 * se and se < 0.05 * truth
+    assert law.rms == pytest.approx(0.005, rel=0.1)
+  np.testing.assert_allclose(analysis.local_slope(t, 2.0 * t ** -0.5), 0.5, rtol=1e-9)
+
+
+def test_resid_power_and_psd_tail_on_series_with_known_answers():
+  """log L = -0.5 log t + noise: resid_power is the noise variance (0 for an exact power law); psd_tail is about 0
+  for white-noise residuals and, for random-walk residuals, the slope of their exact spectrum 1 / (4 sin^2(pi f))
+  over the same frequencies (about -2 at low frequencies, flatter towards Nyquist)."""
+  from scipy import signal
+  t = np.arange(1, 4097, dtype=float)
+  rng = np.random.default_rng(0)
+  assert analysis.resid_power(t, 2 * t ** -0.5) < 1e-20
+  white = rng.normal(0, 0.1, t.size)
+  assert analysis.resid_power(t, np.exp(-0.5 * np.log(t) + white)) == pytest.approx(0.01, rel=0.1)
+  assert abs(analysis.psd_tail(t, np.exp(-0.5 * np.log(t) + white))) < 0.15
+  walk = np.cumsum(rng.normal(0, 0.01, t.size))
+  f, _ = signal.welch(walk, nperseg=256)
+  f = f[1:]
+  upper = np.log(f) >= 0.5 * (np.log(f[0]) + np.log(f[-1]))
+  exact = np.polyfit(np.log(f[upper]), np.log(1 / (4 * np.sin(np.pi * f[upper]) ** 2)), 1)[0]
+  assert analysis.psd_tail(t, np.exp(-0.5 * np.log(t) + walk)) == pytest.approx(exact, abs=0.25)
+  shape = analysis.loss_shape(t, np.exp(-0.5 * np.log(t) + white), window=1024)
+  assert list(shape['t_end']) == [1024, 2048, 3072, 4096] and np.all(np.abs(shape['psd_tail']) < 0.4)
+
+
+def test_validate_and_fit_a_store(tmp_path, capsys):
+  """validate: a fresh store with evaluations every 3 steps and the step table every 2 is valid (exit 0, the counts
+  its cadences promise); an incomplete member with an infinite loss is reported (exit 1). fit: the knee, power law
+  and local slopes of step_loss per member, in a CSV and a figure beside the store, in results.parquet with
+  --write only."""
+  import pandas as pd
+  from ddjax import config as cfglib
+  from ddjax import results
+  from ddjax import run as runlib
+  from ddjax.analysis.__main__ import main
+  from ddjax.members import expand
+  out = tmp_path / 'store'
+  cfg, sweep = cfglib.apply_overrides(cfglib.Config(), {}, [
+      'model.name=mlp', 'model.width=2,4', 'train.epochs=3', 'train.eval_points=2', 'data.num_samples=300',
+      'train.batch_size=40', 'train.eval_every_steps=3', 'probes=step_metrics', 'probe.step_metrics.every=2'])
+  runlib.run(cfg, sweep, expand(cfg, sweep), out, progress=False, log=lambda *a: None)
+  with pytest.raises(SystemExit) as e:
+    main(['validate', str(out)])
+  said = capsys.readouterr().out
+  assert e.value.code == 0 and 'all 2 members valid' in said
+  assert said.count(' 6/6 ') == 2 and said.count(' 9/9 ') == 2  # 6 steps an epoch: evaluations at 3, 6, ..., 18
+  main(['fit', str(out), '--metric', 'step_loss'])
+  fits = pd.read_csv(out / 'fit-step_loss.csv')
+  assert len(fits) == 2 and {'knee_step', 'a', 'b', 'c', 'se_b', 'b_loc_0.5'} <= set(fits.columns)
+  assert (out / 'fit-step_loss.png').exists() and 'fit_step_loss_b' not in results.load(out).columns
+  main(['fit', str(out), '--metric', 'step_loss', '--write'])
+  np.testing.assert_allclose(results.load(out).set_index('run_id').loc[fits['run_id'], 'fit_step_loss_b'], fits['b'])
+  table = pd.read_parquet(out / 'results.parquet')
+  table.loc[0, 'complete'] = False
+  table.at[0, 'test_loss'] = np.r_[np.asarray(table.at[0, 'test_loss'])[:-1], np.inf]
+  table.to_parquet(out / 'results.parquet')
+  with pytest.raises(SystemExit) as e:
+    main(['validate', str(out)])
+  said = capsys.readouterr().out
+  assert e.value.code == 1 and 'not complete' in said and '1 infinite value(s)' in said and '1 of 2 members' in said

@@ -1,0 +1,20 @@
+"""Analysis of training curves, pure NumPy/SciPy on a member's arrays, shared by plots, reports and the command line:
+
+  events    threshold crossings (memorisation and grokking epochs), loss spikes, the model-wise double-descent
+            peak, Saxe et al.'s solution for a deep linear network's modes
+  curves    the shape of a loss curve: Kneedle's knee, the power law a t^-b + c by variable projection, the local
+            slope, and resid_power / psd_tail (how far, and how, a loss departs from a local power law)
+  validate  a store's audit: complete members, points at each cadence, NaN and inf, monotone steps, duplicates
+
+`python -m ddjax.analysis validate DIR` and `python -m ddjax.analysis fit DIR --metric step_loss` run the last two on
+a store.
+"""
+
+from ddjax.analysis.curves import (PowerLaw, kneedle, local_slope, loss_shape, power_law_fit, psd_tail,
+                                   resid_power)
+from ddjax.analysis.events import (DoubleDescent, Grokking, Spike, crossing_epoch, double_descent_peak, grokking,
+                                   grokking_summary, loss_spikes, saxe_mode, saxe_time, window_change)
+
+__all__ = ['DoubleDescent', 'Grokking', 'PowerLaw', 'Spike', 'crossing_epoch', 'double_descent_peak', 'grokking',
+           'grokking_summary', 'kneedle', 'local_slope', 'loss_shape', 'loss_spikes', 'power_law_fit', 'psd_tail',
+           'resid_power', 'saxe_mode', 'saxe_time', 'window_change']
