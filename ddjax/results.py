@@ -282,12 +282,22 @@ def long_form(table: pd.DataFrame) -> pd.DataFrame:
   return pd.DataFrame(rows, columns=scalars + lists)
 
 
-def export(out: Path, fmt: str, dest: Path | None = None) -> Path:
-  """Writes the long form of a store's table as CSV or JSON lines (atomically); returns the path."""
+def export(out: Path, fmt: str, dest: Path | None = None, table: str = 'results') -> Path:
+  """Writes the long form of a store's table (a row per member and evaluation, each with its epoch, step and
+  time_s; cross-entropy losses in bits beside nats), or its step table (`table='steps'`), as CSV or JSON lines
+  (atomically); returns the path."""
   if fmt not in ('csv', 'jsonl'):
     raise ValueError(f'bad --format {fmt!r}: allowed csv, jsonl')
-  frame = long_form(load(Path(out)))
-  dest = Path(dest) if dest else Path(out) / f'results.{fmt}'
+  if table == 'steps':
+    frame = load_steps(Path(out))
+  elif table == 'results':
+    frame = long_form(load(Path(out)))
+    if 'train_error' in frame.columns:  # classification: the losses are cross-entropies in nats
+      for c in [c for c in ('train_loss', 'test_loss') if c in frame.columns]:
+        frame[f'{c}_bits'] = frame[c].astype(float) / np.log(2.0)
+  else:
+    raise ValueError(f'bad --table {table!r}: allowed results, steps')
+  dest = Path(dest) if dest else Path(out) / (f'results.{fmt}' if table == 'results' else f'steps.{fmt}')
   if fmt == 'csv':
     atomic_write_bytes(dest, lambda tmp: frame.to_csv(tmp, index=False))
   else:
@@ -297,7 +307,7 @@ def export(out: Path, fmt: str, dest: Path | None = None) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
   """python -m ddjax.results merge A B ... -o C [--keep last|first]
-  python -m ddjax.results export DIR --format csv|jsonl [-o PATH]"""
+  python -m ddjax.results export DIR --format csv|jsonl [--table results|steps] [-o PATH]"""
   import argparse
   import sys
 
@@ -314,7 +324,9 @@ def main(argv: list[str] | None = None) -> None:
   e = sub.add_parser('export', help='one line per (member, epoch) with every metric')
   e.add_argument('store', type=Path)
   e.add_argument('--format', help='csv or jsonl (default: from the -o suffix, else csv)')
-  e.add_argument('-o', '--out', type=Path, help='file to write (default STORE/results.FORMAT)')
+  e.add_argument('-o', '--out', type=Path, help='file to write (default STORE/results.FORMAT or STORE/steps.FORMAT)')
+  e.add_argument('--table', default='results', help='results (a line per member and evaluation) or steps (the step '
+                 'table)')
   args = parser.parse_args(argv)
   try:
     if args.command == 'merge':
@@ -335,7 +347,7 @@ def main(argv: list[str] | None = None) -> None:
         raise ValueError(f'-o {args.out}: name the format with a .csv or .jsonl suffix or --format csv|jsonl')
       if args.out and not args.out.parent.is_dir():
         raise FileNotFoundError(f'-o {args.out}: no directory {args.out.parent}')
-      path = export(args.store, fmt, args.out)
+      path = export(args.store, fmt, args.out, args.table)
   except (ValueError, FileNotFoundError, FileExistsError, OSError) as err:
     print(f'error: {err}', file=sys.stderr)
     raise SystemExit(2) from None

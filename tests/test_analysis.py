@@ -113,7 +113,7 @@ def test_validate_and_fit_a_store(tmp_path, capsys):
   """validate: a fresh store with evaluations every 3 steps and the step table every 2 is valid (exit 0, the counts
   its cadences promise); an incomplete member with an infinite loss is reported (exit 1). fit: the knee, power law
   and local slopes of step_loss per member, in a CSV and a figure beside the store, in results.parquet with
-  --write only."""
+  --write only. The exports of the evaluation rows and of the step table."""
   import pandas as pd
   from ddjax import config as cfglib
   from ddjax import results
@@ -136,6 +136,12 @@ def test_validate_and_fit_a_store(tmp_path, capsys):
   assert (out / 'fit-step_loss.png').exists() and 'fit_step_loss_b' not in results.load(out).columns
   main(['fit', str(out), '--metric', 'step_loss', '--write'])
   np.testing.assert_allclose(results.load(out).set_index('run_id').loc[fits['run_id'], 'fit_step_loss_b'], fits['b'])
+  # The long-form export: step, epoch and time_s on every row, cross-entropy in bits beside nats; the step table too.
+  long = pd.read_csv(results.export(out, 'csv'))
+  assert len(long) == 2 * 6 and long[['step', 'epoch', 'time_s']].notna().all().all()
+  np.testing.assert_allclose(long['test_loss_bits'], long['test_loss'] / np.log(2), rtol=1e-12)
+  steps = pd.read_json(results.export(out, 'jsonl', table='steps'), lines=True)
+  assert len(steps) == 2 * 9 and {'step', 'epoch', 'step_loss', 'step_loss_bits'} <= set(steps.columns)
   table = pd.read_parquet(out / 'results.parquet')
   table.loc[0, 'complete'] = False
   table.at[0, 'test_loss'] = np.r_[np.asarray(table.at[0, 'test_loss'])[:-1], np.inf]
