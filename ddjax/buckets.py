@@ -21,7 +21,7 @@ from ddjax.data import dataset_spec
 from ddjax.members import Job, group_members, plan_buckets, stack_hp
 from ddjax.nn.registry import make_model, model_spec
 from ddjax.probes import PROBES, MemoryQuery, Setting, Use, use
-from ddjax.train import StepSpec, bucket_fns
+from ddjax.train import StepSpec, best_columns, bucket_fns
 
 
 def conv_form(cfg: cfglib.Config) -> str:
@@ -100,6 +100,8 @@ def member_sizes(cfg: cfglib.Config, plan: list[list[int]], input_shape, num_cla
     need = probe_bytes(probes, model, max(b), input_shape, cfg.optim.name, dtype)
     kept = sum(memory.tree_bytes(jax.eval_shape(lambda u=u: u.spec.state(**u.kwargs)))  # probes' own state
                for u in probes if u.spec.state is not None)
+    if cfg.train.keep_best or cfg.train.checkpoint_best:  # the best states' parameters
+      kept += (cfg.train.checkpoint_best or 1) * size.resident / memory.RESIDENT_COPIES[cfg.optim.name]
     sizes.append(size._replace(resident=size.resident + kept, transient=max(size.transient, need)))
   return sizes
 
@@ -128,9 +130,10 @@ class Bucket:
     self.steps_per_epoch = steps_per_epoch(cfg, ds)
     self.spec = StepSpec(model_for(cfg, self.width, ds.input_shape, ds.num_classes), cfg.optim.name,
                          batch_size(cfg, ds), ds.num_classes, eval_batch or cfg.train.eval_batch,
-                         strategy(cfg, self.width), cfg.train.map_batch, ds.preprocess, ds.task, cfg.train.keep_best,
-                         cfg.optim.schedule, cfg.train.epochs * steps_per_epoch(cfg, ds),
-                         *job_probes(cfg, ds.task, ds.modes))
+                         strategy(cfg, self.width), cfg.train.map_batch, ds.preprocess, ds.task,
+                         cfg.train.keep_best or cfg.train.checkpoint_best > 0, cfg.train.checkpoint_best or 1,
+                         cfg.train.best_metric, cfg.train.best_mode, cfg.optim.schedule,
+                         cfg.train.epochs * steps_per_epoch(cfg, ds), *job_probes(cfg, ds.task, ds.modes))
     sharded = isinstance(members, jax.sharding.NamedSharding)
     self.fns = bucket_fns(self.spec, members if sharded else None)
     n_dev = len(members.device_set)
@@ -188,10 +191,11 @@ class Bucket:
       metrics = dict(metrics)
       self.state_M = dict(self.state_M, probes={**self.state_M['probes'], **metrics.pop('probe_state')})
     if self.spec.keep_best and best:
-      self.state_M = self.fns.remember_best(self.state_M, metrics['test_loss'],
+      if self.spec.best_metric not in metrics:
+        raise ValueError(f'train.best_metric={self.spec.best_metric} is not recorded by this dataset\'s task')
+      self.state_M = self.fns.remember_best(self.state_M, metrics[self.spec.best_metric],
                                           jax.device_put(np.int32(int(epoch)), self.replicated))
-      best = self.state_M['best']
-      metrics = dict(metrics, best_epoch=best['epoch'], best_test_loss=best['loss'])
+      metrics = dict(metrics, **best_columns(self.spec, self.state_M['best']))
     return metrics
 
 

@@ -295,8 +295,9 @@ def _saved_state(out: Path, job: str, kind: str, epoch: int) -> tuple[dict, int]
 
 def member_variables(out: Path, run: str, which: str | int = 'best') -> tuple[dict[str, Any], int]:
   """One member's {'params', 'batch_stats'} (member `run`: its run id), with the width they are padded to (the
-  bucket's): `which` (parse_which) is 'last' (its newest checkpoint), 'best' / 'best:0' (its lowest test loss, runs
-  with train.keep_best) or an epoch (a snapshot kept by train.snapshot_epochs, or a checkpoint at that epoch).
+  bucket's): `which` (parse_which) is 'last' (its newest checkpoint), 'best' / 'best:i' (its i-th best state by
+  train.best_metric, 0 the best, with train.keep_best or train.checkpoint_best=K) or an epoch (a snapshot kept by
+  train.snapshot_epochs, or a checkpoint at that epoch).
   Apply them with make_model(..., that width) and the member's width."""
   from ddjax import plugins
   kind, index = parse_which(which)
@@ -316,8 +317,9 @@ def member_variables(out: Path, run: str, which: str | int = 'best') -> tuple[di
   if kind == 'best':
     if 'best' not in tree:
       raise ValueError(f'{out} was trained without train.keep_best: only which="last" or an epoch is available')
-    if index > 0:
-      raise ValueError(f"bad which={which!r}: {out} keeps one best state per member (best:0, the same as 'best')")
-    tree = tree['best']
+    kept = 1 if np.ndim(tree['best']['loss']) == 1 else np.shape(tree['best']['loss'])[1]  # (members, K) with K > 1
+    if index >= kept:
+      raise ValueError(f"bad which={which!r}: {out} keeps {kept} best state(s) per member (best:0 .. best:{kept - 1})")
+    tree = tree['best'] if kept == 1 else jax.tree.map(lambda x: np.asarray(x)[:, index], tree['best'])
   pick = lambda t: jax.tree.map(lambda x: np.asarray(x)[slot], t)
   return {'params': pick(tree['params']), 'batch_stats': pick(tree.get('batch_stats', {}))}, width

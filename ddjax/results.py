@@ -148,7 +148,8 @@ def assemble(out: Path) -> pd.DataFrame:
   curves = curves.assign(_at=at).drop_duplicates(['run_id', '_at'], keep='last').sort_values(['run_id', 'epoch'])
   curves = curves.drop(columns='_at')
   from ddjax.probes import PROBES
-  last_only = ENGINE_LAST_ONLY + tuple(c for p in PROBES.values() for c in p.last_only)
+  last_only = ENGINE_LAST_ONLY + tuple(c for p in PROBES.values() for c in p.last_only) + tuple(
+      c for c in curves.columns if c.startswith('best_') and c not in ENGINE_LAST_ONLY)  # best_<train.best_metric>
   scalars = [c for c in last_only if c in curves.columns]
   metric_cols = [c for c in curves.columns if c not in ('run_id', 'attempt')]
   for c in metric_cols:

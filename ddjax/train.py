@@ -50,7 +50,10 @@ class StepSpec:
   map_batch: int = 1
   preprocess: Preprocess = Preprocess()  # on-device input pipeline (normalisation, augmentation)
   task: str = 'classify'    # 'classify': cross-entropy, error | 'regress': squared error, non-finite targets skipped
-  keep_best: bool = False   # carry each member's parameters at its lowest test loss in the state
+  keep_best: bool = False   # carry each member's best parameters in the state (by best_metric, best_mode)
+  best_k: int = 1           # how many: 1 as state['best'] always was, K > 1 with a leading axis of K (best first)
+  best_metric: str = 'test_loss'
+  best_mode: str = 'min'
   schedule: str = 'constant'  # learning rate after warmup (optim.scheduled_lr): 'constant' | 'cosine' | 'linear'
   total_steps: int = 0      # optimizer steps of the whole run (where cosine and linear reach 0)
   probes: tuple[Use, ...] = BASE     # evaluation probes (ddjax.probes), the base ones first
@@ -76,9 +79,13 @@ def init_member(spec: StepSpec, hp, x_example) -> dict[str, Any]:
   if stateful := [u for u in spec.probes if u.spec.state is not None]:  # probes' own state (references)
     state['probes'] = {u.name: {'options': jnp.asarray(options_tag(u), jnp.int32), 'state': u.spec.state(**u.kwargs)}
                        for u in stateful}
-  if spec.keep_best:
-    state['best'] = {'params': params, 'batch_stats': state['batch_stats'], 'loss': jnp.full((), jnp.inf),
-                     'epoch': jnp.zeros((), jnp.int32)}
+  if spec.keep_best:  # ('loss' holds the score: best_metric, negated for best_mode max; the lowest is best)
+    k = () if spec.best_k == 1 else (spec.best_k,)
+    state['best'] = {'params': params, 'batch_stats': state['batch_stats'], 'loss': jnp.full(k, jnp.inf),
+                     'epoch': jnp.zeros(k, jnp.int32)}
+    if k:
+      state['best'].update(jax.tree.map(lambda a: jnp.broadcast_to(a, k + a.shape),
+                                        {'params': params, 'batch_stats': state['batch_stats']}))
   return state
 
 
@@ -228,15 +235,32 @@ def evaluate(spec: StepSpec, state, hp, labels_N, x_train, x_test, y_test, epoch
   return dict(out, probe_state=probe_state) if probe_state else out
 
 
-def remember_best(spec: StepSpec, state, test_loss, epoch):
-  """With keep_best: the parameters (and BatchNorm statistics) at the lowest test loss seen so far."""
+def remember_best(spec: StepSpec, state, value, epoch):
+  """With keep_best: the parameters (and BatchNorm statistics) at the best `best_k` values of best_metric seen so far
+  (`value` now), best first; a diverged member keeps its own."""
   best = state['best']
-  better = (test_loss < best['loss']) & ~state['diverged']
-  pick = lambda new, old: jax.tree.map(lambda n, o: jnp.where(better, n, o), new, old)
-  return dict(state, best={'params': pick(state['params'], best['params']),
-                           'batch_stats': pick(state['batch_stats'], best['batch_stats']),
-                           'loss': jnp.where(better, test_loss, best['loss']),
-                           'epoch': jnp.where(better, epoch, best['epoch']).astype(jnp.int32)})
+  score = value if spec.best_mode == 'min' else -value
+  if spec.best_k == 1:
+    better = (score < best['loss']) & ~state['diverged']
+    pick = lambda new, old: jax.tree.map(lambda n, o: jnp.where(better, n, o), new, old)
+    return dict(state, best={'params': pick(state['params'], best['params']),
+                             'batch_stats': pick(state['batch_stats'], best['batch_stats']),
+                             'loss': jnp.where(better, score, best['loss']),
+                             'epoch': jnp.where(better, epoch, best['epoch']).astype(jnp.int32)})
+  # K best: the K lowest scores of the kept ones and this one (a tie keeps the earlier), in order
+  better = (score < best['loss'][-1]) & ~state['diverged']
+  order = jnp.where(better, jnp.argsort(jnp.append(best['loss'], score), stable=True)[:spec.best_k],
+                    jnp.arange(spec.best_k))
+  now = {'params': state['params'], 'batch_stats': state['batch_stats'], 'loss': score,
+         'epoch': jnp.asarray(epoch, jnp.int32)}
+  return dict(state, best=jax.tree.map(lambda kept, new: jnp.append(kept, new[None], axis=0)[order], best, now))
+
+
+def best_columns(spec: StepSpec, best) -> dict[str, jax.Array]:
+  """The evaluation columns of the best state: best_epoch and best_<metric> (of the best one, with best_k > 1)."""
+  first = (lambda a: a) if spec.best_k == 1 else (lambda a: a[..., 0])
+  sign = 1.0 if spec.best_mode == 'min' else -1.0
+  return {'best_epoch': first(best['epoch']), f'best_{spec.best_metric}': sign * first(best['loss'])}
 
 
 # ----------------------------------------------------------------------------------------------------------------

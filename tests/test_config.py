@@ -172,14 +172,16 @@ def test_keys_added_later_leave_old_stores_ids_and_resume_alone():
   assert cfglib.LATER_KEYS == {k: cfglib.get(cfglib.Config(), k)
                                for k in ('optim.warmup', 'optim.schedule', 'train.collapse', 'model.init_scale',
                                          'data.dim', 'data.spectrum', 'train.sharpness', 'train.hessian_trace',
-                                         'train.noise_scale', 'train.monitor_batch', 'train.eval_every_steps')}
+                                         'train.noise_scale', 'train.monitor_batch', 'train.eval_every_steps',
+                                         'train.checkpoint_best', 'train.best_metric', 'train.best_mode')}
   before = {k: cfglib.get(cfg, k) for k in cfglib.fields(cfg)  # probes and probe.* came later and never hash
             if k not in cfglib.EXECUTION_KEYS and k not in cfglib.LATER_KEYS and not cfglib.is_probe_key(k)}
   assert run_id(cfg) == hashlib.sha1(json.dumps(before, sort_keys=True, default=str).encode()).hexdigest()[:12]
   old = cfglib.to_dict(cfg)
   del old['optim']['warmup'], old['optim']['schedule'], old['train']['collapse']  # a run.json from before them
   del old['model']['init_scale'], old['data']['dim'], old['data']['spectrum']
-  for key in ('sharpness', 'hessian_trace', 'noise_scale', 'monitor_batch', 'eval_every_steps', 'snapshot_epochs'):
+  for key in ('sharpness', 'hessian_trace', 'noise_scale', 'monitor_batch', 'eval_every_steps', 'snapshot_epochs',
+              'checkpoint_best', 'best_metric', 'best_mode'):
     del old['train'][key]
   assert cfglib.what_trains(old, sweep, []) == cfglib.what_trains(cfglib.to_dict(cfg), sweep, [])
   for changed in (dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, warmup=10)),

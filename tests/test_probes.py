@@ -175,6 +175,36 @@ def test_cka_across_seeds_and_widths_is_numpys(tmp_path):
       assert r[f'cka_w{other}'][-1] == pytest.approx(_cka(h[w, seed], h[other, seed]), rel=1e-4)
 
 
+def test_best_k_states_are_the_snapshots_at_the_k_best_epochs(tmp_path):
+  """train.checkpoint_best=3 with an evaluation every epoch: best:0..2 are bitwise the snapshots at the epochs of the
+  three lowest test losses of the member's own curve, best_epoch and best_test_loss its lowest; best:3 is a one-line
+  error. best_mode=max keeps the highest values instead (remember_best on made-up values)."""
+  from ddjax.train import remember_best
+  out = tmp_path / 'best'
+  _, table = train(out, 'train.eval_every=1', 'train.checkpoint_best=3', 'train.snapshot_epochs=1/2/3/4')
+  for _, r in table.iterrows():
+    loss = np.asarray(r['test_loss'])
+    ranked = [int(e) for e in np.asarray(r['epoch'])[np.argsort(loss, kind='stable')][:3]]
+    assert r['best_epoch'] == ranked[0] and r['best_test_loss'] == pytest.approx(loss.min(), rel=1e-6)
+    for i, epoch in enumerate(ranked):
+      jax.tree.map(np.testing.assert_array_equal, runlib.member_variables(out, r['run_id'], f'best:{i}'),
+                   runlib.member_variables(out, r['run_id'], epoch))
+  with pytest.raises(ValueError, match=r'keeps 3 best state\(s\) per member \(best:0 .. best:2\)'):
+    runlib.member_variables(out, table['run_id'][0], 'best:3')
+  spec = StepSpec(make_model('mlp', 2, (4,), 2, 'im2col'), 'sgd', 4, 2, keep_best=True, best_k=2, best_mode='max')
+  state = init_member_for(spec)
+  for epoch, value in enumerate([0.3, 0.1, 0.5, 0.2, 0.4], 1):
+    state = remember_best(spec, dict(state, params=jax.tree.map(lambda p, e=epoch: p * 0 + e, state['params'])),
+                          jnp.float32(value), epoch)
+  assert list(state['best']['epoch']) == [3, 5] and np.allclose(-state['best']['loss'], [0.5, 0.4])
+  assert float(jax.tree.leaves(state['best']['params'])[0][1].ravel()[0]) == 5.0
+
+
+def init_member_for(spec):
+  from ddjax.train import init_member
+  return init_member(spec, unstack(hp_for([2]), 0), jnp.zeros(4))
+
+
 def test_step_metrics_of_a_padded_member_are_the_dense_models(tiny_mnist1d):
   """One epoch of a width-3 member padded to 8: each step's loss, accuracy, gradient norm and learning rate are
   those of the dense width-3 MLP (tests/dense_reference.py) trained by hand with SGD on the member's batches."""

@@ -111,6 +111,12 @@ class TrainConfig:
                             'rolling checkpoints and never deleted by them; read one with '
                             "ddjax.run.member_variables(DIR, RUN_ID, which=E)")
   keep_best: bool = _f(False, "keep each member's parameters at its lowest test (validation) loss in the checkpoint")
+  checkpoint_best: int = _f(0, "keep each member's K best states (by train.best_metric) in the checkpoint, read with "
+                            "member_variables(..., 'best:i') (0: one with train.keep_best, else none)")
+  best_metric: str = _f('test_loss', 'what the best states are best at (an evaluation column of the base probes)',
+                        ('test_loss', 'train_loss', 'test_error', 'train_error', 'test_error_noisy'))
+  best_mode: str = _f('min', 'best is the lowest (min) or the highest (max) value of train.best_metric',
+                      ('min', 'max'))
   collapse: bool = _f(False, 'record neural collapse (nc1..nc4, ddjax.metrics) of the output layer\'s input on the '
                       'training set at every evaluation (two more passes over it)')
   sharpness: int = _f(0, "record the training loss's top Hessian eigenvalue at every evaluation, by this many "
@@ -198,7 +204,8 @@ EXECUTION_KEYS = frozenset({
 # store keep their ids, and its runs resume, after ddjax gains the key.
 LATER_KEYS = {'optim.warmup': 0, 'optim.schedule': 'constant', 'train.collapse': False, 'model.init_scale': 1.0,
               'data.dim': 16, 'data.spectrum': '4/2/1/0.5', 'train.sharpness': 0, 'train.hessian_trace': 0,
-              'train.noise_scale': False, 'train.monitor_batch': 1000, 'train.eval_every_steps': 0}
+              'train.noise_scale': False, 'train.monitor_batch': 1000, 'train.eval_every_steps': 0,
+              'train.checkpoint_best': 0, 'train.best_metric': 'test_loss', 'train.best_mode': 'min'}
 
 
 def snapshot_epochs(text: str) -> tuple[int, ...]:

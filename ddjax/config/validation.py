@@ -41,6 +41,7 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
       'train.checkpoint_every': (lambda v: v >= 0, 'must be >= 0'),
       'train.checkpoint_minutes': (lambda v: v >= 0, 'must be >= 0'),
       'train.checkpoint_keep': (lambda v: v >= 1, 'must be >= 1'),
+      'train.checkpoint_best': (lambda v: v >= 0, 'must be >= 0 (0: one best state with train.keep_best)'),
       'train.sharpness': (lambda v: v >= 0, 'must be >= 0 (power-iteration steps; 0: off)'),
       'train.hessian_trace': (lambda v: v >= 0, 'must be >= 0 (probes; 0: off)'),
       'train.monitor_batch': (lambda v: v >= 2, 'must be >= 2'),
