@@ -23,6 +23,17 @@ def gram_cka(k_NxN, l_NxN):
   return jnp.sum(k_NxN * l_NxN) / (jnp.linalg.norm(k_NxN) * jnp.linalg.norm(l_NxN))
 
 
+LAYER = Option('', "the model's tap point compared (empty: the output layer's input; --help lists each model's)",
+               tap=True)
+BATCH = Option(256, 'training examples, evenly spaced through the training set, whose features are compared',
+               check=lambda v: v >= 2, must='must be >= 2')
+
+
+def layer_gram(ctx, layer: str, batch: int):
+  """The centred Gram matrix of the features at `layer` of the member's probe batch (ctx.probe_batch)."""
+  return centred_gram(ctx.features(ctx.probe_batch(batch)[0], layer or None)[1], batch)
+
+
 def _state(batch: int, **_):
   return {'gram': jnp.zeros((batch, batch), jnp.float32), 'taken': jnp.zeros((), bool)}
 
@@ -33,19 +44,16 @@ def _memory(q, batch: int, **_):
 
 
 @register_probe('drift', columns=('drift_cka',), state=_state, epochs=lambda epoch, **_: (epoch,), memory=_memory,
-                options={'layer': Option('', "the model's tap point compared (empty: the output layer's input; --help "
-                                             "lists each model's)", tap=True),
+                options={'layer': LAYER,
                          'epoch': Option(1, 'the reference epoch: features after it are what later ones are '
                                             'compared with', check=lambda v: v >= 1, must='must be >= 1'),
-                         'batch': Option(256, 'training examples, evenly spaced through the training set, whose '
-                                              'features are compared', check=lambda v: v >= 2, must='must be >= 2')},
+                         'batch': BATCH},
                 help="representational drift: linear CKA between a layer's features on a fixed batch of training "
                      'examples now and after the reference epoch (1 there, NaN before it, and NaN throughout where '
                      'the reference was never taken: switched on or reconfigured past that epoch); the reference, '
                      'its centred batch x batch Gram matrix, is kept in the probe state and checkpointed')
 def drift(ctx, layer: str = '', epoch: int = 1, batch: int = 256):
-  x, _ = ctx.probe_batch(batch)
-  gram = centred_gram(ctx.features(x, layer or None)[1], batch)
+  gram = layer_gram(ctx, layer, batch)
   state = ctx.probe_state
   take = ~state['taken'] & (ctx.epoch == epoch)  # at the end of the reference epoch (it always runs there)
   reference = jnp.where(take, gram, state['gram'])
@@ -66,8 +74,7 @@ def gram_similarity(grams_KxNxN: np.ndarray) -> np.ndarray:
 @register_probe('cka', columns=('cka_seeds', 'cka_w<width>'), memory=_memory,
                 pairs=lambda summaries, members, pairs='seeds', widths='', **_: compare_members(
                     summaries, members, 'cka', pairs, widths, gram_similarity),
-                options={'layer': Option('', "the model's tap point compared (empty: the output layer's input; --help "
-                                             "lists each model's)", tap=True),
+                options={'layer': LAYER,
                          'pairs': Option('seeds', 'which members are compared: seeds (those that differ only in '
                                                   'their seeds), widths (those that differ only in width) or '
                                                   'seeds/widths', check=valid_rules,
@@ -75,12 +82,10 @@ def gram_similarity(grams_KxNxN: np.ndarray) -> np.ndarray:
                          'widths': Option('', 'with pairs=widths: the widths each member is compared with, W/W/... '
                                               '(empty: every width of the job)', check=valid_widths,
                                           must='must be widths W/W/...'),
-                         'batch': Option(256, 'training examples, evenly spaced through the training set, whose '
-                                              'features are compared', check=lambda v: v >= 2, must='must be >= 2')},
+                         'batch': BATCH},
                 help="representational similarity across members: linear CKA of a layer's features on a fixed batch "
                      'of training examples between members of the job that differ only in their seeds (cka_seeds, '
                      'the mean over them) or only in width (cka_w<W>, with the member of width W); each member '
                      'sends its centred batch x batch Gram matrix, never its features')
 def cka(ctx, layer: str = '', batch: int = 256, **_):
-  x, _ = ctx.probe_batch(batch)
-  return centred_gram(ctx.features(x, layer or None)[1], batch)
+  return layer_gram(ctx, layer, batch)
