@@ -253,9 +253,9 @@ class StopRequested:
 
 def parse_which(which: str | int) -> tuple[str, int]:
   """Which state of a member to read, the same everywhere (member_variables, member_features): 'last' (its newest
-  checkpoint), 'best' or 'best:i' (with train.keep_best: its parameters at the lowest test loss; i counts from the
-  best), or an epoch (a snapshot of train.snapshot_epochs, or a checkpoint at that epoch). -> ('last', 0),
-  ('best', i) or ('epoch', E); ValueError in one line otherwise."""
+  checkpoint), 'best' or 'best:i' (with train.keep_best or train.checkpoint_best: its i-th best state by
+  train.best_metric, 0 the best), or an epoch (a snapshot of train.snapshot_epochs, or a checkpoint at that epoch).
+  -> ('last', 0), ('best', i) or ('epoch', E); ValueError in one line otherwise."""
   text = str(which).strip()
   if text in ('last', 'best'):
     return text, 0
@@ -321,5 +321,8 @@ def member_variables(out: Path, run: str, which: str | int = 'best') -> tuple[di
     if index >= kept:
       raise ValueError(f"bad which={which!r}: {out} keeps {kept} best state(s) per member (best:0 .. best:{kept - 1})")
     tree = tree['best'] if kept == 1 else jax.tree.map(lambda x: np.asarray(x)[:, index], tree['best'])
+    if not np.isfinite(np.asarray(tree['loss'])[slot]):
+      raise ValueError(f'member {run} has no best state {which!r} yet (fewer evaluations kept it than asked, or it '
+                       'diverged first)')
   pick = lambda t: jax.tree.map(lambda x: np.asarray(x)[slot], t)
   return {'params': pick(tree['params']), 'batch_stats': pick(tree.get('batch_stats', {}))}, width

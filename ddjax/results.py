@@ -148,8 +148,9 @@ def assemble(out: Path) -> pd.DataFrame:
   curves = curves.assign(_at=at).drop_duplicates(['run_id', '_at'], keep='last').sort_values(['run_id', 'epoch'])
   curves = curves.drop(columns='_at')
   from ddjax.probes import PROBES
-  last_only = ENGINE_LAST_ONLY + tuple(c for p in PROBES.values() for c in p.last_only) + tuple(
-      c for c in curves.columns if c.startswith('best_') and c not in ENGINE_LAST_ONLY)  # best_<train.best_metric>
+  best = tuple(f'best_{m}' for m in cfglib.choices_of(cfglib.fields(cfglib.Config())['train.best_metric'])
+               if f'best_{m}' not in ENGINE_LAST_ONLY)
+  last_only = ENGINE_LAST_ONLY + best + tuple(c for p in PROBES.values() for c in p.last_only)
   scalars = [c for c in last_only if c in curves.columns]
   metric_cols = [c for c in curves.columns if c not in ('run_id', 'attempt')]
   for c in metric_cols:
@@ -293,9 +294,9 @@ def export(out: Path, fmt: str, dest: Path | None = None, table: str = 'results'
     frame = load_steps(Path(out))
   elif table == 'results':
     frame = long_form(load(Path(out)))
-    if 'train_error' in frame.columns:  # classification: the losses are cross-entropies in nats
+    if 'train_error' in frame.columns:  # classification rows (they have errors): the losses are cross-entropies
       for c in [c for c in ('train_loss', 'test_loss') if c in frame.columns]:
-        frame[f'{c}_bits'] = frame[c].astype(float) / np.log(2.0)
+        frame[f'{c}_bits'] = (frame[c].astype(float) / np.log(2.0)).where(frame['train_error'].notna())
   else:
     raise ValueError(f'bad --table {table!r}: allowed results, steps')
   dest = Path(dest) if dest else Path(out) / (f'results.{fmt}' if table == 'results' else f'steps.{fmt}')

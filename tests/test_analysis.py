@@ -86,6 +86,13 @@ def test_power_law_fit_recovers_known_parameters_with_honest_errors():
       assert abs(value - truth) < 4 * se and se < 0.05 * truth
     assert law.rms == pytest.approx(0.005, rel=0.1)
   np.testing.assert_allclose(analysis.local_slope(t, 2.0 * t ** -0.5), 0.5, rtol=1e-9)
+  flat = analysis.power_law_fit(t[:20], np.ones(20))  # b undetermined: no standard errors, not false precision
+  assert np.isnan([flat.se_a, flat.se_b, flat.se_c]).all()
+  noisy = (3.0 * t ** -0.5 + 0.2) * (1 + 0.01 * np.random.default_rng(0).normal(size=t.size))
+  tb, yb = analysis.log_binned(t, noisy)  # medians on log-spaced bins: the slope of the curve, not of its noise
+  assert len(tb) <= 64 and np.all(np.diff(tb) > 0)
+  truth = 1.5 * tb ** -0.5 / (3.0 * tb ** -0.5 + 0.2)
+  np.testing.assert_allclose(analysis.local_slope(tb, yb)[len(tb) // 2:], truth[len(tb) // 2:], atol=0.05)
 
 
 def test_resid_power_and_psd_tail_on_series_with_known_answers():
@@ -95,7 +102,8 @@ def test_resid_power_and_psd_tail_on_series_with_known_answers():
   from scipy import signal
   t = np.arange(1, 4097, dtype=float)
   rng = np.random.default_rng(0)
-  assert analysis.resid_power(t, 2 * t ** -0.5) < 1e-20
+  assert analysis.resid_power(t, 2 * t ** -0.5) < 1e-20 and np.isnan(analysis.psd_tail(t, 2 * t ** -0.5))
+  assert np.isnan(analysis.resid_power([1.0], [1.0])) and np.isnan(analysis.psd_tail([1, 2], [0, 0]))
   white = rng.normal(0, 0.1, t.size)
   assert analysis.resid_power(t, np.exp(-0.5 * np.log(t) + white)) == pytest.approx(0.01, rel=0.1)
   assert abs(analysis.psd_tail(t, np.exp(-0.5 * np.log(t) + white))) < 0.15

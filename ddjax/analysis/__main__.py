@@ -3,7 +3,8 @@
 validate  prints each member's audit (ddjax.analysis.validate) and exits with status 1 if any member has a problem.
 fit       fits each member's curve of a metric against optimizer steps (a step-table column such as step_loss, or an
           evaluation column such as test_loss): Kneedle's knee in log-log axes, the power law a t^-b + c with
-          standard errors and the local slope b_loc at a quarter, half and the end of the curve. Prints them, writes
+          standard errors and the local slope b_loc at a quarter, half and the end of the curve (knee and slopes
+          of the curve's medians on 64 log-spaced bins: a batch loss is noisy). Prints them, writes
           DIR/fit-METRIC.csv and DIR/fit-METRIC.png; with --write also adds them as columns of results.parquet.
 """
 
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ddjax import results
-from ddjax.analysis.curves import kneedle, local_slope, power_law_fit
+from ddjax.analysis.curves import kneedle, local_slope, log_binned, power_law_fit
 
 
 def member_curves(out: Path, metric: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -43,11 +44,12 @@ def fit_members(out: Path, metric: str, sensitivity: float = 1.0) -> pd.DataFram
     row = {'run_id': run, 'points': len(t)}
     if len(t) >= 4:
       law = power_law_fit(t, y)
-      knee = kneedle(np.log10(t), np.log10(y), sensitivity, 'convex', 'decreasing')  # where the decay levels off
-      slope = local_slope(t, y)
+      tb, yb = log_binned(t, y)  # knee and slopes of the smoothed curve (a batch loss is noisy)
+      knee = kneedle(np.log10(tb), np.log10(yb), sensitivity, 'convex', 'decreasing')  # where the decay levels off
+      slope = local_slope(tb, yb)
+      at = lambda q: slope[int(np.argmin(np.abs(np.log(tb) - np.log(t[0] + q * (t[-1] - t[0])))))]
       row.update(knee_step=10 ** knee if knee is not None else np.nan, a=law.a, b=law.b, c=law.c, se_a=law.se_a,
-                 se_b=law.se_b, se_c=law.se_c, rms=law.rms,
-                 **{f'b_loc_{q}': slope[min(int(q * len(t)), len(t) - 1)] for q in (0.25, 0.5, 1.0)})
+                 se_b=law.se_b, se_c=law.se_c, rms=law.rms, **{f'b_loc_{q}': at(q) for q in (0.25, 0.5, 1.0)})
     rows.append(row)
   return pd.DataFrame(rows)
 
@@ -66,7 +68,8 @@ def _figure(out: Path, metric: str, fits: pd.DataFrame, path: Path, most: int = 
       ax.loglog(t[ok], f['a'] * t[ok] ** -f['b'] + f['c'], '--', color=color, lw=0.8)
     if np.isfinite(f.get('knee_step', np.nan)):
       ax.axvline(f['knee_step'], color=color, ls=':', lw=0.8)
-    bx.semilogx(t[ok], local_slope(t[ok], y[ok]), color=color, lw=1)
+    tb, yb = log_binned(t[ok], y[ok])
+    bx.semilogx(tb, local_slope(tb, yb), color=color, lw=1)
   ax.set(xlabel='optimizer step', ylabel=metric, title=f'{metric}: power-law fits (dashed), knees (dotted)')
   bx.set(xlabel='optimizer step', ylabel='local slope  -d log L / d log t', title='local slope')
   ax.legend(fontsize=7)

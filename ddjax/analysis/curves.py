@@ -10,6 +10,7 @@
                  its frequencies in log scale: white noise gives 0; a random walk -2 at low frequencies, less steep
                  near the Nyquist frequency (its discrete spectrum is 1 / (4 sin^2(pi f)))
   loss_shape     both, over consecutive windows of a curve
+  log_binned     a noisy curve as medians on log-spaced bins (what kneedle and local_slope need of a batch loss)
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ def power_law_fit(t, loss, b_bounds: tuple[float, float] = (1e-3, 5.0)) -> Power
   """The least-squares fit of loss ~ a t^-b + c over the points with t > 0 (at least 4), b in `b_bounds`: a and c
   are linear given b (variable projection), so b is found by a bounded 1-D search of the residual over a grid of
   log-spaced exponents and then Brent's method around the best. Standard errors: sigma^2 (J^T J)^-1 with J the
-  Jacobian in (a, b, c) and sigma^2 the residual sum of squares over n - 3."""
+  Jacobian in (a, b, c) and sigma^2 the residual sum of squares over n - 3; NaN where b is at a bound or the
+  Jacobian is rank-deficient (constant data)."""
   t, y = _sorted(t, loss)
   keep = t > 0
   t, y = t[keep], y[keep]
@@ -107,10 +109,11 @@ def power_law_fit(t, loss, b_bounds: tuple[float, float] = (1e-3, 5.0)) -> Power
   a, c, rss = _linear_part(t, y, b)
   jac = np.stack([t ** -b, -a * np.log(t) * t ** -b, np.ones_like(t)], axis=1)
   sigma2 = rss / max(len(t) - 3, 1)
-  try:
-    se = np.sqrt(np.diag(sigma2 * np.linalg.inv(jac.T @ jac)))
-  except np.linalg.LinAlgError:
+  at_bound = min(b - lo, hi - b) <= 1e-6 * hi
+  if at_bound or np.linalg.matrix_rank(jac) < 3:  # b not determined within its bounds: no error to give
     se = np.full(3, np.nan)
+  else:
+    se = np.sqrt(np.diag(sigma2 * np.linalg.pinv(jac.T @ jac)))
   return PowerLaw(float(a), b, float(c), *map(float, se), float(np.sqrt(rss / len(t))))
 
 
@@ -126,11 +129,32 @@ def local_slope(t, loss) -> np.ndarray:
 
 
 def _log_residuals(t, loss) -> np.ndarray:
+  """Residuals of log L around its least-squares line in log t (points with t, L > 0); empty if fewer than 3."""
   t, y = _sorted(t, loss)
   keep = (t > 0) & (y > 0)
+  if keep.sum() < 3 or np.ptp(t[keep]) == 0:
+    return np.zeros(0)
   lt, ly = np.log(t[keep]), np.log(y[keep])
   slope, intercept = np.polyfit(lt, ly, 1)
   return ly - (slope * lt + intercept)
+
+
+def log_binned(t, loss, bins: int = 64, least: int = 8) -> tuple[np.ndarray, np.ndarray]:
+  """A noisy curve (a step table's batch loss) on at most `bins` log-spaced bins of t > 0, each of at least `least`
+  points (narrow bins at the start merged): each bin's geometric mean t and median loss. Kneedle and local slopes
+  need such a smooth curve: on raw batch losses both follow the noise."""
+  t, y = _sorted(t, loss)
+  t, y = t[t > 0], y[t > 0]
+  if len(t) <= bins:
+    return t, y
+  cuts = np.searchsorted(t, np.geomspace(t[0], t[-1], bins + 1)[1:-1])
+  bounds = [0]
+  for c in [*cuts, len(t)]:
+    if c - bounds[-1] >= least:
+      bounds.append(int(c))
+  bounds[-1] = len(t)
+  pieces = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+  return (np.asarray([np.exp(np.mean(np.log(t[p]))) for p in pieces]), np.asarray([np.median(y[p]) for p in pieces]))
 
 
 def resid_power(t, loss) -> float:
@@ -145,7 +169,7 @@ def psd_tail(t, loss, segment: int = 256) -> float:
   resid_power, over the upper half of its nonzero frequencies in log scale (those at least the geometric mean of the
   lowest and the highest). Needs at least 16 points."""
   r = _log_residuals(t, loss)
-  if len(r) < 16:
+  if len(r) < 16 or np.mean(np.square(r)) < 1e-20:  # (an exact power law: residuals of rounding, no spectrum)
     return float('nan')
   f, p = signal.welch(r, nperseg=min(segment, len(r)))
   f, p = f[1:], p[1:]

@@ -110,7 +110,8 @@ class TrainConfig:
   snapshot_epochs: str = _f('', "keep every member's state at these epochs, E/E/... (0: at init), apart from the "
                             'rolling checkpoints and never deleted by them; read one with '
                             "ddjax.run.member_variables(DIR, RUN_ID, which=E)")
-  keep_best: bool = _f(False, "keep each member's parameters at its lowest test (validation) loss in the checkpoint")
+  keep_best: bool = _f(False, "keep each member's parameters at its best train.best_metric (by default its lowest "
+                       'test, or validation, loss) in the checkpoint')
   checkpoint_best: int = _f(0, "keep each member's K best states (by train.best_metric) in the checkpoint, read with "
                             "member_variables(..., 'best:i') (0: one with train.keep_best, else none)")
   best_metric: str = _f('test_loss', 'what the best states are best at (an evaluation column of the base probes)',

@@ -72,9 +72,19 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
         if on:
           raise ConfigError(f'bad value True for train.collapse: {data} is a regression task, with no classes to '
                             'collapse (allowed: false)')
+      for metric in sweep.get('train.best_metric', [cfg.train.best_metric]):
+        if 'error' in metric:
+          raise ConfigError(f'bad value {metric!r} for train.best_metric: {data} is a regression task, with no '
+                            'errors (allowed: test_loss, train_loss)')
       for noise in sweep.get('data.noise', [cfg.data.noise]):
         if noise:
           raise ConfigError(f"bad value {noise!r} for data.noise: {data} is a regression task (allowed: 0)")
+  keeps = any(sweep.get('train.keep_best', [cfg.train.keep_best])) or any(
+      sweep.get('train.checkpoint_best', [cfg.train.checkpoint_best]))
+  for key in ('train.best_metric', 'train.best_mode'):
+    if not keeps and any(v != LATER_KEYS[key] for v in sweep.get(key, [get(cfg, key)])):
+      raise ConfigError(f'{key} says which states are best, but none are kept: set train.keep_best=true or '
+                        'train.checkpoint_best=K')
   _validate_probes(cfg, sweep)
   # Each combination of the data keys (member keys aside): the dataset's own checks, then the batch size.
   keys = [k for k in fields(cfg) if k.startswith('data.') and k not in MEMBER_KEYS]
