@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ddjax.metrics.curvature import NOISE_CHUNK, gradient_noise, hutchinson_trace, top_hessian_eigenvalue
+from ddjax.metrics.curvature import (NOISE_CHUNK, gradient_noise, hutchinson_trace, lanczos_top_eigenvalue,
+                                     top_hessian_eigenvalue)
 from ddjax.optim import ADAM_LIKE
 from ddjax.probes.context import chunks
 from ddjax.probes.registry import Option, register_probe
@@ -23,7 +24,7 @@ def _hvp_bytes(loops):
   return lambda q, batch, **_: 3 * loops(q) * q.step_bytes(batch)
 
 
-def preconditioned_sharpness(ctx, loss_fn, key, iters: int) -> jax.Array:
+def preconditioned_sharpness(ctx, loss_fn, key, iters: int, top=None) -> jax.Array:
   """The largest-magnitude eigenvalue of P^-1 H for Adam's preconditioner P = diag(sqrt(v_hat) + eps), v_hat its
   bias-corrected second moment (Cohen et al. 2022): power iteration on the Hessian of the loss in the coordinates
   phi = P^(1/2) theta, whose Hessian P^(-1/2) H P^(-1/2) has the same eigenvalues. Full-batch Adam is stable while it
@@ -34,22 +35,26 @@ def preconditioned_sharpness(ctx, loss_fn, key, iters: int) -> jax.Array:
   root_p = jax.tree.map(lambda v: jnp.sqrt(jnp.sqrt(v / bias) + hp['eps']), nu)  # P^(1/2), leaf by leaf
   loss_phi = lambda phi: loss_fn(jax.tree.map(jnp.divide, phi, root_p))
   phi = jax.tree.map(jnp.multiply, state['params'], root_p)
-  return top_hessian_eigenvalue(loss_phi, phi, jax.random.fold_in(key, 2), iters)[0]
+  top = top or (lambda f, p, k, n: top_hessian_eigenvalue(f, p, k, n)[0])  # (lanczos_top_eigenvalue, or power)
+  return top(loss_phi, phi, jax.random.fold_in(key, 2), iters)
 
 
 @register_probe('sharpness', columns=('sharpness', 'preconditioned_sharpness'),
-                options={'iters': Option(20, 'power-iteration steps (train.sharpness)', check=lambda v: v >= 1,
-                                         must='must be >= 1'), 'batch': BATCH},
+                options={'iters': Option(20, 'power-iteration or Lanczos steps (train.sharpness)',
+                                         check=lambda v: v >= 1, must='must be >= 1'), 'batch': BATCH,
+                         'method': Option('power', 'power iteration, or Lanczos (a fixed number of steps; converges '
+                                                   'in fewer)', ('power', 'lanczos'))},
                 figure='plots.monitors', memory=_hvp_bytes(lambda q: 2 if q.optimizer in ADAM_LIKE else 1),
                 help="the training loss's top Hessian eigenvalue (largest in magnitude) by power iteration on the "
                      "monitor batch, BatchNorm on the batch's statistics; with Adam also that of P^-1 H, Adam's "
                      'preconditioned Hessian')
-def sharpness(ctx, iters: int = 20, batch: int = 1000):
+def sharpness(ctx, iters: int = 20, batch: int = 1000, method: str = 'power'):
   x, y = ctx.monitor_batch(batch)
   loss = ctx.batch_loss(x, y, train=True)
-  out = {'sharpness': top_hessian_eigenvalue(loss, ctx.state['params'], ctx.key, iters)[0]}
+  top = (lambda f, p, k, n: top_hessian_eigenvalue(f, p, k, n)[0]) if method == 'power' else lanczos_top_eigenvalue
+  out = {'sharpness': top(loss, ctx.state['params'], ctx.key, iters)}
   if ctx.spec.optimizer in ADAM_LIKE:
-    out['preconditioned_sharpness'] = preconditioned_sharpness(ctx, loss, ctx.key, iters)
+    out['preconditioned_sharpness'] = preconditioned_sharpness(ctx, loss, ctx.key, iters, top)
   return out
 
 
