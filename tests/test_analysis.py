@@ -142,6 +142,16 @@ def test_validate_and_fit_a_store(tmp_path, capsys):
   fits = pd.read_csv(out / 'fit-step_loss.csv')
   assert len(fits) == 2 and {'knee_step', 'a', 'b', 'c', 'se_b', 'b_loc_0.5'} <= set(fits.columns)
   assert (out / 'fit-step_loss.png').exists() and 'fit_step_loss_b' not in results.load(out).columns
+  from ddjax.analysis.__main__ import fit_figure
+  curves, fig = results.load_steps(out), fit_figure(out, 'step_loss', fits)
+  lines = fig.axes[0].get_lines()
+  for _, f in fits.iterrows():  # each member's curve, labelled by its run id, then its power law dashed over it
+    [curve] = [ln for ln in lines if ln.get_label() == f['run_id']]
+    law = lines[lines.index(curve) + 1]
+    np.testing.assert_array_equal(curve.get_ydata(), curves[curves['run_id'] == f['run_id']]['step_loss'])
+    np.testing.assert_allclose(law.get_ydata(), f['a'] * curve.get_xdata() ** -f['b'] + f['c'], rtol=1e-6)
+    assert law.get_linestyle() == '--'
+  assert fig.axes[0].get_ylabel() == 'step_loss' and 'local slope' in fig.axes[1].get_ylabel()
   main(['fit', str(out), '--metric', 'step_loss', '--write'])
   np.testing.assert_allclose(results.load(out).set_index('run_id').loc[fits['run_id'], 'fit_step_loss_b'], fits['b'])
   # The long-form export: step, epoch and time_s on every row, cross-entropy in bits beside nats; the step table too.

@@ -54,7 +54,9 @@ def fit_members(out: Path, metric: str, sensitivity: float = 1.0) -> pd.DataFram
   return pd.DataFrame(rows)
 
 
-def _figure(out: Path, metric: str, fits: pd.DataFrame, path: Path, most: int = 8) -> None:
+def fit_figure(out: Path, metric: str, fits: pd.DataFrame, most: int = 8):
+  """The figure of `fit`: each member's curve (up to `most`), its power law dashed and its knee dotted; its local
+  slope on the right."""
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
@@ -73,8 +75,7 @@ def _figure(out: Path, metric: str, fits: pd.DataFrame, path: Path, most: int = 
   ax.set(xlabel='optimizer step', ylabel=metric, title=f'{metric}: power-law fits (dashed), knees (dotted)')
   bx.set(xlabel='optimizer step', ylabel='local slope  -d log L / d log t', title='local slope')
   ax.legend(fontsize=7)
-  fig.savefig(path, dpi=150)
-  plt.close(fig)
+  return fig
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -102,7 +103,10 @@ def main(argv: list[str] | None = None) -> None:
   print(fits.to_string(index=False))
   csv, png = args.dir / f'fit-{args.metric}.csv', args.dir / f'fit-{args.metric}.png'
   fits.to_csv(csv, index=False)
-  _figure(args.dir, args.metric, fits, png)
+  fig = fit_figure(args.dir, args.metric, fits)
+  fig.savefig(png, dpi=150)
+  import matplotlib.pyplot as plt
+  plt.close(fig)
   print(f'wrote {csv} and {png}')
   if args.write:
     table = results.load(args.dir)
