@@ -34,12 +34,14 @@ class DenseBlock(nn.Module):
   features: int
   stride: int
   ndim: int = 1
-  norm: str = 'batch'  # or 'layer': LayerNorm over the channels of each position
+  norm: str = 'batch'  # or 'layer': LayerNorm over the channels of each position; 'none': no norm
 
   @nn.compact
   def __call__(self, x, train):
     if self.norm == 'batch':
       bn = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
+    elif self.norm == 'none':  # BatchNorm off
+      bn = lambda name: (lambda x: x)
     else:
       bn = lambda name: nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, name=name)
     k1, k3, p0, p1 = (1,) * self.ndim, (3,) * self.ndim, [(0, 0)] * self.ndim, [(1, 1)] * self.ndim
@@ -56,13 +58,14 @@ class DenseBlock(nn.Module):
 class DenseResNet1D(nn.Module):
   width: int
   num_classes: int = 10
+  norm: str = 'batch'
 
   @nn.compact
   def __call__(self, x, train=False):
     x = x[..., None]
     x = nn.Conv(self.width, (3,), 1, [(1, 1)], use_bias=False, name='stem')(x)
     for s, (mult, stride) in enumerate(zip((1, 2, 4), (1, 2, 2))):
-      x = DenseBlock(self.width * mult, stride, name=f'stage{s}_block0')(x, train)
+      x = DenseBlock(self.width * mult, stride, 1, self.norm, name=f'stage{s}_block0')(x, train)
     return nn.Dense(self.num_classes, name='head')(jnp.mean(x, axis=1))
 
 

@@ -20,6 +20,10 @@ CASES = [('mlp', 'im2col', DenseMLP), ('cnn1d', 'lax', DenseCNN1D), ('cnn1d', 'i
          ('resnet1d', 'lax', DenseResNet1D), ('resnet1d', 'im2col', DenseResNet1D)]
 
 
+def DenseResNet1DNoNorm(width, num_classes=10):  # noqa: N802 - stands for a class in the parameter list
+  return DenseResNet1D(width, num_classes, norm='none')
+
+
 def active_slice(name, tree, dense_tree):
   """The member's active block of every leaf, shaped like the dense model's leaf."""
   flat, dense = tu.flatten_dict(tree), tu.flatten_dict(dense_tree)
@@ -71,12 +75,14 @@ def batch(tiny_mnist1d):
   return jnp.asarray(tiny_mnist1d.x_train[:32]), jnp.asarray(tiny_mnist1d.y_train[:32])
 
 
-@pytest.mark.parametrize('name,conv,dense_cls', CASES + [('resnet2d_ln', 'lax', DenseResNet2dLN)])
+@pytest.mark.parametrize('name,conv,dense_cls', CASES + [('resnet2d_ln', 'lax', DenseResNet2dLN),
+                                                         ('resnet1d:none', 'lax', DenseResNet1DNoNorm)])
 def test_logits_and_gradients_match_dense(name, conv, dense_cls, batch):
   x, y = batch
   if name == 'resnet2d_ln':  # 2-D inputs with channels, like the m-height codes
     x = jnp.asarray(np.random.default_rng(0).normal(size=(32, 6, 6, 8)), jnp.float32)
-  model = make_model(name, W, x.shape[1:], 10, conv)
+  name, _, norm = name.partition(':')  # resnet1d:none is resnet1d with model.norm=none (BatchNorm off)
+  model = make_model(name, W, x.shape[1:], 10, conv, **({'norm': norm} if norm else {}))
   spec = StepSpec(model, 'adam', 32, 10)
   state = unstack(jax.jit(jax.vmap(lambda hp: init_member(spec, hp, x[0])))(hp_for([K])), 0)  # compiled once
   dense = dense_cls(K, num_classes=10)

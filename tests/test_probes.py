@@ -290,6 +290,8 @@ def test_bad_probe_keys_are_one_line_errors_that_write_nothing(tmp_path, capsys)
                      (['probes=drift', 'probe.drift.epoch=5000'], 'probe drift runs at epoch 5000, after the last'),
                      (['probes=cka', 'probe.cka.pairs=seed'], 'must be seeds, widths or seeds/widths'),
                      (['train.best_mode=max'], 'but none are kept: set train.keep_best=true'),
+                     (['model.norm=none'], 'mlp has no BatchNorm to set (allowed: auto; models that take it: '
+                                            'resnet1d, resnet18k)'),
                      (['data.name=linear_teacher', 'model.name=deep_linear', 'data.noise=0', 'train.keep_best=true',
                        'train.best_metric=test_error'], 'is a regression task, with no errors'),
                      (['data.name=linear_teacher', 'model.name=deep_linear', 'data.noise=0', 'probes=collapse'],

@@ -66,6 +66,8 @@ class ModelConfig:
                  ('auto', 'lax', 'im2col'))
   init_scale: float = _f(1.0, 'every parameter at init times this (1: the default init; small: the rich, '
                          'saddle-to-saddle regime; large: lazy training)')
+  norm: str = _f('auto', "the BatchNorm models' normalisation (resnet1d, resnet18k): auto (their own, BatchNorm), "
+                 'batch, or none (BatchNorm off)', ('auto', 'batch', 'none'))
 
 
 @dataclass
@@ -206,7 +208,8 @@ EXECUTION_KEYS = frozenset({
 LATER_KEYS = {'optim.warmup': 0, 'optim.schedule': 'constant', 'train.collapse': False, 'model.init_scale': 1.0,
               'data.dim': 16, 'data.spectrum': '4/2/1/0.5', 'train.sharpness': 0, 'train.hessian_trace': 0,
               'train.noise_scale': False, 'train.monitor_batch': 1000, 'train.eval_every_steps': 0,
-              'train.checkpoint_best': 0, 'train.best_metric': 'test_loss', 'train.best_mode': 'min'}
+              'train.checkpoint_best': 0, 'train.best_metric': 'test_loss', 'train.best_mode': 'min',
+              'model.norm': 'auto'}
 
 
 def snapshot_epochs(text: str) -> tuple[int, ...]:

@@ -58,6 +58,12 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
         raise ConfigError(f"bad value {v!r} for {key}: {what}")
   from ddjax.data.registry import DATASETS
   from ddjax.nn.registry import MODELS
+  for model in sweep.get('model.name', [cfg.model.name]):
+    for norm in sweep.get('model.norm', [cfg.model.norm]):
+      if norm != 'auto' and 'norm' not in MODELS[model].options:
+        takes = [name for name, m in MODELS.items() if 'norm' in m.options]
+        raise ConfigError(f"bad value {norm!r} for model.norm: {model} has no BatchNorm to set (allowed: auto; "
+                          f"models that take it: {', '.join(takes)})")
   for data in sweep.get('data.name', [cfg.data.name]):
     spec = DATASETS[data]
     for model in sweep.get('model.name', [cfg.model.name]):

@@ -163,9 +163,12 @@ class ResMLP(nn.Module):
 
 
 def _norm(kind: str, name: str):
-  """A masked norm layer called as norm(x, mask, train): BatchNorm or LayerNorm (over channels, per position)."""
+  """A masked norm layer called as norm(x, mask, train): BatchNorm, LayerNorm (over channels, per position), or
+  none (the identity: model.norm=none, the "BN off" variant)."""
   if kind == 'batch':
     return MaskedBatchNorm(name=name)
+  if kind == 'none':
+    return lambda x, mask, train: x
   ln = MaskedLayerNorm(name=name)
   return lambda x, mask, train: ln(x, mask)
 
@@ -177,7 +180,7 @@ class PreActBlock(nn.Module):
   ndim: int
   conv: str
   dtype: str = 'float32'
-  norm: str = 'batch'  # 'batch' | 'layer'
+  norm: str = 'batch'  # 'batch' | 'layer' | 'none'
 
   @nn.compact
   def __call__(self, x, in_mask, out_mask, train: bool):
@@ -210,7 +213,7 @@ class PreActResNet(nn.Module):
   stage_strides: Sequence[int] = (1, 2, 2)
   ndim: int = 1
   dtype: str = 'float32'
-  norm: str = 'batch'  # 'batch' | 'layer' (LayerNorm over the channels of each position)
+  norm: str = 'batch'  # 'batch' | 'layer' (LayerNorm over the channels of each position) | 'none'
 
   INPUT_LAYERS = ('stem',)
 
@@ -258,18 +261,27 @@ class PreActResNet(nn.Module):
     return total + cin * self.num_classes
 
 
-register_model('resnet1d', inputs=('signal',), help='pre-activation ResNet with stages c, 2c, 4c (MNIST-1D)')(
-    PreActResNet)
+def batch_norm(norm: str) -> str:
+  """model.norm of a BatchNorm model: auto (its own, BatchNorm), batch, or none."""
+  return 'batch' if norm == 'auto' else norm
 
 
-@register_model('resnet18k', inputs=('image',), help="Nakkiran et al.'s pre-activation ResNet18 with stages k, 2k, 4k, "
-                '8k')
+@register_model('resnet1d', inputs=('signal',), options=('norm',),
+                help='pre-activation ResNet with stages c, 2c, 4c (MNIST-1D)')
+def resnet1d(max_width: int, num_classes: int = 10, input_shape: Sequence[int] = (40,), conv: str = 'im2col',
+             dtype: str = 'float32', norm: str = 'auto') -> PreActResNet:
+  return PreActResNet(max_width=max_width, num_classes=num_classes, input_shape=tuple(input_shape), conv=conv,
+                      dtype=dtype, norm=batch_norm(norm))
+
+
+@register_model('resnet18k', inputs=('image',), options=('norm',),
+                help="Nakkiran et al.'s pre-activation ResNet18 with stages k, 2k, 4k, 8k")
 def resnet18k(max_width: int, num_classes: int = 10, input_shape: Sequence[int] = (32, 32, 3),
-              conv: str = 'lax', dtype: str = 'float32') -> PreActResNet:
+              conv: str = 'lax', dtype: str = 'float32', norm: str = 'auto') -> PreActResNet:
   """Nakkiran et al.'s pre-activation ResNet18 with stage widths k, 2k, 4k, 8k (k = 64: 11,171,146 parameters)."""
   return PreActResNet(max_width=max_width, num_classes=num_classes, input_shape=tuple(input_shape), conv=conv,
                       stage_blocks=(2, 2, 2, 2), stage_mults=(1, 2, 4, 8), stage_strides=(1, 2, 2, 2), ndim=2,
-                      dtype=dtype)
+                      dtype=dtype, norm=batch_norm(norm))
 
 
 @register_model('resnet2d_ln', inputs=('image', 'grid'), help='small pre-activation conv ResNet with LayerNorm '
