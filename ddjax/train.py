@@ -285,7 +285,7 @@ class BucketFns:
   labels: Callable    # (hp_M, y_train) -> labels_MxN
   epoch: Callable     # (state_M, hp_M, labels_MxN, x_train, epoch) -> (state_M, loss_M, step values); donates state
   segment: Callable   # (state_M, hp_M, labels_MxN, x_train, epoch, start, stop) -> as epoch, for those steps only
-  evaluate: Callable  # (state_M, hp_M, labels_MxN, x_train, x_test, y_test, epoch=0, which=None) -> metrics of
+  evaluate: Callable  # (state_M, hp_M, labels_MxN, x_train, x_test, y_test, epoch, which=None) -> metrics of
                       # shape (M,) (and the new probe states, 'probe_state')
   evaluate_program: Callable  # which -> the jitted evaluation of those probes (None: all)
   remember_best: Callable  # (state_M, test_loss_M, epoch) -> state_M; donates state
@@ -313,16 +313,12 @@ def bucket_fns(spec: StepSpec, members: jax.sharding.Sharding | None = None) -> 
   def evaluate_probes(which):
     return jax.jit(lift(lambda *a: evaluate(*a, which=which), 3), **out)
 
-  def evaluate_members(*args, which=None):  # (the epoch, the last argument, is 0 unless given)
-    return evaluate_probes(None if which is None else tuple(sorted(which)))(*args,
-                                                                            *[jnp.float32(0)] * (len(args) == 6))
-
   return BucketFns(
       init=jax.jit(lift(init_member, 1), **out),
       labels=jax.jit(jax.vmap(lambda hp, y: member_labels(spec, hp, y), in_axes=(0, None)), **out),
       epoch=jax.jit(lift(train_epoch, 3), donate_argnums=0, **out),
       segment=jax.jit(lift(train_epoch, 3), donate_argnums=0, **out),
-      evaluate=evaluate_members,
+      evaluate=lambda *args, which=None: evaluate_probes(None if which is None else tuple(sorted(which)))(*args),
       evaluate_program=lambda which=None: evaluate_probes(None if which is None else tuple(sorted(which))),
       remember_best=jax.jit(lift(remember_best, 2), donate_argnums=0, **out),
   )

@@ -130,7 +130,7 @@ def _run_gd(spec, state, hp, labels, ds, steps, every=1):
   for i in range(1, steps + 1):
     state, _, _ = fns.epoch(state, hp, labels, x_train, jnp.int32(i))
     if i % every == 0:
-      out.append(jax.device_get(fns.evaluate(state, hp, labels, x_train, x_test, y_test)))
+      out.append(jax.device_get(fns.evaluate(state, hp, labels, x_train, x_test, y_test, jnp.float32(0))))
       at.append(i)
   return state, out, np.asarray(at)
 

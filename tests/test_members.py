@@ -29,7 +29,7 @@ def run_bucket(data, padded, widths, device=0, strategy='vmap', map_batch=1, **o
   state, labels = fns.init(hp, x[0]), fns.labels(hp, y)
   for e in range(EPOCHS):
     state, _, _ = fns.epoch(state, hp, labels, x, jax.device_put(jnp.int32(e), dev))
-  metrics = fns.evaluate(state, hp, labels, x, xt, yt)
+  metrics = fns.evaluate(state, hp, labels, x, xt, yt, jnp.float32(0))
   assert jax.tree.leaves(state)[0].devices() == {dev}
   return state, metrics, (fns, hp, labels, x)
 
