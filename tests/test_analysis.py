@@ -117,6 +117,34 @@ def test_resid_power_and_psd_tail_on_series_with_known_answers():
   assert list(shape['t_end']) == [1024, 2048, 3072, 4096] and np.all(np.abs(shape['psd_tail']) < 0.4)
 
 
+def test_power_law_floor_is_not_negative_and_fit_curve_knees():
+  """A loss falling faster than a power law with a floor: unbounded, c comes out negative; by default c stops at 0
+  and (a, b) are those of scipy's curve_fit of a t^-b (no standard error for c on its bound). fit_curve: a curve
+  levelling off at c has a knee in log-log and an elbow in linear axes; a curve steepening in log-log all the way
+  (exp(-t / 500)) has no log-log knee (NaN, not its first point). loss_shape's windows, one every `stride` points,
+  hold NumPy's mean squared residual around the log-log line of each window."""
+  from scipy import optimize
+  t = np.arange(1, 2001, dtype=float)
+  y = 5.0 * t ** -0.6 - 0.05 + 0.002 * np.random.default_rng(0).normal(size=t.size)
+  assert analysis.power_law_fit(t, y, c_min=None).c == pytest.approx(-0.05, abs=0.01)
+  law = analysis.power_law_fit(t, y)
+  (a, b), _ = optimize.curve_fit(lambda t, a, b: a * t ** -b, t, y, p0=(1.0, 1.0))
+  assert law.c == 0 and np.isnan(law.se_c) and np.isfinite(law.se_b)
+  assert (law.a, law.b) == pytest.approx((a, b), rel=1e-5)
+  levels = analysis.fit_curve(t, 3.0 * t ** -0.5 + 0.2)
+  assert 10 < levels['knee_step'] < 1000 and 1 < levels['elbow_step'] < 1000
+  assert (levels['a'], levels['b'], levels['c']) == pytest.approx((3.0, 0.5, 0.2), rel=1e-5)
+  steepening = analysis.fit_curve(t, np.exp(-t / 500))
+  assert np.isnan(steepening['knee_step']) and steepening['b_loc_1.0'] > steepening['b_loc_0.25'] > 0
+  noisy = np.exp(-0.5 * np.log(t) + 0.1 * np.random.default_rng(1).normal(size=t.size))
+  shape = analysis.loss_shape(t, noisy, window=256, stride=160)
+  starts = range(0, t.size - 255, 160)
+  assert list(shape['t_end']) == [t[s + 255] for s in starts]
+  for s, power in zip(starts, shape['resid_power']):
+    lt, ly = np.log(t[s:s + 256]), np.log(noisy[s:s + 256])
+    assert power == pytest.approx(np.mean((ly - np.polyval(np.polyfit(lt, ly, 1), lt)) ** 2), rel=1e-9)
+
+
 def test_validate_and_fit_a_store(tmp_path, capsys):
   """validate: a fresh store with evaluations every 3 steps and the step table every 2 is valid (exit 0, the counts
   its cadences promise); an incomplete member with an infinite loss is reported (exit 1). fit: the knee, power law

@@ -10,11 +10,11 @@
 a store.
 """
 
-from ddjax.analysis.curves import (PowerLaw, kneedle, local_slope, log_binned, loss_shape, power_law_fit,
-                                   psd_tail, resid_power)
+from ddjax.analysis.curves import (PowerLaw, fit_curve, kneedle, local_slope, log_binned, loss_shape,
+                                   power_law_fit, psd_tail, resid_power)
 from ddjax.analysis.events import (DoubleDescent, Grokking, Spike, crossing_epoch, double_descent_peak, grokking,
                                    grokking_summary, loss_spikes, saxe_mode, saxe_time, window_change)
 
-__all__ = ['DoubleDescent', 'Grokking', 'PowerLaw', 'Spike', 'crossing_epoch', 'double_descent_peak', 'grokking',
-           'grokking_summary', 'kneedle', 'local_slope', 'log_binned', 'loss_shape', 'loss_spikes', 'power_law_fit',
-           'psd_tail', 'resid_power', 'saxe_mode', 'saxe_time', 'window_change']
+__all__ = ['DoubleDescent', 'Grokking', 'PowerLaw', 'Spike', 'crossing_epoch', 'double_descent_peak', 'fit_curve',
+           'grokking', 'grokking_summary', 'kneedle', 'local_slope', 'log_binned', 'loss_shape', 'loss_spikes',
+           'power_law_fit', 'psd_tail', 'resid_power', 'saxe_mode', 'saxe_time', 'window_change']

@@ -2,10 +2,11 @@
 
 validate  prints each member's audit (ddjax.analysis.validate) and exits with status 1 if any member has a problem.
 fit       fits each member's curve of a metric against optimizer steps (a step-table column such as step_loss, or an
-          evaluation column such as test_loss): Kneedle's knee in log-log axes, the power law a t^-b + c with
-          standard errors and the local slope b_loc at a quarter, half and the end of the curve (knee and slopes
-          of the curve's medians on 64 log-spaced bins: a batch loss is noisy). Prints them, writes
-          DIR/fit-METRIC.csv and DIR/fit-METRIC.png; with --write also adds them as columns of results.parquet.
+          evaluation column such as test_loss) with ddjax.analysis.fit_curve: Kneedle's knee in log-log axes and
+          its elbow in linear axes, the power law a t^-b + c (c >= 0) with standard errors and the local slope
+          b_loc at a quarter, half and the end of the curve (of log-binned medians: a batch loss is noisy). Prints
+          them, writes DIR/fit-METRIC.csv and DIR/fit-METRIC.png; with --write also adds them as columns of
+          results.parquet.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ddjax import results
-from ddjax.analysis.curves import kneedle, local_slope, log_binned, power_law_fit
+from ddjax.analysis.curves import SLOPE_BINS, fit_curve, local_slope, log_binned
 
 
 def member_curves(out: Path, metric: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -37,21 +38,8 @@ def member_curves(out: Path, metric: str) -> dict[str, tuple[np.ndarray, np.ndar
 
 
 def fit_members(out: Path, metric: str, sensitivity: float = 1.0) -> pd.DataFrame:
-  rows = []
-  for run, (t, y) in member_curves(out, metric).items():
-    ok = np.isfinite(y) & (t > 0) & (y > 0)
-    t, y = t[ok], y[ok]
-    row = {'run_id': run, 'points': len(t)}
-    if len(t) >= 4:
-      law = power_law_fit(t, y)
-      tb, yb = log_binned(t, y)  # knee and slopes of the smoothed curve (a batch loss is noisy)
-      knee = kneedle(np.log10(tb), np.log10(yb), sensitivity, 'convex', 'decreasing')  # where the decay levels off
-      slope = local_slope(tb, yb)
-      at = lambda q: slope[int(np.argmin(np.abs(np.log(tb) - np.log(t[0] + q * (t[-1] - t[0])))))]
-      row.update(knee_step=10 ** knee if knee is not None else np.nan, a=law.a, b=law.b, c=law.c, se_a=law.se_a,
-                 se_b=law.se_b, se_c=law.se_c, rms=law.rms, **{f'b_loc_{q}': at(q) for q in (0.25, 0.5, 1.0)})
-    rows.append(row)
-  return pd.DataFrame(rows)
+  return pd.DataFrame([{'run_id': run, **fit_curve(t, y, sensitivity)} for run, (t, y) in
+                       member_curves(out, metric).items()])
 
 
 def fit_figure(out: Path, metric: str, fits: pd.DataFrame, most: int = 8):
@@ -68,11 +56,13 @@ def fit_figure(out: Path, metric: str, fits: pd.DataFrame, most: int = 8):
     ax.loglog(t[ok], y[ok], color=color, lw=1, label=f['run_id'])
     if np.isfinite(f.get('b', np.nan)):
       ax.loglog(t[ok], f['a'] * t[ok] ** -f['b'] + f['c'], '--', color=color, lw=0.8)
-    if np.isfinite(f.get('knee_step', np.nan)):
-      ax.axvline(f['knee_step'], color=color, ls=':', lw=0.8)
-    tb, yb = log_binned(t[ok], y[ok])
+    for knee, style in (('knee_step', ':'), ('elbow_step', '-.')):
+      if np.isfinite(f.get(knee, np.nan)):
+        ax.axvline(f[knee], color=color, ls=style, lw=0.8)
+    tb, yb = log_binned(t[ok], y[ok], SLOPE_BINS)
     bx.semilogx(tb, local_slope(tb, yb), color=color, lw=1)
-  ax.set(xlabel='optimizer step', ylabel=metric, title=f'{metric}: power-law fits (dashed), knees (dotted)')
+  ax.set(xlabel='optimizer step', ylabel=metric,
+         title=f'{metric}: power-law fits (dashed), knees (dotted), elbows (dash-dot)')
   bx.set(xlabel='optimizer step', ylabel='local slope  -d log L / d log t', title='local slope')
   ax.legend(fontsize=7)
   return fig

@@ -9,7 +9,8 @@
   psd_tail       the log-log slope of the Welch power spectral density of those residuals over the upper half of
                  its frequencies in log scale: white noise gives 0; a random walk -2 at low frequencies, less steep
                  near the Nyquist frequency (its discrete spectrum is 1 / (4 sin^2(pi f)))
-  loss_shape     both, over consecutive windows of a curve
+  loss_shape     both, over windows of a curve
+  fit_curve      knee, power law and local slopes of one curve, as a dict (a row of a table)
   log_binned     a noisy curve as medians on log-spaced bins (what kneedle and local_slope need of a batch loss)
 """
 
@@ -80,19 +81,24 @@ class PowerLaw(NamedTuple):
     return self.a * np.asarray(t, np.float64) ** -self.b + self.c
 
 
-def _linear_part(t, y, b):
-  """For exponent b: (a, c) of the least-squares fit y ~ a t^-b + c, and its residual sum of squares."""
+def _linear_part(t, y, b, c_min=None):
+  """For exponent b: (a, c) of the least-squares fit y ~ a t^-b + c with c >= c_min (None: any c), and its residual
+  sum of squares. Over one variable the constrained optimum is the unconstrained one or on the bound."""
   design = np.stack([t ** -b, np.ones_like(t)], axis=1)
   (a, c), *_ = np.linalg.lstsq(design, y, rcond=None)
+  if c_min is not None and c < c_min:
+    c = c_min
+    a = float(np.dot(design[:, 0], y - c) / np.dot(design[:, 0], design[:, 0]))
   return a, c, float(np.sum(np.square(design @ np.asarray([a, c]) - y)))
 
 
-def power_law_fit(t, loss, b_bounds: tuple[float, float] = (1e-3, 5.0)) -> PowerLaw:
-  """The least-squares fit of loss ~ a t^-b + c over the points with t > 0 (at least 4), b in `b_bounds`: a and c
-  are linear given b (variable projection), so b is found by a bounded 1-D search of the residual over a grid of
-  log-spaced exponents and then Brent's method around the best. Standard errors: sigma^2 (J^T J)^-1 with J the
-  Jacobian in (a, b, c) and sigma^2 the residual sum of squares over n - 3; NaN where b is at a bound or the
-  Jacobian is rank-deficient (constant data)."""
+def power_law_fit(t, loss, b_bounds: tuple[float, float] = (1e-3, 5.0), c_min: float | None = 0.0) -> PowerLaw:
+  """The least-squares fit of loss ~ a t^-b + c over the points with t > 0 (at least 4), b in `b_bounds`, c >=
+  `c_min` (default 0: a loss has no negative floor; None: unbounded): a and c are linear given b (variable
+  projection), so b is found by a bounded 1-D search of the residual over a grid of log-spaced exponents and then
+  Brent's method around the best. Standard errors: sigma^2 (J^T J)^-1 with J the Jacobian in the free parameters
+  ((a, b, c), or (a, b) with c on its bound) and sigma^2 the residual sum of squares over n - 3; NaN where b is at a
+  bound or the Jacobian is rank-deficient (constant data), and for c on its bound."""
   t, y = _sorted(t, loss)
   keep = t > 0
   t, y = t[keep], y[keep]
@@ -100,20 +106,20 @@ def power_law_fit(t, loss, b_bounds: tuple[float, float] = (1e-3, 5.0)) -> Power
     raise ValueError(f'power_law_fit needs at least 4 points with t > 0, got {len(t)}')
   lo, hi = b_bounds
   grid = np.geomspace(lo, hi, 64)
-  sse = [_linear_part(t, y, b)[2] for b in grid]
+  sse = [_linear_part(t, y, b, c_min)[2] for b in grid]
   k = int(np.argmin(sse))
   bracket = (grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)])
-  best = optimize.minimize_scalar(lambda b: _linear_part(t, y, b)[2], bounds=bracket, method='bounded',
+  best = optimize.minimize_scalar(lambda b: _linear_part(t, y, b, c_min)[2], bounds=bracket, method='bounded',
                                   options={'xatol': 1e-10})
   b = float(best.x) if best.fun <= sse[k] else float(grid[k])
-  a, c, rss = _linear_part(t, y, b)
-  jac = np.stack([t ** -b, -a * np.log(t) * t ** -b, np.ones_like(t)], axis=1)
+  a, c, rss = _linear_part(t, y, b, c_min)
+  free_c = c_min is None or c > c_min
+  jac = np.stack([t ** -b, -a * np.log(t) * t ** -b] + ([np.ones_like(t)] if free_c else []), axis=1)
   sigma2 = rss / max(len(t) - 3, 1)
   at_bound = min(b - lo, hi - b) <= 1e-6 * hi
-  if at_bound or np.linalg.matrix_rank(jac) < 3:  # b not determined within its bounds: no error to give
-    se = np.full(3, np.nan)
-  else:
-    se = np.sqrt(np.diag(sigma2 * np.linalg.pinv(jac.T @ jac)))
+  se = np.full(3, np.nan)
+  if not at_bound and np.linalg.matrix_rank(jac) == jac.shape[1]:  # else b is not determined: no error to give
+    se[:jac.shape[1]] = np.sqrt(np.diag(sigma2 * np.linalg.pinv(jac.T @ jac)))
   return PowerLaw(float(a), b, float(c), *map(float, se), float(np.sqrt(rss / len(t))))
 
 
@@ -177,14 +183,49 @@ def psd_tail(t, loss, segment: int = 256) -> float:
   return float(np.polyfit(np.log(f[keep]), np.log(p[keep]), 1)[0])
 
 
-def loss_shape(t, loss, window: int = 256) -> dict[str, np.ndarray]:
-  """resid_power and psd_tail over consecutive windows of `window` points (at least 256 steps in the monitoring
-  plan): {'t_end': the last t of each window, 'resid_power', 'psd_tail'}; a shorter tail is left out."""
+def loss_shape(t, loss, window: int = 256, stride: int | None = None) -> dict[str, np.ndarray]:
+  """resid_power and psd_tail over windows of `window` points (at least 256 steps in the monitoring plan), one
+  every `stride` points (default `window`: consecutive windows; the monitoring plan's every 2 epochs):
+  {'t_end': the last t of each window, 'resid_power', 'psd_tail'}; a shorter tail is left out."""
   t, y = _sorted(t, loss)
   ends, power, tail = [], [], []
-  for start in range(0, len(t) - window + 1, window):
+  for start in range(0, len(t) - window + 1, stride or window):
     ts, ys = t[start:start + window], y[start:start + window]
     ends.append(ts[-1])
     power.append(resid_power(ts, ys))
     tail.append(psd_tail(ts, ys))
   return {'t_end': np.asarray(ends), 'resid_power': np.asarray(power), 'psd_tail': np.asarray(tail)}
+
+
+SLOPE_BINS = 16  # log-spaced bins of the local slope in fit_curve: differences of finer medians are mostly noise
+
+
+def _inner_knee(x, y, sensitivity: float) -> float:
+  """kneedle's convex, decreasing knee, NaN where it has none or it is the curve's first or last point (a curve with
+  no bend of that kind, such as a loss still steepening in log-log)."""
+  knee = kneedle(x, y, sensitivity, 'convex', 'decreasing')
+  return np.nan if knee is None or knee in (x[0], x[-1]) else knee
+
+
+def fit_curve(t, loss, sensitivity: float = 1.0, at: tuple[float, ...] = (0.25, 0.5, 1.0)) -> dict[str, float]:
+  """A loss curve's shape in one dict: `points`; with at least 4 points with t, L > 0 also the power law (a, b, c,
+  se_a, se_b, se_c, rms; fitted to every point), two knees and `b_loc_<q>`, the local slope at the fraction q of
+  the way from the first to the last t. `knee_step`: Kneedle in log-log axes, where the decay levels off towards c
+  (NaN for a loss still falling ever faster in log-log, as a training loss going to zero does); `elbow_step`:
+  Kneedle in linear axes, where the fast early fall turns slow. Knees are of the curve's medians on 64 log-spaced
+  bins (log_binned), slopes of its medians on SLOPE_BINS: a batch loss is too noisy for differences."""
+  t, y = _sorted(t, loss)
+  ok = (t > 0) & (y > 0)
+  t, y = t[ok], y[ok]
+  out: dict[str, float] = {'points': len(t)}
+  if len(t) < 4:
+    return out
+  law = power_law_fit(t, y)
+  tb, yb = log_binned(t, y)
+  ts, ys = log_binned(t, y, SLOPE_BINS)
+  slope = local_slope(ts, ys)
+  nearest = lambda q: slope[int(np.argmin(np.abs(np.log(ts) - np.log(t[0] + q * (t[-1] - t[0])))))]
+  out.update(knee_step=10 ** _inner_knee(np.log10(tb), np.log10(yb), sensitivity),
+             elbow_step=_inner_knee(tb, yb, sensitivity), **law._asdict(),
+             **{f'b_loc_{q}': float(nearest(q)) for q in at})
+  return out
