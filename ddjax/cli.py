@@ -27,6 +27,7 @@ class Preset:
   config: cfglib.Config
   sweep: dict[str, list] = field(default_factory=dict)
   about: str = ''  # the expected result and run time, shown by --help
+  zip: tuple[tuple[str, ...], ...] = ()  # swept keys that vary together, as --zip (e.g. one variant per position)
 
 
 @dataclass
@@ -126,6 +127,9 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
     cfg, sweep = cfglib.apply_overrides(cfg, sweep, args.overrides)
     _warn_idle_probe_options(cfg)
     zips = zips + [cfglib.parse_zip(z) for z in args.zip]
+    for group in preset.zip:  # keys the user fixed to one value or zipped otherwise leave the preset's groups
+      if len(kept := [k for k in group if k in sweep and not any(k in g for g in zips)]) >= 2:
+        zips.append(kept)
     jobs = expand(cfg, sweep, zips)
     if args.rerun:
       cfglib.rerun_filter(args.rerun)  # checked now: a bad --rerun is an error before any work

@@ -1,0 +1,89 @@
+"""Training-dynamics monitoring: the shape of the loss curve of CNN variants, with curvature and gradient noise.
+
+  python -m experiments.monitoring                       # preset cpu: 2-core CPU, about MINUTES minutes
+  python -m experiments.monitoring --preset cifar        # the plan's sizes on CIFAR-10 (a GPU; data.dir=PATH)
+  python -m experiments.monitoring seed=0..4             # more seeds of every variant
+
+Methods, preset cpu: MNIST-1D (4,000 train / 1,000 test examples, generated offline), the pre-activation ResNet-1D
+in four variants trained side by side: standard (width 16, BatchNorm, SGD lr 0.05 momentum 0.9, L2 5e-4),
+BatchNorm off (model.norm=none), narrow (width 4) and AdamW (lr 1e-3, decoupled weight decay 0.05); seeds 0 and 1;
+batch 50 (80 steps an epoch), 40 epochs. Every monitor at its own cadence (the monitoring plan's, with 500 steps
+scaled to this epoch length): the step table every step (batch loss, accuracy, gradient norm, lr); validation loss
+and error, weight and layer norms every quarter epoch; the top Hessian eigenvalue (`sharpness`, 20 power-iteration
+steps) and Hutchinson's trace (10 probes) every 100 steps; the gradient noise (`trace_sigma`, `grad_sq`,
+`noise_scale`) every 2 epochs; the monitors on a 256-example batch; the 3 best states by validation loss besides
+the last checkpoint. After the run, each member's batch-loss curve is fitted (Kneedle's knee in log-log, the power
+law a t^-b + c, the local slope) and its residual power and PSD tail are taken over windows of 256 steps every 2
+epochs (ddjax.analysis).
+
+Writes, beside results.parquet: `monitoring-<variant>.png` (one page per variant: loss with knee and power law,
+local slope, sharpness against the stability threshold, Hessian trace, gradient variance, PSD tail and residual
+power) and `monitoring-summary.csv` (one row per member). `python -m plots.monitoring DIR` draws them again.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ddjax.cli import Preset, main as cli_main
+from ddjax.config import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig
+
+SUITE = 'step_metrics,sharpness,hessian_trace,noise_scale'
+
+
+def suite(curvature_every: str, noise_every: str = '2epochs', batch: int = 256) -> dict:
+  """The monitor suite's probe options: curvature every `curvature_every`, gradient noise every `noise_every`, all on
+  a `batch`-example monitor batch with 20 power-iteration steps and 10 Hutchinson probes."""
+  return {'sharpness': {'every': curvature_every, 'batch': batch, 'iters': 20},
+          'hessian_trace': {'every': curvature_every, 'batch': batch, 'probes': 10},
+          'noise_scale': {'every': noise_every, 'batch': batch}}
+
+
+# The four variants, one position each: standard, BatchNorm off, narrow, AdamW
+VARIANT_KEYS = ('model.width', 'model.norm', 'optim.name', 'optim.lr', 'optim.wd')
+
+
+def variants(width: int, narrow: int, sgd_lr: float, adamw_lr: float = 1e-3, l2: float = 5e-4,
+             decoupled: float = 0.05) -> dict[str, list]:
+  return {'model.width': [width, width, narrow, width], 'model.norm': ['auto', 'none', 'auto', 'auto'],
+          'optim.name': ['sgd', 'sgd', 'sgd', 'adamw'], 'optim.lr': [sgd_lr, sgd_lr, sgd_lr, adamw_lr],
+          'optim.wd': [l2, l2, l2, decoupled]}
+
+
+PRESETS = {
+    'cpu': Preset(
+        Config(seed=0, data=DataConfig(name='mnist1d', num_samples=5000, train_split=0.8),
+               model=ModelConfig(name='resnet1d'), optim=OptimConfig(name='sgd', lr=0.05, momentum=0.9),
+               train=TrainConfig(epochs=40, batch_size=50, eval_points=1, eval_every_steps=20, checkpoint_best=3),
+               probes=SUITE, probe=suite('100steps')),
+        sweep={**variants(16, 4, 0.05), 'seed': [0, 1]}, zip=(VARIANT_KEYS,),
+        about='MNIST-1D, ResNet-1D standard / BatchNorm off / narrow / AdamW x 2 seeds, 40 epochs of 80 steps, '
+              'every monitor at its cadence (2-core CPU: about MINUTES minutes)'),
+    'cifar': Preset(
+        Config(seed=0, data=DataConfig(name='cifar10', augment='crop_flip'), model=ModelConfig(name='resnet18k'),
+               optim=OptimConfig(name='sgd', lr=0.1, momentum=0.9),
+               train=TrainConfig(epochs=100, batch_size=128, eval_points=1, eval_every_steps=98, eval_batch=1000,
+                                 checkpoint_best=3),
+               probes=SUITE, probe=suite('500steps')),
+        sweep={**variants(64, 16, 0.1), 'seed': [0, 1, 2]}, zip=(VARIANT_KEYS,),
+        about='CIFAR-10, ResNet18 (k=64) standard / BatchNorm off / narrow (k=16) / AdamW x 3 seeds, 100 epochs, '
+              'the plan\'s cadences (GPU; data.dir=PATH or tensorflow-datasets)'),
+    'smoke': Preset(
+        Config(seed=0, data=DataConfig(name='mnist1d', num_samples=400, train_split=0.8),
+               model=ModelConfig(name='resnet1d'), optim=OptimConfig(name='sgd', lr=0.05, momentum=0.9),
+               train=TrainConfig(epochs=4, batch_size=20, eval_points=1, eval_every_steps=4, checkpoint_best=3),
+               probes=SUITE, probe=suite('8steps', '2epochs', 32)),
+        sweep=variants(4, 2, 0.05), zip=(VARIANT_KEYS,),
+        about='the cpu preset in miniature: widths 4 and 2, 400 examples, 4 epochs (seconds)'),
+}
+
+
+def after(out) -> None:
+  from plots.monitoring import plot_all, summary
+  print(summary(out).to_string(index=False))
+  for path in plot_all(out):
+    print(f'figure: {path}')
+
+
+if __name__ == '__main__':
+  cli_main('monitoring', PRESETS, sys.argv[1:], after=after)
