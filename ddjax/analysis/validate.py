@@ -17,15 +17,16 @@ import pandas as pd
 
 from ddjax import config as cfglib
 from ddjax import results
+from ddjax.buckets import job_probes
+from ddjax.data import dataset_spec
 from ddjax.loop import eval_epochs, evaluation_points
-from ddjax.probes import PROBES, use
+from ddjax.probes import PROBES
 
 
 def _uses(cfg: cfglib.Config):
-  """The probes a member's config switches on (the base ones first): (evaluation probes, step probes)."""
-  uses = [use(name) for name, spec in PROBES.items() if spec.always]
-  uses += [use(name, given) for name, given in cfglib.probe_uses(cfg).items() if name in PROBES]
-  return [u for u in uses if u.spec.kind == 'eval'], [u for u in uses if u.spec.kind == 'step']
+  """The probes a member's job runs (buckets.job_probes): (evaluation probes, step probes). The data's singular
+  modes only switch the modes probe on, which runs at every evaluation and adds no point: 0 stands for them."""
+  return job_probes(cfg, dataset_spec(cfg.data.name).task, 0)
 
 
 def expected_steps(cfg: cfglib.Config, steps_per_epoch: int) -> list[int]:
