@@ -24,11 +24,13 @@ from pathlib import Path
 
 # The run without monitors: no step table, one evaluation at the end, no best states; each configuration adds
 # back one monitor at the preset's cadence (the suite: every one of them, the preset as it is).
-BARE = ['probes=', 'train.eval_every_steps=0', 'train.checkpoint_best=0']
+BARE = ['probes=', 'train.eval_every_steps=0', 'train.checkpoint_best=0']  # (the preset's probe options stay)
 CONFIGS = {
     'none': BARE,
     'step table (every step)': BARE + ['probes=step_metrics'],
     'evaluations (every quarter epoch)': BARE + ['train.eval_every_steps=20'],
+    'the same, training loss on all 4,000 examples': BARE + ['train.eval_every_steps=20',
+                                                            'probe.losses.train_examples=0'],
     'sharpness, power (every 100 steps)': BARE + ['probes=sharpness'],
     'sharpness, Lanczos (every 100 steps)': BARE + ['probes=sharpness', 'probe.sharpness.method=lanczos'],
     'hessian_trace (every 100 steps)': BARE + ['probes=hessian_trace'],

@@ -71,7 +71,7 @@ def job_probes(cfg: cfglib.Config, task: str, modes: int) -> tuple[tuple[Use, ..
     if spec.auto is not None and (options := spec.auto(setting)) is not None:
       on[name] = {**options, **on.get(name, {})}
   applies = lambda name: PROBES[name].applies is None or not PROBES[name].applies(setting)
-  uses = [use(name) for name, spec in PROBES.items() if spec.always]
+  uses = [use(name, cfg.probe.get(name)) for name, spec in PROBES.items() if spec.always]
   uses += [use(name, given) for name, given in on.items() if applies(name)]
   return tuple(u for u in uses if u.spec.kind == 'eval'), tuple(u for u in uses if u.spec.kind == 'step')
 

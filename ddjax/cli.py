@@ -48,7 +48,8 @@ class _Parser(argparse.ArgumentParser):
 def _warn_idle_probe_options(cfg: cfglib.Config) -> None:
   """One line for options of probes that are not switched on (and do not switch themselves on): they do nothing."""
   from ddjax.probes import PROBES
-  idle = [f'probe.{name}.*' for name in cfg.probe if name not in cfglib.probe_uses(cfg) and PROBES[name].auto is None]
+  idle = [f'probe.{name}.*' for name in cfg.probe
+          if name not in cfglib.probe_uses(cfg) and PROBES[name].auto is None and not PROBES[name].always]
   if idle:
     print(f"warning: {', '.join(idle)} set but the probe is not on (add it to probes=...)", file=sys.stderr)
 

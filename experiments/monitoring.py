@@ -1,6 +1,6 @@
 """Training-dynamics monitoring: the shape of the loss curve of CNN variants, with curvature and gradient noise.
 
-  python -m experiments.monitoring                       # preset cpu: 2-core CPU, about MINUTES minutes
+  python -m experiments.monitoring                       # preset cpu: 2-core CPU, 3-6 minutes
   python -m experiments.monitoring --preset cifar        # the plan's sizes on CIFAR-10 (a GPU; data.dir=PATH)
   python -m experiments.monitoring seed=0..4             # more seeds of every variant
 
@@ -9,7 +9,8 @@ in four variants trained side by side: standard (width 16, BatchNorm, SGD lr 0.0
 BatchNorm off (model.norm=none), narrow (width 4) and AdamW (lr 1e-3, decoupled weight decay 0.05); seeds 0 and 1;
 batch 50 (80 steps an epoch), 40 epochs. Every monitor at its own cadence (the monitoring plan's, with 500 steps
 scaled to this epoch length): the step table every step (batch loss, accuracy, gradient norm, lr); validation loss
-and error, weight and layer norms every quarter epoch; the top Hessian eigenvalue (`sharpness`, 20 power-iteration
+and error (the whole validation set), training loss and error (1,000 evenly spaced training examples), weight and
+layer norms every quarter epoch; the top Hessian eigenvalue (`sharpness`, 20 power-iteration
 steps) and Hutchinson's trace (10 probes) every 100 steps; the gradient noise (`trace_sigma`, `grad_sq`,
 `noise_scale`) every 2 epochs; the monitors on a 256-example batch; the 3 best states by validation loss besides
 the last checkpoint. After the run, each member's batch-loss curve is fitted (Kneedle's knee in log-log, the power
@@ -31,10 +32,13 @@ from ddjax.config import Config, DataConfig, ModelConfig, OptimConfig, TrainConf
 SUITE = 'step_metrics,sharpness,hessian_trace,noise_scale'
 
 
-def suite(curvature_every: str, noise_every: str = '2epochs', batch: int = 256) -> dict:
+def suite(curvature_every: str, noise_every: str = '2epochs', batch: int = 256, train_examples: int = 1000) -> dict:
   """The monitor suite's probe options: curvature every `curvature_every`, gradient noise every `noise_every`, all on
-  a `batch`-example monitor batch with 20 power-iteration steps and 10 Hutchinson probes."""
-  return {'sharpness': {'every': curvature_every, 'batch': batch, 'iters': 20},
+  a `batch`-example monitor batch with 20 power-iteration steps and 10 Hutchinson probes; the evaluations' training
+  loss on `train_examples` evenly spaced examples (the step table has every batch's loss; the validation loss is on
+  the whole validation set)."""
+  return {'losses': {'train_examples': train_examples},
+          'sharpness': {'every': curvature_every, 'batch': batch, 'iters': 20},
           'hessian_trace': {'every': curvature_every, 'batch': batch, 'probes': 10},
           'noise_scale': {'every': noise_every, 'batch': batch}}
 
@@ -58,7 +62,7 @@ PRESETS = {
                probes=SUITE, probe=suite('100steps')),
         sweep={**variants(16, 4, 0.05), 'seed': [0, 1]}, zip=(VARIANT_KEYS,),
         about='MNIST-1D, ResNet-1D standard / BatchNorm off / narrow / AdamW x 2 seeds, 40 epochs of 80 steps, '
-              'every monitor at its cadence (2-core CPU: about MINUTES minutes)'),
+              'every monitor at its cadence (2-core CPU: 3-6 minutes)'),
     'cifar': Preset(
         Config(seed=0, data=DataConfig(name='cifar10', augment='crop_flip'), model=ModelConfig(name='resnet18k'),
                optim=OptimConfig(name='sgd', lr=0.1, momentum=0.9),
@@ -72,17 +76,20 @@ PRESETS = {
         Config(seed=0, data=DataConfig(name='mnist1d', num_samples=400, train_split=0.8),
                model=ModelConfig(name='resnet1d'), optim=OptimConfig(name='sgd', lr=0.05, momentum=0.9),
                train=TrainConfig(epochs=4, batch_size=20, eval_points=1, eval_every_steps=4, checkpoint_best=3),
-               probes=SUITE, probe=suite('8steps', '2epochs', 32)),
+               probes=SUITE, probe=suite('8steps', '2epochs', 32, 100)),
         sweep=variants(4, 2, 0.05), zip=(VARIANT_KEYS,),
         about='the cpu preset in miniature: widths 4 and 2, 400 examples, 4 epochs (seconds)'),
 }
 
 
 def after(out) -> None:
-  from plots.monitoring import plot_all, summary
-  print(summary(out).to_string(index=False))
-  for path in plot_all(out):
-    print(f'figure: {path}')
+  import pandas as pd
+  from plots.monitoring import plot_all
+  paths = plot_all(out)
+  if not paths:
+    print(f'no step table in {out} (probes=step_metrics): no pages, no summary')
+  for path in paths:
+    print(pd.read_csv(path).to_string(index=False) if path.suffix == '.csv' else f'figure: {path}')
 
 
 if __name__ == '__main__':

@@ -18,7 +18,7 @@ import pandas as pd
 
 from ddjax import results
 from ddjax.analysis.curves import SLOPE_BINS, fit_curve, local_slope, log_binned, loss_shape
-from plots.common import load, main, plt, save_constrained
+from plots.common import load, main, plt, save_constrained, series_keys
 from plots.monitors import THRESHOLDS
 
 WINDOW = 256  # steps of the step table in each resid_power / psd_tail window
@@ -30,6 +30,19 @@ def variant(cfg: dict, widest: int) -> str:
                                  ('narrow', cfg['model']['width'] < widest),
                                  ('AdamW', cfg['optim']['name'] == 'adamw')) if on]
   return ', '.join(parts) or 'standard'
+
+
+# Keys that name a variant; other swept keys (seeds aside) are added to its name
+VARIANT_KEYS = ('model.width', 'model.norm', 'optim.name', 'optim.lr', 'optim.wd')
+
+
+def variant_names(df: pd.DataFrame) -> pd.Series:
+  """run id -> its variant's name: variant(), and `key=value` of every other key swept in the store (seeds aside),
+  so members of different configs never share a page."""
+  widest = int(df['model.width'].max())
+  others = [k for k in series_keys(df, 'seed') if k not in VARIANT_KEYS]
+  return pd.Series([', '.join([variant(json.loads(r['config']), widest)] + [f'{k}={r[k]}' for k in others])
+                    for _, r in df.iterrows()], index=df['run_id'])
 
 
 def threshold(cfg: dict) -> tuple[str, str, float] | None:
@@ -44,7 +57,7 @@ def shape_windows(g: pd.DataFrame) -> dict[str, np.ndarray]:
   """resid_power and psd_tail of a member's batch loss over windows of WINDOW recorded steps, one ending every
   EVERY_EPOCHS epochs."""
   t, y = g['step'].to_numpy(float), g['step_loss'].to_numpy(float)
-  per_epoch = len(g) / max(g['epoch'].max(), 1)  # recorded steps per epoch
+  per_epoch = len(g) / max(g['epoch'].max(), 1) if len(g) else 1  # recorded steps per epoch
   return loss_shape(t, y, window=WINDOW, stride=max(1, round(EVERY_EPOCHS * per_epoch)))
 
 
@@ -65,13 +78,13 @@ def summary(out) -> pd.DataFrame:
   resid_power and psd_tail; its last validation loss and error; its last curvature and noise monitors and the
   largest sharpness over its optimizer's stability threshold."""
   df, steps = load(out), results.load_steps(out)
-  widest = int(df['model.width'].max())
+  names = variant_names(df)
   rows = []
   for _, r in df.iterrows():
     cfg = json.loads(r['config'])
     g = steps[steps['run_id'] == r['run_id']].sort_values('step')
     shape = shape_windows(g)
-    row = {'variant': variant(cfg, widest), 'seed': r['seed'], 'run_id': r['run_id'], 'steps': int(g['step'].max()),
+    row = {'variant': names[r['run_id']], 'seed': r['seed'], 'run_id': r['run_id'], 'steps': len(g),
            **_fit_columns(fit_curve(g['step'], g['step_loss'])),
            **_fit_columns(fit_curve(r['step'], r['test_loss']), 'val_'),
            'resid_power': float(np.nanmedian(shape['resid_power'])) if len(shape['t_end']) else np.nan,
@@ -93,7 +106,7 @@ def _slope(t, y):
 
 
 def _thin(t, y, most: int = 2000):
-  step = max(1, len(t) // most)
+  step = max(1, -(-len(t) // most))
   return t[::step], y[::step]
 
 
@@ -107,6 +120,8 @@ def variant_page(name: str, members: pd.DataFrame, steps: pd.DataFrame, table: p
   colors = plt.cm.tab10(np.arange(len(members)) % 10)
   for color, (_, r) in zip(colors, members.iterrows()):
     g = steps[steps['run_id'] == r['run_id']].sort_values('step')
+    if g.empty:  # (a member trained before without the step table)
+      continue
     t, y = g['step'].to_numpy(float), g['step_loss'].to_numpy(float)
     fit = table.loc[table['run_id'] == r['run_id']].iloc[0]
     label = f"seed {r['seed']}"
@@ -118,7 +133,7 @@ def variant_page(name: str, members: pd.DataFrame, steps: pd.DataFrame, table: p
     if np.isfinite(fit['b']):
       loss_ax.loglog(tb, fit['a'] * tb ** -fit['b'] + fit['c'], '--', color='k', lw=0.8,
                      label=f"{label}: {fit['a']:.2g} t^-{fit['b']:.2f} + {fit['c']:.2g}")
-    for knee, style, what in (('elbow_step', ':', 'elbow'), ('knee_step', '-.', 'knee (log-log)')):
+    for knee, style, what in (('knee_step', ':', 'knee (log-log)'), ('elbow_step', '-.', 'elbow')):
       if np.isfinite(fit[knee]):
         loss_ax.axvline(fit[knee], color=color, ls=style, lw=1, label=f'{label}: {what} at step {fit[knee]:.0f}')
     slope_ax.semilogx(*_slope(t, y), color=color, lw=1, label=label)
@@ -146,12 +161,13 @@ def variant_page(name: str, members: pd.DataFrame, steps: pd.DataFrame, table: p
   loss_ax.legend(fontsize=5)
   slope_ax.legend(fontsize=6)
   loss_ax.set(xlabel='optimizer step', ylabel='loss (nats)',
-              title='loss: power law (dashed), elbow (dotted), knee (dash-dot)')
+              title='loss: power law (dashed), knee (dotted), elbow (dash-dot)')
   slope_ax.set(xlabel='optimizer step', ylabel='-d log L / d log t',
                title=f'local slope of the batch loss ({SLOPE_BINS} log-spaced bins)')
   sharp_ax.set(xlabel='optimizer step', ylabel='top Hessian eigenvalue', yscale='log', title='sharpness')
   trace_ax.set(xlabel='optimizer step', ylabel='Tr H (Hutchinson)', title='Hessian trace')
-  noise_ax.set(xlabel='optimizer step', yscale='log', title='gradient noise (monitor batch)')
+  noise_ax.set(xlabel='optimizer step', title='gradient noise (monitor batch)')
+  noise_ax.set_yscale('symlog', linthresh=1e-2)  # grad_sq, an unbiased estimate, goes below 0 near a minimum
   shape_ax.set(xlabel='optimizer step (window end)', ylabel='PSD slope of log-loss residuals',
                title=f'loss shape over {WINDOW}-step windows')
   power_ax.set(ylabel='resid_power', yscale='log')
@@ -175,7 +191,7 @@ def plot_all(out, fig_dir=None) -> list[Path]:
   fig_dir = Path(fig_dir or out)
   fig_dir.mkdir(parents=True, exist_ok=True)
   table = summary(out)
-  names = table.set_index('run_id')['variant']
+  names = variant_names(df)
   paths = []
   for name, members in df.groupby(df['run_id'].map(names), sort=False):
     slug = name.lower().replace(', ', '-').replace(' ', '_')

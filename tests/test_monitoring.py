@@ -30,6 +30,10 @@ def test_cpu_preset_plans_the_four_variants(tmp_path, capsys):
   assert uses['noise_scale'] == {'every': '2epochs', 'batch': 256}
   cli.main('monitoring', PRESETS, ['--dry-run', '--out', str(tmp_path / 'b'), 'optim.wd=0.001', 'seed=0'])
   assert '4 job(s), 4 member(s)' in capsys.readouterr().out
+  from ddjax.store import member_config, run_id  # the training loss on fewer examples: a probe option, same ids
+  jobs_all = cli.expand(cfglib.replace(preset.config, 'probe', {}), preset.sweep, [list(g) for g in preset.zip])
+  ids = lambda js: [run_id(member_config(j, i)) for j in js for i in range(len(j.members))]
+  assert ids(jobs) == ids(jobs_all)
 
 
 def test_pages_and_summary_draw_the_store(tmp_path):
@@ -37,7 +41,9 @@ def test_pages_and_summary_draw_the_store(tmp_path):
   per member. The loss panel draws the step table's batch losses and the validation losses; the power law drawn is
   the one in the table, which is scipy's curve_fit of a t^-b (+ c >= 0) on the batch losses; the sharpness panel
   draws the recorded values at their steps under 2(1 + momentum) / lr; the loss-shape panel draws NumPy's mean
-  squared log-log residual over windows of 256 steps every 2 epochs."""
+  squared log-log residual over windows of 256 steps every 2 epochs. The evaluations' training loss is measured
+  on 64 evenly spaced training examples (probe.losses.train_examples): NumPy's cross-entropy of the member's head
+  on its hidden layer there."""
   from scipy import optimize
   from ddjax import results
   from experiments.monitoring import SUITE, suite
@@ -46,7 +52,7 @@ def test_pages_and_summary_draw_the_store(tmp_path):
       cfglib.Config(data=cfglib.DataConfig(num_samples=400), model=cfglib.ModelConfig(name='mlp', depth=1),
                     optim=cfglib.OptimConfig(name='sgd', lr=0.05),
                     train=cfglib.TrainConfig(epochs=10, batch_size=8, eval_points=1, eval_every_steps=10),
-                    probes=SUITE, probe=suite('50steps', '2epochs', 32)),
+                    probes=SUITE, probe=suite('50steps', '2epochs', 32, 64)),
       sweep={'model.width': [8, 4, 8], 'optim.name': ['sgd', 'sgd', 'adamw'], 'optim.lr': [0.05, 0.05, 0.002],
              'seed': [0, 1]}, zip=(('model.width', 'optim.name', 'optim.lr'),))
   out = tmp_path / 'store'
@@ -65,8 +71,9 @@ def test_pages_and_summary_draw_the_store(tmp_path):
     assert len(g) == 400 and g['step'].tolist() == list(range(1, 401))
     lines = {ln.get_label(): ln for ln in loss_ax.get_lines()}
     seed = f"seed {r['seed']}"
-    np.testing.assert_array_equal(loss_ax.get_lines()[0 if color_index == 0 else len(lines) // 2].get_ydata(),
-                                  g['step_loss'].to_numpy(float))  # every step (fewer than 2,000: not thinned)
+    drawn = loss_ax.get_lines()
+    raw = drawn[drawn.index(lines[f'{seed}: batch loss (bin medians)']) - 1]  # drawn just before its medians
+    np.testing.assert_array_equal(raw.get_ydata(), g['step_loss'].to_numpy(float))  # 400 steps: not thinned
     np.testing.assert_array_equal(lines[f'{seed}: validation'].get_ydata(), np.asarray(r['test_loss'], float))
     row = table.set_index('run_id').loc[r['run_id']]
     (a, b, c), _ = optimize.curve_fit(lambda t, a, b, c: a * t ** -b + c, g['step'], g['step_loss'], p0=(2, 0.5, 0.1),
@@ -89,3 +96,15 @@ def test_pages_and_summary_draw_the_store(tmp_path):
   assert limit.get_ydata()[0] == pytest.approx(2 * 1.9 / 0.05)
   cfg = json.loads(standard['config'].iloc[0])
   assert cfg['optim']['momentum'] == 0.9 and 'standard: mlp width 8' in fig.texts[0].get_text()
+  from scipy.special import logsumexp
+  from ddjax.data import load_dataset
+  from ddjax.run import member_features, member_variables
+  r = standard.iloc[0]
+  ds = load_dataset(cfglib.from_dict(cfg).data)
+  idx = np.arange(64) * len(ds.x_train) // 64
+  hidden = np.asarray(member_features(out, r['run_id'], 'hidden0', ds.x_train[idx], 'last'), np.float64)
+  head = member_variables(out, r['run_id'], 'last')[0]['params']['head']
+  logits = hidden @ np.asarray(head['kernel'], np.float64)[:hidden.shape[1]] + np.asarray(head['bias'], np.float64)
+  labels = np.asarray(ds.y_train)[idx]
+  want = np.mean(logsumexp(logits, axis=1) - logits[np.arange(64), labels])
+  assert float(np.asarray(r['train_loss'])[-1]) == pytest.approx(want, rel=1e-5)

@@ -97,8 +97,8 @@ def power_law_fit(t, loss, b_bounds: tuple[float, float] = (1e-3, 5.0), c_min: f
   `c_min` (default 0: a loss has no negative floor; None: unbounded): a and c are linear given b (variable
   projection), so b is found by a bounded 1-D search of the residual over a grid of log-spaced exponents and then
   Brent's method around the best. Standard errors: sigma^2 (J^T J)^-1 with J the Jacobian in the free parameters
-  ((a, b, c), or (a, b) with c on its bound) and sigma^2 the residual sum of squares over n - 3; NaN where b is at a
-  bound or the Jacobian is rank-deficient (constant data), and for c on its bound."""
+  ((a, b, c), or (a, b) with c on its bound) and sigma^2 the residual sum of squares over n minus their number;
+  NaN where b is at a bound or the Jacobian is rank-deficient (constant data), and for c on its bound."""
   t, y = _sorted(t, loss)
   keep = t > 0
   t, y = t[keep], y[keep]
@@ -115,7 +115,7 @@ def power_law_fit(t, loss, b_bounds: tuple[float, float] = (1e-3, 5.0), c_min: f
   a, c, rss = _linear_part(t, y, b, c_min)
   free_c = c_min is None or c > c_min
   jac = np.stack([t ** -b, -a * np.log(t) * t ** -b] + ([np.ones_like(t)] if free_c else []), axis=1)
-  sigma2 = rss / max(len(t) - 3, 1)
+  sigma2 = rss / max(len(t) - jac.shape[1], 1)
   at_bound = min(b - lo, hi - b) <= 1e-6 * hi
   se = np.full(3, np.nan)
   if not at_bound and np.linalg.matrix_rank(jac) == jac.shape[1]:  # else b is not determined: no error to give
@@ -212,8 +212,9 @@ def fit_curve(t, loss, sensitivity: float = 1.0, at: tuple[float, ...] = (0.25, 
   se_a, se_b, se_c, rms; fitted to every point), two knees and `b_loc_<q>`, the local slope at the fraction q of
   the way from the first to the last t. `knee_step`: Kneedle in log-log axes, where the decay levels off towards c
   (NaN for a loss still falling ever faster in log-log, as a training loss going to zero does); `elbow_step`:
-  Kneedle in linear axes, where the fast early fall turns slow. Knees are of the curve's medians on 64 log-spaced
-  bins (log_binned), slopes of its medians on SLOPE_BINS: a batch loss is too noisy for differences."""
+  Kneedle in linear axes, where the fast early fall turns slow; either is NaN where it would be an end point. Knees
+  are of the curve's medians on 64 log-spaced bins (log_binned), slopes of its medians on SLOPE_BINS: a batch loss
+  is too noisy for differences."""
   t, y = _sorted(t, loss)
   ok = (t > 0) & (y > 0)
   t, y = t[ok], y[ok]

@@ -75,7 +75,7 @@ def validate(out: Path) -> pd.DataFrame:
     if np.any(np.diff(got) <= 0) or np.any(np.diff(np.asarray(r['epoch'], float)) < 0):
       problems.append('steps or epochs not increasing')
     spe = _steps_per_epoch(r) if bool(r['complete']) else 0
-    key = (repr(cfg.train), cfg.probes, repr(cfg.probe), spe)  # members of a job share their schedule
+    key = (repr(cfg.train), cfg.probes, repr(cfg.probe), spe, cfg.model.name, cfg.optim.name, cfg.data.name)
     if spe and key not in expected:
       expected[key] = expected_steps(cfg, spe)
     want = expected.get(key)

@@ -160,11 +160,9 @@ def probe_fields() -> dict[str, dataclasses.Field]:
   from ddjax.probes.registry import PROBES, Option
   out = {}
   for name, spec in PROBES.items():
-    if spec.always:
-      continue  # no options, no cadence of their own
     cadence = Option(spec.every, 'cadence: ' + ('every N optimizer steps' if spec.kind == 'step' else
                                                 'eval, Nepochs, at:E/E/... or Nsteps'))
-    for key, opt in [('every', cadence), *spec.options.items()]:
+    for key, opt in [*([] if spec.always else [('every', cadence)]), *spec.options.items()]:  # always: no cadence
       f = field(default=opt.default, metadata={'help': opt.help, 'choices': opt.choices, 'probe': (name, key)})
       f.name, f.type = key, type(opt.default).__name__
       out[f'probe.{name}.{key}'] = f

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from ddjax.data.noise import noisy_test_error
-from ddjax.probes.registry import register_probe
+from ddjax.probes.registry import Option, register_probe
 
 
 def tree_norm(tree) -> jax.Array:
@@ -26,11 +26,15 @@ def weight_norms(params) -> dict[str, jax.Array]:
 @register_probe('losses', always=True, columns=('train_loss', 'test_loss', 'train_error', 'test_error',
                                                 'test_error_noisy'),
                 progress=('train_error', 'test_error', 'train_loss', 'test_loss'),  # regression: no errors
+                options={'train_examples': Option(0, 'training examples, evenly spaced through the training set, '
+                                                     'that train_loss and train_error are measured on (0: all)',
+                                                  check=lambda v: v >= 0, must='must be >= 0')},
                 help="training loss and error on the member's own (noisy) labels, test loss and error on clean "
                      'labels and the test error on the noisy label distribution (classification: cross-entropy '
                      'in nats; regression: squared error, no errors)')
-def losses(ctx):
-  train_loss, train_error = ctx.dataset_stats(ctx.x_train, ctx.labels_N)
+def losses(ctx, train_examples: int = 0):
+  x, y = ctx.probe_batch(train_examples) if train_examples else (ctx.x_train, ctx.labels_N)
+  train_loss, train_error = ctx.dataset_stats(x, y)
   test_loss, test_error = ctx.dataset_stats(ctx.x_test, ctx.y_test)
   out = {'train_loss': train_loss, 'test_loss': test_loss}
   if ctx.spec.task == 'classify':

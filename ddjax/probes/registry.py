@@ -154,13 +154,14 @@ def parse_option(name: str, key: str, text: Any) -> Any:
   """The value of `probe.NAME.KEY` from its text (or a value from a YAML file); ValueError in one line if bad."""
   spec = probe_spec(name)
   full = f'probe.{name}.{key}'
-  if spec.always:
-    raise ValueError(f"unknown key {full!r}: probe {name} is always on, at every evaluation, and has no options")
+  if spec.always and (key == 'every' or not spec.options):
+    raise ValueError(f"unknown key {full!r}: probe {name} is always on, at every evaluation"
+                     + (f"; its options are {', '.join(spec.options)}" if spec.options else ', and has no options'))
   if key == 'every':
     cadence(spec.kind, text, full)
     return str(text).strip()
   if key not in spec.options:
-    allowed = ', '.join(['every', *spec.options])
+    allowed = ', '.join([*([] if spec.always else ['every']), *spec.options])
     raise ValueError(f"unknown key {full!r}: probe {name} has the options {allowed}")
   opt = spec.options[key]
   tp = type(opt.default)
