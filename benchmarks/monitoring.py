@@ -1,7 +1,7 @@
 """What each monitor of the monitoring suite costs: the cpu preset of experiments.monitoring with nothing, with
 each monitor alone at its cadence, and with the whole suite.
 
-  python -m benchmarks.monitoring [--epochs 8] [--out benchmarks/results] [key=value ...]
+  python -m benchmarks.monitoring [--epochs 14] [--out benchmarks/results] [key=value ...]
 
 Each configuration runs in a process of its own, twice: the first run compiles its programs (jax's disk cache off,
 so every configuration compiles as a first run on a new machine would), the second, into a new store in the same
@@ -25,19 +25,25 @@ from pathlib import Path
 # The run without monitors: no step table, one evaluation at the end, no best states; each configuration adds
 # back one monitor at the preset's cadence (the suite: every one of them, the preset as it is).
 BARE = ['probes=', 'train.eval_every_steps=0', 'train.checkpoint_best=0']  # (the preset's probe options stay)
-CONFIGS = {
-    'none': BARE,
-    'step table (every step)': BARE + ['probes=step_metrics'],
-    'evaluations (every quarter epoch)': BARE + ['train.eval_every_steps=20'],
-    'the same, training loss on all 4,000 examples': BARE + ['train.eval_every_steps=20',
-                                                            'probe.losses.train_examples=0'],
-    'sharpness, power (every 100 steps)': BARE + ['probes=sharpness'],
-    'sharpness, Lanczos (every 100 steps)': BARE + ['probes=sharpness', 'probe.sharpness.method=lanczos'],
-    'hessian_trace (every 100 steps)': BARE + ['probes=hessian_trace'],
-    'noise_scale (every 2 epochs)': BARE + ['probes=noise_scale'],
-    'best-3 states': BARE + ['train.checkpoint_best=3', 'train.eval_every_steps=20'],
-    'suite (the preset)': [],
-}
+
+
+def configs() -> dict[str, list[str]]:
+  from experiments.monitoring import PRESETS
+  cfg = PRESETS['cpu'].config
+  quarter = f'train.eval_every_steps={cfg.train.eval_every_steps}'
+  curvature, noise = cfg.probe['sharpness']['every'], cfg.probe['noise_scale']['every']
+  return {
+      'none': BARE,
+      'step table (every step)': BARE + ['probes=step_metrics'],
+      'evaluations (every quarter epoch)': BARE + [quarter],
+      'the same, training loss on every training example': BARE + [quarter, 'probe.losses.train_examples=0'],
+      f'sharpness, power (every {curvature})': BARE + ['probes=sharpness'],
+      f'sharpness, Lanczos (every {curvature})': BARE + ['probes=sharpness', 'probe.sharpness.method=lanczos'],
+      f'hessian_trace (every {curvature})': BARE + ['probes=hessian_trace'],
+      f'noise_scale (every {noise})': BARE + ['probes=noise_scale'],
+      'best-3 states (with the evaluations)': BARE + ['train.checkpoint_best=3', quarter],
+      'suite (the preset)': [],
+  }
 
 
 def one(overrides: list[str]) -> dict:
@@ -55,7 +61,8 @@ def one(overrides: list[str]) -> dict:
 
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(prog='python -m benchmarks.monitoring', description=__doc__.split('\n')[0])
-  parser.add_argument('--epochs', type=int, default=8, help='epochs of each run (80 steps each)')
+  parser.add_argument('--epochs', type=int, default=14, help='epochs of each run (72 steps each: the curvature '
+                                                             'monitors run at steps 500 and 1,000)')
   parser.add_argument('--out', type=Path, default=Path('benchmarks/results'))
   parser.add_argument('--one', help=argparse.SUPPRESS)  # JSON list of overrides: time them here, print JSON
   parser.add_argument('overrides', nargs='*', metavar='key=value', help='preset overrides, for every configuration')
@@ -65,7 +72,7 @@ def main(argv=None) -> dict:
     return {}
   env = dict(os.environ, JAX_ENABLE_COMPILATION_CACHE='false')
   res = {'machine': f'{platform.machine()} {os.cpu_count()} cores', 'epochs': args.epochs, 'runs': {}}
-  for name, extra in CONFIGS.items():
+  for name, extra in configs().items():
     overrides = [f'train.epochs={args.epochs}'] + args.overrides + extra
     done = subprocess.run([sys.executable, '-m', 'benchmarks.monitoring', '--one', json.dumps(overrides)], env=env,
                           capture_output=True, text=True, check=True)
@@ -75,7 +82,7 @@ def main(argv=None) -> dict:
     for key in ('first_s', 'second_s'):
       res['runs'][name][key.replace('_s', '_ratio')] = res['runs'][name][key] / base[key]
     r = res['runs'][name]
-    print(f"{name:<38} first run {r['first_s']:6.1f} s (x{r['first_ratio']:.2f})   compiled {r['second_s']:6.1f} s "
+    print(f"{name:<50} first run {r['first_s']:6.1f} s (x{r['first_ratio']:.2f})   compiled {r['second_s']:6.1f} s "
           f"(x{r['second_ratio']:.2f})", flush=True)
   from benchmarks.common import write_result
   from ddjax.store import versions

@@ -1,21 +1,20 @@
 """Training-dynamics monitoring: the shape of the loss curve of CNN variants, with curvature and gradient noise.
 
-  python -m experiments.monitoring                       # preset cpu: 2-core CPU, 3-6 minutes
+  python -m experiments.monitoring                       # preset cpu: 2-core CPU, about 6 minutes
   python -m experiments.monitoring --preset cifar        # the plan's sizes on CIFAR-10 (a GPU; data.dir=PATH)
   python -m experiments.monitoring seed=0..4             # more seeds of every variant
 
-Methods, preset cpu: MNIST-1D (4,000 train / 1,000 test examples, generated offline), the pre-activation ResNet-1D
-in four variants trained side by side: standard (width 16, BatchNorm, SGD lr 0.05 momentum 0.9, L2 5e-4),
-BatchNorm off (model.norm=none), narrow (width 4) and AdamW (lr 1e-3, decoupled weight decay 0.05); seeds 0 and 1;
-batch 50 (80 steps an epoch), 40 epochs. Every monitor at its own cadence (the monitoring plan's, with 500 steps
-scaled to this epoch length): the step table every step (batch loss, accuracy, gradient norm, lr); validation loss
-and error (the whole validation set), training loss and error (1,000 evenly spaced training examples), weight and
-layer norms every quarter epoch; the top Hessian eigenvalue (`sharpness`, 20 power-iteration
-steps) and Hutchinson's trace (10 probes) every 100 steps; the gradient noise (`trace_sigma`, `grad_sq`,
-`noise_scale`) every 2 epochs; the monitors on a 256-example batch; the 3 best states by validation loss besides
-the last checkpoint. After the run, each member's batch-loss curve is fitted (Kneedle's knee in log-log, the power
-law a t^-b + c, the local slope) and its residual power and PSD tail are taken over windows of 256 steps every 2
-epochs (ddjax.analysis).
+Methods, preset cpu: MNIST-1D (9,000 train / 1,000 validation examples, generated offline), the pre-activation
+ResNet-1D in four variants trained side by side: standard (width 16, BatchNorm, SGD lr 0.05 momentum 0.9, L2
+5e-4), BatchNorm off (model.norm=none), narrow (width 4) and AdamW (lr 1e-3, decoupled weight decay 0.05); seeds 0
+and 1; batch 125 (72 steps an epoch), 100 epochs (7,200 steps). Every monitor at the plan's cadence: the step table
+every step (batch loss, accuracy, gradient norm, lr); validation loss and error (the whole validation set),
+training loss and error (1,000 evenly spaced training examples), weight and layer norms every quarter epoch; the top
+Hessian eigenvalue (`sharpness`, 20 power-iteration steps) and Hutchinson's trace (10 probes) every 500 steps; the
+gradient noise (`trace_sigma`, `grad_sq`, `noise_scale`) every 2 epochs; the monitors on a 256-example batch; the
+3 best states by validation loss besides the last checkpoint. After the run, each member's batch-loss curve is
+fitted (Kneedle's knee in log-log and elbow in linear axes, the power law a t^-b + c with c >= 0, the local slope)
+and its residual power and PSD tail are taken over windows of 256 steps every 2 epochs (ddjax.analysis).
 
 Writes, beside results.parquet: `monitoring-<variant>.png` (one page per variant: loss with knee and power law,
 local slope, sharpness against the stability threshold, Hessian trace, gradient variance, PSD tail and residual
@@ -32,7 +31,8 @@ from ddjax.config import Config, DataConfig, ModelConfig, OptimConfig, TrainConf
 SUITE = 'step_metrics,sharpness,hessian_trace,noise_scale'
 
 
-def suite(curvature_every: str, noise_every: str = '2epochs', batch: int = 256, train_examples: int = 1000) -> dict:
+def suite(curvature_every: str = '500steps', noise_every: str = '2epochs', batch: int = 256,
+          train_examples: int = 1000) -> dict:
   """The monitor suite's probe options: curvature every `curvature_every`, gradient noise every `noise_every`, all on
   a `batch`-example monitor batch with 20 power-iteration steps and 10 Hutchinson probes; the evaluations' training
   loss on `train_examples` evenly spaced examples (the step table has every batch's loss; the validation loss is on
@@ -56,19 +56,19 @@ def variants(width: int, narrow: int, sgd_lr: float, adamw_lr: float = 1e-3, l2:
 
 PRESETS = {
     'cpu': Preset(
-        Config(seed=0, data=DataConfig(name='mnist1d', num_samples=5000, train_split=0.8),
+        Config(seed=0, data=DataConfig(name='mnist1d', num_samples=10_000, train_split=0.9),
                model=ModelConfig(name='resnet1d'), optim=OptimConfig(name='sgd', lr=0.05, momentum=0.9),
-               train=TrainConfig(epochs=40, batch_size=50, eval_points=1, eval_every_steps=20, checkpoint_best=3),
-               probes=SUITE, probe=suite('100steps')),
+               train=TrainConfig(epochs=100, batch_size=125, eval_points=1, eval_every_steps=18, checkpoint_best=3),
+               probes=SUITE, probe=suite()),
         sweep={**variants(16, 4, 0.05), 'seed': [0, 1]}, zip=(VARIANT_KEYS,),
-        about='MNIST-1D, ResNet-1D standard / BatchNorm off / narrow / AdamW x 2 seeds, 40 epochs of 80 steps, '
-              'every monitor at its cadence (2-core CPU: 3-6 minutes)'),
+        about='MNIST-1D, ResNet-1D standard / BatchNorm off / narrow / AdamW x 2 seeds, 100 epochs of 72 steps, '
+              'every monitor at the plan\'s cadence (2-core CPU: about 6 minutes)'),
     'cifar': Preset(
         Config(seed=0, data=DataConfig(name='cifar10', augment='crop_flip'), model=ModelConfig(name='resnet18k'),
                optim=OptimConfig(name='sgd', lr=0.1, momentum=0.9),
                train=TrainConfig(epochs=100, batch_size=128, eval_points=1, eval_every_steps=98, eval_batch=1000,
                                  checkpoint_best=3),
-               probes=SUITE, probe=suite('500steps')),
+               probes=SUITE, probe=suite()),
         sweep={**variants(64, 16, 0.1), 'seed': [0, 1, 2]}, zip=(VARIANT_KEYS,),
         about='CIFAR-10, ResNet18 (k=64) standard / BatchNorm off / narrow (k=16) / AdamW x 3 seeds, 100 epochs, '
               'the plan\'s cadences (GPU; data.dir=PATH or tensorflow-datasets)'),

@@ -74,7 +74,8 @@ def _fit_columns(fit: dict, prefix: str = '') -> dict[str, float]:
 
 def summary(out) -> pd.DataFrame:
   """A row per member: its variant and seed; the fit of its batch-loss curve (ddjax.analysis.fit_curve: knee_step,
-  elbow_step, a, b, se_b, c, b_loc_end) and of its validation loss (the same with val_); medians of its windows'
+  elbow_step, a, b, se_b, c, b_loc_end), the power law of its steps from the elbow on (tail_b, tail_se_b, tail_c)
+  and the fit of its validation loss (as the first, with val_); medians of its windows'
   resid_power and psd_tail; its last validation loss and error; its last curvature and noise monitors and the
   largest sharpness over its optimizer's stability threshold."""
   df, steps = load(out), results.load_steps(out)
@@ -84,8 +85,11 @@ def summary(out) -> pd.DataFrame:
     cfg = json.loads(r['config'])
     g = steps[steps['run_id'] == r['run_id']].sort_values('step')
     shape = shape_windows(g)
-    row = {'variant': names[r['run_id']], 'seed': r['seed'], 'run_id': r['run_id'], 'steps': len(g),
-           **_fit_columns(fit_curve(g['step'], g['step_loss'])),
+    fit = _fit_columns(fit_curve(g['step'], g['step_loss']))
+    late = g[g['step'] >= fit['elbow_step']] if np.isfinite(fit['elbow_step']) else g.iloc[:0]
+    tail = fit_curve(late['step'], late['step_loss'])  # the power law after the early fall
+    row = {'variant': names[r['run_id']], 'seed': r['seed'], 'run_id': r['run_id'], 'steps': len(g), **fit,
+           'tail_b': tail.get('b', np.nan), 'tail_se_b': tail.get('se_b', np.nan), 'tail_c': tail.get('c', np.nan),
            **_fit_columns(fit_curve(r['step'], r['test_loss']), 'val_'),
            'resid_power': float(np.nanmedian(shape['resid_power'])) if len(shape['t_end']) else np.nan,
            'psd_tail': float(np.nanmedian(shape['psd_tail'])) if len(shape['t_end']) else np.nan,
