@@ -89,7 +89,7 @@ FLAGS = (
 def after(out) -> None:
   """Analysis columns into results.parquet, a summary per member, the figures."""
   from plots.grokking import analyse, plot_all, summary_lines
-  for line in summary_lines(analyse(out)):
+  for line in summary_lines(analyse(out, write=True)):  # the run stores its own analysis
     print(line)
   for path in plot_all(out):
     print(f'figure: {path}')

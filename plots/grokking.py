@@ -1,12 +1,13 @@
 """Grokking figures, analysis columns and report from a results directory.
 
-  python -m plots.grokking RESULTS_DIR [--out DIR] [--report] [--threshold T]
+  python -m plots.grokking RESULTS_DIR [--out DIR] [--report] [--threshold T] [--write]
 
 Writes curves.png (train and validation accuracy, or log2-MSE for regression, and loss against epoch, log x, per
 member, memorisation and grokking epochs marked), weight_norm.png (total and last-layer weight norm against epoch
 with train-loss spikes marked) and grokking_vs_wd.png (grokking and memorisation epoch against weight decay,
-log-log, with the fitted slope). The analysis (ddjax.analysis.grokking_summary per member) is written as columns of
-results.parquet; --report writes report.md with the figures and a table.
+log-log, with the fitted slope), from the analysis (ddjax.analysis.grokking_summary per member) that the run stored
+or, where it has none, computed here; --write stores it as columns of results.parquet (the store is otherwise only
+read); --report writes report.md with the figures and a table.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ def _metric(df: pd.DataFrame, row, split: str) -> np.ndarray:
   return 1.0 - np.asarray(row[f'{split}_error'], float)
 
 
-def analyse(out, threshold: float | None = None) -> pd.DataFrame:
-  """Runs the grokking analysis for every member, writes its columns into results.parquet, returns the table."""
+def analyse(out, threshold: float | None = None, write: bool = False) -> pd.DataFrame:
+  """The results table with the grokking analysis of every member as columns; with `write` also stored in
+  results.parquet (the experiment's own run does; a plot command only with --write)."""
   df = load(out)
   regress = is_regression(df)
   threshold = threshold if threshold is not None else LOSS_THRESHOLD if regress else ACC_THRESHOLD
@@ -52,8 +54,16 @@ def analyse(out, threshold: float | None = None) -> pd.DataFrame:
     s['grokking_threshold'] = threshold
     rows.append(s)
   columns = pd.DataFrame(rows, index=df.index)
-  results.add_columns(out, columns)
-  return load(out)
+  if write:
+    results.add_columns(out, columns)
+    return load(out)
+  return df.drop(columns=[c for c in columns.columns if c in df.columns]).join(columns)
+
+
+def analysed(out) -> pd.DataFrame:
+  """The table with the analysis columns: as stored, or computed (not stored) where the store has none."""
+  df = load(out)
+  return df if 'grokking_epoch' in df.columns else analyse(out)
 
 
 def _label(df: pd.DataFrame, row, seeds: bool = True) -> str:
@@ -150,10 +160,9 @@ def grokking_vs_wd(df: pd.DataFrame, path: Path) -> tuple[Path, float]:
   return save(fig, path), slope
 
 
-def plot_all(out, dest: Path | None = None) -> list[Path]:
-  df = load(out)
-  if 'grokking_epoch' not in df.columns:
-    df = analyse(out)
+def plot_all(out, dest: Path | None = None, table: pd.DataFrame | None = None) -> list[Path]:
+  """The figures of `table` (default: analysed(out))."""
+  df = analysed(out) if table is None else table
   dest = Path(dest or out)
   dest.mkdir(parents=True, exist_ok=True)
   paths = [curves(df, dest / 'curves.png'), weight_norms(df, dest / 'weight_norm.png')]
@@ -173,12 +182,13 @@ def summary_lines(df: pd.DataFrame) -> list[str]:
           f'final validation {final.split("_", 2)[-1]} {r[final]:.4f}' for _, r in df.iterrows()]
 
 
-def write_report(out, dest: Path | None = None) -> Path:
-  """report.md: the setup, a table per member, the fitted wd slope and the figures."""
+def write_report(out, dest: Path | None = None, table: pd.DataFrame | None = None) -> Path:
+  """report.md: the setup, a table per member, the fitted wd slope and the figures (of `table`, default
+  analysed(out))."""
   out = Path(out)
   dest = Path(dest or out)
-  figures = plot_all(out, dest)
-  df = load(out)
+  df = analysed(out) if table is None else table
+  figures = plot_all(out, dest, df)
   regress = is_regression(df)
   cfg = json.loads((out / 'run.json').read_text())['config'] if (out / 'run.json').exists() else {}
   final = 'final_test_loss' if regress else 'final_test_accuracy'
@@ -220,19 +230,20 @@ def main(argv=None):
   parser.add_argument('--out', type=Path, help='where figures go (default: RESULTS_DIR)')
   parser.add_argument('--report', action='store_true', help='also write report.md')
   parser.add_argument('--threshold', type=float, help='accuracy (or log2-MSE) threshold of the analysis')
+  parser.add_argument('--write', action='store_true', help='store the analysis as columns of results.parquet')
   add_plugin_option(parser)
   args = parser.parse_args(argv)
   try:
     load_plugins(args)
-    table = analyse(args.results_dir, args.threshold)
+    table = analyse(args.results_dir, args.threshold, write=args.write)
   except (FileNotFoundError, PluginError) as e:
     parser.exit(2, f'error: {e}\n')
   for line in summary_lines(table):
     print(line)
-  for path in plot_all(args.results_dir, args.out):
+  for path in plot_all(args.results_dir, args.out, table):
     print(f'figure: {path}')
   if args.report:
-    print(f'report: {write_report(args.results_dir, args.out)}')
+    print(f'report: {write_report(args.results_dir, args.out, table)}')
 
 
 if __name__ == '__main__':

@@ -217,3 +217,33 @@ def test_mheight_small_preset_runs_with_infinite_heights_flagged(tmp_path):
     assert np.all(np.isfinite(r['train_loss'])) and r['train_loss'][-1] < r['train_loss'][0]
     assert 'train_error' not in df.columns and np.isfinite(r['best_test_loss'])
   assert (out / 'curves.png').exists() and 'final validation loss' in stdout
+
+
+def test_plot_command_reads_the_store_and_writes_only_when_asked(grok_run, tmp_path, capsys):
+  """plots.grokking on a store without analysis columns (a copy with them dropped) draws its figures and prints its
+  summary from the analysis computed in memory, leaving results.parquet byte for byte as it was; --write stores the
+  columns, the same as the run wrote them; another --threshold moves the epochs without touching the store."""
+  import shutil
+  from plots.grokking import main
+  out, _ = grok_run
+  store = tmp_path / 'store'
+  shutil.copytree(out, store)
+  ran = pd.read_parquet(out / 'results.parquet')
+  analysis_columns = [c for c in ran.columns if c.startswith(('memorisation', 'grokking', 'spike', 'final_test'))]
+  ran.drop(columns=analysis_columns).to_parquet(store / 'results.parquet')
+  before = (store / 'results.parquet').read_bytes()
+  main([str(store), '--out', str(tmp_path / 'figs')])
+  assert 'grokked at epoch' in capsys.readouterr().out and (tmp_path / 'figs' / 'curves.png').exists()
+  assert (store / 'results.parquet').read_bytes() == before
+  main([str(store), '--out', str(tmp_path / 'figs'), '--threshold', '0.5'])
+  lower = capsys.readouterr().out
+  assert (store / 'results.parquet').read_bytes() == before
+  main([str(store), '--out', str(tmp_path / 'figs'), '--write'])
+  written = pd.read_parquet(store / 'results.parquet')
+  for col in ('memorisation_epoch', 'grokking_epoch', 'grokking_gap', 'spike_count'):
+    np.testing.assert_array_equal(written[col], ran[col])
+  for _, r in written.iterrows():  # at 50% accuracy: the first epochs at 50%, validation at or after train
+    e, val_acc, train_acc = (np.asarray(r[k]) for k in ('epoch', 'test_error', 'train_error'))
+    val_acc, train_acc = 1 - val_acc, 1 - train_acc
+    grokked = e[np.argmax((val_acc >= 0.5) & (e >= e[np.argmax(train_acc >= 0.5)]))]
+    assert f'grokked at epoch {float(grokked):g}' in lower and grokked < r['grokking_epoch']
