@@ -60,6 +60,8 @@ def test_jobs_split_on_static_keys_members_on_member_keys():
     ('optim.schedule=cosin', "bad value 'cosin' for optim.schedule: allowed values are constant, cosine, linear"),
     ('model.name=resnet18k', 'model.name=resnet18k does not fit data.name=mnist1d'),
     ('data.augment=crop_flip', 'mnist1d has no images'),
+    ('optim.lr=inf', "bad value 'inf' for optim.lr: expected a finite number"),  # it would train every member to NaN
+    ('optim.wd=0,-inf', "bad value '-inf' for optim.wd: expected a finite number"),
 ])
 def test_bad_overrides_are_one_line_errors(override, needle):
   with pytest.raises(cfglib.ConfigError) as e:

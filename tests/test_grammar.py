@@ -267,6 +267,8 @@ zip:
     ('model.width: [[2]]', 'got a list'),
     ('model.width: []', 'no values'),
     ('optim.lr: {a: 1}', 'expected a number, got a mapping'),
+    ('optim.lr: .inf', 'bad value inf for optim.lr: expected a finite number'),
+    ('optim.wd: [0, .nan]', 'bad value nan for optim.wd: expected a finite number'),
     ('model.width: 0', 'bad value 0 for model.width: must be >= 1'),
     ('model.width: "range(3,1)"', 'empty range'),
     ('optim.lrr: 0.1', "unknown key 'optim.lrr': did you mean optim.lr?"),

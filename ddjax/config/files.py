@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from typing import Any
 
@@ -47,6 +48,8 @@ def _yaml_scalar(key: str, f: dataclasses.Field, value: Any) -> Any:
     raise ConfigError(f"bad value {value!r} for {key}: expected {allowed}{' or null' if nullable else ''}, "
                       f"got {got}")
   value = float(value) if tp is float and value is not None else value
+  if tp is float and value is not None and not math.isfinite(value):
+    raise ConfigError(f"bad value {value!r} for {key}: expected a finite number")
   choices = choices_of(f)
   if choices and value not in choices:
     raise ConfigError(f"bad value {value!r} for {key}: allowed values are {', '.join(map(str, choices))}")

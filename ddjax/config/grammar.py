@@ -65,6 +65,8 @@ def parse_scalar(key: str, f: dataclasses.Field, text: str, quoted: bool = False
     allowed = {int: 'an integer', float: 'a number', bool: 'true or false'}.get(tp, 'a string')
     raise ConfigError(f"bad value {text!r} for {key}: expected {allowed}"
                       + (' or none' if nullable else '')) from None
+  if tp is float and value is not None and not math.isfinite(value):  # inf would train every member into NaN
+    raise ConfigError(f"bad value {text!r} for {key}: expected a finite number")
   choices = choices_of(f)
   if choices and value not in choices:
     raise ConfigError(f"bad value {text!r} for {key}: allowed values are {', '.join(map(str, choices))}")
