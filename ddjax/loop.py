@@ -7,7 +7,6 @@ import json
 import math
 import shutil
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -15,7 +14,6 @@ from typing import Any, Callable
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-from tqdm.auto import tqdm
 
 from ddjax import config as cfglib
 from ddjax import parallel, results
@@ -24,6 +22,7 @@ from ddjax.checkpoint import Checkpoints
 from ddjax.data import load_dataset
 from ddjax.members import Job, padded_ratio
 from ddjax.parallel import agree_flags, sync, writer
+from ddjax.progress import epochs_progress
 from ddjax.store import device_name, job_id, member_config, member_rows, run_id, versions
 
 
@@ -162,9 +161,8 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
   epochs, spe = cfg.train.epochs, buckets[0].steps_per_epoch
   grid = set(eval_epochs(epochs, cfg.train.eval_points, cfg.train.eval_every))
   steps = StepTable(buckets, ids, attempt, spe)
-  bar = tqdm(range(start + 1, epochs + 1), desc=f'job {job.index + 1}/{n_jobs}', unit='epoch', initial=start,
-             total=epochs, disable=not progress or not writer(), file=sys.stderr, dynamic_ncols=True, mininterval=1.0,
-             position=bar_position)
+  bar = epochs_progress(range(start + 1, epochs + 1), f'job {job.index + 1}/{n_jobs}', start, epochs,
+                        progress and writer(), bar_position)
   pending, last_save, rows = None, time.time(), []
 
   def snapshot(epoch: int) -> None:  # one already there (resumed from before it) is the same state: kept
