@@ -44,10 +44,21 @@ class LogLines:
     pass
 
 
+def _terminal(stream) -> bool:
+  """Whether `stream` is a terminal (or a notebook, where tqdm.auto draws its own bar); False for a file, a pipe, a
+  closed stream or none."""
+  if 'ipykernel' in sys.modules:
+    return True
+  try:
+    return bool(stream.isatty())
+  except (AttributeError, ValueError):
+    return False
+
+
 def epochs_progress(iterable: Iterable[int], desc: str, initial: int, total: int, enabled: bool, position: int = 0):
   """A tqdm bar when stderr is a terminal, LogLines when it is not, nothing (an iterator over the epochs with the
   same methods) when not `enabled`."""
-  if enabled and not sys.stderr.isatty():
+  if enabled and not _terminal(sys.stderr):
     return LogLines(iterable, desc, initial, total)
   from tqdm.auto import tqdm
   return tqdm(iterable, desc=desc, unit='epoch', initial=initial, total=total, disable=not enabled, file=sys.stderr,

@@ -235,7 +235,8 @@ def main(argv=None):
   args = parser.parse_args(argv)
   try:
     load_plugins(args)
-    table = analyse(args.results_dir, args.threshold, write=args.write)
+    fresh = args.threshold is not None or args.write  # else the run's own analysis, if it stored one
+    table = analyse(args.results_dir, args.threshold, write=args.write) if fresh else analysed(args.results_dir)
   except (FileNotFoundError, PluginError) as e:
     parser.exit(2, f'error: {e}\n')
   for line in summary_lines(table):

@@ -26,6 +26,7 @@ def test_a_terminal_gets_the_bar_and_a_log_gets_lines(monkeypatch):
   assert isinstance(progress.epochs_progress(range(1, 3), 'job 1/1', 0, 2, True), progress.LogLines)
   off = progress.epochs_progress(range(1, 3), 'job 1/1', 0, 2, False)  # --no-progress: the epochs, silently
   assert not isinstance(off, progress.LogLines) and list(off) == [1, 2]
+  assert not progress._terminal(None) and not progress._terminal(io.StringIO())  # no stream; a file
   monkeypatch.setattr(progress.sys.stderr, 'isatty', lambda: True, raising=False)
   from tqdm import tqdm
   assert isinstance(progress.epochs_progress(range(1, 3), 'job 1/1', 0, 2, True), tqdm)
