@@ -208,11 +208,15 @@ def compact(out: Path) -> Path:
   return path
 
 
+def with_columns(table: pd.DataFrame, columns: pd.DataFrame) -> pd.DataFrame:
+  """`table` with per-member `columns` (indexed like its rows) added, replacing columns of the same names."""
+  return table.drop(columns=[c for c in columns.columns if c in table.columns]).join(columns)
+
+
 def add_columns(out: Path, columns: pd.DataFrame) -> Path:
   """Writes per-member columns (indexed like load(out)'s rows, e.g. analysis results) into results.parquet,
   replacing columns of the same names; atomically."""
-  table = load(out)
-  table = table.drop(columns=[c for c in columns.columns if c in table.columns]).join(columns)
+  table = with_columns(load(out), columns)
   path = Path(out) / 'results.parquet'
   write_table(path, pa.Table.from_pandas(table, preserve_index=False))
   return path

@@ -57,7 +57,7 @@ def analyse(out, threshold: float | None = None, write: bool = False) -> pd.Data
   if write:
     results.add_columns(out, columns)
     return load(out)
-  return df.drop(columns=[c for c in columns.columns if c in df.columns]).join(columns)
+  return results.with_columns(df, columns)
 
 
 def analysed(out) -> pd.DataFrame:

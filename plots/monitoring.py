@@ -18,7 +18,7 @@ import pandas as pd
 
 from ddjax import results
 from ddjax.analysis.curves import SLOPE_BINS, fit_curve, local_slope, log_binned, loss_shape
-from plots.common import load, main, plt, save_constrained, series_keys
+from plots.common import final, load, main, plt, save_constrained, series_keys
 from plots.monitors import THRESHOLDS
 
 WINDOW = 256  # steps of the step table in each resid_power / psd_tail window
@@ -61,10 +61,9 @@ def shape_windows(g: pd.DataFrame) -> dict[str, np.ndarray]:
   return loss_shape(t, y, window=WINDOW, stride=max(1, round(EVERY_EPOCHS * per_epoch)))
 
 
-def _last(v) -> float:
-  v = np.asarray(v, float)
-  v = v[np.isfinite(v)]
-  return float(v[-1]) if len(v) else np.nan
+def by_member(steps: pd.DataFrame) -> dict[str, pd.DataFrame]:
+  """run id -> its rows of the step table in step order (grouped once, not filtered per member)."""
+  return {run: g.sort_values('step') for run, g in steps.groupby('run_id')}
 
 
 def _fit_columns(fit: dict, prefix: str = '') -> dict[str, float]:
@@ -79,11 +78,14 @@ def summary(out) -> pd.DataFrame:
   resid_power and psd_tail; its last validation loss and error; its last curvature and noise monitors and the
   largest sharpness over its optimizer's stability threshold."""
   df, steps = load(out), results.load_steps(out)
-  names = variant_names(df)
+  names, members = variant_names(df), by_member(steps)
+  monitors = [m for m in ('test_loss', 'test_error', 'sharpness', 'preconditioned_sharpness', 'hessian_trace',
+                          'trace_sigma') if m in df.columns]
+  last = {m: final(df, m) for m in monitors}
   rows = []
-  for _, r in df.iterrows():
+  for i, r in df.iterrows():
     cfg = json.loads(r['config'])
-    g = steps[steps['run_id'] == r['run_id']].sort_values('step')
+    g = members.get(r['run_id'], steps.iloc[:0])
     shape = shape_windows(g)
     fit = _fit_columns(fit_curve(g['step'], g['step_loss']))
     late = g[g['step'] >= fit['elbow_step']] if np.isfinite(fit['elbow_step']) else g.iloc[:0]
@@ -93,10 +95,7 @@ def summary(out) -> pd.DataFrame:
            **_fit_columns(fit_curve(r['step'], r['test_loss']), 'val_'),
            'resid_power': float(np.nanmedian(shape['resid_power'])) if len(shape['t_end']) else np.nan,
            'psd_tail': float(np.nanmedian(shape['psd_tail'])) if len(shape['t_end']) else np.nan,
-           'test_loss': _last(r['test_loss']), 'test_error': _last(r['test_error'])}
-    for metric in ('sharpness', 'preconditioned_sharpness', 'hessian_trace', 'trace_sigma'):
-      if metric in df.columns:
-        row[metric] = _last(r[metric])
+           **{m: last[m][i] for m in monitors}}
     if (limit := threshold(cfg)) and limit[0] in df.columns:
       row['threshold'] = limit[2]
       row['max_sharpness_ratio'] = float(np.nanmax(np.asarray(r[limit[0]], float), initial=np.nan)) / limit[2]
@@ -121,11 +120,11 @@ def variant_page(name: str, members: pd.DataFrame, steps: pd.DataFrame, table: p
   (loss_ax, slope_ax), (sharp_ax, trace_ax), (noise_ax, shape_ax) = axes
   power_ax = shape_ax.twinx()
   cfg = json.loads(members['config'].iloc[0])
-  colors = plt.cm.tab10(np.arange(len(members)) % 10)
+  colors, groups = plt.cm.tab10(np.arange(len(members)) % 10), by_member(steps)
   for color, (_, r) in zip(colors, members.iterrows()):
-    g = steps[steps['run_id'] == r['run_id']].sort_values('step')
-    if g.empty:  # (a member trained before without the step table)
+    if r['run_id'] not in groups:  # (a member trained before without the step table)
       continue
+    g = groups[r['run_id']]
     t, y = g['step'].to_numpy(float), g['step_loss'].to_numpy(float)
     fit = table.loc[table['run_id'] == r['run_id']].iloc[0]
     label = f"seed {r['seed']}"
