@@ -20,14 +20,15 @@ from ddjax import config as cfglib
 HP_KEYS = {
     'width': 'model.width', 'noise': 'data.noise', 'lr': 'optim.lr', 'wd': 'optim.wd',
     'momentum': 'optim.momentum', 'b1': 'optim.b1', 'b2': 'optim.b2', 'eps': 'optim.eps', 'warmup': 'optim.warmup',
-    'init_scale': 'model.init_scale',
+    'init_scale': 'model.init_scale', 'proj': 'model.proj',
 }
 
 
 @dataclass
 class Job:
   index: int
-  config: cfglib.Config            # static keys resolved; member keys hold the first member's values
+  config: cfglib.Config            # static keys resolved; member keys hold the first member's values (SIZE_KEYS:
+                                   # the largest, the padding)
   static: dict[str, object]        # the swept static keys of this job (and member keys zipped with them)
   members: list[dict[str, object]]  # per member: every member key's value (dotted names)
   positions: list[int] | None = None  # each member's index in the full job (when this is a subset of it)
@@ -51,7 +52,7 @@ def member_hp(member: dict[str, object]) -> dict[str, float | int]:
   return hp
 
 
-INT_HP = ('width', 'model_seed', 'batch_seed', 'noise_seed')
+INT_HP = ('width', 'model_seed', 'batch_seed', 'noise_seed', 'proj')
 
 
 def stack_hp(members: list[dict[str, object]]) -> dict[str, np.ndarray]:
@@ -92,6 +93,8 @@ def expand(cfg: cfglib.Config, sweep: dict[str, list], zip_groups: Sequence[Sequ
       for (keys, _), row in zip(member, mcombo):
         m.update(zip(keys, row))
       members.append(m)
+    for k in cfglib.SIZE_KEYS:  # masked like width: the job's model is padded to the largest
+      job_cfg = cfglib.replace(job_cfg, k, max(m[k] for m in members))
     jobs.append(Job(i, job_cfg, fixed, members))
   return jobs
 

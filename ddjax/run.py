@@ -81,10 +81,13 @@ def member_features(out: Path, run: str, layer: str, x, which: str | int = 'last
   import numpy as np
   from ddjax.buckets import model_for
   from ddjax.data import load_dataset
-  from ddjax.nn.registry import taps
+  from ddjax.nn.registry import padded_sizes, taps
   variables, padded = member_variables(out, run, which)  # imports the store's plugins
   row = results.load(out).set_index('run_id').loc[run]
   cfg = cfglib.from_dict(json.loads(row['config']))
   ds = load_dataset(cfg.data)
-  model = model_for(cfg, padded, ds.input_shape, ds.num_classes)
-  return np.asarray(taps(model, variables, ds.preprocess(jnp.asarray(x)), int(row['model.width']), [layer])[layer])
+  model = model_for(cfg, padded, ds.input_shape, ds.num_classes)  # built with the member's own sizes (proj)
+  own = {k: cfglib.get(cfg, f'model.{k}') for k in getattr(model, 'SIZES', ())}
+  model = model.clone(**padded_sizes(model, variables['params']))  # padded as its job was
+  return np.asarray(taps(model, variables, ds.preprocess(jnp.asarray(x)), int(row['model.width']), [layer],
+                         **own)[layer])

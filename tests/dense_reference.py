@@ -124,3 +124,48 @@ class DenseResMLP(nn.Module):
       h = h + nn.Dense(self.width, name=f'block{i}_dense1')(r)
     h = nn.relu(nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, name='final_ln')(h))
     return nn.Dense(self.num_classes, name='head')(h)
+
+
+def _conv_bn(x, features, name, train, relu=True):
+  x = nn.Conv(features, (3,), 1, [(1, 1)], use_bias=False, name=f'{name}_conv')(x)
+  x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=f'{name}_bn')(x)
+  return nn.relu(x) if relu else x
+
+
+def _head(h, proj, num_classes, bias):
+  if proj:
+    h = nn.Dense(proj, use_bias=False, name='proj')(h)
+  return nn.Dense(num_classes, use_bias=bias, name='head')(h)
+
+
+class DenseResNet1DSmall(nn.Module):
+  """The representations study's small ResNet at width w: Conv-BN-ReLU stem, two ResBlocks (Conv-BN-ReLU-Conv-BN,
+  skip added, ReLU), global average pool, an optional bias-free projector to `proj` dimensions, bias-free Linear."""
+  width: int
+  num_classes: int = 10
+  proj: int = 0
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    x = _conv_bn(x[..., None], self.width, 'stem', train)
+    for b in range(2):
+      r = _conv_bn(x, self.width, f'block{b}_1', train)
+      x = nn.relu(x + _conv_bn(r, self.width, f'block{b}_2', train, relu=False))
+    return _head(x.mean(axis=1), self.proj, self.num_classes, False)
+
+
+class DenseCNN1DBN(nn.Module):
+  """[Conv-BN-ReLU-MaxPool(2)] x 2 at w channels, [Conv-BN-ReLU] x 2 at 2w, global average pool, Linear."""
+  width: int
+  num_classes: int = 10
+  proj: int = 0
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    x = x[..., None]
+    for i, (features, pool) in enumerate(((self.width, True), (self.width, True), (2 * self.width, False),
+                                          (2 * self.width, False))):
+      x = _conv_bn(x, features, f'layer{i}', train)
+      if pool:
+        x = nn.max_pool(x, (2,), strides=(2,))
+    return _head(x.mean(axis=1), self.proj, self.num_classes, True)

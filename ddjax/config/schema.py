@@ -68,6 +68,8 @@ class ModelConfig:
                          'saddle-to-saddle regime; large: lazy training)')
   norm: str = _f('auto', "the BatchNorm models' normalisation (resnet1d, resnet18k): auto (their own, BatchNorm), "
                  'batch, or none (BatchNorm off)', ('auto', 'batch', 'none'))
+  proj: int = _f(0, 'resnet1d_small, cnn1d_bn: a bias-free linear projector from the features to this many '
+                 'dimensions before the classifier, masked like width (0: none)')
 
 
 @dataclass
@@ -191,7 +193,10 @@ def probe_uses(cfg: Config) -> dict[str, dict[str, Any]]:
 MEMBER_KEYS = frozenset({
     'seed', 'model.width', 'model.seed', 'train.batch_seed', 'data.noise', 'data.noise_seed',
     'optim.lr', 'optim.wd', 'optim.momentum', 'optim.b1', 'optim.b2', 'optim.eps', 'optim.warmup',
-    'model.init_scale'})
+    'model.init_scale', 'model.proj'})
+
+# Member keys that the model masks like width (its SIZES): the job's model is padded to the largest of its members.
+SIZE_KEYS = ('model.proj',)
 
 # Keys that change how a run executes or is stored, never its numbers: left out of run ids, and free to differ
 # when a run is resumed (a checkpoint moves its members into whatever buckets the new settings make).
@@ -207,7 +212,7 @@ LATER_KEYS = {'optim.warmup': 0, 'optim.schedule': 'constant', 'train.collapse':
               'data.dim': 16, 'data.spectrum': '4/2/1/0.5', 'train.sharpness': 0, 'train.hessian_trace': 0,
               'train.noise_scale': False, 'train.monitor_batch': 1000, 'train.eval_every_steps': 0,
               'train.checkpoint_best': 0, 'train.best_metric': 'test_loss', 'train.best_mode': 'min',
-              'model.norm': 'auto'}
+              'model.norm': 'auto', 'model.proj': 0}
 
 
 def snapshot_epochs(text: str) -> tuple[int, ...]:

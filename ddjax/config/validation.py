@@ -52,6 +52,7 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
   rules['optim.momentum'] = (lambda v: 0.0 <= v <= 1.0, 'must be in [0, 1]')
   rules['optim.eps'] = (lambda v: v >= 0, 'must be >= 0')
   rules['optim.warmup'] = (lambda v: v >= 0, 'must be >= 0 (steps; 0: no warmup)')
+  rules['model.proj'] = (lambda v: v >= 0, 'must be >= 0 (dimensions; 0: no projector)')
   for key, (ok, what) in rules.items():
     for v in sweep.get(key, [get(cfg, key)]):
       if not ok(v):
@@ -64,6 +65,11 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
         takes = [name for name, m in MODELS.items() if 'norm' in m.options]
         raise ConfigError(f"bad value {norm!r} for model.norm: {model} has no BatchNorm to set (allowed: auto; "
                           f"models that take it: {', '.join(takes)})")
+    for proj in sweep.get('model.proj', [cfg.model.proj]):
+      if proj and 'proj' not in MODELS[model].options:
+        takes = [name for name, m in MODELS.items() if 'proj' in m.options]
+        raise ConfigError(f"bad value {proj!r} for model.proj: {model} has no projector (allowed: 0; models that "
+                          f"take it: {', '.join(takes)})")
   for data in sweep.get('data.name', [cfg.data.name]):
     spec = DATASETS[data]
     for model in sweep.get('model.name', [cfg.model.name]):
@@ -153,19 +159,24 @@ def _validate_probes(cfg: Config, sweep: dict[str, list]) -> None:
           for option, value in given.items():
             if spec.options.get(option) is None or not spec.options[option].tap or not value:
               continue
+            proj = max(sweep.get('model.proj', [cfg.model.proj]))
             for depth in sweep.get('model.depth', [cfg.model.depth]):
-              taps = model_taps(model, dataclasses.replace(cfg.data, name=data), depth)
-              if value not in taps:
-                raise ConfigError(f"bad value {value!r} for probe.{name}.{option}: {model} at model.depth={depth} "
+              taps = model_taps(model, dataclasses.replace(cfg.data, name=data), depth, proj)
+              if '/' in str(value) and not spec.options[option].several:
+                raise ConfigError(f"bad value {value!r} for probe.{name}.{option}: one tap point of "
+                                  f"{', '.join(taps) or '(none)'}")
+              if bad := [v for v in str(value).split('/') if v not in taps]:  # one tap point, or several A/B/...
+                raise ConfigError(f"bad value {bad[0]!r} for probe.{name}.{option}: {model} at model.depth={depth} "
                                   f"has the tap points {', '.join(taps) or '(none)'}")
 
 
-def model_taps(model: str, data: DataConfig, depth: int) -> tuple[str, ...]:
-  """The tap points of model `model` (at `depth`) on dataset `data`, from the module alone (nothing is built)."""
+def model_taps(model: str, data: DataConfig, depth: int, proj: int = 0) -> tuple[str, ...]:
+  """The tap points of model `model` (at `depth`, with a projector of `proj` dimensions where it takes one) on dataset
+  `data`, from the module alone (nothing is built)."""
   from ddjax.data.registry import dataset_shape
   from ddjax.nn.registry import make_model
   shape, classes = dataset_shape(data)
-  return tuple(getattr(make_model(model, 2, shape, classes, 'lax', depth=depth), 'TAPS', ()))
+  return tuple(getattr(make_model(model, 2, shape, classes, 'lax', depth=depth, proj=proj), 'TAPS', ()))
 
 
 def train_examples(data: DataConfig) -> int | None:

@@ -308,3 +308,6 @@ def _transformer(**kw):
 def deep_linear(**kw) -> MLP:
   """A deep linear network (Saxe et al. 2014): MLP(linear=True)."""
   return MLP(linear=True, **kw)
+
+
+from ddjax.nn import small_cnns  # noqa: E402, F401 - registers resnet1d_small and cnn1d_bn

@@ -38,6 +38,10 @@ class WidthMaskedModel(Protocol):
     post-activation or post-residual values, not necessarily module outputs;
   - `depth`, where a model takes it (ModelSpec.options), counts hidden layers or residual blocks, as its ModelSpec
     says;
+  - `SIZES` (optional) names member keys `model.NAME` that the model masks like width (the projector dimension
+    `proj`): it is built with the job's largest value (the build option NAME) and called with the member's own as
+    a traced keyword `NAME=` (omitted: all of the padding active); the parameter group NAME's output dimension is
+    that padding (`padded_sizes`);
   - `INPUT_LAYERS` names the top-level parameter groups that read the data (their fan-in is the input's), `head`
     is the output layer, and every other group is hidden (`param_roles`; a model whose kernels are not all laid out
     (..., in, out) defines its own `param_roles(params)`).
@@ -108,10 +112,22 @@ def tap(module, name: str, x) -> None:
     module.sow('taps', name, x)
 
 
-def taps(model, variables, x, width, names: Sequence[str] | None = None) -> dict[str, Any]:
+def member_sizes(model, hp) -> dict[str, Any]:
+  """The keyword arguments of a member's call besides its width: its own value of each of the model's SIZES."""
+  return {k: hp[k] for k in getattr(model, 'SIZES', ())}
+
+
+def padded_sizes(model, params) -> dict[str, int]:
+  """The padding of each of the model's SIZES, read from parameters: the output dimension of the parameter group of
+  that name (a checkpoint holds its job's padding)."""
+  return {k: int(params[k]['kernel'].shape[-1]) for k in getattr(model, 'SIZES', ())}
+
+
+def taps(model, variables, x, width, names: Sequence[str] | None = None, **sizes) -> dict[str, Any]:
   """The representations at the model's tap points (all of `model.TAPS`, or `names`) for inputs x, in evaluation
-  mode: {name: (B, ...) array}. Masked channels are zero, so a member's features are those of its own width."""
-  _, state = model.apply(variables, x, width, train=False, mutable=['taps'])
+  mode: {name: (B, ...) array}; `sizes`: the member's SIZES (member_sizes). Masked channels are zero, so a member's
+  features are those of its own width."""
+  _, state = model.apply(variables, x, width, train=False, mutable=['taps'], **sizes)
   found = {k: v[-1] for k, v in state.get('taps', {}).items()}  # sow keeps a tuple of calls
   wanted = list(getattr(model, 'TAPS', ())) if names is None else list(names)
   missing = [n for n in wanted if n not in found]

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ddjax.nn.registry import member_sizes
+
 
 def chunks(x, y, size: int):
   """(x, y) in chunks of `size` examples (at most n), the last padded, and which entries are real: (xs, ys, valid)."""
@@ -70,6 +72,7 @@ class EvalContext:
     features are the input of the output layer `head` (layer None) or the model's tap point `layer`. Masked
     channels are zero, so a member's features are those of its own width."""
     model, x, width = self.spec.model, self.spec.preprocess(x), self.hp['width']
+    sizes = member_sizes(model, self.hp)
     if layer is None:
       seen = []
 
@@ -79,10 +82,10 @@ class EvalContext:
         return next_fun(*args, **kwargs)
 
       with nn.intercept_methods(grab):
-        out = model.apply(self.variables, x, width, train=False)
+        out = model.apply(self.variables, x, width, train=False, **sizes)
       h = seen[-1]
     else:
-      out, state = model.apply(self.variables, x, width, train=False, mutable=['taps'])
+      out, state = model.apply(self.variables, x, width, train=False, mutable=['taps'], **sizes)
       found = state.get('taps', {})
       if layer not in found:
         raise KeyError(f'{type(model).__name__} has no tap point {layer!r}; it has {sorted(found)}')
