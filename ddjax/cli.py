@@ -61,9 +61,10 @@ def _fail(message: str) -> None:
 
 def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
          after: Callable[[Path], None] | None = None, flags: tuple[Flag, ...] = (),
-         report: Callable[[Path], Path] | None = None) -> Path | None:
+         report: Callable[[Path], Path] | None = None, again: str | None = None) -> Path | None:
   """Parses argv, validates everything before any work, runs the sweep, then calls `after(out)` (and with
-  --report, `report(out)`, which returns the report's path)."""
+  --report, `report(out)`, which returns the report's path). `again`: the command that continues an interrupted run
+  (default: this one, with its --out)."""
   argv = list(sys.argv[1:] if argv is None else argv)
   try:  # before the parser: the models and datasets plugins register are keys' choices and --help's lines
     plugins.load_all(plugins.from_argv(argv))
@@ -189,8 +190,8 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
     _fail(str(e))
   except Interrupted as e:
     given = argv + ([] if args.out else ['--out', str(out)])
-    again = ' '.join(shlex.quote(a) for a in given if a != '--resume')
-    print(f'{e}; continue with the same command: python -m experiments.{name} {again}', file=sys.stderr)
+    again = again or f"python -m experiments.{name} {' '.join(shlex.quote(a) for a in given if a != '--resume')}"
+    print(f'{e}; continue with the same command: {again}', file=sys.stderr)
     raise SystemExit(128 + e.signum) from None
   import jax
   if jax.process_index() != 0:  # a multi-host run: process 0 reports

@@ -32,6 +32,7 @@ class Option:
   check: Callable[[Any], bool] | None = None
   must: str = ''
   tap: bool = False                    # the value names one of the model's tap points ('' for the default)
+  several: bool = False                # with tap: or several, A/B/...
 
 
 @dataclass(frozen=True)
