@@ -169,6 +169,8 @@ def relayout(old: list, old_layout: list, like: list, layout: list[list[int]]) -
   def fill(rows, path, x):
     if not all(_has(old[b], path) for b, _ in rows):  # a leaf newer than the checkpoint: its init value
       return x
+    if any(np.ndim(_at(old[b], path)) != x.ndim for b, _ in rows):  # a probe's state of another rank (reconfigured:
+      return x                                                       # options_tag marks it): its init value
     host = np.zeros(x.shape, x.dtype)
     for row, (b, r) in enumerate(rows):
       y = _at(old[b], path)[r]

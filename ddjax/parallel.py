@@ -91,6 +91,8 @@ def init_distributed() -> int:
   if not coordinator and not auto:
     return 1
   import jax
+  if jax.distributed.is_initialized():  # joined already (an experiment of several runs in one process)
+    return jax.process_count()
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')  # CPU devices talk over gloo
   if coordinator:
     jax.distributed.initialize(coordinator, int(os.environ['DDJAX_NUM_PROCESSES']),

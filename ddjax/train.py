@@ -20,8 +20,8 @@ from jax import lax
 
 from ddjax.data.augment import Preprocess
 from ddjax.data.noise import noisy_labels
-from ddjax.optim import make_optimizer, scheduled_lr
 from ddjax.nn.registry import member_sizes
+from ddjax.optim import make_optimizer, scheduled_lr
 from ddjax.probes import PROBES, EvalContext, StepContext, Use, use
 from ddjax.probes.base import tree_norm, weight_norms  # noqa: F401 - weight_norms: part of this module's API
 
@@ -113,7 +113,7 @@ def _loss(spec: StepSpec, params, batch_stats, hp, x, y, train: bool):
   variables = {'params': params, 'batch_stats': batch_stats}
   if train:
     out, mutated = spec.model.apply(variables, x, hp['width'], train=True, mutable=['batch_stats'],
-                                      **member_sizes(spec.model, hp))
+                                    **member_sizes(spec.model, hp))
     batch_stats = mutated.get('batch_stats', batch_stats)
   else:
     out = spec.model.apply(variables, x, hp['width'], train=False, **member_sizes(spec.model, hp))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from plots.common import final, load, main, mean_spread, plt, save
+from plots.common import final, load, main, mean_spread, plt, save, save_constrained
 from plots.double_descent import _width_axis
 
 PARTS = ('modelwise', 'epochwise', 'projector')
@@ -32,10 +32,12 @@ def stores(out) -> dict:
 
 
 def layers(df) -> list[str]:
-  """The tap points the CKA probes compared (probe.cka.layer or probe.drift.layer, A/B/...)."""
+  """The tap points the CKA probes compared per layer (probe.cka.layer or probe.drift.layer A/B/...; one layer
+  writes no per-layer columns: none)."""
   probe = json.loads(df['config'].iloc[0]).get('probe', {})
   text = probe.get('cka', {}).get('layer') or probe.get('drift', {}).get('layer') or ''
-  return [name for name in text.split('/') if name]
+  names = [name for name in text.split('/') if name]
+  return names if len(names) > 1 else []
 
 
 def describe(df) -> str:
@@ -114,7 +116,8 @@ def study_widths(df) -> tuple[int, int, int]:
   widths = sorted(df['model.width'].unique())
   small, large = (pair + [widths[0], widths[-1]])[:2] if len(pair) != 1 else (pair[0], widths[-1])
   seeds = df.groupby('model.width')['seed'].nunique()
-  return small, large, int(seeds.idxmax())
+  most = [w for w, n in seeds.items() if n == seeds.max()]  # a tie: the one nearest half the largest (32 of 64)
+  return small, large, int(min(most, key=lambda w: (abs(np.log2(w / max(widths[-1] / 2, 1))), -w)))
 
 
 def modelwise_figure(df, path: Path) -> Path:
@@ -149,15 +152,18 @@ def epochwise_figure(df, path: Path) -> Path:
   fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
   for model, label, name, g in runs(df):
     for i, (w, wg) in enumerate(g.groupby('model.width')):
+      epochs = np.asarray(wg['epoch'].iloc[0], float)
       for ax, metric in zip(axes, ('test_error', 'nc1_trace')):
-        values = np.asarray(wg[metric].iloc[0], float) if metric in wg.columns else np.array([])
-        epochs = np.asarray(wg['epoch'].iloc[0], float)[:len(values)]
+        if metric not in wg.columns:
+          continue
+        values = np.mean([np.asarray(v, float) for v in wg[metric]], axis=0)  # over seeds
         seen = np.isfinite(values)
         ax.plot(epochs[seen], values[seen], OPTIM_STYLE.get(name, '-'), color=f'C{i}', label=f'w = {w}, {label}')
   axes[0].set(xscale='log', xlabel='epoch', ylabel='test error (clean labels)', title='test error')
   axes[1].set(xscale='log', yscale='log', xlabel='epoch', ylabel='NC1', title='NC1  Tr(Σ_W) / Tr(Σ_B) of the features')
   axes[0].legend(fontsize=6)
-  fig.suptitle(f"Exp 2, epoch-wise: {df['model.name'].iloc[0]}, a critical and a large width; {describe(df)}")
+  fig.suptitle(f"Exp 2, epoch-wise: {df['model.name'].iloc[0]}, a critical and a large width; {describe(df)}; "
+               'mean over seeds')
   return save(fig, path)
 
 
@@ -215,17 +221,15 @@ def _seed_axes(ax, df, width, title):
 def cka_figure(df, path: Path) -> Path:
   small, large, seeded = study_widths(df)
   groups = list(runs(df))
-  fig, axes = plt.subplots(len(groups), 3, figsize=(12, 3.2 * len(groups)), squeeze=False)
+  fig, axes = plt.subplots(len(groups), 3, figsize=(12, 3.2 * len(groups)), squeeze=False, layout='constrained')
   for row, (model, label, _, g) in zip(axes, groups):
     image = _heatmap(row[0], layer_pairs(g, small, large), layers(df), small, large,
-                     f'4A {model}, {label}: layer-pair CKA, w = {small} vs {large}')
+                     f'4A {model}, {label}: w = {small} vs {large}')
     _drift_axes(row[1], g, large, f'4B drift at w = {large}')
     _seed_axes(row[2], g, seeded, f'4C across seeds at w = {seeded}')
-  fig.colorbar(image, ax=axes[:, 0].tolist(), shrink=0.6, label='linear CKA')
+  fig.colorbar(image, ax=axes[:, 0].tolist(), shrink=0.6, label='linear CKA', location='left')
   fig.suptitle(f'Exp 4, linear CKA on {_cka_batch(df)} fixed training examples; {describe(df)}')
-  fig.savefig(path)
-  plt.close(fig)
-  return path
+  return save_constrained(fig, path)
 
 
 def _cka_batch(df) -> int:
@@ -253,6 +257,7 @@ def summary_figure(parts: dict, path: Path) -> Path:
       ax.set_xlabel('width w')
       ax.legend(fontsize=6)
     model, label, _, g = next(runs(first))
+  if df is not None and layers(df):
     image = _heatmap(heat, layer_pairs(g, small, large), layers(df), small, large,
                      f'layer-pair CKA, w = {small} vs {large} ({label})')
     fig.colorbar(image, ax=heat, shrink=0.8)
@@ -269,6 +274,8 @@ def summary_figure(parts: dict, path: Path) -> Path:
     proj.legend(fontsize=6)
   for ax in axes.flat:
     ax.title.set_fontsize(8)
+    if not ax.has_data():  # a part that was not run
+      ax.axis('off')
   first = next(iter(parts.values()))
   data = describe(first).rsplit(', ', 1)[0]
   fig.suptitle(f'Double descent, neural collapse and CKA; {data}; '

@@ -289,6 +289,13 @@ def test_bad_probe_keys_are_one_line_errors_that_write_nothing(tmp_path, capsys)
                      (['probes=drift', 'probe.drift.epoch=0'], 'must be >= 1'),
                      (['probes=drift', 'probe.drift.epoch=5000'], 'probe drift runs at epoch 5000, after the last'),
                      (['probes=cka', 'probe.cka.pairs=seed'], 'must be seeds, widths or seeds/widths'),
+                     (['probes=cka', 'probe.cka.layer=hidden0/hidden0'], 'tap points A/B/..., each once'),
+                     (['probes=drift', 'probe.drift.layer=hidden0/'], 'tap points A/B/..., each once'),
+                     (['probes=drift', 'probe.drift.layer=hidden0/hidden9'], "bad value 'hidden9' for probe.drift"),
+                     (['probes=collapse', 'probe.collapse.layer=hidden0/hidden1'], 'one tap point of hidden0, hidden1'),
+                     (['model.proj=4'], 'mlp has no projector (allowed: 0; models that take it: resnet1d_small'),
+                     (['model.name=resnet1d_small', 'model.proj=0,4'], 'a member without a projector and members '
+                                                                       'with one are different models'),
                      (['train.best_mode=max'], 'but none are kept: set train.keep_best=true'),
                      (['model.norm=none'], 'mlp has no BatchNorm to set (allowed: auto; models that take it: '
                                             'resnet1d, resnet18k)'),

@@ -197,3 +197,15 @@ def test_figures_draw_the_tables_numbers_and_the_study_preset_plans(smoke, monke
   plan = capsys.readouterr().out
   assert '4 job(s), 132 member(s)' in plan and '2 job(s), 4 member(s)' in plan and '2 job(s), 16 member(s)' in plan
   assert not (out / 'plan').exists()
+
+
+def test_a_probe_state_of_another_rank_restores_at_its_init():
+  """Resuming a drift probe reconfigured from one layer to several (its Gram state (N, N) -> (L, N, N)): the stored
+  state cannot fill the new one, which keeps its init value (options_tag tells drift it was never taken); leaves of
+  the same rank are copied on the block both shapes share, as a wider bucket's are."""
+  from ddjax.checkpoint import relayout
+  old = [{'probes': {'drift': {'state': {'gram': np.ones((1, 4, 4), np.float32)}}}, 'params': np.ones((1, 3))}]
+  like = [{'probes': {'drift': {'state': {'gram': jnp.zeros((1, 2, 4, 4))}}}, 'params': jnp.zeros((1, 5))}]
+  new = relayout(old, [[7]], like, [[7]])[0]
+  np.testing.assert_array_equal(new['probes']['drift']['state']['gram'], np.zeros((1, 2, 4, 4)))
+  np.testing.assert_array_equal(new['params'], [[1, 1, 1, 0, 0]])

@@ -65,7 +65,11 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
         takes = [name for name, m in MODELS.items() if 'norm' in m.options]
         raise ConfigError(f"bad value {norm!r} for model.norm: {model} has no BatchNorm to set (allowed: auto; "
                           f"models that take it: {', '.join(takes)})")
-    for proj in sweep.get('model.proj', [cfg.model.proj]):
+    projs = sweep.get('model.proj', [cfg.model.proj])
+    if 0 in projs and max(projs) > 0:
+      raise ConfigError(f"bad value 0 in model.proj={','.join(map(str, projs))}: a member without a projector and "
+                        'members with one are different models; sweep dimensions >= 1, or run 0 on its own')
+    for proj in projs:
       if proj and 'proj' not in MODELS[model].options:
         takes = [name for name, m in MODELS.items() if 'proj' in m.options]
         raise ConfigError(f"bad value {proj!r} for model.proj: {model} has no projector (allowed: 0; models that "
@@ -162,9 +166,12 @@ def _validate_probes(cfg: Config, sweep: dict[str, list]) -> None:
             proj = max(sweep.get('model.proj', [cfg.model.proj]))
             for depth in sweep.get('model.depth', [cfg.model.depth]):
               taps = model_taps(model, dataclasses.replace(cfg.data, name=data), depth, proj)
-              if '/' in str(value) and not spec.options[option].several:
+              names = str(value).split('/')
+              if len(names) > 1 and not spec.options[option].several:
                 raise ConfigError(f"bad value {value!r} for probe.{name}.{option}: one tap point of "
                                   f"{', '.join(taps) or '(none)'}")
+              if '' in names or len(set(names)) < len(names):
+                raise ConfigError(f"bad value {value!r} for probe.{name}.{option}: tap points A/B/..., each once")
               if bad := [v for v in str(value).split('/') if v not in taps]:  # one tap point, or several A/B/...
                 raise ConfigError(f"bad value {bad[0]!r} for probe.{name}.{option}: {model} at model.depth={depth} "
                                   f"has the tap points {', '.join(taps) or '(none)'}")

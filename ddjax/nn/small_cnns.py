@@ -98,6 +98,7 @@ class ResNet1DSmall(_SmallCNN):
 class CNN1DBN(_SmallCNN):
   head_bias: bool = True
   _extra_taps = ('features',)
+  INPUT_LAYERS = ('layer0_conv',)
 
   @nn.compact
   def __call__(self, x, width, train: bool = False, proj=None):
