@@ -54,6 +54,27 @@ def _warn_idle_probe_options(cfg: cfglib.Config) -> None:
     print(f"warning: {', '.join(idle)} set but the probe is not on (add it to probes=...)", file=sys.stderr)
 
 
+# Keys that only some optimizers read: set for none of the run's, they do nothing (a warning, not an error: a preset
+# may set them for the optimizer it sweeps).
+OPTIMIZER_KEYS = {'optim.momentum': ('sgd',), 'optim.b1': ('adam', 'adamw'), 'optim.b2': ('adam', 'adamw'),
+                  'optim.eps': ('adam', 'adamw')}
+
+
+def _warn_idle_keys(cfg: cfglib.Config, sweep: dict[str, list], given: set[str]) -> None:
+  """One line for each key the user gave (`given`) that none of the run's optimizers or models reads."""
+  from ddjax.nn.registry import model_spec
+  optimizers = sweep.get('optim.name', [cfg.optim.name])
+  models = sweep.get('model.name', [cfg.model.name])
+  for key, readers in OPTIMIZER_KEYS.items():
+    if key in given and not set(optimizers) & set(readers):
+      print(f"warning: {key} does nothing with optim.name={','.join(optimizers)} (only {' and '.join(readers)} "
+            'read it)', file=sys.stderr)
+  for option in ('depth',):
+    key = f'model.{option}'
+    if key in given and not any(option in model_spec(m).options for m in models):
+      print(f"warning: {key} does nothing with model.name={','.join(models)}", file=sys.stderr)
+
+
 def _fail(message: str) -> None:
   print(f'error: {message}', file=sys.stderr)
   raise SystemExit(2)
@@ -128,6 +149,7 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
       cfg, sweep, zips = cfglib.load_config_file(args.config, cfg, sweep)
     cfg, sweep = cfglib.apply_overrides(cfg, sweep, args.overrides)
     _warn_idle_probe_options(cfg)
+    _warn_idle_keys(cfg, sweep, {a.split('=', 1)[0].strip() for a in args.overrides if '=' in a})
     zips = zips + [cfglib.parse_zip(z) for z in args.zip]
     for group in preset.zip:  # keys the user fixed to one value or zipped otherwise leave the preset's groups
       if len(kept := [k for k in group if k in sweep and not any(k in g for g in zips)]) >= 2:
@@ -179,7 +201,7 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
   if (duplicate := duplicate_members(jobs)) is not None:
     _fail(duplicate)
   created = not out.exists()
-  record = dict(run_record(cfg, sweep, jobs), zip=zips, argv=argv)
+  record = dict(run_record(cfg, sweep, jobs), zip=zips, argv=argv, experiment=name)
   try:
     path = run(cfg, sweep, jobs, out, progress=not args.no_progress, rerun=args.rerun or None, record=record,
                workers=args.workers,

@@ -95,3 +95,31 @@ def older_recorded_probes(members: pd.DataFrame) -> pd.DataFrame:
   if missing.any():
     members.loc[missing, 'recorded_probes'] = members.loc[missing, 'config'].map(older)
   return members
+
+
+SEEDS_RESOLVED = ('model.seed', 'train.batch_seed', 'data.noise_seed')  # each is `seed` where it is None
+FINAL = ('train_loss', 'train_error', 'test_loss', 'test_error', 'test_error_noisy')  # the base probes' curves
+
+
+def explained(table: pd.DataFrame) -> pd.DataFrame:
+  """The columns a reader asks for beside the stored ones: `<seed key>_resolved`, the seed each member used (the key,
+  or `seed` where it is None, so a `--rerun model.seed=S` reads off the table); `attempt_time`, the attempt's start
+  as UTC time (`attempt` is its nanoseconds); `final_<curve>`, the last recorded value of each base curve (NaN
+  before the first evaluation). A column of that name already there is kept."""
+  new = {}
+  if 'seed' in table.columns:
+    for key in SEEDS_RESOLVED:
+      if key in table.columns and f'{key}_resolved' not in table.columns:
+        new[f'{key}_resolved'] = table[key].where(table[key].notna(), table['seed']).astype('int64')
+  if 'attempt' in table.columns and 'attempt_time' not in table.columns:
+    new['attempt_time'] = pd.to_datetime(table['attempt'].astype('int64'), unit='ns', utc=True)
+  for curve in FINAL:
+    if curve in table.columns and f'final_{curve}' not in table.columns:
+      new[f'final_{curve}'] = table[curve].map(_last_finite)
+  return table.assign(**new) if new else table
+
+
+def _last_finite(values) -> float:
+  v = np.asarray(values if values is not None else [], float)
+  v = v[np.isfinite(v)]
+  return float(v[-1]) if len(v) else float('nan')

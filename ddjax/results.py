@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from ddjax import config as cfglib
 from ddjax.atomic import atomic_write_bytes, write_json, write_table  # noqa: F401 - part of this module's API
-from ddjax.parts import later_defaults, newest, older_recorded_probes, older_steps, read_parts
+from ddjax.parts import explained, later_defaults, newest, older_recorded_probes, older_steps, read_parts
 
 # Evaluation columns the engine writes that are kept as their last value (a scalar per member), not as a curve: a
 # member's divergence and, with train.keep_best, its best epoch. Probes declare their own (ProbeSpec.last_only).
@@ -223,22 +223,24 @@ def add_columns(out: Path, columns: pd.DataFrame) -> Path:
 
 
 def load(out: Path) -> pd.DataFrame:
-  """The results table of a finished or running output directory."""
+  """The results table of a finished or running output directory, with the columns parts.explained derives
+  (`python -m ddjax.results describe DIR` says what each column is)."""
   out = Path(out)
   parts = sorted((out / 'parts').glob('*.parquet'))
   results = out / 'results.parquet'
   if results.exists() and (not parts or results.stat().st_mtime >= max(p.stat().st_mtime for p in parts)):
     table = pd.read_parquet(results)  # written by any version: its older columns read as assemble's do
-    return older_recorded_probes(later_defaults(table)) if 'config' in table.columns else table
-  return assemble(out)
+    return explained(older_recorded_probes(later_defaults(table))) if 'config' in table.columns else table
+  return explained(assemble(out))
 
 
-def load_sweep(out: Path, backend: str = 'pandas', table: str = 'results'):
+def load_sweep(out: Path, backend: str = 'pandas', table: str = 'results', long: bool = False):
   """A table of a sweep store (finished or still going) as a pandas or polars DataFrame: `results` (a row per
-  member) or `steps` (the step table: a row per member and recorded step)."""
+  member; with `long`, a row per member and evaluation: long_form) or `steps` (the step table: a row per member and
+  recorded step)."""
   if table not in ('results', 'steps'):
     raise ValueError(f'unknown table {table!r}: allowed results, steps')
-  table = load(out) if table == 'results' else load_steps(out)
+  table = (long_form(load(out)) if long else load(out)) if table == 'results' else load_steps(out)
   if backend == 'pandas':
     return table
   if backend == 'polars':
@@ -313,7 +315,8 @@ def export(out: Path, fmt: str, dest: Path | None = None, table: str = 'results'
 
 def main(argv: list[str] | None = None) -> None:
   """python -m ddjax.results merge A B ... -o C [--keep last|first]
-  python -m ddjax.results export DIR --format csv|jsonl [--table results|steps] [-o PATH]"""
+  python -m ddjax.results export DIR --format csv|jsonl [--table results|steps] [-o PATH]
+  python -m ddjax.results describe DIR"""
   import argparse
   import sys
 
@@ -321,7 +324,7 @@ def main(argv: list[str] | None = None) -> None:
     def error(self, message):
       self.exit(2, f'error: {message} (see --help)\n')
 
-  parser = Parser(prog='python -m ddjax.results', description='Merge and export sweep stores.')
+  parser = Parser(prog='python -m ddjax.results', description='Merge, export and describe sweep stores.')
   sub = parser.add_subparsers(dest='command', required=True, parser_class=Parser)
   m = sub.add_parser('merge', help='merge sweep stores run on different machines into a new one')
   m.add_argument('sources', nargs='+', type=Path)
@@ -333,8 +336,16 @@ def main(argv: list[str] | None = None) -> None:
   e.add_argument('-o', '--out', type=Path, help='file to write (default STORE/results.FORMAT or STORE/steps.FORMAT)')
   e.add_argument('--table', default='results', help='results (a line per member and evaluation) or steps (the step '
                  'table)')
+  d = sub.add_parser('describe', help='a line per column of the results table: what it is')
+  d.add_argument('store', type=Path)
   args = parser.parse_args(argv)
   try:
+    if args.command == 'describe':
+      if not args.store.is_dir():
+        raise FileNotFoundError(f'{args.store} is not a sweep store (no such directory)')
+      from ddjax.columns import describe
+      print('\n'.join(describe(load(args.store))))
+      return
     if args.command == 'merge':
       for src in args.sources:
         if not src.is_dir():

@@ -20,7 +20,7 @@ from jax import lax
 
 from ddjax.data.augment import Preprocess
 from ddjax.data.noise import noisy_labels
-from ddjax.nn.registry import member_sizes
+from ddjax.nn.registry import size_args
 from ddjax.optim import make_optimizer, scheduled_lr
 from ddjax.probes import PROBES, EvalContext, StepContext, Use, use
 from ddjax.probes.base import tree_norm, weight_norms  # noqa: F401 - weight_norms: part of this module's API
@@ -67,7 +67,7 @@ class StepSpec:
 def init_member(spec: StepSpec, hp, x_example) -> dict[str, Any]:
   x = spec.preprocess(x_example[None])
   variables = spec.model.init({'params': member_key(hp, 'init')}, x, hp['width'], train=False,
-                              **member_sizes(spec.model, hp))
+                              **size_args(spec.model, hp))
   params = jax.tree.map(lambda p: p * hp['init_scale'], variables['params'])
   state = {
       'params': params,
@@ -113,10 +113,10 @@ def _loss(spec: StepSpec, params, batch_stats, hp, x, y, train: bool):
   variables = {'params': params, 'batch_stats': batch_stats}
   if train:
     out, mutated = spec.model.apply(variables, x, hp['width'], train=True, mutable=['batch_stats'],
-                                    **member_sizes(spec.model, hp))
+                                    **size_args(spec.model, hp))
     batch_stats = mutated.get('batch_stats', batch_stats)
   else:
-    out = spec.model.apply(variables, x, hp['width'], train=False, **member_sizes(spec.model, hp))
+    out = spec.model.apply(variables, x, hp['width'], train=False, **size_args(spec.model, hp))
   out = out.astype(jnp.float32)
   weight = target_weight(spec, y)
   if spec.task == 'regress':

@@ -74,6 +74,29 @@ def final(df: pd.DataFrame, metric: str) -> pd.Series:
   return df[metric].map(last)
 
 
+def run_description(df: pd.DataFrame) -> str:
+  """What a store trained, for a figure's subtitle: data (training examples), label noise, model, optimizer and
+  learning rate, batch, epochs; a key that differs between members reads 'swept'."""
+  import json
+  configs = [json.loads(c) for c in df['config']] if 'config' in df.columns and len(df) else []
+  if not configs:
+    return ''
+
+  def value(section, key, fmt=str):
+    values = {json.dumps(c[section][key]) for c in configs}
+    return fmt(configs[0][section][key]) if len(values) == 1 else f'{section}.{key} swept'
+
+  data = configs[0]['data']
+  n = cfglib.train_examples(cfglib.from_dict(configs[0]).data)
+  noise = value('data', 'noise', lambda v: f'{v:.0%} label noise')
+  optimizer = value('optim', 'name')
+  if 'swept' not in optimizer:
+    optimizer += f" lr {value('optim', 'lr', lambda v: f'{v:g}')}"
+  return (f"{data['name']}{f' ({n:,} train)' if n else ''}, {noise}, {value('model', 'name')}, {optimizer}, batch "
+          f"{value('train', 'batch_size', lambda v: str(v or 'full'))}, {value('train', 'epochs', lambda v: f'{v:,}')} "
+          'epochs')
+
+
 def mean_spread(df: pd.DataFrame, x: str, values: pd.Series):
   """x values, mean and standard deviation over the members (seeds) at each x."""
   g = values.groupby(df[x])
@@ -156,18 +179,68 @@ def probe_figures(out, fig_dir=None) -> list[Path]:
   return [path for module in modules for path in importlib.import_module(module).plot_all(out, fig_dir)]
 
 
-def main(module: str, doc: str, plot_all, nothing: str | None = None) -> None:
+class OtherExperiment(ValueError):
+  """A plot command given a store that another experiment wrote."""
+
+
+def experiment_of(out) -> str | None:
+  """The experiment that wrote the store `out`: run.json's `experiment` (recorded since the representations study),
+  else told by an older store's config where it can be (modular arithmetic or m-height data: grokking; a deep
+  linear model: deep_linear); None where it cannot."""
+  import json
+  try:
+    record = json.loads((Path(out) / 'run.json').read_text())
+  except (OSError, ValueError):
+    return None
+  if record.get('experiment'):
+    return record['experiment']
+  config = record.get('config', {})
+  if config.get('data', {}).get('name') in ('modular', 'mheight'):
+    return 'grokking'
+  if config.get('model', {}).get('name') == 'deep_linear':
+    return 'deep_linear'
+  return None
+
+
+def check_store(out, experiment: str) -> None:
+  """Raises OtherExperiment (one line: which experiment wrote it, the command that draws it) unless `out` was written
+  by `experiment` or cannot tell."""
+  wrote = experiment_of(out)
+  if wrote is not None and wrote != experiment:
+    raise OtherExperiment(f'{out} holds a {wrote} run, not a {experiment} one: its figures are '
+                          f'python -m plots.{wrote} {out}')
+
+
+def incomplete(df: pd.DataFrame) -> str:
+  """'' where every member completed, else what "final" means in a figure of this store: the members still
+  incomplete and the epoch their last evaluation reached."""
+  if 'complete' not in df.columns or df['complete'].astype(bool).all():
+    return ''
+  import json
+  open_rows = df[~df['complete'].astype(bool)]
+  reached = [float(np.asarray(e)[-1]) for e in open_rows['epoch'] if len(e)]
+  total = json.loads(df['config'].iloc[0])['train']['epochs'] if 'config' in df.columns else '?'
+  return (f'incomplete: {len(open_rows)} of {len(df)} members stopped at epoch {min(reached, default=0):g} of '
+          f'{total}, and "final" is their last evaluation')
+
+
+def main(module: str, doc: str, plot_all, nothing: str | None = None, experiment: str | None = None) -> None:
   """The command line of a plotting module, `python -m MODULE RESULTS_DIR [--out DIR]`: prints the figures that
-  plot_all(results_dir, out) wrote; `nothing` is the error when it wrote none."""
+  plot_all(results_dir, out) wrote; `nothing` is the error when it wrote none. With `experiment`, a store another
+  experiment wrote is a one-line error, and an incomplete store a one-line warning."""
   parser = argparse.ArgumentParser(prog=f'python -m {module}', description=doc.split('\n')[0])
   parser.add_argument('results_dir', type=Path)
   parser.add_argument('--out', type=Path, help='where to write the figures (default: RESULTS_DIR)')
   add_plugin_option(parser)
   args = parser.parse_args()
   try:
+    if experiment:
+      check_store(args.results_dir, experiment)
     load_plugins(args)
+    if experiment and (note := incomplete(load(args.results_dir))):
+      print(f'warning: {args.results_dir}: {note}', file=sys.stderr)
     paths = plot_all(args.results_dir, args.out)
-  except (FileNotFoundError, plugins.PluginError) as e:
+  except (FileNotFoundError, plugins.PluginError, OtherExperiment) as e:
     parser.exit(2, f'error: {e}\n')
   if not paths and nothing:
     parser.exit(2, f'error: {args.results_dir} {nothing}\n')

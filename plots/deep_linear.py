@@ -151,5 +151,5 @@ def plot_all(out, fig_dir=None) -> list[Path]:
 
 
 if __name__ == '__main__':
-  main('plots.deep_linear', __doc__, plot_all,
+  main('plots.deep_linear', __doc__, plot_all, experiment='deep_linear',
        nothing='holds no mode strengths (a deep_linear run on a linear teacher)')

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from plots.common import final, load, main, mean_spread, plt, probe_figures, save, series, width_epoch_grid
+from plots.common import (final, incomplete, load, main, mean_spread, plt, probe_figures, run_description, save,
+                          series, width_epoch_grid)
 
 X = 'model.width'
 
@@ -37,7 +38,9 @@ def error_vs_width(df, path: Path) -> Path:
   n_seeds = max(g.groupby(X).size().max() for _, g in series(df, X))  # members per width in a series: seeds
   _width_axis(ax, x)
   ax.set(xlabel='width', ylabel='error at final epoch',
-         title=f'Model-wise double descent ({n_seeds} seed{"s" if n_seeds > 1 else ""}, mean ± sd)')
+         title=f'Model-wise double descent ({n_seeds} seed{"s" if n_seeds > 1 else ""}: mean, band ± 1 sd)'
+               + (f'\n{note}' if (note := incomplete(df)) else ''))
+  fig.suptitle(run_description(df), fontsize=7)
   ax.legend(fontsize=7, handlelength=3)
   return save(fig, path)
 
@@ -61,24 +64,34 @@ def loss_vs_width(df, path: Path) -> Path:
       line, = ax.plot(x, mean, style, marker='o', ms=3, label=f'{metric.replace("_", " ")} {label}'.strip())
       ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
   _width_axis(ax, df[X].unique())
-  ax.set(xlabel='width', ylabel='cross-entropy at final epoch', yscale='log', title='Loss against width')
+  ax.set(xlabel='width', ylabel='cross-entropy at final epoch', yscale='log',
+         title='Loss against width (mean over seeds, band ± 1 sd)')
+  fig.suptitle(run_description(df), fontsize=7)
   ax.legend(fontsize=7, handlelength=3)
   return save(fig, path)
 
 
 def heatmap(df, path: Path, metric: str = 'test_error') -> Path:
-  """Figure 2: the metric over width and (log) epoch, averaged over seeds, with train-error contours; one panel
-  per value of another swept key, all on one colour scale."""
+  """Figure 2: the metric over width and (log) epoch, averaged over seeds, with train-error contours and the
+  interpolation threshold (the first width whose final train error is below 1%) marked; one panel per value of
+  another swept key, all on one colour scale, set by the late epochs (the last third of the evaluations: the
+  double-descent ridge) so that the early epochs' larger errors saturate rather than wash it out."""
   groups = series(df, X)
   grids = [width_epoch_grid(g, X, metric) for _, g in groups]
-  finite = np.concatenate([grid[np.isfinite(grid)] for _, _, grid in grids])
-  vmin, vmax = (finite.min(), finite.max()) if finite.size else (None, None)
+  late = np.concatenate([grid[-max(1, len(grid) // 3):][np.isfinite(grid[-max(1, len(grid) // 3):])]
+                         for _, _, grid in grids])
+  vmin, vmax = (late.min(), late.max()) if late.size else (None, None)
   fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 3.8), squeeze=False)
   for ax, (label, g), (widths, epochs, grid) in zip(axes[0], groups, grids):
     e_edges = np.concatenate([[epochs[0] / 1.2], np.sqrt(epochs[1:] * epochs[:-1]), [epochs[-1] * 1.2]])
     w_edges = np.arange(len(widths) + 1) - 0.5
     mesh = ax.pcolormesh(w_edges, e_edges, grid, cmap='viridis', shading='flat', vmin=vmin, vmax=vmax)
     _, _, train = width_epoch_grid(g, X, 'train_error')
+    fitted = np.flatnonzero(train[-1] < 0.01) if len(train) else []
+    if len(fitted):  # the interpolation threshold
+      ax.axvline(fitted[0], color='w', ls='--', lw=1)
+      ax.annotate(f'train error < 1% from width {widths[fitted[0]]:g}', (fitted[0], epochs[0]), color='w',
+                  fontsize=6, xytext=(3, 3), textcoords='offset points')
     if min(train.shape) >= 2 and np.isfinite(train).all():  # contours need a 2x2 grid at least
       cs = ax.contour(np.arange(len(widths)), epochs, train, levels=[0.01, 0.1], colors='w', linewidths=0.8)
       ax.clabel(cs, fmt={0.01: 'train 1%', 0.1: 'train 10%'}, fontsize=6)
@@ -88,7 +101,9 @@ def heatmap(df, path: Path, metric: str = 'test_error') -> Path:
     ax.set_xticks(np.arange(len(widths))[::step], [str(w) for w in widths[::step]])
     ax.set(xlabel='width', ylabel='epoch', title=f'{metric.replace("_", " ")} {label}'.strip())
     names = {'test_error': 'test error (clean labels)', 'test_error_noisy': 'test error (noisy labels)'}
-    fig.colorbar(mesh, ax=ax, label=names.get(metric, metric.replace('_', ' ')))
+    fig.colorbar(mesh, ax=ax, label=names.get(metric, metric.replace('_', ' ')), extend='max')
+  fig.suptitle(f'{run_description(df)}; mean over seeds; colour range from the last third of the evaluations',
+               fontsize=7)
   return save(fig, path)
 
 
@@ -103,4 +118,4 @@ def plot_all(out, fig_dir=None) -> list[Path]:
 
 
 if __name__ == '__main__':
-  main('plots.double_descent', __doc__, plot_all)
+  main('plots.double_descent', __doc__, plot_all, experiment='double_descent')

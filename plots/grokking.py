@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,8 @@ import pandas as pd
 
 from ddjax import analysis, results
 from ddjax.plugins import PluginError
-from plots.common import SEED_KEYS, add_plugin_option, load, load_plugins, plt, probe_figures, save, series_keys
+from plots.common import (SEED_KEYS, OtherExperiment, add_plugin_option, check_store, incomplete, load, load_plugins,
+                          plt, probe_figures, run_description, save, series_keys)
 
 WD = 'optim.wd'
 ACC_THRESHOLD, LOSS_THRESHOLD = 0.99, 1.0
@@ -100,7 +102,7 @@ def curves(df: pd.DataFrame, path: Path) -> Path:
     e = np.asarray(r['epoch'], float)
     label = labels[r['run_id']]
     ax_m.plot(e, _metric(df, r, 'train'), '--', color=c, lw=1)
-    ax_m.plot(e, _metric(df, r, 'test'), '-', color=c, lw=1.3, label=label)
+    ax_m.plot(e, _metric(df, r, 'test'), '-', color=c, lw=1.6, label=label, zorder=3)  # above the axis line
     ax_l.plot(e, r['train_loss'], '--', color=c, lw=1)
     ax_l.plot(e, r['test_loss'], '-', color=c, lw=1.3)
     for ax in (ax_m, ax_l):
@@ -113,9 +115,14 @@ def curves(df: pd.DataFrame, path: Path) -> Path:
            title=f'{name}: train (dashed), validation (solid); memorised (:) and grokked (-.)')
   if regress:
     ax_m.set_yscale('log')
+  else:  # chance-level validation accuracy (1/p) must not sit on the axis line
+    ax_m.set_ylim(-0.04, 1.04)
   ax_l.set(xscale='log', yscale='log', xlabel='epoch', ylabel='loss', title='loss: train (dashed), validation (solid)')
-  ax_m.legend(fontsize=7, loc='best')
+  styles = [plt.Line2D([], [], color='grey', ls='--', lw=1, label='train'),
+            plt.Line2D([], [], color='grey', ls='-', lw=1.6, label='validation')]
+  ax_m.legend(handles=ax_m.get_legend_handles_labels()[0] + styles, fontsize=7, loc='best')
   ax_m.title.set_fontsize(8)
+  fig.suptitle(run_description(df), fontsize=7)
   return save(fig, path)
 
 
@@ -234,10 +241,13 @@ def main(argv=None):
   add_plugin_option(parser)
   args = parser.parse_args(argv)
   try:
+    check_store(args.results_dir, 'grokking')
     load_plugins(args)
+    if note := incomplete(load(args.results_dir)):
+      print(f'warning: {args.results_dir}: {note}', file=sys.stderr)
     fresh = args.threshold is not None or args.write  # else the run's own analysis, if it stored one
     table = analyse(args.results_dir, args.threshold, write=args.write) if fresh else analysed(args.results_dir)
-  except (FileNotFoundError, PluginError) as e:
+  except (FileNotFoundError, PluginError, OtherExperiment) as e:
     parser.exit(2, f'error: {e}\n')
   for line in summary_lines(table):
     print(line)

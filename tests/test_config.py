@@ -93,6 +93,19 @@ def test_help_lists_presets_and_keys(capsys):
   assert '--preset mnist1d' in text and 'optim.lr' in text and '0.001' in text and 'model.width' in text
 
 
+def test_keys_no_optimizer_or_model_reads_are_a_warning(tmp_path, capsys):
+  """optim.momentum with Adam, optim.b1 with SGD and model.depth with a CNN do nothing: one warning line each, and the
+  dry run goes on; read by one of a swept optimizer list, no warning."""
+  cli.main('double_descent', PRESETS, ['optim.momentum=0.5', 'model.depth=3', '--dry-run', '--out', str(tmp_path)])
+  err = capsys.readouterr().err.splitlines()
+  assert err == ['warning: optim.momentum does nothing with optim.name=adam (only sgd read it)',
+                 'warning: model.depth does nothing with model.name=cnn1d']
+  cli.main('double_descent', PRESETS, ['optim.name=sgd', 'optim.b1=0.8', '--dry-run', '--out', str(tmp_path)])
+  assert capsys.readouterr().err == 'warning: optim.b1 does nothing with optim.name=sgd (only adam and adamw read it)\n'
+  cli.main('double_descent', PRESETS, ['optim.name=sgd,adam', 'optim.b1=0.8', '--dry-run', '--out', str(tmp_path)])
+  assert capsys.readouterr().err == ''
+
+
 def test_resume_refuses_a_different_config(tmp_path, capsys):
   import json
   cfg = cfglib.to_dict(PRESETS['mnist1d'].config)

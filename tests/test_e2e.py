@@ -147,3 +147,60 @@ def test_two_processes_of_four_devices_stop_together_and_resume_exactly(run_dir,
   a = pd.read_parquet(run_dir[0] / 'results.parquet').sort_values(['model.width', 'seed'])
   for col in ('cka_seeds', 'cka_w2', 'cka_w3', 'cka_w5'):  # members of other processes' devices compared
     np.testing.assert_allclose(np.stack(b[col]), np.stack(a[col]), rtol=1e-4, err_msg=col)
+
+
+def test_plot_commands_refuse_another_experiments_store_and_say_what_final_means(run_dir, tmp_path, monkeypatch,
+                                                                                   capsys):
+  """run.json records the experiment: plots.grokking on a double-descent store is a one-line error naming the
+  command that draws it, and writes nothing; an older store without the record is told by its config (modular data:
+  grokking). On an interrupted store (the compatibility fixture: 2 of 4 members stopped at epoch 3 of 4) the
+  double-descent plots warn in one line and the figure's title says what "final" is."""
+  import shutil
+  import plots.double_descent as dd
+  from plots import grokking
+  from plots.common import main
+  out, _ = run_dir
+  assert json.loads((out / 'run.json').read_text())['experiment'] == 'double_descent'
+  with pytest.raises(SystemExit) as e:
+    grokking.main([str(out), '--out', str(tmp_path / 'g')])
+  err = capsys.readouterr().err
+  assert e.value.code == 2 and err.count('\n') == 1
+  assert f'holds a double_descent run, not a grokking one: its figures are python -m plots.double_descent {out}' in err
+  assert not (tmp_path / 'g').exists()
+  store = tmp_path / 'old'
+  shutil.copytree(os.path.join(os.path.dirname(__file__), 'fixtures', 'compat_store'), store)
+  figures = tmp_path / 'figures'
+  monkeypatch.setattr('sys.argv', ['plots.double_descent', str(store), '--out', str(figures)])
+  main('plots.double_descent', dd.__doc__, dd.plot_all, experiment='double_descent')
+  assert capsys.readouterr().err == (f'warning: {store}: incomplete: 2 of 4 members stopped at epoch 3 of 4, and '
+                                     '"final" is their last evaluation\n')
+  drawn = {}
+  monkeypatch.setattr(dd, 'save', lambda fig, path: drawn.setdefault(path.name, fig))
+  dd.error_vs_width(dd.load(store), figures / 'e.png')
+  assert drawn['e.png'].axes[0].get_title().endswith('2 of 4 members stopped at epoch 3 of 4, and "final" is their '
+                                                     'last evaluation')
+  record = json.loads((store / 'run.json').read_text())
+  record['config']['data']['name'] = 'modular'
+  (store / 'run.json').write_text(json.dumps(record))
+  with pytest.raises(SystemExit):
+    main('plots.double_descent', dd.__doc__, dd.plot_all, experiment='double_descent')
+  assert 'holds a grokking run, not a double_descent one' in capsys.readouterr().err
+
+
+def test_heatmap_colour_range_follows_the_late_epochs_and_figures_name_their_run(run_dir, monkeypatch):
+  """The test-error heatmap's colour range is the range of the seed-mean test error over the last third of the
+  evaluations (computed here from the table), and the figures' subtitles name the data, noise, model, optimizer,
+  batch and epochs."""
+  import plots.double_descent as dd
+  out, _ = run_dir
+  drawn = {}
+  monkeypatch.setattr(dd, 'save', lambda fig, path: drawn.setdefault(path.name, fig))
+  df = dd.load(out)
+  dd.heatmap(df, out / 'h.png')
+  dd.error_vs_width(df, out / 'e.png')
+  means = np.stack([np.mean(np.stack(g['test_error'].tolist()), 0) for _, g in df.groupby('model.width')], 1)
+  late = means[-max(1, len(means) // 3):]
+  assert drawn['h.png'].axes[0].collections[0].get_clim() == pytest.approx((late.min(), late.max()))
+  for fig in drawn.values():
+    assert fig.get_suptitle().startswith('mnist1d (240 train), 20% label noise, cnn1d, adam lr 0.001, batch 40, 4 '
+                                         'epochs')

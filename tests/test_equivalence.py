@@ -11,7 +11,7 @@ import optax
 import pytest
 
 from ddjax.nn.models import make_model
-from ddjax.nn.registry import member_sizes
+from ddjax.nn.registry import size_args
 from ddjax.train import StepSpec, init_member, train_step
 from tests.dense_reference import DenseCNN1D, DenseMLP, DenseResNet1D, DenseResNet2dLN
 from tests.helpers import close, hp_for, unstack
@@ -149,7 +149,7 @@ def train_both_and_compare(name, spec, hp, dense, tx, xs, ys):
   close(active_slice(name, state['batch_stats'], dense_vars.get('batch_stats', {})), stats)
   assert inactive_abs_max(name, state['params'], dense_vars['params']) == 0.0
   got = spec.model.apply({'params': state['params'], 'batch_stats': state['batch_stats']}, xs[0], K,
-                         **member_sizes(spec.model, hp))
+                         **size_args(spec.model, hp))
   close(got, dense.apply({'params': params, 'batch_stats': stats}, xs[0]))
 
 

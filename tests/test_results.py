@@ -196,3 +196,30 @@ def test_rows_from_before_a_later_key_read_its_default(tmp_path):
        'optim.warmup': w, 'config': '{}'} for i, w in enumerate((0, 10))])
   df = results.load(tmp_path).set_index('run_id')
   assert df['optim.warmup'].to_dict() == {'r0': 0, 'r1': 0, 'n0': 0, 'n1': 10}
+
+
+def test_the_table_explains_itself(tmp_path, capsys):
+  """On the compatibility fixture (an older store: no derived columns stored), load adds the seeds each member used
+  (`*_resolved`: the key, or `seed` where it is None), `attempt_time` (the attempt's nanoseconds as UTC time) and
+  `final_*` (the last finite value of each base curve); load_sweep(long=True) is a row per member and evaluation;
+  `python -m ddjax.results describe` says what every column is, one line each."""
+  from pathlib import Path
+  store = Path(__file__).parent / 'fixtures' / 'compat_store'
+  df = results.load(store)
+  for key in ('model.seed', 'train.batch_seed', 'data.noise_seed'):
+    want = [s if v is None or pd.isna(v) else v for v, s in zip(df[key], df['seed'])]
+    assert df[f'{key}_resolved'].tolist() == want
+  assert (df['attempt_time'] == pd.to_datetime(df['attempt'], unit='ns', utc=True)).all()
+  assert df['attempt_time'].dt.year.min() >= 2026
+  for curve in ('train_loss', 'test_error', 'test_error_noisy'):
+    assert df[f'final_{curve}'].tolist() == [float(np.asarray(v)[-1]) for v in df[curve]]
+  long = results.load_sweep(store, long=True)
+  assert len(long) == sum(len(e) for e in df['epoch']) and long['epoch'].tolist()[:4] == [1, 2, 3, 4]
+  results.main(['describe', str(store)])
+  lines = capsys.readouterr().out.splitlines()
+  assert [ln.split()[0] for ln in lines] == list(df.columns)
+  said = {ln.split()[0]: ln for ln in lines}
+  assert 'the seed the member used: model.seed, or seed where that is none' in said['model.seed_resolved']
+  assert 'curve   error on the clean test labels' in said['test_error']
+  assert 'scalar  the last recorded value of the curve test_error' in said['final_test_error']
+  assert not [ln for ln in lines if 'not described' in ln]

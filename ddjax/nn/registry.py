@@ -112,7 +112,7 @@ def tap(module, name: str, x) -> None:
     module.sow('taps', name, x)
 
 
-def member_sizes(model, hp) -> dict[str, Any]:
+def size_args(model, hp) -> dict[str, Any]:
   """The keyword arguments of a member's call besides its width: its own value of each of the model's SIZES."""
   return {k: hp[k] for k in getattr(model, 'SIZES', ())}
 
@@ -125,7 +125,7 @@ def padded_sizes(model, params) -> dict[str, int]:
 
 def taps(model, variables, x, width, names: Sequence[str] | None = None, **sizes) -> dict[str, Any]:
   """The representations at the model's tap points (all of `model.TAPS`, or `names`) for inputs x, in evaluation
-  mode: {name: (B, ...) array}; `sizes`: the member's SIZES (member_sizes). Masked channels are zero, so a member's
+  mode: {name: (B, ...) array}; `sizes`: the member's SIZES (size_args). Masked channels are zero, so a member's
   features are those of its own width."""
   _, state = model.apply(variables, x, width, train=False, mutable=['taps'], **sizes)
   found = {k: v[-1] for k, v in state.get('taps', {}).items()}  # sow keeps a tuple of calls

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ddjax.nn.registry import member_sizes
+from ddjax.nn.registry import size_args
 
 
 def chunks(x, y, size: int):
@@ -72,7 +72,7 @@ class EvalContext:
     features are the input of the output layer `head` (layer None) or the model's tap point `layer`. Masked
     channels are zero, so a member's features are those of its own width."""
     model, x, width = self.spec.model, self.spec.preprocess(x), self.hp['width']
-    sizes = member_sizes(model, self.hp)
+    sizes = size_args(model, self.hp)
     if layer is None:
       seen = []
 
@@ -85,12 +85,25 @@ class EvalContext:
         out = model.apply(self.variables, x, width, train=False, **sizes)
       h = seen[-1]
     else:
-      out, state = model.apply(self.variables, x, width, train=False, mutable=['taps'], **sizes)
-      found = state.get('taps', {})
-      if layer not in found:
-        raise KeyError(f'{type(model).__name__} has no tap point {layer!r}; it has {sorted(found)}')
-      h = found[layer][-1]  # sow keeps a tuple of calls
+      out, found = self._taps(x, (layer,))
+      h = found[layer]
     return out.astype(jnp.float32), h.reshape(x.shape[0], -1).astype(jnp.float32)
+
+  def tap_features(self, x, layers) -> dict[str, jax.Array]:
+    """{layer: features} at several tap points from one forward pass of raw inputs x (as `features`, float32,
+    flattened per example)."""
+    _, found = self._taps(self.spec.preprocess(x), tuple(layers))
+    return {n: found[n].reshape(x.shape[0], -1).astype(jnp.float32) for n in layers}
+
+  def _taps(self, x, layers):
+    """(outputs, {tap point: value}) for preprocessed x; KeyError naming the model's tap points for a missing one."""
+    model = self.spec.model
+    out, state = model.apply(self.variables, x, self.hp['width'], train=False, mutable=['taps'],
+                             **size_args(model, self.hp))
+    found = {k: v[-1] for k, v in state.get('taps', {}).items()}  # sow keeps a tuple of calls
+    if missing := [n for n in layers if n not in found]:
+      raise KeyError(f'{type(model).__name__} has no tap point {missing[0]!r}; it has {sorted(found)}')
+    return out, found
 
   def probe_batch(self, n: int) -> tuple[jax.Array, jax.Array]:
     """`n` training examples (at most all) evenly spaced through the training set, raw, with the member's own

@@ -39,8 +39,8 @@ def layer_gram(ctx, layer: str, batch: int):
   """The centred Gram matrix of the features at `layer` of the member's probe batch (ctx.probe_batch); with several
   layers (A/B/...) one per layer, stacked (L, batch, batch)."""
   x = ctx.probe_batch(batch)[0]
-  if names := layer_names(layer):
-    return jnp.stack([centred_gram(ctx.features(x, name)[1], batch) for name in names])
+  if names := layer_names(layer):  # one forward pass for every layer
+    return jnp.stack([centred_gram(h, batch) for h in ctx.tap_features(x, names).values()])
   return centred_gram(ctx.features(x, layer or None)[1], batch)
 
 
