@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 OUT ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: venv demo grok test bench clean
+.PHONY: venv demo grok test bench constraints clean
 
 venv:
 	@bash scripts/bootstrap.sh
@@ -19,6 +19,11 @@ test: venv
 
 bench: venv
 	$(PY) -m benchmarks.members
+
+constraints:  # the newest versions pyproject.toml allows, recorded in constraints.txt
+	CONSTRAINTS= bash scripts/bootstrap.sh
+	$(PY) -m pip install --upgrade --upgrade-strategy eager -e .[dev] > .venv/install.log 2>&1
+	{ head -n 2 constraints.txt; $(PY) -m pip freeze --exclude-editable; } > constraints.tmp && mv constraints.tmp constraints.txt
 
 clean:
 	rm -rf .venv runs

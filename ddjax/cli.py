@@ -80,6 +80,29 @@ def _fail(message: str) -> None:
   raise SystemExit(2)
 
 
+def _wrap(text: str) -> str:
+  """--help's text with each line wrapped to the terminal (COLUMNS, else its width, at least 60 columns), a wrapped
+  line's rest indented under the start of its description (after the key and its value)."""
+  import re
+  import textwrap
+  width = max(shutil.get_terminal_size((120, 24)).columns, 60)
+  out = []
+  for line in text.splitlines():
+    gap = re.match(r'(\s*\S+(?:\s{2,}|\s)\S*\s{2,})', line)  # '  key  value  help': wrap under help
+    indent = len(gap.group(1)) if gap and len(gap.group(1)) < width // 2 else len(line) - len(line.lstrip()) + 4
+    out.append(textwrap.fill(line, width, subsequent_indent=' ' * indent, break_on_hyphens=False) if line.strip()
+               else line)
+  return '\n'.join(out)
+
+
+def command(name: str) -> str:
+  """How to run experiment `name` again, as a hint prints it: `ddjax NAME` when the ddjax command ran it, else this
+  interpreter (its full path: it has the packages) with -m experiments.NAME."""
+  if os.environ.get('DDJAX_COMMAND'):
+    return f'ddjax {name}'
+  return f'{shlex.quote(sys.executable)} -m experiments.{name}'
+
+
 def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
          after: Callable[[Path], None] | None = None, flags: tuple[Flag, ...] = (),
          report: Callable[[Path], Path] | None = None, again: str | None = None) -> Path | None:
@@ -96,9 +119,10 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
   default = next(iter(presets))
   keys_help = '\n'.join(f'  --preset {p}: {pr.about}' for p, pr in presets.items())
   parser = _Parser(  # no abbreviations: --plugin and --out are read before the parser (plugins.from_argv)
-      prog=f'python -m experiments.{name}', formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
-      description=f'Presets:\n{keys_help}\n\nKeys (key=value; sweeps a,b,c  a..b  a..b..s) with the defaults of '
-                  f'preset {default}:\n{cfglib.describe(presets[default].config, presets[default].sweep)}')
+      prog=command(name) if os.environ.get('DDJAX_COMMAND') else f'python -m experiments.{name}',
+      formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
+      description=_wrap(f'Presets:\n{keys_help}\n\nKeys (key=value; sweeps a,b,c  a..b  a..b..s) with the defaults '
+                        f'of preset {default}:\n{cfglib.describe(presets[default].config, presets[default].sweep)}'))
   parser.add_argument('--preset', help=f'one of: {", ".join(presets)} (default {default})')
   parser.add_argument('--out', type=Path, help='output directory (default runs/NAME-PRESET-TIME)')
   parser.add_argument('--resume', action='store_true',
@@ -212,7 +236,7 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
     _fail(str(e))
   except Interrupted as e:
     given = argv + ([] if args.out else ['--out', str(out)])
-    again = again or f"python -m experiments.{name} {' '.join(shlex.quote(a) for a in given if a != '--resume')}"
+    again = again or f"{command(name)} {' '.join(shlex.quote(a) for a in given if a != '--resume')}"
     print(f'{e}; continue with the same command: {again}', file=sys.stderr)
     raise SystemExit(128 + e.signum) from None
   import jax
@@ -249,6 +273,9 @@ def _dry_run(jobs, out: Path) -> None:
         f'conv={conv_form(jobs[0].config)} (0.9-1.8x what XLA reported in the tests), data excluded; a run '
         f'splits buckets to fit 90% of what XLA may take (90% of a GPU\'s memory unless '
         f'XLA_PYTHON_CLIENT_MEM_FRACTION says otherwise), or train.memory_gb')
+  if jobs[0].config.model.conv == 'auto' and conv_form(jobs[0].config) == 'im2col':
+    print('note: conv=auto is im2col on this CPU (more memory) and lax on a GPU: for a GPU run\'s figures, '
+          'add model.conv=lax to this --dry-run')
   if (out / 'parts').is_dir():
     from ddjax.results import complete_ids
     print(f'{out} already holds {len(complete_ids(out))} complete member(s); a run skips them')

@@ -32,7 +32,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from ddjax.cli import Preset, main as cli_main
+from ddjax.cli import Preset, command, main as cli_main
 from ddjax.config import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig
 
 LAYERS = 'layer0/layer1/layer2/layer3'
@@ -152,7 +152,7 @@ def main(argv: list[str]) -> None:
     except SystemExit:
       sys.stderr.write(said.getvalue().splitlines(keepends=True)[-1] if said.getvalue() else '')  # its one line
       raise
-  again = f'python -m experiments.representations {shlex.join(plain)}' + (
+  again = f'{command("representations")} {shlex.join(plain)}' + (
       '' if args.out else f' --out {shlex.quote(str(out))}')
   for part in parts:
     print(f'== {part} ({out / part})', flush=True)

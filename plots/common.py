@@ -208,7 +208,15 @@ def check_store(out, experiment: str) -> None:
   wrote = experiment_of(out)
   if wrote is not None and wrote != experiment:
     raise OtherExperiment(f'{out} holds a {wrote} run, not a {experiment} one: its figures are '
-                          f'python -m plots.{wrote} {out}')
+                          f'{plot_command(wrote)} {out}')
+
+
+def plot_command(experiment: str) -> str:
+  """How to draw an experiment's figures, as a hint prints it: `ddjax plot` under the ddjax command, else this
+  interpreter (its full path: it has the packages) with -m plots.NAME."""
+  import os
+  import shlex
+  return 'ddjax plot' if os.environ.get('DDJAX_COMMAND') else f'{shlex.quote(sys.executable)} -m plots.{experiment}'
 
 
 def incomplete(df: pd.DataFrame) -> str:

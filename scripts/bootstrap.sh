@@ -24,9 +24,22 @@ if [ ! -x "$VENV/bin/python" ] || ! ok "$VENV/bin/python"; then
   "$py" -m venv "$VENV"
 fi
 
+# The exact versions of constraints.txt (CONSTRAINTS= for none: the newest that pyproject.toml allows); EXTRAS=cuda12
+# adds the CUDA wheels. pip's own output goes to $VENV/install.log: one line here, the log's end if it fails.
 stamp="$VENV/.installed"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
-  touch "$stamp"
+extras="dev${EXTRAS:+,$EXTRAS}"
+constraints=${CONSTRAINTS-constraints.txt}
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || { [ -n "$constraints" ] && [ "$constraints" -nt "$stamp" ]; } \
+   || [ "$(cat "$stamp")" != "$extras $constraints" ]; then
+  echo "installing ddjax[$extras]${constraints:+ with the versions of $constraints} into $VENV (log: $VENV/install.log)"
+  start=$SECONDS
+  if ! { "$VENV/bin/python" -m pip install --upgrade pip \
+         && PYTHONWARNINGS=ignore "$VENV/bin/python" -m pip install ${constraints:+-c "$constraints"} -e ".[$extras]"; } \
+       > "$VENV/install.log" 2>&1; then
+    tail -n 20 "$VENV/install.log" >&2
+    echo "error: the install failed; the whole log is $VENV/install.log" >&2
+    exit 1
+  fi
+  echo "$extras $constraints" > "$stamp"
+  echo "installed in $((SECONDS - start)) s"
 fi

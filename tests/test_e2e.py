@@ -3,6 +3,7 @@ results table, its figures, and a run that is independent of the device count.""
 
 import json
 import os
+import sys
 
 import numpy as np
 import pandas as pd
@@ -165,7 +166,8 @@ def test_plot_commands_refuse_another_experiments_store_and_say_what_final_means
     grokking.main([str(out), '--out', str(tmp_path / 'g')])
   err = capsys.readouterr().err
   assert e.value.code == 2 and err.count('\n') == 1
-  assert f'holds a double_descent run, not a grokking one: its figures are python -m plots.double_descent {out}' in err
+  assert (f'holds a double_descent run, not a grokking one: its figures are {sys.executable} -m plots.double_descent '
+          f'{out}') in err
   assert not (tmp_path / 'g').exists()
   store = tmp_path / 'old'
   shutil.copytree(os.path.join(os.path.dirname(__file__), 'fixtures', 'compat_store'), store)
@@ -204,3 +206,29 @@ def test_heatmap_colour_range_follows_the_late_epochs_and_figures_name_their_run
   for fig in drawn.values():
     assert fig.get_suptitle().startswith('mnist1d (240 train), 20% label noise, cnn1d, adam lr 0.001, batch 40, 4 '
                                          'epochs')
+
+
+def test_the_ddjax_command_runs_experiments_plots_and_tools(run_dir, tmp_path, monkeypatch):
+  """The installed `ddjax` command: --help lists the experiments; `ddjax plot DIR` draws the figures of the
+  experiment run.json names; `ddjax results describe DIR` is python -m ddjax.results; an unknown command is one line
+  and status 2. A printed hint names a command that runs as printed: `ddjax NAME` under the command, else this
+  interpreter's full path."""
+  import subprocess
+  from ddjax.cli import command
+  ddjax = os.path.join(os.path.dirname(sys.executable), 'ddjax')
+  run = lambda *args: subprocess.run([ddjax, *args], capture_output=True, text=True, timeout=300)
+  shown = run('--help')
+  assert shown.returncode == 0 and 'double_descent   Model-wise double descent' in shown.stdout
+  assert 'representations  Representations on MNIST-1D' in shown.stdout
+  out, _ = run_dir
+  plotted = run('plot', str(out), '--out', str(tmp_path / 'figs'))
+  assert plotted.returncode == 0, plotted.stderr
+  assert {p.name for p in (tmp_path / 'figs').iterdir()} >= {'error_vs_width.png', 'heatmap_test_error.png'}
+  described = run('results', 'describe', str(out))
+  assert described.returncode == 0 and described.stdout.startswith('run_id')
+  bad = run('dubble_descent')
+  assert bad.returncode == 2 and bad.stderr.count('\n') == 1 and "unknown command 'dubble_descent'" in bad.stderr
+  monkeypatch.delenv('DDJAX_COMMAND', raising=False)
+  assert command('grokking') == f'{sys.executable} -m experiments.grokking'
+  monkeypatch.setenv('DDJAX_COMMAND', 'ddjax')
+  assert command('grokking') == 'ddjax grokking'

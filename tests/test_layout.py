@@ -13,7 +13,7 @@ LAYERS = [  # bottom first; a package stands for all its modules
     {'ddjax.buckets', 'ddjax.checkpoint', 'ddjax.store', 'ddjax.results', 'ddjax.parts', 'ddjax.columns'},
     {'ddjax.loop'},
     {'ddjax.run', 'ddjax.workers', 'ddjax.wandb_log'},
-    {'ddjax.cli', 'ddjax.analysis.validate', 'ddjax.analysis.__main__'},  # (they read stores)
+    {'ddjax.cli', 'ddjax.command', 'ddjax.analysis.validate', 'ddjax.analysis.__main__'},  # (they read stores)
 ]
 
 
