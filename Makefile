@@ -22,7 +22,7 @@ bench: venv
 
 constraints:  # the newest versions pyproject.toml allows, recorded in constraints.txt
 	CONSTRAINTS= bash scripts/bootstrap.sh
-	$(PY) -m pip install --upgrade --upgrade-strategy eager -e .[dev] > .venv/install.log 2>&1
+	$(PY) -m pip install --upgrade --upgrade-strategy eager -e '.[dev]' > .venv/install.log 2>&1
 	{ head -n 2 constraints.txt; $(PY) -m pip freeze --exclude-editable; } > constraints.tmp && mv constraints.tmp constraints.txt
 
 clean:

@@ -67,8 +67,8 @@ def _warn_idle_keys(cfg: cfglib.Config, sweep: dict[str, list], given: set[str])
   models = sweep.get('model.name', [cfg.model.name])
   for key, readers in OPTIMIZER_KEYS.items():
     if key in given and not set(optimizers) & set(readers):
-      print(f"warning: {key} does nothing with optim.name={','.join(optimizers)} (only {' and '.join(readers)} "
-            'read it)', file=sys.stderr)
+      print(f"warning: {key} does nothing with optim.name={','.join(optimizers)} (read by {' and '.join(readers)} "
+            'only)', file=sys.stderr)
   for option in ('depth',):
     key = f'model.{option}'
     if key in given and not any(option in model_spec(m).options for m in models):
@@ -89,9 +89,17 @@ def _wrap(text: str) -> str:
   out = []
   for line in text.splitlines():
     gap = re.match(r'(\s*\S+(?:\s{2,}|\s)\S*\s{2,})', line)  # '  key  value  help': wrap under help
-    indent = len(gap.group(1)) if gap and len(gap.group(1)) < width // 2 else len(line) - len(line.lstrip()) + 4
-    out.append(textwrap.fill(line, width, subsequent_indent=' ' * indent, break_on_hyphens=False) if line.strip()
-               else line)
+    if len(line) <= width or not line.strip():
+      out.append(line)
+    elif gap and len(gap.group(1)) < width // 2:
+      out.append(textwrap.fill(line, width, subsequent_indent=' ' * len(gap.group(1)), break_on_hyphens=False))
+    elif gap:  # key and value too wide to share the lines: the help below them
+      out.append(gap.group(1).rstrip())
+      out.append(textwrap.fill(line[len(gap.group(1)):], width, initial_indent=' ' * 6, subsequent_indent=' ' * 6,
+                               break_on_hyphens=False))
+    else:
+      indent = len(line) - len(line.lstrip()) + 4
+      out.append(textwrap.fill(line, width, subsequent_indent=' ' * indent, break_on_hyphens=False))
   return '\n'.join(out)
 
 
@@ -99,7 +107,7 @@ def command(name: str) -> str:
   """How to run experiment `name` again, as a hint prints it: `ddjax NAME` when the ddjax command ran it, else this
   interpreter (its full path: it has the packages) with -m experiments.NAME."""
   if os.environ.get('DDJAX_COMMAND'):
-    return f'ddjax {name}'
+    return f"{shlex.quote(os.environ['DDJAX_COMMAND'])} {name}"
   return f'{shlex.quote(sys.executable)} -m experiments.{name}'
 
 

@@ -21,13 +21,18 @@ ENGINE = {
     'attempt_time': "the attempt's start as UTC time",
     'complete': 'whether the member trained every epoch (False: interrupted, or still running)',
     'versions': 'package versions of the run (JSON)', 'device': 'the device it ran on',
-    'recorded_probes': 'the probes the member recorded (JSON)', 'wall_time_s': "the job's wall time in seconds",
+    'recorded_probes': 'the probes the member recorded, comma-separated',
+    'wall_time_s': "the job's wall time in seconds",
     'padded_ratio': "padded / useful FLOPs of the job's buckets",
     'epoch': 'evaluation epochs (fractional within an epoch with train.eval_every_steps)',
     'step': 'optimizer steps at each evaluation', 'time_s': 'seconds since the job started, at each evaluation',
     'diverged': 'whether the loss or parameters stopped being finite (the member was then frozen)',
     'diverged_step': 'the step it diverged at (-1: never)',
     'best_epoch': 'epoch of the best state kept (train.keep_best)',
+    'final_test_accuracy': '1 - the last test_error (the grokking analysis)',
+    'rank': "the linear teacher's rank (a fact of the data set)",
+    'train_infinite': 'training examples whose m-height is infinite (a fact of the data set)',
+    'test_infinite': 'test examples whose m-height is infinite (a fact of the data set)',
     'source': 'the store a merged row came from',
     # the base probes' curves, one by one
     'train_loss': "loss on the member's own (noisy) training labels (cross-entropy in nats; regression: squared "
@@ -68,6 +73,8 @@ def describe_column(name: str, probes: list[tuple[re.Pattern, str]] | None = Non
     return f"config key: {keys[name].metadata.get('help', '')}"
   if name.endswith('_resolved') and name[:-len('_resolved')] in keys:
     return f"the seed the member used: {name[:-len('_resolved')]}, or seed where that is none"
+  if re.fullmatch(r'teacher_s[0-9]+', name):
+    return f"the linear teacher's singular value {name[len('teacher_s'):]} (a fact of the data set)"
   if name.startswith('best_') and name[len('best_'):] in ENGINE:
     return f'{name[len("best_"):]} of the best state kept (train.keep_best, by train.best_metric)'
   if name.startswith('norm_'):
@@ -77,7 +84,7 @@ def describe_column(name: str, probes: list[tuple[re.Pattern, str]] | None = Non
   for pattern, text in probes if probes is not None else _probe_columns():
     if pattern.match(name):
       return text
-  return 'not described: added by an analysis (--write) or a plugin'
+  return 'not described: added by an analysis (--write), a data set or a plugin'
 
 
 def describe(table: pd.DataFrame) -> list[str]:

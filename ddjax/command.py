@@ -14,6 +14,7 @@ import os
 import pkgutil
 import runpy
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -36,10 +37,11 @@ def _fail(message: str) -> None:
   raise SystemExit(2)
 
 
-def plot_module(out: Path) -> str:
+def plot_module(out: Path) -> tuple[str, Path]:
   """The plots module of the experiment that wrote `out` (a store, or the representations study's directory of
-  stores); a one-line error where that cannot be told."""
-  from plots.common import experiment_of
+  stores) and the directory it reads (a part of that study: its directory); a one-line error where that cannot be
+  told."""
+  from ddjax.store import experiment_of
   if not out.is_dir():
     _fail(f'{out} is not a results directory')
   wrote = experiment_of(out)
@@ -47,9 +49,21 @@ def plot_module(out: Path) -> str:
                                                                                        'projector')):
     wrote = 'representations'
   if wrote is None:
-    _fail(f'cannot tell which experiment wrote {out} (a store from before run.json recorded it): run '
-          f'{shlex.quote(sys.executable)} -m plots.NAME {out}, NAME one of {", ".join(experiments())}')
-  return f'plots.{wrote}'
+    _fail(f'cannot tell which experiment wrote {out} (a store from before run.json recorded it, or a merged one): '
+          f'run {shlex.quote(sys.executable)} -m plots.NAME {out}, NAME one of {", ".join(experiments())}')
+  if wrote == 'representations' and (out / 'run.json').exists():  # one part: the study draws its directory
+    out = out.parent
+  return f'plots.{wrote}', out
+
+
+def invoked_as() -> str:
+  """How a shell runs this command again: `ddjax` where the PATH finds this very program, else its full path (as
+  .venv/bin/ddjax is called without activating the environment)."""
+  me = os.path.abspath(sys.argv[0])
+  found = shutil.which('ddjax')
+  if os.path.basename(me) != 'ddjax' or (found and os.path.exists(me) and os.path.samefile(found, me)):
+    return 'ddjax'
+  return me
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -62,13 +76,14 @@ def main(argv: list[str] | None = None) -> None:
       print(f'  {name:<16} {doc}')
     return
   name, rest = argv[0], argv[1:]
-  os.environ['DDJAX_COMMAND'] = 'ddjax'  # the hints a run prints then read `ddjax NAME ...`
+  os.environ['DDJAX_COMMAND'] = invoked_as()  # the hints a run prints then read `ddjax NAME ...`
   if name in known:
     module = f'experiments.{name}'
   elif name == 'plot':
     if not rest or rest[0].startswith('-'):
       _fail('ddjax plot DIR: name the results directory')
-    module = plot_module(Path(rest[0]))
+    module, where = plot_module(Path(rest[0]))
+    rest = [str(where), *rest[1:]]
   elif name in TOOLS:
     module = TOOLS[name]
   else:

@@ -5,7 +5,7 @@ activations of one training batch: the outputs of every layer (from an abstract 
 `capture_intermediates`, nothing is computed) times a factor for what the backward pass keeps (normalised values,
 ReLU masks, and for the im2col form its patches). Evaluation keeps no activations for a backward pass, but runs
 larger batches: its peak is a few of the largest layer outputs (and the im2col patches of one), per example.
-tests/test_memory.py checks both estimates against XLA's own accounting of the compiled programs (the README gives
+tests/test_memory.py checks both estimates against XLA's own accounting of the compiled programs (docs/concepts.md gives
 the ratios); they err high, so a split comes early rather than late. Once compiled, buckets.make_buckets checks
 XLA's own figures too. What probes need at an evaluation beyond that, each probe estimates itself (ProbeSpec.memory,
 summed by buckets.probe_bytes).

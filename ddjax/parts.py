@@ -110,9 +110,9 @@ def explained(table: pd.DataFrame) -> pd.DataFrame:
   if 'seed' in table.columns:
     for key in SEEDS_RESOLVED:
       if key in table.columns and f'{key}_resolved' not in table.columns:
-        new[f'{key}_resolved'] = table[key].where(table[key].notna(), table['seed']).astype('int64')
+        new[f'{key}_resolved'] = table[key].where(table[key].notna(), table['seed']).astype('Int64')
   if 'attempt' in table.columns and 'attempt_time' not in table.columns:
-    new['attempt_time'] = pd.to_datetime(table['attempt'].astype('int64'), unit='ns', utc=True)
+    new['attempt_time'] = pd.to_datetime(table['attempt'], unit='ns', utc=True, errors='coerce')
   for curve in FINAL:
     if curve in table.columns and f'final_{curve}' not in table.columns:
       new[f'final_{curve}'] = table[curve].map(_last_finite)

@@ -271,7 +271,10 @@ def merge(sources: list[Path], dest: Path, keep: str = 'last') -> Path:
   table = table.drop_duplicates('run_id', keep=keep)
   table = table.reset_index(drop=True)
   dest.mkdir(parents=True, exist_ok=True)
-  write_json(dest / 'run.json', {'merged_from': [str(s) for s in sources], 'keep': keep, 'members': len(table)})
+  wrote = {json.loads((Path(s) / 'run.json').read_text()).get('experiment') if (Path(s) / 'run.json').exists()
+           else None for s in sources}
+  write_json(dest / 'run.json', {'merged_from': [str(s) for s in sources], 'keep': keep, 'members': len(table),
+                                 **({'experiment': wrote.pop()} if len(wrote) == 1 and None not in wrote else {})})
   path = dest / 'results.parquet'
   write_table(path, pa.Table.from_pandas(table, preserve_index=False))
   return path

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -85,3 +86,21 @@ def run_record(cfg: cfglib.Config, sweep: dict[str, list], jobs: list[Job]) -> d
   imported (worker processes and later commands import them again)."""
   return {'config': cfglib.to_dict(cfg), 'sweep': sweep, 'versions': versions(), 'device': device_name(),
           'jobs': len(jobs), 'members': sum(len(j.members) for j in jobs), 'plugins': plugins.loaded()}
+
+
+def experiment_of(out) -> str | None:
+  """The experiment that wrote the store `out`: run.json's `experiment` (recorded since the representations study),
+  else told by an older store's config where it can be (modular arithmetic or m-height data: grokking; a deep
+  linear model: deep_linear); None where it cannot."""
+  try:
+    record = json.loads((Path(out) / 'run.json').read_text())
+  except (OSError, ValueError):
+    return None
+  if record.get('experiment'):
+    return record['experiment']
+  config = record.get('config', {})
+  if config.get('data', {}).get('name') in ('modular', 'mheight'):
+    return 'grokking'
+  if config.get('model', {}).get('name') == 'deep_linear':
+    return 'deep_linear'
+  return None

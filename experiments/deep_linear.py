@@ -15,8 +15,8 @@ What it shows (Saxe et al.'s Figure 3, Arora et al.'s balancedness): from a smal
 a sigmoid and the modes are learned one after another, strongest first, in a time of about ln(s / u0) / (2 s) in units
 of 2 lr x steps (the loss has no 1/2); from a large init their learning overlaps. The imbalance stays near its
 initial value (gradient flow conserves W_{l+1}^T W_{l+1} - W_l W_l^T; gradient descent drifts by O(lr)).
-Measured (README): half strength at t = 1.4, 2.6, 4.6, 8.6 for depth 1 from init scale 0.03; 17, 40, 65, 138 for
-depth 2.
+Measured (docs/deep_linear.md): half strength at t = 1.4, 2.6, 4.6, 8.6 for depth 1 from init scale 0.03; 17, 40, 65,
+138 for depth 2.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ import pandas as pd  # noqa: E402
 
 from ddjax import config as cfglib  # noqa: E402
 from ddjax import plugins, results  # noqa: E402
+from ddjax.store import experiment_of  # noqa: E402, F401 - plots read it from here too
 
 SEED_KEYS = ('seed', 'model.seed', 'train.batch_seed', 'data.noise_seed')
 
@@ -183,32 +184,17 @@ class OtherExperiment(ValueError):
   """A plot command given a store that another experiment wrote."""
 
 
-def experiment_of(out) -> str | None:
-  """The experiment that wrote the store `out`: run.json's `experiment` (recorded since the representations study),
-  else told by an older store's config where it can be (modular arithmetic or m-height data: grokking; a deep
-  linear model: deep_linear); None where it cannot."""
-  import json
-  try:
-    record = json.loads((Path(out) / 'run.json').read_text())
-  except (OSError, ValueError):
-    return None
-  if record.get('experiment'):
-    return record['experiment']
-  config = record.get('config', {})
-  if config.get('data', {}).get('name') in ('modular', 'mheight'):
-    return 'grokking'
-  if config.get('model', {}).get('name') == 'deep_linear':
-    return 'deep_linear'
-  return None
-
-
 def check_store(out, experiment: str) -> None:
   """Raises OtherExperiment (one line: which experiment wrote it, the command that draws it) unless `out` was written
   by `experiment` or cannot tell."""
   wrote = experiment_of(out)
-  if wrote is not None and wrote != experiment:
+  if wrote is not None and wrote != experiment and wrote not in READS.get(experiment, ()):
+    where = Path(out).parent if wrote == 'representations' else out  # a part of the study's directory
     raise OtherExperiment(f'{out} holds a {wrote} run, not a {experiment} one: its figures are '
-                          f'{plot_command(wrote)} {out}')
+                          f'{plot_command(wrote)} {where}')
+
+
+READS = {'double_descent': ('representations',)}  # plots that also draw another experiment's stores (its parts)
 
 
 def plot_command(experiment: str) -> str:
@@ -216,7 +202,9 @@ def plot_command(experiment: str) -> str:
   interpreter (its full path: it has the packages) with -m plots.NAME."""
   import os
   import shlex
-  return 'ddjax plot' if os.environ.get('DDJAX_COMMAND') else f'{shlex.quote(sys.executable)} -m plots.{experiment}'
+  if os.environ.get('DDJAX_COMMAND'):
+    return f"{shlex.quote(os.environ['DDJAX_COMMAND'])} plot"
+  return f'{shlex.quote(sys.executable)} -m plots.{experiment}'
 
 
 def incomplete(df: pd.DataFrame) -> str:

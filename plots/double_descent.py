@@ -101,7 +101,7 @@ def heatmap(df, path: Path, metric: str = 'test_error') -> Path:
     ax.set_xticks(np.arange(len(widths))[::step], [str(w) for w in widths[::step]])
     ax.set(xlabel='width', ylabel='epoch', title=f'{metric.replace("_", " ")} {label}'.strip())
     names = {'test_error': 'test error (clean labels)', 'test_error_noisy': 'test error (noisy labels)'}
-    fig.colorbar(mesh, ax=ax, label=names.get(metric, metric.replace('_', ' ')), extend='max')
+    fig.colorbar(mesh, ax=ax, label=names.get(metric, metric.replace('_', ' ')), extend='both')
   fig.suptitle(f'{run_description(df)}; mean over seeds; colour range from the last third of the evaluations',
                fontsize=7)
   return save(fig, path)

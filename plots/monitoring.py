@@ -205,5 +205,5 @@ def plot_all(out, fig_dir=None) -> list[Path]:
 
 
 if __name__ == '__main__':
-  main('plots.monitoring', __doc__, plot_all, experiment='monitoring',
+  main('plots.monitoring', __doc__, plot_all,
        nothing='has no step table (run with probes=step_metrics)')

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates .venv with a Python >= 3.12 (jax 0.11+ needs it) and installs ddjax with its dev extra.
-# Re-running is cheap: it reinstalls only when pyproject.toml changed.
+# Re-running is cheap: it reinstalls only when pyproject.toml or constraints.txt changed, or other extras or
+# constraints are asked for.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -27,10 +28,16 @@ fi
 # The exact versions of constraints.txt (CONSTRAINTS= for none: the newest that pyproject.toml allows); EXTRAS=cuda12
 # adds the CUDA wheels. pip's own output goes to $VENV/install.log: one line here, the log's end if it fails.
 stamp="$VENV/.installed"
+stamped=$(cat "$stamp" 2>/dev/null || true)  # "EXTRAS CONSTRAINTS" of the last install
 extras="dev${EXTRAS:+,$EXTRAS}"
+missing=0
+for e in ${extras//,/ }; do  # extras installed before are kept (no reinstall back and forth)
+  case ",${stamped%% *}," in *",$e,"*) ;; *) missing=1 ;; esac
+done
+[ -n "$stamped" ] && extras=$(echo "${stamped%% *},$extras" | tr ',' '\n' | awk 'NF && !seen[$0]++' | paste -sd, -)
 constraints=${CONSTRAINTS-constraints.txt}
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || { [ -n "$constraints" ] && [ "$constraints" -nt "$stamp" ]; } \
-   || [ "$(cat "$stamp")" != "$extras $constraints" ]; then
+   || [ "$missing" = 1 ] || [ "${stamped#* }" != "$constraints" ]; then
   echo "installing ddjax[$extras]${constraints:+ with the versions of $constraints} into $VENV (log: $VENV/install.log)"
   start=$SECONDS
   if ! { "$VENV/bin/python" -m pip install --upgrade pip \

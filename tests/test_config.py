@@ -98,10 +98,10 @@ def test_keys_no_optimizer_or_model_reads_are_a_warning(tmp_path, capsys):
   dry run goes on; read by one of a swept optimizer list, no warning."""
   cli.main('double_descent', PRESETS, ['optim.momentum=0.5', 'model.depth=3', '--dry-run', '--out', str(tmp_path)])
   err = capsys.readouterr().err.splitlines()
-  assert err == ['warning: optim.momentum does nothing with optim.name=adam (only sgd read it)',
+  assert err == ['warning: optim.momentum does nothing with optim.name=adam (read by sgd only)',
                  'warning: model.depth does nothing with model.name=cnn1d']
   cli.main('double_descent', PRESETS, ['optim.name=sgd', 'optim.b1=0.8', '--dry-run', '--out', str(tmp_path)])
-  assert capsys.readouterr().err == 'warning: optim.b1 does nothing with optim.name=sgd (only adam and adamw read it)\n'
+  assert capsys.readouterr().err == 'warning: optim.b1 does nothing with optim.name=sgd (read by adam and adamw only)\n'
   cli.main('double_descent', PRESETS, ['optim.name=sgd,adam', 'optim.b1=0.8', '--dry-run', '--out', str(tmp_path)])
   assert capsys.readouterr().err == ''
 
