@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 OUT ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: venv demo grok test bench constraints clean
+.PHONY: venv demo grok test docs bench constraints clean
 
 venv:
 	@bash scripts/bootstrap.sh
@@ -15,7 +15,11 @@ grok: venv
 
 test: venv
 	$(PY) -m ruff check .  # lint (pyproject.toml: [tool.ruff])
+	$(PY) -m mkdocs build --strict --site-dir .venv/site  # docs/: a broken link or API reference fails
 	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile tests  # two workers, a test file each
+
+docs: venv  # the documentation site (docs/ and its API reference) in site/
+	$(PY) -m mkdocs build --strict
 
 bench: venv
 	$(PY) -m benchmarks.members
@@ -26,4 +30,4 @@ constraints:  # the newest versions pyproject.toml allows, recorded in constrain
 	{ head -n 2 constraints.txt; $(PY) -m pip freeze --exclude-editable; } > constraints.tmp && mv constraints.tmp constraints.txt
 
 clean:
-	rm -rf .venv runs
+	rm -rf .venv runs site
