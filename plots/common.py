@@ -89,7 +89,7 @@ def run_description(df: pd.DataFrame) -> str:
 
   data = configs[0]['data']
   n = cfglib.train_examples(cfglib.from_dict(configs[0]).data)
-  noise = value('data', 'noise', lambda v: f'{v:.0%} label noise')
+  noise = value('data', 'noise', lambda v: f'{v:.0%} label noise' if v else 'no label noise')
   optimizer = value('optim', 'name')
   if 'swept' not in optimizer:
     optimizer += f" lr {value('optim', 'lr', lambda v: f'{v:g}')}"
