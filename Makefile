@@ -1,4 +1,4 @@
-# Quick start: `make demo` (MNIST-1D double descent, about 5 minutes on 2 CPU cores) and `make test`.
+# Quick start: `make demo` (MNIST-1D double descent, 3.5-7 minutes on 2 CPU cores) and `make test`.
 PY := .venv/bin/python
 OUT ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 

@@ -98,6 +98,13 @@ def run_description(df: pd.DataFrame) -> str:
           'epochs')
 
 
+def wrapped(title: str, fig, fontsize: float = 7) -> str:
+  """A subtitle broken into lines that fit the figure's width at `fontsize` points."""
+  import textwrap
+  chars = int(fig.get_figwidth() * 72 / (0.55 * fontsize))  # an average character is about 0.55 em wide
+  return textwrap.fill(title, max(chars, 40))
+
+
 def mean_spread(df: pd.DataFrame, x: str, values: pd.Series):
   """x values, mean and standard deviation over the members (seeds) at each x."""
   g = values.groupby(df[x])

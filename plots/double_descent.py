@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from plots.common import (final, incomplete, load, main, mean_spread, plt, probe_figures, run_description, save,
-                          series, width_epoch_grid)
+                          series, width_epoch_grid, wrapped)
 
 X = 'model.width'
 
@@ -26,8 +26,9 @@ def error_vs_width(df, path: Path) -> Path:
   fig, ax = plt.subplots(figsize=(5.5, 3.6))
   groups = series(df, X)
   for i, (label, g) in enumerate(groups):
-    for j, (metric, style, name) in enumerate((('test_error', '-', 'test'), ('test_error_noisy', ':',
-                                                'test (noisy labels)'), ('train_error', '--', 'train'))):
+    for j, (metric, style, name) in enumerate((('test_error', '-', 'test (clean labels)'),
+                                               ('test_error_noisy', ':', 'test on noisy labels (from the clean error)'),
+                                               ('train_error', '--', 'train (its noisy labels)'))):
       x, mean, std = mean_spread(g, X, final(g, metric))
       color = f'C{j if len(groups) == 1 else i}'
       ax.plot(x, mean, style, color=color, marker='o', ms=3, label=f'{name} {label}'.strip())
@@ -40,7 +41,7 @@ def error_vs_width(df, path: Path) -> Path:
   ax.set(xlabel='width', ylabel='error at final epoch',
          title=f'Model-wise double descent ({n_seeds} seed{"s" if n_seeds > 1 else ""}: mean, band ± 1 sd)'
                + (f'\n{note}' if (note := incomplete(df)) else ''))
-  fig.suptitle(run_description(df), fontsize=7)
+  fig.suptitle(wrapped(run_description(df), fig), fontsize=7)
   ax.legend(fontsize=7, handlelength=3)
   return save(fig, path)
 
@@ -66,7 +67,7 @@ def loss_vs_width(df, path: Path) -> Path:
   _width_axis(ax, df[X].unique())
   ax.set(xlabel='width', ylabel='cross-entropy at final epoch', yscale='log',
          title='Loss against width (mean over seeds, band ± 1 sd)')
-  fig.suptitle(run_description(df), fontsize=7)
+  fig.suptitle(wrapped(run_description(df), fig), fontsize=7)
   ax.legend(fontsize=7, handlelength=3)
   return save(fig, path)
 
@@ -90,8 +91,10 @@ def heatmap(df, path: Path, metric: str = 'test_error') -> Path:
     fitted = np.flatnonzero(train[-1] < 0.01) if len(train) else []
     if len(fitted):  # the interpolation threshold
       ax.axvline(fitted[0], color='w', ls='--', lw=1)
+      right = fitted[0] > len(widths) / 2  # the label on the side with room
       ax.annotate(f'train error < 1% from width {widths[fitted[0]]:g}', (fitted[0], epochs[0]), color='w',
-                  fontsize=6, xytext=(3, 3), textcoords='offset points')
+                  fontsize=6, xytext=(-3 if right else 3, 3), textcoords='offset points',
+                  ha='right' if right else 'left')
     if min(train.shape) >= 2 and np.isfinite(train).all():  # contours need a 2x2 grid at least
       cs = ax.contour(np.arange(len(widths)), epochs, train, levels=[0.01, 0.1], colors='w', linewidths=0.8)
       ax.clabel(cs, fmt={0.01: 'train 1%', 0.1: 'train 10%'}, fontsize=6)
@@ -102,8 +105,8 @@ def heatmap(df, path: Path, metric: str = 'test_error') -> Path:
     ax.set(xlabel='width', ylabel='epoch', title=f'{metric.replace("_", " ")} {label}'.strip())
     names = {'test_error': 'test error (clean labels)', 'test_error_noisy': 'test error (noisy labels)'}
     fig.colorbar(mesh, ax=ax, label=names.get(metric, metric.replace('_', ' ')), extend='both')
-  fig.suptitle(f'{run_description(df)}; mean over seeds; colour range from the last third of the evaluations',
-               fontsize=7)
+  fig.suptitle(wrapped(f'{run_description(df)}; mean over seeds; colour range from the last third of the '
+                       'evaluations', fig), fontsize=7)
   return save(fig, path)
 
 

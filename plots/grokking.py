@@ -23,7 +23,7 @@ import pandas as pd
 from ddjax import analysis, results
 from ddjax.plugins import PluginError
 from plots.common import (SEED_KEYS, OtherExperiment, add_plugin_option, check_store, incomplete, load, load_plugins,
-                          plt, probe_figures, run_description, save, series_keys)
+                          plt, probe_figures, run_description, save, series_keys, wrapped)
 
 WD = 'optim.wd'
 ACC_THRESHOLD, LOSS_THRESHOLD = 0.99, 1.0
@@ -122,7 +122,7 @@ def curves(df: pd.DataFrame, path: Path) -> Path:
             plt.Line2D([], [], color='grey', ls='-', lw=1.6, label='validation')]
   ax_m.legend(handles=ax_m.get_legend_handles_labels()[0] + styles, fontsize=7, loc='best')
   ax_m.title.set_fontsize(8)
-  fig.suptitle(run_description(df), fontsize=7)
+  fig.suptitle(wrapped(run_description(df), fig), fontsize=7)
   return save(fig, path)
 
 

@@ -204,8 +204,8 @@ def test_heatmap_colour_range_follows_the_late_epochs_and_figures_name_their_run
   late = means[-max(1, len(means) // 3):]
   assert drawn['h.png'].axes[0].collections[0].get_clim() == pytest.approx((late.min(), late.max()))
   for fig in drawn.values():
-    assert fig.get_suptitle().startswith('mnist1d (240 train), 20% label noise, cnn1d, adam lr 0.001, batch 40, 4 '
-                                         'epochs')
+    assert fig.get_suptitle().replace('\n', ' ').startswith(
+        'mnist1d (240 train), 20% label noise, cnn1d, adam lr 0.001, batch 40, 4 epochs')
 
 
 def test_the_ddjax_command_runs_experiments_plots_and_tools(run_dir, tmp_path, monkeypatch):
