@@ -101,7 +101,7 @@ def run_description(df: pd.DataFrame) -> str:
 def wrapped(title: str, fig, fontsize: float = 7) -> str:
   """A subtitle broken into lines that fit the figure's width at `fontsize` points."""
   import textwrap
-  chars = int(fig.get_figwidth() * 72 / (0.55 * fontsize))  # an average character is about 0.55 em wide
+  chars = int(0.9 * fig.get_figwidth() * 72 / (0.6 * fontsize))  # a character up to 0.6 em wide; a 10% margin
   return textwrap.fill(title, max(chars, 40))
 
 

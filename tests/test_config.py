@@ -42,6 +42,8 @@ def test_jobs_split_on_static_keys_members_on_member_keys():
 @pytest.mark.parametrize('override,needle', [
     ('model.widht=3', "unknown key 'model.widht': did you mean model.width?"),
     ('widht=3', "unknown key 'widht': did you mean model.width?"),
+    ('nmae=mlp', "unknown key 'nmae': did you mean data.name or model.name or optim.name?"),
+    ('lrate=0.1', "unknown key 'lrate': known keys:"),
     ('nokey=3', "unknown key 'nokey'"),
     ('model.width=abc', "bad value 'abc' for model.width: expected an integer"),
     ('optim.lr=fast', "bad value 'fast' for optim.lr: expected a number"),

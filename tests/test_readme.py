@@ -16,6 +16,11 @@ ROOT = Path(__file__).parent.parent
 BLOCKS = re.findall(r'```(\w*)\n(.*?)```', (ROOT / 'README.md').read_text(), re.S)
 
 
+def test_readme_blocks_are_all_read():
+  """Every fenced block is of a kind the tests below run: shell (bash or bare), Python or YAML."""
+  assert {lang for lang, _ in BLOCKS} <= {'bash', '', 'python', 'yaml'}
+
+
 def commands() -> list[str]:
   """The command lines of the README's shell blocks (continuation lines joined, comments dropped)."""
   out = []
@@ -68,7 +73,7 @@ def test_readme_command_runs_as_written(line, tmp_path, monkeypatch, capsys):
   assert run_module(module, sub + ['--help'], monkeypatch) == 0, line
   shown = capsys.readouterr().out
   for option in options(args):
-    assert option in shown, f'{line}: {option} is not in {module} {" ".join(sub)} --help'
+    assert re.search(rf'(?<![\w-]){re.escape(option)}\b', shown), f'{line}: {option} is not in {module} --help'
 
 
 def test_readme_python_snippet_and_yaml_example(tmp_path):

@@ -202,8 +202,10 @@ def _unknown_key(key: str, known) -> ConfigError:
   known = [k for k in known if not k.startswith('probe.')]  # listed by --help under Probes
   near = difflib.get_close_matches(key, known, n=1)
   if not near and '.' not in key:  # a key without its section: matched against the last part (widht -> model.width)
-    last = {k.rsplit('.', 1)[-1]: k for k in reversed(known)}
-    near = [last[m] for m in difflib.get_close_matches(key, last, n=1)]
+    last: dict[str, list[str]] = {}
+    for k in known:
+      last.setdefault(k.rsplit('.', 1)[-1], []).append(k)
+    near = [' or '.join(last[m]) for m in difflib.get_close_matches(key, last, n=1, cutoff=0.75)]
   hint = f"did you mean {near[0]}? " if near else ''
   return ConfigError(f"unknown key {key!r}: {hint}known keys: {', '.join(sorted(known))}")
 
