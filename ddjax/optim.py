@@ -38,19 +38,21 @@ def scheduled_lr(schedule: str, lr, warmup, step, total_steps: int):
   raise ValueError(f'unknown schedule {schedule!r}; allowed: {", ".join(SCHEDULES)}')
 
 
-def make_optimizer(name: str, hp) -> optax.GradientTransformation:
+def make_optimizer(name: str, hp, decay: bool = True) -> optax.GradientTransformation:
   """`hp` holds lr, wd, momentum, b1, b2, eps (scalars or tracers). Conventions follow PyTorch:
 
   adam: L2 penalty wd * p added to the gradient (torch.optim.Adam weight_decay);
   adamw: decoupled decay p -= lr * wd * p (torch.optim.AdamW, optax.adamw);
   sgd: L2 penalty, then heavy-ball momentum (torch.optim.SGD).
+  decay=False: no member has weight decay, and adam and sgd skip adding 0 x p (same state layout).
   """
   lr, wd = hp['lr'], hp['wd']
+  l2 = optax.add_decayed_weights(wd) if decay else optax.identity()
   if name == 'adam':
-    return optax.chain(optax.add_decayed_weights(wd), optax.scale_by_adam(hp['b1'], hp['b2'], hp['eps']),
+    return optax.chain(l2, optax.scale_by_adam(hp['b1'], hp['b2'], hp['eps']),
                        optax.scale(-lr))
   if name == 'adamw':
     return optax.adamw(lr, hp['b1'], hp['b2'], hp['eps'], weight_decay=wd)
   if name == 'sgd':
-    return optax.chain(optax.add_decayed_weights(wd), optax.trace(decay=hp['momentum']), optax.scale(-lr))
+    return optax.chain(l2, optax.trace(decay=hp['momentum']), optax.scale(-lr))
   raise ValueError(f'unknown optimizer {name!r}; allowed: {", ".join(OPTIMIZERS)}')

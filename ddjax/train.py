@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
@@ -59,6 +60,13 @@ class StepSpec:
   total_steps: int = 0      # optimizer steps of the whole run (where cosine and linear reach 0)
   probes: tuple[Use, ...] = BASE     # evaluation probes (ddjax.probes), the base ones first
   step_probes: tuple[Use, ...] = ()  # probes run after every optimizer step (the step table)
+  # What the bucket's members all share, known when it is compiled, so that a step skips work that changes nothing
+  # (the numbers are the same bit for bit): every member at the padded width (its masks are all ones), and whether
+  # any member has SGD momentum or weight decay (without, the momentum buffer is left as it is).
+  full_width: bool = False
+  momentum: bool = True
+  decay: bool = True
+  linear: bool = False      # a linear model (deep_linear): evaluation passes go through its end-to-end map
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -111,12 +119,18 @@ def _loss(spec: StepSpec, params, batch_stats, hp, x, y, train: bool):
   outputs, ||out - y||^2, with weight 0 where a target is not finite (an infinite m-height); `wrong` is 0 for
   regression."""
   variables = {'params': params, 'batch_stats': batch_stats}
+  width = spec.model.max_width if spec.full_width else hp['width']  # a constant: XLA drops the all-ones masks
   if train:
-    out, mutated = spec.model.apply(variables, x, hp['width'], train=True, mutable=['batch_stats'],
+    out, mutated = spec.model.apply(variables, x, width, train=True, mutable=['batch_stats'],
                                     **size_args(spec.model, hp))
     batch_stats = mutated.get('batch_stats', batch_stats)
+  elif spec.linear:  # x -> x A + c with A, c from the model at 0 and the unit inputs: O(d) examples, not O(B)
+    d = math.prod(x.shape[1:])
+    basis = jnp.concatenate([jnp.zeros((1, d), x.dtype), jnp.eye(d, dtype=x.dtype)]).reshape(d + 1, *x.shape[1:])
+    at = spec.model.apply(variables, basis, width, train=False, **size_args(spec.model, hp))
+    out = x.reshape(x.shape[0], d) @ (at[1:] - at[0]) + at[0]
   else:
-    out = spec.model.apply(variables, x, hp['width'], train=False, **size_args(spec.model, hp))
+    out = spec.model.apply(variables, x, width, train=False, **size_args(spec.model, hp))
   out = out.astype(jnp.float32)
   weight = target_weight(spec, y)
   if spec.task == 'regress':
@@ -125,6 +139,16 @@ def _loss(spec: StepSpec, params, batch_stats, hp, x, y, train: bool):
     return (loss, jnp.zeros_like(loss), weight), batch_stats
   loss = optax.softmax_cross_entropy_with_integer_labels(out, y)
   return (loss, (jnp.argmax(out, -1) != y).astype(jnp.float32), weight), batch_stats
+
+
+def optimizer_update(spec: StepSpec, hp, grads, opt, params):
+  """(updates, new optimizer state). Plain SGD (no member with momentum) computes -lr (g + wd p) and leaves the
+  momentum buffer as it is: the same updates as optax's chain, whose buffer would be g (0 x buffer + g), without
+  the two passes over it; without weight decay, wd p is not added."""
+  if spec.optimizer == 'sgd' and not spec.momentum:
+    decayed = (lambda g, p: g + hp['wd'] * p) if spec.decay else (lambda g, p: g)
+    return jax.tree.map(lambda g, p: -hp['lr'] * decayed(g, p), grads, params), opt
+  return make_optimizer(spec.optimizer, hp, spec.decay).update(grads, opt, params)
 
 
 def train_step(spec: StepSpec, state, hp, x_B, y_B, key=None):
@@ -144,11 +168,13 @@ def probed_step(spec: StepSpec, state, hp, x_B, y_B, key=None):
 
   (loss, (batch_stats, wrong_B, weight_B)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
   lr = scheduled_lr(spec.schedule, hp['lr'], hp['warmup'], state['step'], spec.total_steps)
-  updates, opt = make_optimizer(spec.optimizer, dict(hp, lr=lr)).update(grads, state['opt'], state['params'])
+  updates, opt = optimizer_update(spec, dict(hp, lr=lr), grads, state['opt'], state['params'])
   params = optax.apply_updates(state['params'], updates)
-  new = dict(state, params=params, batch_stats=batch_stats, opt=opt, step=state['step'] + 1,
-             update_norm=tree_norm(updates))
-  ok = ~state['diverged'] & jnp.isfinite(loss) & jnp.isfinite(tree_norm(params))
+  update_norm = tree_norm(updates)
+  new = dict(state, params=params, batch_stats=batch_stats, opt=opt, step=state['step'] + 1, update_norm=update_norm)
+  # Finite parameters plus an update of finite norm (each entry below 2e19) stay finite. Deciding from the loss and
+  # the update, not from the new parameters, lets XLA fuse the choice below into the passes that compute them.
+  ok = ~state['diverged'] & jnp.isfinite(loss) & jnp.isfinite(update_norm)
   frozen = dict(state, diverged=jnp.ones((), bool),
                 diverged_step=jnp.where(state['diverged'], state['diverged_step'], state['step']))
   after = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, frozen)
@@ -308,7 +334,15 @@ def bucket_fns(spec: StepSpec, members: jax.sharding.Sharding | None = None) -> 
   With `members` (a NamedSharding of the member axis), every output with a member axis, optimizer state
   included, is laid out that way; otherwise outputs follow their committed inputs."""
   def lift(fn, n_mapped):
-    return over_members(lambda *a: fn(spec, *a), n_mapped, spec.strategy, spec.map_batch)
+    lifted = over_members(lambda *a: fn(spec, *a), n_mapped, spec.strategy, spec.map_batch)
+    if members is None:
+      return lifted
+
+    def per_device(*args):  # each device steps its own members: no partitioning of the members' program to get wrong
+      in_specs = (members.spec,) * n_mapped + (jax.sharding.PartitionSpec(),) * (len(args) - n_mapped)
+      return jax.shard_map(lifted, mesh=members.mesh, in_specs=in_specs, out_specs=members.spec,
+                           check_vma=False)(*args)
+    return per_device
 
   out = {} if members is None else {'out_shardings': members}
 

@@ -230,3 +230,34 @@ def test_mode_metric_equals_numpy_on_a_checkpointed_member(smoke_run):
     w = np.asarray(variables['params']['dense0']['kernel'], np.float64) @ np.asarray(
         variables['params']['head']['kernel'], np.float64)
     np.testing.assert_allclose([r['mode_1'][-1], r['mode_2'][-1]], np.diag(a.T @ w @ bt.T)[:2], atol=1e-5)
+
+
+@pytest.mark.parametrize('optimizer', ['sgd', 'adam'])
+def test_shared_member_shortcuts_and_the_end_to_end_evaluation_change_no_number(teacher, optimizer):
+  """A bucket whose members all have the padded width and no momentum or weight decay skips the all-ones masks, the
+  momentum buffer and 0 x p (StepSpec.full_width, momentum, decay), and a linear model evaluates through its
+  end-to-end map: two epochs of minibatch steps and the evaluation equal those of the general program (masks,
+  optax's chain, a forward pass per example); the momentum buffer is left as it was."""
+  model = make_model('deep_linear', W, (DIM,), DIM, 'im2col', depth=2)
+  hp = hp_for([W, W, W], **{'optim.lr': 0.01, 'optim.momentum': 0.0, 'optim.wd': 0.0, 'seed': [0, 1, 2]})
+  x, y = jnp.asarray(teacher.x_train), jnp.asarray(teacher.y_train)
+  runs = []
+  for shortcuts in (False, True):
+    spec = StepSpec(model, optimizer, 10, DIM, task='regress', full_width=shortcuts, momentum=not shortcuts,
+                    decay=not shortcuts, linear=shortcuts)
+    fns = bucket_fns(spec)
+    state, labels = fns.init(hp, x[0]), fns.labels(hp, y)
+    for e in range(2):
+      state, _, _ = fns.epoch(state, hp, labels, x, jnp.int32(e))
+    metrics = fns.evaluate(state, hp, labels, x, jnp.asarray(teacher.x_test), jnp.asarray(teacher.y_test),
+                           jnp.float32(2))
+    runs.append((jax.tree.map(np.asarray, state), {k: np.asarray(v) for k, v in metrics.items()}))
+  (general, m_general), (short, m_short) = runs
+  close(short['params'], general['params'], rtol=1e-6)
+  for k in ('train_loss', 'test_loss', 'weight_norm', 'update_norm'):
+    close(m_short[k], m_general[k], rtol=1e-5)
+  if optimizer == 'sgd':  # the buffer kept its init value (0); optax's would hold the last gradient
+    assert all(not np.any(b) for b in jax.tree.leaves(short['opt'])) and any(np.any(b) for b in
+                                                                             jax.tree.leaves(general['opt']))
+  else:
+    close(short['opt'], general['opt'], rtol=1e-5)
