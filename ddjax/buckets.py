@@ -115,11 +115,13 @@ def steps_per_epoch(cfg: cfglib.Config, ds) -> int:
 
 
 def shared_by(job: Job, member_ids: list[int], width: int) -> dict[str, bool]:
-  """StepSpec's flags of what the members share (every one at the padded width; any momentum, any weight decay)."""
+  """StepSpec's flags of what the members share (every one at the padded width; any momentum, weight decay or
+  model.gamma)."""
   members = [job.members[i] for i in member_ids]
   return {'full_width': all(m['model.width'] == width for m in members),
           'momentum': any(m['optim.momentum'] != 0 for m in members),
-          'decay': any(m['optim.wd'] != 0 for m in members)}
+          'decay': any(m['optim.wd'] != 0 for m in members),
+          'gamma': any(m['model.gamma'] is not None for m in members)}
 
 
 class Bucket:
@@ -141,8 +143,10 @@ class Bucket:
                          strategy(cfg, self.width), cfg.train.map_batch, ds.preprocess, ds.task,
                          cfg.train.keep_best or cfg.train.checkpoint_best > 0, cfg.train.checkpoint_best or 1,
                          cfg.train.best_metric, cfg.train.best_mode, cfg.optim.schedule,
-                         cfg.train.epochs * steps_per_epoch(cfg, ds), *job_probes(cfg, ds.task, ds.modes),
-                         **shared_by(job, member_ids, self.width), linear=model_spec(cfg.model.name).linear)
+                         cfg.train.max_steps or cfg.train.epochs * steps_per_epoch(cfg, ds),
+                         *job_probes(cfg, ds.task, ds.modes),
+                         **shared_by(job, member_ids, self.width), linear=model_spec(cfg.model.name).linear,
+                         loss=cfg.train.loss)
     sharded = isinstance(members, jax.sharding.NamedSharding)
     self.fns = bucket_fns(self.spec, members if sharded else None)
     n_dev = len(members.device_set)

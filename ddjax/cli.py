@@ -103,6 +103,32 @@ def _wrap(text: str) -> str:
   return '\n'.join(out)
 
 
+CONFIGS = Path(__file__).parent / 'configs'  # ddjax's own configs (-cn NAME)
+
+
+def packaged_configs() -> list[str]:
+  return sorted(p.stem for p in CONFIGS.glob('*.yaml'))
+
+
+def config_named(name: str) -> Path:
+  """-cn NAME: configs/NAME.yaml in the working directory, else ddjax's own; a ConfigError naming both places."""
+  file = name if name.endswith(('.yaml', '.yml')) else f'{name}.yaml'
+  for folder in (Path('configs'), CONFIGS):
+    if (folder / file).is_file():
+      return folder / file
+  raise cfglib.ConfigError(f"-cn {name}: no {file} in ./configs/ or among ddjax's configs (allowed: "
+                           f"{', '.join(packaged_configs())}, or a file in ./configs/)")
+
+
+def seed_habits(argv: list[str]) -> list[str]:
+  """The deep-linear-network codebase's spellings as ddjax's: --output for --out (so that plugins.from_argv, which
+  reads --out before the parser, sees it)."""
+  out = []
+  for a in argv:
+    out.append('--out' if a == '--output' else '--out=' + a[9:] if a.startswith('--output=') else a)
+  return out
+
+
 def command(name: str) -> str:
   """How to run experiment `name` again, as a hint prints it: `ddjax NAME` when the ddjax command ran it, else this
   interpreter (its full path: it has the packages) with -m experiments.NAME."""
@@ -117,7 +143,7 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
   """Parses argv, validates everything before any work, runs the sweep, then calls `after(out)` (and with
   --report, `report(out)`, which returns the report's path). `again`: the command that continues an interrupted run
   (default: this one, with its --out)."""
-  argv = list(sys.argv[1:] if argv is None else argv)
+  argv = seed_habits(list(sys.argv[1:] if argv is None else argv))
   try:  # before the parser: the models and datasets plugins register are keys' choices and --help's lines
     plugins.load_all(plugins.from_argv(argv))
     for out_given in plugins.from_argv(argv, '--out')[-1:]:  # a store run with plugins: import them again
@@ -132,7 +158,7 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
       description=_wrap(f'Presets:\n{keys_help}\n\nKeys (key=value; sweeps a,b,c  a..b  a..b..s) with the defaults '
                         f'of preset {default}:\n{cfglib.describe(presets[default].config, presets[default].sweep)}'))
   parser.add_argument('--preset', help=f'one of: {", ".join(presets)} (default {default})')
-  parser.add_argument('--out', type=Path, help='output directory (default runs/NAME-PRESET-TIME)')
+  parser.add_argument('--out', type=Path, help='output directory (default runs/NAME-PRESET-TIME; --output too)')
   parser.add_argument('--resume', action='store_true',
                       help='continue the run in --out, refusing a different config (a plain re-run into --out '
                            'also continues: it skips complete members and resumes interrupted jobs)')
@@ -140,6 +166,9 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
                       help='print the jobs x members table and the compiled programs, train nothing')
   parser.add_argument('-c', '--config', type=Path, metavar='PATH',
                       help='YAML file of keys (nested or dotted; lists are sweeps), applied before key=value')
+  parser.add_argument('-cn', '--config-name', metavar='NAME',
+                      help=f"the config NAME.yaml from ./configs/, else ddjax's own ({', '.join(packaged_configs())}), "
+                           'applied before -c and key=value')
   parser.add_argument('--zip', action='append', default=[], metavar='KEY,KEY',
                       help='swept keys that vary together instead of crosswise (repeatable)')
   parser.add_argument('--workers', type=int, default=1, metavar='N',
@@ -177,9 +206,16 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
   preset = presets[args.preset]
   try:
     cfg, sweep, zips = preset.config, preset.sweep, []
-    if args.config:
-      cfg, sweep, zips = cfglib.load_config_file(args.config, cfg, sweep)
+    if args.config_name:  # a named config is the whole config, as in the codebase -cn comes from: no preset under it
+      if chosen:
+        raise cfglib.ConfigError(f'-cn {args.config_name} and --preset {chosen}: give one of them')
+      cfg, sweep = cfglib.Config(), {}
+    for path in ([config_named(args.config_name)] if args.config_name else []) + ([args.config] if args.config else []):
+      cfg, sweep, more = cfglib.load_config_file(path, cfg, sweep)
+      zips += more
     cfg, sweep = cfglib.apply_overrides(cfg, sweep, args.overrides)
+    # a config file's zipped keys that key=value fixed to one value leave its groups (as a preset's do below)
+    zips = [kept for g in zips if len(kept := [k for k in g if len(sweep.get(k, [])) > 1]) >= 2]
     _warn_idle_probe_options(cfg)
     _warn_idle_keys(cfg, sweep, {a.split('=', 1)[0].strip() for a in args.overrides if '=' in a})
     zips = zips + [cfglib.parse_zip(z) for z in args.zip]
@@ -215,6 +251,8 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
     _fail(f'--resume: no run found in {out}')
   if args.resume:
     _check_same_run(out, cfg, sweep, zips)
+  for line in sweep_lines(sweep, zips):
+    print(line)
   if args.dry_run:
     _dry_run(jobs, out)
     if missing:
@@ -253,6 +291,18 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
   print(f'results: {path}')
   _after(out, after, report if getattr(args, 'report', False) else None)
   return path
+
+
+def sweep_lines(sweep: dict[str, list], zips: list[list[str]]) -> list[str]:
+  """A line per swept key: how many values, the first and the last (ddjax's a..b includes b: an off-by-one against
+  a codebase whose ranges exclude it shows here), and the keys zipped with it."""
+  lines = []
+  for key, values in sweep.items():
+    if len(values) > 1:
+      zipped = next((g for g in zips if key in g), None)
+      with_ = f" (zipped with {', '.join(k for k in zipped if k != key)})" if zipped else ''
+      lines.append(f'sweep {key}: {len(values)} values, first {values[0]}, last {values[-1]}{with_}')
+  return lines
 
 
 def _dry_run(jobs, out: Path) -> None:

@@ -34,6 +34,25 @@ def eval_epochs(epochs: int, points: int, every: int) -> list[int]:
   return sorted(grid | {epochs})
 
 
+def run_length(train, steps_per_epoch: int) -> tuple[int, int]:
+  """(epochs, optimizer steps of the last one) of a run: train.epochs whole epochs, or with train.max_steps the
+  epochs those steps need, the last one cut short where they end."""
+  if not train.max_steps:
+    return train.epochs, steps_per_epoch
+  epochs = -(-train.max_steps // steps_per_epoch)
+  return epochs, train.max_steps - (epochs - 1) * steps_per_epoch
+
+
+def evaluation_grid(train, steps_per_epoch: int) -> tuple[set[int], int]:
+  """(the epochs evaluated at their end, evaluate also every N steps (0: not)): eval_points log-spaced epochs and
+  every eval_every epochs, or with train.max_steps and train.evaluations every max_steps / evaluations steps (and
+  the last step)."""
+  epochs, _ = run_length(train, steps_per_epoch)
+  if train.max_steps and train.evaluations:
+    return {epochs}, max(1, train.max_steps // train.evaluations)
+  return set(eval_epochs(epochs, train.eval_points, train.eval_every)), train.eval_every_steps
+
+
 def _postfix(rows: list[dict[str, Any]], uses) -> str:
   """The progress bar's figures: the mean over members of the first two columns that the probes `uses` offer for it
   (ProbeSpec.progress) and the rows have."""
@@ -52,17 +71,19 @@ class Interrupted(Exception):
     self.signum, self.job, self.epoch = signum, job, epoch
 
 
-def evaluation_points(uses, grid: set[int], every_steps: int, steps_per_epoch: int,
-                      epoch: int) -> dict[int, tuple[tuple[str, ...] | None, bool]]:
+def evaluation_points(uses, grid: set[int], every_steps: int, steps_per_epoch: int, epoch: int,
+                      length: int | None = None) -> dict[int, tuple[tuple[str, ...] | None, bool]]:
   """Where epoch `epoch` evaluates, in order: steps into the epoch -> (the evaluation probes that run there, None for
   all; whether it is an evaluation of the grid or of train.eval_every_steps). Those run the base probes and those of
   cadence `eval`; a probe's own cadence (Nepochs, at:E/..., Nsteps) adds points with the base probes and it, where
-  keep_best does not look (so a probe never changes what a run keeps)."""
+  keep_best does not look (so a probe never changes what a run keeps). `length`: the steps the epoch trains (the
+  last one of a run of train.max_steps may stop part way; default all)."""
   optional = [u for u in uses if not u.spec.always]
   within = every_steps or any(u.every.kind == 'steps' for u in optional)
+  length = length or steps_per_epoch
   points = {}
-  for k in range(1, steps_per_epoch + 1) if within else [steps_per_epoch]:
-    step, end = (epoch - 1) * steps_per_epoch + k, k == steps_per_epoch
+  for k in range(1, length + 1) if within else [length]:
+    step, end = (epoch - 1) * steps_per_epoch + k, k == length
     evaluation = (end and epoch in grid) or bool(every_steps and step % every_steps == 0)
     names = tuple(u.name for u in optional if u.every.runs_at(step, epoch if end else None, evaluation)
                   or end and u.spec.epochs is not None and epoch in u.spec.epochs(**u.kwargs))
@@ -158,8 +179,8 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
     results.write_members(out, jid, member_rows(job, buckets, meta))
   elapsed = lambda: before_s + time.time() - t0
 
-  epochs, spe = cfg.train.epochs, buckets[0].steps_per_epoch
-  grid = set(eval_epochs(epochs, cfg.train.eval_points, cfg.train.eval_every))
+  spe = buckets[0].steps_per_epoch
+  (epochs, last), (grid, every_steps) = run_length(cfg.train, spe), evaluation_grid(cfg.train, spe)
   steps = StepTable(buckets, ids, attempt, spe)
   bar = epochs_progress(range(start + 1, epochs + 1), f'job {job.index + 1}/{n_jobs}', start, epochs,
                         progress and writer(), bar_position)
@@ -187,15 +208,16 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
 
   try:
     for epoch in bar:
-      points = evaluation_points(buckets[0].spec.probes, grid, cfg.train.eval_every_steps, spe, epoch)
-      cuts = [k for k in points if k < spe]
-      for a, b in zip([0] + cuts, cuts + [spe]):  # segments of the epoch between evaluations within it
+      length = last if epoch == epochs else spe  # the steps this epoch trains
+      points = evaluation_points(buckets[0].spec.probes, grid, every_steps, spe, epoch, length)
+      cuts = [k for k in points if k < length]
+      for a, b in zip([0] + cuts, cuts + [length]):  # segments of the epoch between evaluations within it
         if b - a == spe:
           losses = [bk.train_epoch(epoch - 1) for bk in buckets]  # epoch index e-1 seeds the order of epoch e
         else:
           losses = [bk.train_segment(epoch - 1, a, b) for bk in buckets]
         steps.add((epoch - 1) * spe + a + 1, [step_values for _, step_values in losses])
-        if b < spe:
+        if b < length:
           within = _metric_rows(job, buckets, epoch - 1 + b / spe, ids, attempt, points[b][0], False,
                                 (epoch - 1) * spe + b, elapsed)
           buffered += within
@@ -204,8 +226,9 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
       if pending is not None:
         jax.block_until_ready(pending)  # keep one epoch in flight so the bar and ETA stay true
       pending = losses
-      if spe in points:
-        rows = _metric_rows(job, buckets, epoch, ids, attempt, *points[spe], epoch * spe, elapsed)
+      if length in points:
+        at = epoch if length == spe else epoch - 1 + length / spe
+        rows = _metric_rows(job, buckets, at, ids, attempt, *points[length], (epoch - 1) * spe + length, elapsed)
         buffered += rows
         if logger is not None:
           logger.log(rows, epoch)

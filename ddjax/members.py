@@ -8,6 +8,8 @@ buckets by an exact dynamic programme over the cost model.
 
 from __future__ import annotations
 
+import math
+
 import itertools
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -20,7 +22,7 @@ from ddjax import config as cfglib
 HP_KEYS = {
     'width': 'model.width', 'noise': 'data.noise', 'lr': 'optim.lr', 'wd': 'optim.wd',
     'momentum': 'optim.momentum', 'b1': 'optim.b1', 'b2': 'optim.b2', 'eps': 'optim.eps', 'warmup': 'optim.warmup',
-    'init_scale': 'model.init_scale', 'proj': 'model.proj',
+    'init_scale': 'model.init_scale', 'proj': 'model.proj', 'noise_std': 'data.noise_std', 'gamma': 'model.gamma',
 }
 
 
@@ -45,6 +47,7 @@ class Job:
 def member_hp(member: dict[str, object]) -> dict[str, float | int]:
   """The numbers the step needs: hyperparameters plus the three derived seeds."""
   hp = {name: member[key] for name, key in HP_KEYS.items()}
+  hp['gamma'] = math.nan if hp['gamma'] is None else hp['gamma']  # none: the model's default init
   seed = member['seed']
   hp['model_seed'] = member['model.seed'] if member['model.seed'] is not None else seed
   hp['batch_seed'] = member['train.batch_seed'] if member['train.batch_seed'] is not None else seed

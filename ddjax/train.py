@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import zlib
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
@@ -21,6 +22,7 @@ from jax import lax
 
 from ddjax.data.augment import Preprocess
 from ddjax.data.noise import noisy_labels
+from ddjax.nn.layers import invariant_uniform
 from ddjax.nn.registry import size_args
 from ddjax.optim import make_optimizer, scheduled_lr
 from ddjax.probes import PROBES, EvalContext, StepContext, Use, use
@@ -67,6 +69,8 @@ class StepSpec:
   momentum: bool = True
   decay: bool = True
   linear: bool = False      # a linear model (deep_linear): evaluation passes go through its end-to-end map
+  gamma: bool = False       # a member has model.gamma: its weights start from N(0, width^-gamma) (gamma_init)
+  loss: str = 'auto'        # train.loss: 'auto' | 'mse_mean' (regression: the mean, not the sum, over outputs)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -76,7 +80,10 @@ def init_member(spec: StepSpec, hp, x_example) -> dict[str, Any]:
   x = spec.preprocess(x_example[None])
   variables = spec.model.init({'params': member_key(hp, 'init')}, x, hp['width'], train=False,
                               **size_args(spec.model, hp))
-  params = jax.tree.map(lambda p: p * hp['init_scale'], variables['params'])
+  params = variables['params']
+  if spec.gamma:
+    params = gamma_init(spec.model, params, variables, x, hp)
+  params = jax.tree.map(lambda p: p * hp['init_scale'], params)
   state = {
       'params': params,
       'batch_stats': variables.get('batch_stats', {}),
@@ -99,11 +106,28 @@ def init_member(spec: StepSpec, hp, x_example) -> dict[str, Any]:
   return state
 
 
+def gamma_init(model, params, variables, x, hp):
+  """The member's parameters drawn from N(0, width^-gamma) (gamma = hp['gamma'], width its own), masked as the
+  default init masks them; the default init where gamma is NaN (model.gamma none). The draws depend only on the
+  member's init key, the parameter's path and the element's index (ddjax.nn.layers.invariant_uniform), so padding
+  leaves them alone. The mask: the entries that two default inits from different keys leave nonzero."""
+  other = model.init({'params': jax.random.fold_in(member_key(hp, 'init'), 1)}, x, hp['width'], train=False,
+                     **size_args(model, hp))['params']
+  std = jnp.asarray(hp['width'], jnp.float32) ** (-0.5 * hp['gamma'])
+  key = jax.random.fold_in(member_key(hp, 'init'), 2)
+
+  def draw(path, p, q):
+    u = invariant_uniform(jax.random.fold_in(key, zlib.crc32(jax.tree_util.keystr(path).encode())), p.shape)
+    normal = math.sqrt(2.0) * jax.scipy.special.erfinv(jnp.clip(u, -1.0 + 2**-23, 1.0 - 2**-23))
+    return jnp.where(jnp.isnan(hp['gamma']), p, jnp.where((p != 0) | (q != 0), normal * std, 0.0))
+  return jax.tree_util.tree_map_with_path(draw, params, other)
+
+
 def member_labels(spec: StepSpec, hp, y_train) -> jax.Array:
-  """The member's training labels: noisy with its own probability, drawn once from its noise seed (classification;
-  regression targets are the same for every member)."""
+  """The member's training labels: noisy with its own probability, drawn once from its noise seed (classification);
+  regression targets plus data.noise_std x N(0, 1) from its noise seed."""
   if spec.task == 'regress':
-    return y_train
+    return y_train + hp['noise_std'] * jax.random.normal(member_key(hp, 'noise'), y_train.shape, y_train.dtype)
   return noisy_labels(member_key(hp, 'noise'), y_train, hp['noise'], spec.num_classes)
 
 
@@ -136,6 +160,8 @@ def _loss(spec: StepSpec, params, batch_stats, hp, x, y, train: bool):
   if spec.task == 'regress':
     y_BxO = y.reshape(out.shape)  # a single output's targets come as (B,)
     loss = jnp.square(out - jnp.where(weight[:, None] > 0, y_BxO, 0.0)).sum(-1) * weight
+    if spec.loss == 'mse_mean':
+      loss = loss / out.shape[-1]
     return (loss, jnp.zeros_like(loss), weight), batch_stats
   loss = optax.softmax_cross_entropy_with_integer_labels(out, y)
   return (loss, (jnp.argmax(out, -1) != y).astype(jnp.float32), weight), batch_stats

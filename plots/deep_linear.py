@@ -3,6 +3,8 @@
   python -m plots.deep_linear RESULTS_DIR [--out DIR]
 
 Writes
+- loss.png: train and test loss against optimizer steps, the mean over seeds with a 95% bootstrap band, one line per
+  combination of the other swept keys;
 - modes.png: each member's strength along the teacher's modes, mode_r / s_r, against t = 2 lr x steps (gradient-flow
   time of the loss ||y - W x||^2, which has no 1/2; with SGD momentum beta the step is lr / (1 - beta); warmup and
   schedules are not counted), one panel per combination of swept keys (seeds overlaid), one colour per mode. For
@@ -110,11 +112,42 @@ def learning_times(df, path: Path) -> Path:
     s = [g.iloc[0][f'teacher_s{r}'] for r in rs]
     ax.plot(s, mean_half_times(g, rs), style, marker='o', ms=3, color=colour, lw=1, label=label or 'all members')
   s_all = np.asarray([df.iloc[0][f'teacher_s{r}'] for r in rs])
-  ax.set(xscale='log', yscale='log', xlabel='singular value s', ylabel='t at half strength',
+  reached = any(np.isfinite(np.asarray(line.get_ydata(), float)).any() for line in ax.lines)
+  if not reached:
+    ax.text(0.5, 0.5, 'no mode reached half strength', ha='center', transform=ax.transAxes)
+  ax.set(xscale='log', yscale='log' if reached else 'linear', xlabel='singular value s', ylabel='t at half strength',
          title='Time to learn each mode (mean over seeds)')
   ax.set_xticks(s_all, [f'{v:g}' for v in s_all])
   ax.minorticks_off()
   ax.legend(fontsize=6)
+  return save(fig, path)
+
+
+def bootstrap_band(curves: np.ndarray, draws: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """The 2.5% and 97.5% quantiles of the mean of `curves` (runs x points) over `draws` bootstrap resamples of the
+  runs: a 95% confidence band of the mean curve."""
+  rng = np.random.default_rng(seed)
+  picks = rng.integers(0, len(curves), (draws, len(curves)))
+  means = np.stack([np.nanmean(curves[p], axis=0) for p in picks])
+  return np.nanquantile(means, 0.025, axis=0), np.nanquantile(means, 0.975, axis=0)
+
+
+def loss_curves(df, path: Path) -> Path:
+  """Train and test loss against optimizer steps, the mean over seeds with its 95% bootstrap band, one line per
+  combination of the other swept keys."""
+  fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.4), sharey=True)
+  for (label, g), colour in zip(panels(df)[0], itertools.cycle([f'C{i}' for i in range(10)])):
+    steps = np.asarray(g.iloc[0]['step'], float)
+    for ax, metric in zip(axes, ('train_loss', 'test_loss')):
+      curves = np.stack([np.asarray(v, float)[:len(steps)] for v in g[metric] if len(v) >= len(steps)])
+      lo, hi = bootstrap_band(curves)
+      ax.plot(steps, np.nanmean(curves, axis=0), color=colour, lw=1.2,
+              label=f'{label or "all members"} ({len(curves)} runs)')
+      ax.fill_between(steps, lo, hi, color=colour, alpha=0.25, lw=0)
+  for ax, metric in zip(axes, ('train loss', 'test loss')):
+    ax.set(xscale='log', yscale='log', xlabel='optimizer steps', title=f'{metric}: mean over seeds, 95% band')
+  axes[0].set_ylabel('loss')
+  axes[0].legend(fontsize=6)
   return save(fig, path)
 
 
@@ -140,14 +173,15 @@ def summary_lines(out) -> list[str]:
 
 
 def plot_all(out, fig_dir=None) -> list[Path]:
-  """modes.png and learning_times.png, if the run recorded mode strengths (and the figures of its other probes)."""
+  """loss.png, and modes.png and learning_times.png if the run recorded mode strengths (and the figures of its other
+  probes)."""
   df = load(out)
-  if not modes(df):
-    return []
   fig_dir = Path(fig_dir or out)
   fig_dir.mkdir(parents=True, exist_ok=True)
-  return ([mode_curves(df, fig_dir / 'modes.png'), learning_times(df, fig_dir / 'learning_times.png')]
-          + probe_figures(out, fig_dir))
+  figures = [loss_curves(df, fig_dir / 'loss.png')]
+  if modes(df):
+    figures += [mode_curves(df, fig_dir / 'modes.png'), learning_times(df, fig_dir / 'learning_times.png')]
+  return figures + probe_figures(out, fig_dir)
 
 
 if __name__ == '__main__':

@@ -192,22 +192,31 @@ def test_keys_added_later_leave_old_stores_ids_and_resume_alone():
                                          'data.dim', 'data.spectrum', 'train.sharpness', 'train.hessian_trace',
                                          'train.noise_scale', 'train.monitor_batch', 'train.eval_every_steps',
                                          'train.checkpoint_best', 'train.best_metric', 'train.best_mode',
-                                         'model.norm', 'model.proj')}
+                                         'model.norm', 'model.proj', 'data.teacher', 'data.in_dim',
+                                         'data.out_dim', 'data.train_size', 'data.test_size', 'data.noise_std',
+                                         'data.scale', 'data.alpha', 'data.topk', 'data.mean', 'data.std',
+                                         'model.gamma', 'model.bias', 'train.max_steps', 'train.evaluations',
+                                         'train.loss')}
   before = {k: cfglib.get(cfg, k) for k in cfglib.fields(cfg)  # probes and probe.* came later and never hash
             if k not in cfglib.EXECUTION_KEYS and k not in cfglib.LATER_KEYS and not cfglib.is_probe_key(k)}
   assert run_id(cfg) == hashlib.sha1(json.dumps(before, sort_keys=True, default=str).encode()).hexdigest()[:12]
   old = cfglib.to_dict(cfg)
   del old['optim']['warmup'], old['optim']['schedule'], old['train']['collapse']  # a run.json from before them
   del old['model']['init_scale'], old['data']['dim'], old['data']['spectrum'], old['model']['norm']
-  del old['model']['proj']
+  del old['model']['proj'], old['model']['gamma'], old['model']['bias']
+  for key in ('teacher', 'in_dim', 'out_dim', 'train_size', 'test_size', 'noise_std', 'scale', 'alpha', 'topk',
+              'mean', 'std'):
+    del old['data'][key]
   for key in ('sharpness', 'hessian_trace', 'noise_scale', 'monitor_batch', 'eval_every_steps', 'snapshot_epochs',
-              'checkpoint_best', 'best_metric', 'best_mode'):
+              'checkpoint_best', 'best_metric', 'best_mode', 'max_steps', 'evaluations', 'loss'):
     del old['train'][key]
   assert cfglib.what_trains(old, sweep, []) == cfglib.what_trains(cfglib.to_dict(cfg), sweep, [])
   for changed in (dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, warmup=10)),
                   dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, schedule='cosine')),
                   dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, init_scale=0.1)),
                   dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, proj=4)),
+                  dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, gamma=1.0)),
+                  dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=100)),
                   dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, sharpness=20)),
                   dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, eval_every_steps=50))):
     assert run_id(changed) != run_id(cfg)

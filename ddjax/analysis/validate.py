@@ -19,7 +19,7 @@ from ddjax import config as cfglib
 from ddjax import results
 from ddjax.buckets import job_probes
 from ddjax.data import dataset_spec
-from ddjax.loop import eval_epochs, evaluation_points
+from ddjax.loop import evaluation_grid, evaluation_points, run_length
 from ddjax.probes import PROBES
 
 
@@ -32,9 +32,9 @@ def _uses(cfg: cfglib.Config):
 def expected_steps(cfg: cfglib.Config, steps_per_epoch: int) -> list[int]:
   """The optimizer steps after which a complete member of `cfg` has an evaluation row."""
   evals, _ = _uses(cfg)
-  grid = set(eval_epochs(cfg.train.epochs, cfg.train.eval_points, cfg.train.eval_every))
-  return [(epoch - 1) * steps_per_epoch + k for epoch in range(1, cfg.train.epochs + 1)
-          for k in evaluation_points(evals, grid, cfg.train.eval_every_steps, steps_per_epoch, epoch)]
+  (epochs, last), (grid, every) = run_length(cfg.train, steps_per_epoch), evaluation_grid(cfg.train, steps_per_epoch)
+  return [(epoch - 1) * steps_per_epoch + k for epoch in range(1, epochs + 1)
+          for k in evaluation_points(evals, grid, every, steps_per_epoch, epoch, last if epoch == epochs else None)]
 
 
 def _base_columns() -> set[str]:
@@ -97,7 +97,8 @@ def validate(out: Path) -> pd.DataFrame:
     step_rows = want_rows = 0
     _, step_uses = _uses(cfg)
     if step_uses and spe:
-      every = np.arange(1, cfg.train.epochs * spe + 1)
+      epochs, last = run_length(cfg.train, spe)
+      every = np.arange(1, (epochs - 1) * spe + last + 1)
       want_rows = int(np.any([every % u.every.n == 0 for u in step_uses], axis=0).sum())
       step_rows, unique = (int(v) for v in counts.loc[r['run_id']]) if r['run_id'] in counts.index else (0, 0)
       if step_rows != want_rows:

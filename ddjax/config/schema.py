@@ -25,6 +25,11 @@ def _registered_datasets() -> tuple[str, ...]:
   return tuple(DATASETS)
 
 
+def _registered_teachers() -> tuple[str, ...]:
+  from ddjax.data.teachers import TEACHERS
+  return tuple(TEACHERS)
+
+
 def _registered_models() -> tuple[str, ...]:
   from ddjax.nn.registry import MODELS
   return tuple(MODELS)
@@ -53,8 +58,21 @@ class DataConfig:
   groups: str = _f('all', "mheight: (n, k, m) groups written n/k/m joined by '+', or all (21 groups)")
   workers: int = _f(0, 'mheight: processes computing heights (0: one per core); cached on disk after')
   dim: int = _f(16, 'linear_teacher: input and output dimension')
-  spectrum: str = _f('4/2/1/0.5', "linear_teacher: the teacher's nonzero singular values joined by '/' (its rank is "
-                     'their number)')
+  spectrum: str = _f('4/2/1/0.5', "linear_teacher, teacher spectrum: the teacher's nonzero singular values joined "
+                     "by '/' (its rank is their number)")
+  teacher: str = _f('power_law', 'teacher: the teacher matrix W* (a registry: ddjax.data.teachers)',
+                    _registered_teachers)
+  in_dim: int = _f(5, 'teacher: input dimension')
+  out_dim: int = _f(5, 'teacher: output dimension')
+  train_size: int = _f(500, 'teacher: training examples')
+  test_size: int = _f(500, 'teacher: test examples')
+  noise_std: float = _f(0.0, "teacher: each member's training targets get noise_std x N(0, 1), drawn from its "
+                        'noise seed (the test targets stay clean)')
+  scale: float = _f(1.0, 'teacher diagonal, power_law, power_law_topk: the scale of W*')
+  alpha: float = _f(1.0, 'teacher power_law, power_law_topk: W* = scale x diag(i^-alpha)')
+  topk: int = _f(1, 'teacher power_law_topk: the singular values kept')
+  mean: float = _f(0.0, "teacher random_normal: the entries' mean")
+  std: float = _f(1.0, "teacher random_normal: the entries' standard deviation")
 
 
 @dataclass
@@ -69,6 +87,9 @@ class ModelConfig:
                          'saddle-to-saddle regime; large: lazy training)')
   norm: str = _f('auto', "the BatchNorm models' normalisation (resnet1d, resnet18k): auto (their own, BatchNorm), "
                  'batch, or none (BatchNorm off)', ('auto', 'batch', 'none'))
+  gamma: float | None = _f(None, 'deep_linear, mlp: every weight drawn from N(0, width^-gamma), the init of '
+                            'the deep-linear-network literature (times model.init_scale; none: the default init)')
+  bias: bool = _f(False, 'deep_linear: biases in every layer (initialised like the weights)')
   proj: int = _f(0, 'resnet1d_small, cnn1d_bn: a bias-free linear projector from the features to this many '
                  'dimensions before the classifier, masked like width (0: none)')
 
@@ -92,6 +113,12 @@ class TrainConfig:
   epochs: int = _f(100, 'training epochs')
   batch_size: int = _f(100, 'minibatch size (the last partial batch of an epoch is dropped; 0: full batch)')
   batch_seed: int | None = _f(None, 'seed of the batch order (default: seed)')
+  max_steps: int = _f(0, 'train this many optimizer steps (0: train.epochs epochs); the last epoch may stop part '
+                      'way')
+  evaluations: int = _f(0, 'with train.max_steps: evaluate every max_steps / evaluations steps, and only then (0: '
+                        'the epoch grid of eval_points and eval_every)')
+  loss: str = _f('auto', 'auto: cross-entropy, or for regression the squared error summed over the outputs; '
+                 "mse_mean: the squared error's mean over the outputs (PyTorch's MSELoss)", ('auto', 'mse_mean'))
   eval_points: int = _f(30, 'log-spaced evaluation epochs (the last epoch is always evaluated)')
   eval_every: int = _f(0, 'also evaluate every N epochs (0: only the log-spaced grid)')
   eval_every_steps: int = _f(0, 'also evaluate every N optimizer steps, within epochs too (0: off; rows carry '
@@ -201,7 +228,7 @@ def probe_uses(cfg: Config) -> dict[str, dict[str, Any]]:
 MEMBER_KEYS = frozenset({
     'seed', 'model.width', 'model.seed', 'train.batch_seed', 'data.noise', 'data.noise_seed',
     'optim.lr', 'optim.wd', 'optim.momentum', 'optim.b1', 'optim.b2', 'optim.eps', 'optim.warmup',
-    'model.init_scale', 'model.proj'})
+    'model.init_scale', 'model.proj', 'data.noise_std', 'model.gamma'})
 
 # Member keys that the model masks like width (its SIZES): the job's model is padded to the largest of its members.
 SIZE_KEYS = ('model.proj',)
@@ -220,7 +247,11 @@ LATER_KEYS = {'optim.warmup': 0, 'optim.schedule': 'constant', 'train.collapse':
               'data.dim': 16, 'data.spectrum': '4/2/1/0.5', 'train.sharpness': 0, 'train.hessian_trace': 0,
               'train.noise_scale': False, 'train.monitor_batch': 1000, 'train.eval_every_steps': 0,
               'train.checkpoint_best': 0, 'train.best_metric': 'test_loss', 'train.best_mode': 'min',
-              'model.norm': 'auto', 'model.proj': 0}
+              'model.norm': 'auto', 'model.proj': 0,
+              'data.teacher': 'power_law', 'data.in_dim': 5, 'data.out_dim': 5, 'data.train_size': 500,
+              'data.test_size': 500, 'data.noise_std': 0.0, 'data.scale': 1.0, 'data.alpha': 1.0, 'data.topk': 1,
+              'data.mean': 0.0, 'data.std': 1.0, 'model.gamma': None, 'model.bias': False, 'train.max_steps': 0,
+              'train.evaluations': 0, 'train.loss': 'auto'}
 
 
 def snapshot_epochs(text: str) -> tuple[int, ...]:

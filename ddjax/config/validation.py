@@ -53,6 +53,10 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
   rules['optim.eps'] = (lambda v: v >= 0, 'must be >= 0')
   rules['optim.warmup'] = (lambda v: v >= 0, 'must be >= 0 (steps; 0: no warmup)')
   rules['model.proj'] = (lambda v: v >= 0, 'must be >= 0 (dimensions; 0: no projector)')
+  rules['train.max_steps'] = (lambda v: v >= 0, 'must be >= 0 (0: train.epochs epochs)')
+  rules['train.evaluations'] = (lambda v: v >= 0, 'must be >= 0 (0: the epoch grid)')
+  rules['data.noise_std'] = (lambda v: 0 <= v < math.inf, 'must be a finite number >= 0')
+  rules['model.gamma'] = (lambda v: v is None or math.isfinite(v), 'must be a finite number, or none')
   for key, (ok, what) in rules.items():
     for v in sweep.get(key, [get(cfg, key)]):
       if not ok(v):
@@ -74,6 +78,7 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
         takes = [name for name, m in MODELS.items() if 'proj' in m.options]
         raise ConfigError(f"bad value {proj!r} for model.proj: {model} has no projector (allowed: 0; models that "
                           f"take it: {', '.join(takes)})")
+  _validate_steps_and_inits(cfg, sweep)
   for data in sweep.get('data.name', [cfg.data.name]):
     spec = DATASETS[data]
     for model in sweep.get('model.name', [cfg.model.name]):
@@ -95,6 +100,12 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
       for noise in sweep.get('data.noise', [cfg.data.noise]):
         if noise:
           raise ConfigError(f"bad value {noise!r} for data.noise: {data} is a regression task (allowed: 0)")
+    else:
+      for key, off in (('data.noise_std', 0.0), ('train.loss', 'auto')):
+        for v in sweep.get(key, [get(cfg, key)]):
+          if v != off:
+            raise ConfigError(f'bad value {v!r} for {key}: {data} is a classification task (allowed: {off}; it '
+                              'applies to regression targets)')
   keeps = any(sweep.get('train.keep_best', [cfg.train.keep_best])) or any(
       sweep.get('train.checkpoint_best', [cfg.train.checkpoint_best]))
   for key in ('train.best_metric', 'train.best_mode'):
@@ -116,6 +127,24 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
     for b in sweep.get('train.batch_size', [cfg.train.batch_size]):
       if n_train is not None and b > n_train:
         raise ConfigError(f"bad value {b!r} for train.batch_size: larger than the {n_train} training examples")
+
+
+GAMMA_MODELS = ('deep_linear', 'mlp')  # models whose every parameter model.gamma may draw (dense layers only)
+
+
+def _validate_steps_and_inits(cfg: Config, sweep: dict[str, list]) -> None:
+  for evaluations in sweep.get('train.evaluations', [cfg.train.evaluations]):
+    for steps in sweep.get('train.max_steps', [cfg.train.max_steps]) if evaluations else ():
+      if not 1 <= evaluations <= steps:
+        raise ConfigError(f'bad value {evaluations!r} for train.evaluations: it spreads evaluations over '
+                          f'train.max_steps={steps} steps (allowed: 1 to max_steps, with max_steps >= 1)')
+  for model in sweep.get('model.name', [cfg.model.name]):
+    if model not in GAMMA_MODELS and any(g is not None for g in sweep.get('model.gamma', [cfg.model.gamma])):
+      raise ConfigError(f"bad value for model.gamma: {model} keeps its own init (allowed: none; models that take it: "
+                        f"{', '.join(GAMMA_MODELS)})")
+    if model != 'deep_linear' and any(sweep.get('model.bias', [cfg.model.bias])):
+      raise ConfigError(f'bad value True for model.bias: {model} sets its own biases (allowed: false; deep_linear '
+                        'takes it)')
 
 
 def _validate_probes(cfg: Config, sweep: dict[str, list]) -> None:

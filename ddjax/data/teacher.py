@@ -13,31 +13,8 @@ import math
 import numpy as np
 
 from ddjax.data.registry import Dataset, register_dataset
-
-
-def parse_spectrum(text: str) -> list[float]:
-  """'4/2/1/0.5' -> [4.0, 2.0, 1.0, 0.5]: distinct positive singular values, largest first. Raises ValueError saying
-  what is allowed."""
-  values = []
-  for part in str(text).split('/'):
-    try:
-      v = float(part)
-    except ValueError:
-      v = math.nan
-    if not (math.isfinite(v) and v > 0):
-      raise ValueError(f'{part.strip()!r} is not a positive number (expected positive singular values joined by /, '
-                       'e.g. 4/2/1/0.5)')
-    if v in values:
-      raise ValueError(f'{part.strip()!r} is given twice (the singular values must differ: a repeated one leaves its '
-                       "modes' directions arbitrary, and mode_1, mode_2, ... would mean nothing)")
-    values.append(v)
-  return sorted(values, reverse=True)
-
-
-def orthonormal(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
-  """k orthonormal columns in R^n, uniformly (Haar) distributed: QR of a Gaussian matrix with R's signs fixed."""
-  q, r = np.linalg.qr(rng.standard_normal((n, k)))
-  return q * np.sign(np.diag(r))
+from ddjax.data.teachers import registered_teachers, teacher_spec
+from ddjax.data.teachers.spectrum import orthonormal, parse_spectrum  # noqa: F401 - (and ddjax.data.teacher's API)
 
 
 def _check_teacher(d) -> None:
@@ -76,3 +53,47 @@ def linear_teacher(dim: int = 16, spectrum: str = '4/2/1/0.5', num_samples: int 
   arrays = [a.astype(np.float32) for a in (x_train, x_train @ w_OxI.T, x_test, x_test @ w_OxI.T)]
   info = (('rank', len(s)),) + tuple((f'teacher_s{i + 1}', float(v)) for i, v in enumerate(s))
   return Dataset(*arrays, num_classes=dim, task='regress', info=info, modes=len(s))
+
+
+MAX_MODES = 8  # singular modes the `modes` probe reports by default on data.name=teacher (its rank, at most this)
+
+
+def _check_teacher_data(d) -> None:
+  if d.teacher not in registered_teachers():
+    raise ValueError(f"bad value {d.teacher!r} for data.teacher: allowed: {', '.join(registered_teachers())}")
+  for key in ('in_dim', 'out_dim', 'train_size', 'test_size'):
+    if getattr(d, key) < 1:
+      raise ValueError(f'bad value {getattr(d, key)!r} for data.{key}: must be at least 1')
+  if (check := teacher_spec(d.teacher).validate) is not None:
+    check(d)
+
+
+def _teacher_options() -> tuple[str, ...]:
+  return ('teacher', 'in_dim', 'out_dim', 'train_size', 'test_size', 'noise_std', 'scale', 'alpha', 'topk', 'mean',
+          'std', 'spectrum')
+
+
+@register_dataset('teacher', shape=lambda d: ((d.in_dim,), d.out_dim), inputs='vector', task='regress',
+                  options=_teacher_options(), validate=_check_teacher_data, train_examples=lambda d: d.train_size,
+                  help='y = W* x + data.noise_std x N(0, 1) for a teacher W* of the registry data.teacher '
+                       '(teacher-student regression)')
+def _load_teacher(d) -> Dataset:
+  return teacher_data(d)
+
+
+def teacher_data(d) -> Dataset:
+  """data.train_size and data.test_size inputs x ~ N(0, I) of dimension data.in_dim (from data.seed) and their
+  clean targets W* x (each member adds its own noise to the training targets: train.member_labels). `info`: the
+  teacher's rank and its largest singular values (teacher_s1, ...); `modes`: its rank, at most MAX_MODES."""
+  w_OxI = np.asarray(teacher_spec(d.teacher).build(d, np.random.default_rng([d.seed, 1])), np.float64)
+  if w_OxI.shape != (d.out_dim, d.in_dim):
+    raise ValueError(f'teacher {d.teacher!r} gave a matrix of shape {w_OxI.shape}, not (data.out_dim, data.in_dim) = '
+                     f'{(d.out_dim, d.in_dim)}')
+  rng = np.random.default_rng([d.seed, 2])
+  x_train, x_test = rng.standard_normal((d.train_size, d.in_dim)), rng.standard_normal((d.test_size, d.in_dim))
+  s = np.linalg.svd(w_OxI, compute_uv=False)
+  rank = int((s > s.max(initial=0.0) * max(w_OxI.shape) * np.finfo(np.float64).eps).sum())
+  modes = min(rank, MAX_MODES)
+  arrays = [a.astype(np.float32) for a in (x_train, x_train @ w_OxI.T, x_test, x_test @ w_OxI.T)]
+  info = (('rank', rank),) + tuple((f'teacher_s{i + 1}', float(v)) for i, v in enumerate(s[:modes]))
+  return Dataset(*arrays, num_classes=d.out_dim, task='regress', info=info, modes=modes)

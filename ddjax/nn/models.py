@@ -31,6 +31,7 @@ class MLP(nn.Module):
   conv: str = 'im2col'  # unused; every model takes it
   dtype: str = 'float32'  # compute dtype of dense and conv layers; parameters stay float32
   linear: bool = False  # no biases, no ReLU (model.name=deep_linear)
+  bias: bool = False    # with linear: biases after all (model.bias)
 
   INPUT_LAYERS = ('dense0',)
 
@@ -45,11 +46,11 @@ class MLP(nn.Module):
     hidden = channel_mask(self.max_width, width)
     act = (lambda h: h) if self.linear else nn.relu
     for i in range(self.depth):
-      dense = MaskedDense(self.max_width, use_bias=not self.linear, dtype=self.dtype, name=f'dense{i}')
+      dense = MaskedDense(self.max_width, use_bias=not self.linear or self.bias, dtype=self.dtype, name=f'dense{i}')
       x = act(dense(x, in_mask, hidden))
       tap(self, f'hidden{i}', x)
       in_mask = hidden
-    head = MaskedDense(self.num_classes, use_bias=not self.linear, dtype=self.dtype, name='head')
+    head = MaskedDense(self.num_classes, use_bias=not self.linear or self.bias, dtype=self.dtype, name='head')
     return head(x, in_mask, jnp.ones(self.num_classes))
 
   def kernels(self, params) -> list:
@@ -302,7 +303,7 @@ def _transformer(**kw):
   return Transformer(**kw)
 
 
-@register_model('deep_linear', inputs=('vector', 'signal', 'grid'), options=('depth',), linear=True,
+@register_model('deep_linear', inputs=('vector', 'signal', 'grid'), options=('depth', 'bias'), linear=True,
                 help='model.depth bias-free hidden layers and a bias-free output layer, nothing between '
                      'them')
 def deep_linear(**kw) -> MLP:
