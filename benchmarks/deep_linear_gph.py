@@ -238,6 +238,7 @@ def main(argv=None):
   from benchmarks.common import write_result
   from ddjax.store import versions
 
+  load_before = os.getloadavg()  # other work on the machine slows either side: the JSON keeps what it was
   work = Path(tempfile.mkdtemp(prefix='deep_linear_gph-'))
   try:
     print(f'ddjax: {args.runs} members ...', flush=True)
@@ -269,7 +270,7 @@ def main(argv=None):
       'torch_processes': args.workers, 'torch_threads_per_process': pt['torch_threads'],
       'ddjax_s': dj_s, 'ddjax_job_done_s': dj['done_s'], 'torch_s': pt_s, 'ratio_torch_over_ddjax': pt_s / dj_s,
       'ddjax_s_per_run': dj_s / runs, 'torch_s_per_run': pt_s / runs,
-      'torch_core_s_per_run': pt_s * args.workers / runs,
+      'ddjax_core_s_per_run': dj_s * (os.cpu_count() or 1) / runs, 'torch_core_s_per_run': pt_s * args.workers / runs,
       'torch_train_s_per_run_after_import': float(pt['run_s'].mean()),
       'ddjax_ms_per_step': dj_s / STEPS * 1e3, 'torch_ms_per_step_per_run': pt_s * args.workers / runs / STEPS * 1e3,
       'training_gflop': flops / 1e9, 'matmul_peak_gflops': peak,
@@ -281,6 +282,7 @@ def main(argv=None):
                          'measurement; ddjax includes its compilation and start-up in the per-member time)',
       'ddjax_init_std': dj['init_std'], 'expected_init_std': WIDTH ** (-GAMMA / 2),
       'test_loss_agreement': test, 'train_loss_agreement': train,
+      'load_average_before': load_before, 'load_average_after': os.getloadavg(),
       'test_loss_first': {'step': int(dj['steps'][0]), 'ddjax': float(dj['test_loss'][:, 0].mean()),
                           'torch': float(pt['test_loss'][:, 0].mean())},
       'test_loss_last': {'step': int(dj['steps'][-1]), 'ddjax': float(dj['test_loss'][:, -1].mean()),

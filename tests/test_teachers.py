@@ -1,0 +1,217 @@
+"""Teacher-student regression (issue: deep linear networks at research scale): the teachers registry against their
+formulas, a plugin teacher, each member's target noise, the gamma init, PyTorch's MSELoss, the end-to-end
+evaluation with biases, steps instead of epochs, and the seed codebase's command-line habits (-cn, --output)."""
+
+import dataclasses
+import json
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+from ddjax import config as cfglib
+from ddjax import run as runlib
+from ddjax.data.teacher import teacher_data
+from ddjax.data.teachers import TEACHERS, register_teacher
+from ddjax.members import expand
+from ddjax.nn.models import make_model
+from ddjax.train import StepSpec, bucket_fns, init_member, train_step
+from tests.helpers import close, hp_for, unstack
+
+
+def data_cfg(**kw):
+  return dataclasses.replace(cfglib.DataConfig(), name='teacher', **kw)
+
+
+def test_teachers_are_their_formulas_and_targets_are_w_x():
+  """Each registered teacher's W* against its formula (float64), and y = W* x on both splits with x ~ N(0, I)."""
+  d = data_cfg(in_dim=6, out_dim=4, scale=3.0, alpha=0.5, topk=2, mean=1.0, std=2.0, spectrum='3/1')
+  i = np.arange(1, 5)
+  want = {'diagonal': np.diag(3.0 * i), 'power_law': np.diag(3.0 * i ** -0.5),
+          'power_law_topk': np.diag(3.0 * i ** -0.5 * (i <= 2)), 'identity': np.eye(4)}
+  for name, diag in want.items():
+    ds = teacher_data(dataclasses.replace(d, teacher=name))
+    w = np.zeros((4, 6))
+    w[:, :4] = diag
+    x = ds.x_train.astype(np.float64)
+    np.testing.assert_allclose(ds.y_train, x @ w.T, rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(ds.y_test, ds.x_test.astype(np.float64) @ w.T, rtol=1e-6, atol=1e-5)
+    s = np.linalg.svd(w, compute_uv=False)
+    assert dict(ds.info)['rank'] == int((s > 1e-12).sum()) == ds.modes
+    np.testing.assert_allclose([dict(ds.info)[f'teacher_s{r + 1}'] for r in range(ds.modes)], s[:ds.modes])
+  # random_normal and spectrum draw: their matrix is recovered from the data by least squares
+  for name in ('random_normal', 'spectrum'):
+    big = dataclasses.replace(d, teacher=name, in_dim=30, out_dim=30, train_size=2000)
+    ds = teacher_data(big)
+    w, *_ = np.linalg.lstsq(ds.x_train.astype(np.float64), ds.y_train.astype(np.float64), rcond=None)
+    if name == 'random_normal':
+      assert abs(w.mean() - 1.0) < 0.15 and abs(w.std() - 2.0) < 0.15
+    else:
+      np.testing.assert_allclose(np.linalg.svd(w, compute_uv=False)[:3], [3, 1, 0], atol=1e-4)
+  ds = teacher_data(dataclasses.replace(d, train_size=4000))
+  assert ds.x_train.shape == (4000, 6) and ds.x_test.shape == (500, 6)
+  assert abs(ds.x_train.mean()) < 0.03 and abs(ds.x_train.std() - 1) < 0.03
+  other = teacher_data(dataclasses.replace(d, seed=7))
+  assert not np.allclose(other.x_train[:500], teacher_data(d).x_train)
+
+
+def test_a_plugin_teacher_and_bad_teacher_keys(tmp_path):
+  @register_teacher('anti_diagonal', options=('scale',), help='scale on the anti-diagonal')
+  def anti(d, rng):
+    return d.scale * np.fliplr(np.eye(d.out_dim, d.in_dim))
+  try:
+    cfg, sweep = cfglib.apply_overrides(cfglib.Config(), {}, ['data.name=teacher', 'data.teacher=anti_diagonal',
+                                                               'model.name=deep_linear', 'data.scale=2'])
+    ds = teacher_data(cfg.data)
+    np.testing.assert_allclose(ds.y_train, ds.x_train[:, ::-1] * 2, rtol=1e-6)
+  finally:
+    del TEACHERS['anti_diagonal']
+  base = ['data.name=teacher', 'model.name=deep_linear']
+  bad = {'data.teacher=nope': "bad value 'nope' for data.teacher: allowed values are",
+         'data.teacher=power_law_topk data.topk=9': 'bad value 9 for data.topk',
+         'data.noise_std=-1': 'bad value -1.0 for data.noise_std',
+         'data.train_size=0': 'bad value 0 for data.train_size',
+         'model.name=mlp data.name=mnist1d data.noise_std=0.1': 'mnist1d is a classification task',
+         'data.name=mnist1d model.name=mlp train.loss=mse_mean': "bad value 'mse_mean' for train.loss",
+         'train.evaluations=5': 'bad value 5 for train.evaluations',
+         'model.name=cnn1d data.name=mnist1d model.gamma=1': 'cnn1d keeps its own init',
+         'model.name=mlp model.bias=true': 'mlp sets its own biases'}
+  for overrides, message in bad.items():
+    with pytest.raises(cfglib.ConfigError, match=message.replace('(', r'\(').replace('.', r'\.')):
+      cfglib.apply_overrides(cfglib.Config(), {}, base + overrides.split())
+
+
+def test_each_member_gets_its_own_target_noise():
+  """data.noise_std: member i's training targets are the clean ones plus noise_std_i x N(0, 1) from its noise seed:
+  0 leaves them exact, the residual's std is noise_std, other noise seeds draw other noise, the test set is
+  clean."""
+  ds = teacher_data(data_cfg(train_size=4000))
+  model = make_model('deep_linear', 4, (5,), 5, 'im2col', depth=1)
+  fns = bucket_fns(StepSpec(model, 'sgd', 40, 5, task='regress'))
+  hp = hp_for([4] * 4, **{'data.noise_std': [0.0, 0.5, 0.5, 2.0], 'data.noise_seed': [0, 0, 1, 0]})
+  labels = np.asarray(fns.labels(hp, jnp.asarray(ds.y_train)))
+  residual = labels - ds.y_train
+  assert np.array_equal(labels[0], ds.y_train)
+  for i, std in ((1, 0.5), (2, 0.5), (3, 2.0)):
+    assert abs(residual[i].std() - std) < 0.03 * std and abs(residual[i].mean()) < 0.05 * std
+  assert abs(np.corrcoef(residual[1].ravel(), residual[2].ravel())[0, 1]) < 0.05  # another seed, another draw
+  np.testing.assert_allclose(residual[3], 4 * residual[1], rtol=1e-4, atol=1e-5)  # same seed: the same draw, scaled
+
+
+def test_gamma_init_is_gaussian_of_std_width_power_masked_and_padding_invariant():
+  """model.gamma: every weight ~ N(0, width^-gamma) for the member's own width (Gaussian: kurtosis 3, where the
+  default uniform init has 1.8), masked entries zero, the same draws however far the member is padded, times
+  model.init_scale; a member without gamma (none) keeps the default init bit for bit beside members with it."""
+  x = jnp.zeros(5)
+
+  def init(width, padded, **kw):
+    spec = StepSpec(make_model('deep_linear', padded, (5,), 5, 'im2col', depth=2), 'sgd', 10, 5, task='regress',
+                    gamma=True)
+    return init_member(spec, unstack(hp_for([width], **kw), 0), x)['params']
+
+  p = init(64, 64, **{'model.gamma': 1.0})
+  hidden = np.asarray(p['dense1']['kernel'])
+  n, std = hidden.size, 64 ** -0.5  # within 4 standard errors of the sample's std, mean and kurtosis
+  assert abs(hidden.std() - std) < 4 * std / np.sqrt(2 * n) and abs(hidden.mean()) < 4 * std / np.sqrt(n)
+  kurtosis = ((hidden - hidden.mean()) ** 4).mean() / hidden.var() ** 2
+  assert abs(kurtosis - 3) < 4 * np.sqrt(24 / n)
+  assert abs(np.asarray(p['dense0']['kernel']).std() - 64 ** -0.5) < 0.1 * 64 ** -0.5  # every layer the same std
+  small, padded = init(8, 8, **{'model.gamma': 1.5}), init(8, 16, **{'model.gamma': 1.5})
+  for name in ('dense0', 'dense1', 'head'):
+    k, kp = np.asarray(small[name]['kernel']), np.asarray(padded[name]['kernel'])
+    np.testing.assert_allclose(kp[tuple(slice(0, n) for n in k.shape)], k, rtol=1e-6)
+    assert np.count_nonzero(kp) == np.count_nonzero(k) == k.size
+  scaled = init(8, 8, **{'model.gamma': 1.5, 'model.init_scale': 0.1})
+  close(scaled, jax.tree.map(lambda a: 0.1 * a, small), rtol=1e-6)
+  spec = StepSpec(make_model('deep_linear', 8, (5,), 5, 'im2col', depth=2), 'sgd', 10, 5, task='regress')
+  default = init_member(spec, unstack(hp_for([8]), 0), x)['params']
+  jax.tree.map(np.testing.assert_array_equal, init(8, 8), default)
+
+
+def test_mse_mean_is_pytorchs_mse_loss_and_biases_evaluate_end_to_end():
+  """train.loss=mse_mean: the batch loss and its gradient step are those of the mean over examples and outputs
+  (PyTorch's MSELoss) in NumPy; a deep_linear with model.bias evaluates through its affine end-to-end map exactly
+  as its forward pass does."""
+  ds = teacher_data(data_cfg(scale=2.0))
+  x, y = jnp.asarray(ds.x_train[:10]), jnp.asarray(ds.y_train[:10])
+  model = make_model('deep_linear', 6, (5,), 5, 'im2col', depth=1, bias=True)
+  spec = StepSpec(model, 'sgd', 10, 5, task='regress', loss='mse_mean', linear=True)
+  hp = unstack(hp_for([6], **{'optim.lr': 0.1, 'optim.momentum': 0.0}), 0)
+  state = init_member(spec, hp, x[0])
+  p = jax.tree.map(lambda a: np.asarray(a, np.float64), state['params'])
+  assert set(p['dense0']) == {'kernel', 'bias'}
+  out = (np.asarray(x, np.float64) @ p['dense0']['kernel'] + p['dense0']['bias']) @ p['head']['kernel'] + \
+      p['head']['bias']
+  _, loss = jax.jit(lambda s: train_step(spec, s, hp, x, y))(state)
+  assert float(loss) == pytest.approx(np.mean((out - np.asarray(y, np.float64)) ** 2), rel=1e-5)
+  fns = bucket_fns(spec)
+  hp_m = hp_for([6, 6], **{'seed': [0, 1]})
+  state_m = fns.init(hp_m, x[0])
+  xt, yt = jnp.asarray(ds.x_test), jnp.asarray(ds.y_test)
+  metrics = fns.evaluate(state_m, hp_m, fns.labels(hp_m, jnp.asarray(ds.y_train)), jnp.asarray(ds.x_train), xt, yt,
+                         jnp.float32(0))
+  for i in range(2):
+    out = model.apply({'params': unstack(state_m['params'], i)}, xt, 6)
+    assert float(metrics['test_loss'][i]) == pytest.approx(float(jnp.mean((out - yt) ** 2)), rel=1e-5)
+
+
+def test_max_steps_stops_part_way_through_an_epoch_and_evaluates_every_n_steps(tmp_path):
+  """train.max_steps=120 with 50 steps an epoch trains 2 epochs and 20 steps; train.evaluations=3 evaluates after
+  steps 40, 80 and 120 only, at fractional epochs. The rows equal those of the same members trained 3 whole
+  epochs with an evaluation every 40 steps, which goes on to step 150."""
+  keys = ['data.name=teacher', 'data.train_size=100', 'data.test_size=50', 'model.name=deep_linear', 'model.width=8',
+          'model.depth=2', 'model.gamma=1', 'train.batch_size=2', 'optim.name=sgd', 'optim.lr=0.002',
+          'optim.momentum=0', 'train.loss=mse_mean', 'data.noise_std=0,0.3', 'train.batch_seed=0,1']
+  tables = []
+  for extra in (['train.max_steps=120', 'train.evaluations=3'],
+                ['train.epochs=3', 'train.eval_points=1', 'train.eval_every_steps=40']):
+    cfg, sweep = cfglib.apply_overrides(cfglib.Config(), {}, keys + extra)
+    out = tmp_path / extra[0]
+    tables.append(pd.read_parquet(runlib.run(cfg, sweep, expand(cfg, sweep), out, progress=False,
+                                             log=lambda *a: None)))
+  steps, epochs = tables[0], tables[1]
+  assert len(steps) == 4 and all(list(s) == [40, 80, 120] for s in steps['step'])
+  np.testing.assert_allclose(steps['epoch'].iloc[0], [0.8, 1.6, 2.4])
+  assert all({40, 80, 120, 150} <= set(s) for s in epochs['step'])
+  merged = steps.merge(epochs, on=['data.noise_std', 'train.batch_seed'], suffixes=('', '_e'))
+  for _, r in merged.iterrows():
+    at = [list(r['step_e']).index(k) for k in (40, 80, 120)]
+    np.testing.assert_array_equal(r['test_loss'], np.asarray(r['test_loss_e'])[at])
+    np.testing.assert_array_equal(r['train_loss'], np.asarray(r['train_loss_e'])[at])
+  noisy = merged[merged['data.noise_std'] > 0]
+  assert all(a[-1] > b[-1] for a, b in zip(noisy['train_loss'], merged[merged['data.noise_std'] == 0]['train_loss']))
+
+
+def test_config_names_output_alias_and_sweep_lines(tmp_path, monkeypatch, capsys):
+  """-cn NAME finds ./configs/NAME.yaml before ddjax's own, replaces the preset (a named config is the whole
+  config), and a key=value that fixes a zipped key leaves its zip; --output is --out; every swept key's count and
+  first and last value are printed (ddjax's a..b includes b)."""
+  from ddjax.cli import main
+  from experiments.deep_linear import PRESETS
+  monkeypatch.chdir(tmp_path)
+  main('deep_linear', PRESETS, ['-cn', 'gph', '--dry-run', 'train.batch_seed=0..99'])
+  said = capsys.readouterr().out
+  assert 'sweep train.batch_seed: 100 values, first 0, last 99' in said
+  assert 'sweep model.gamma: 3 values, first 0.75, last 1.5 (zipped with train.max_steps)' in said
+  assert '3 job(s), 7200 member(s)' in said  # per gamma: 3 widths x 2 noise levels x 4 model seeds x 100 batch seeds
+  main('deep_linear', PRESETS, ['-cn=gph', '--dry-run', 'model.gamma=1', 'train.max_steps=500', 'model.width=8',
+                                'data.noise_std=0', 'model.seed=0'])
+  assert '1 job(s), 10 member(s)' in capsys.readouterr().out
+  (tmp_path / 'configs').mkdir()
+  (tmp_path / 'configs' / 'gph.yaml').write_text(textwrap.dedent('''\
+      data: {name: teacher, teacher: identity, train_size: 20, test_size: 10}
+      model: {name: deep_linear, width: 3, depth: 1}
+      optim: {name: sgd, lr: 0.01, momentum: 0}
+      train: {batch_size: 0, max_steps: 5, evaluations: 5}
+      '''))
+  main('deep_linear', PRESETS, ['-cn', 'gph', '--output', 'mine', '--no-progress'])
+  table = pd.read_parquet(tmp_path / 'mine' / 'results.parquet')
+  assert len(table) == 1 and list(table['step'].iloc[0]) == [1, 2, 3, 4, 5]
+  assert json.loads(table['config'].iloc[0])['data']['teacher'] == 'identity'
+  with pytest.raises(SystemExit):
+    main('deep_linear', PRESETS, ['-cn', 'nosuch', '--dry-run'])
+  assert "-cn nosuch: no nosuch.yaml in ./configs/ or among ddjax's configs (allowed: diagonal_teacher, gph" in \
+      capsys.readouterr().err
