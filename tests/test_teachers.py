@@ -215,3 +215,68 @@ def test_config_names_output_alias_and_sweep_lines(tmp_path, monkeypatch, capsys
     main('deep_linear', PRESETS, ['-cn', 'nosuch', '--dry-run'])
   assert "-cn nosuch: no nosuch.yaml in ./configs/ or among ddjax's configs (allowed: diagonal_teacher, gph" in \
       capsys.readouterr().err
+
+
+def _numpy_gradients(k1, k2, x, y, c):
+  """Per-example gradients of l_i = c ||x_i K1 K2 - y_i||^2 (float64): (dK1 (N, I, W), dK2 (N, W, O))."""
+  h = x @ k1
+  r = h @ k2 - y
+  return 2 * c * np.einsum('ni,nw->niw', x, r @ k2.T), 2 * c * np.einsum('nw,no->nwo', h, r)
+
+
+@pytest.mark.parametrize('loss', ['auto', 'mse_mean'])
+def test_deep_linear_metrics_against_numpy(loss):
+  """The seed codebase's metrics as probes, for a width-3 member padded to 4 (its masked entries left out): Gram
+  norms, balance differences, the end-to-end norm, singular values and relative rank of the end-to-end map from its
+  active blocks; the exact test-set gradient norm, Tr(Sigma) and Tr(H Sigma) of the training loss from per-example
+  gradients in float64 NumPy (H by central differences of the exact gradient), in one part and in 4."""
+  from ddjax.probes import use
+  from ddjax.train import BASE
+  ds = teacher_data(data_cfg(in_dim=3, out_dim=2, train_size=16, test_size=8, scale=2.0))
+  model = make_model('deep_linear', 4, (3,), 2, 'im2col', depth=1)
+  names = ['gram_norms', 'balance_diffs', 'end_to_end_weight_norm', 'singular_values', 'relative_rank',
+           'grad_norm_squared', 'trace_gradient_covariance', 'trace_hessian_covariance']
+  results = []
+  for chunks in (1, 4):
+    probes = BASE + tuple(use(n, {'chunks': chunks} if 'trace' in n else {}) for n in names) + \
+        (use('gradient_stats', {'chunks': chunks}),)
+    spec = StepSpec(model, 'sgd', 16, 2, task='regress', loss=loss, probes=probes)
+    fns = bucket_fns(spec)
+    hp = hp_for([3, 4], **{'model.init_scale': 2.0, 'data.noise_std': 0.3})
+    state = fns.init(hp, jnp.asarray(ds.x_train[0]))
+    labels = fns.labels(hp, jnp.asarray(ds.y_train))
+    results.append(fns.evaluate(state, hp, labels, jnp.asarray(ds.x_train), jnp.asarray(ds.x_test),
+                                jnp.asarray(ds.y_test), jnp.float32(0)))
+  m = {k: float(v[0]) for k, v in results[0].items()}
+  for k, v in results[1].items():
+    assert float(v[0]) == pytest.approx(m[k], rel=1e-4, abs=1e-6), k
+  p = unstack(state['params'], 0)
+  k1, k2 = (np.asarray(p[n]['kernel'], np.float64) for n in ('dense0', 'head'))
+  assert not k1[:, 3:].any() and not k2[3:].any()
+  k1, k2 = k1[:, :3], k2[:3]
+  w1, w2 = k1.T, k2.T  # (out, in) weights
+  assert m['gram_norm_0'] == pytest.approx(np.linalg.norm(w1 @ w1.T), rel=1e-5)
+  assert m['gram_norm_1'] == pytest.approx(np.linalg.norm(w2 @ w2.T), rel=1e-5)
+  assert m['balance_diff_0'] == pytest.approx(np.linalg.norm(w1 @ w1.T - w2.T @ w2), rel=1e-5)
+  s = np.linalg.svd(w2 @ w1, compute_uv=False)
+  assert m['end_to_end_norm'] == pytest.approx(np.sqrt((s ** 2).sum()), rel=1e-5)
+  assert [m['sv_1'], m['sv_2']] == pytest.approx(list(s), rel=1e-5) and 'sv_3' not in m
+  q = s / s.sum()
+  assert m['relative_rank'] == pytest.approx(np.exp(-(q * np.log(q)).sum()) / 2, rel=1e-5)
+  c = 0.5 if loss == 'mse_mean' else 1.0
+  x, y = ds.x_train.astype(np.float64), np.asarray(labels[0], np.float64)
+  g1, g2 = _numpy_gradients(k1, k2, x, y, c)
+  d1, d2 = g1 - g1.mean(0), g2 - g2.mean(0)
+  assert m['trace_gradient_covariance'] == pytest.approx(((d1 ** 2).sum((1, 2)) + (d2 ** 2).sum((1, 2))).mean(),
+                                                         rel=1e-4)
+
+  def full_gradient(theta):
+    a, b = _numpy_gradients(theta[:9].reshape(3, 3), theta[9:].reshape(3, 2), x, y, c)
+    return np.concatenate([a.mean(0).ravel(), b.mean(0).ravel()])
+  theta, eps = np.concatenate([k1.ravel(), k2.ravel()]), 1e-5
+  hessian = np.stack([(full_gradient(theta + eps * e) - full_gradient(theta - eps * e)) / (2 * eps)
+                      for e in np.eye(theta.size)])
+  d = np.concatenate([d1.reshape(16, -1), d2.reshape(16, -1)], axis=1)
+  assert m['trace_hessian_covariance'] == pytest.approx(np.einsum('ni,ij,nj->n', d, hessian, d).mean(), rel=1e-4)
+  t1, t2 = _numpy_gradients(k1, k2, ds.x_test.astype(np.float64), ds.y_test.astype(np.float64), c)
+  assert m['grad_norm_squared'] == pytest.approx((t1.mean(0) ** 2).sum() + (t2.mean(0) ** 2).sum(), rel=1e-4)

@@ -108,3 +108,42 @@ def gradient_noise(example_loss_fn: Callable, params, x_B, y_B, weight_B=None, c
   trace_sigma = lax.map(spread, chunks).sum() / (b - 1)
   grad_sq = optax.tree.norm(mean, squared=True) - trace_sigma / b
   return {'trace_sigma': trace_sigma, 'grad_sq': grad_sq, 'noise_scale': trace_sigma / grad_sq}
+
+
+def gradient_stats(example_loss_fn: Callable, params, x_N, y_N, weight_N, chunks: int = 1,
+                   hessian: bool = True) -> dict:
+  """The gradient statistics of the mean loss L = sum_i w_i l_i / sum_i w_i over N examples (per-example losses
+  l_i = example_loss_fn(params, x_i, y_i), weights w_i: 1, or 0 for padding), from their per-example gradients g_i:
+
+  trace_gradient_covariance  Tr(Sigma), Sigma = sum_i w_i (g_i - g)(g_i - g)^T / sum_i w_i, g = grad L;
+  trace_hessian_covariance   Tr(H Sigma) = sum_i w_i (g_i - g)^T H (g_i - g) / sum_i w_i, H the Hessian of L
+                             (one Hessian-vector product per example; only with `hessian`).
+
+  The examples go in `chunks` equal parts (N a multiple of it), one part's gradients in memory at a time."""
+  total = x_N.shape[0]
+  split = lambda a: a.reshape(chunks, total // chunks, *a.shape[1:])
+  n = weight_N.sum()
+
+  def mean_loss(p):
+    def part(args):
+      x, y, w = args
+      return w @ jax.vmap(example_loss_fn, (None, 0, 0))(p, x, y)
+    return lax.map(part, (split(x_N), split(y_N), split(weight_N))).sum() / n
+
+  g = jax.grad(mean_loss)(params)
+
+  def part(args):
+    x, y, w = args
+    d = jax.tree.map(lambda gi, gm: gi - gm, jax.vmap(jax.grad(example_loss_fn), (None, 0, 0))(params, x, y), g)
+    squares = w @ sum(jnp.square(leaf).reshape(leaf.shape[0], -1).sum(1) for leaf in jax.tree.leaves(d))
+    if not hessian:
+      return squares, jnp.zeros(())
+    h_d = jax.vmap(lambda v: hvp(mean_loss, params, v))(d)
+    quad = sum((a * b).reshape(a.shape[0], -1).sum(1) for a, b in zip(jax.tree.leaves(d), jax.tree.leaves(h_d)))
+    return squares, w @ quad
+
+  squares, quads = lax.map(part, (split(x_N), split(y_N), split(weight_N)))
+  out = {'trace_gradient_covariance': squares.sum() / n}
+  if hessian:
+    out['trace_hessian_covariance'] = quads.sum() / n
+  return out

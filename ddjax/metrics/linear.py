@@ -37,3 +37,21 @@ def imbalance(kernels) -> jax.Array:
   under gradient flow, drifting by O(lr) under gradient descent."""
   terms = [jnp.sum(jnp.square(k_next @ k_next.T - k.T @ k)) for k, k_next in zip(kernels, kernels[1:])]
   return jnp.sqrt(sum(terms)) if terms else jnp.zeros(())
+
+
+def gram_norms(kernels) -> list[jax.Array]:
+  """||W_l W_l^T||_F per layer, W_l = K_l^T (out x in): ||K_l^T K_l||_F."""
+  return [jnp.linalg.norm(k.T @ k) for k in kernels]
+
+
+def balance_diffs(kernels) -> list[jax.Array]:
+  """||W_l W_l^T - W_{l+1}^T W_{l+1}||_F per pair of adjacent layers (W_l = K_l^T): the terms of `imbalance`."""
+  return [jnp.linalg.norm(k.T @ k - k_next @ k_next.T) for k, k_next in zip(kernels, kernels[1:])]
+
+
+def relative_rank(s: jax.Array) -> jax.Array:
+  """The effective rank of a matrix of singular values s (Roy and Vetterli 2007: exp of the entropy of s / sum s)
+  divided by the number of singular values: 1 for equal ones, 1 / n for rank one, 0 for the zero matrix."""
+  p = s / jnp.maximum(s.sum(), 1e-30)
+  entropy = -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0))
+  return jnp.where(s.sum() > 0, jnp.exp(entropy) / s.shape[0], 0.0)

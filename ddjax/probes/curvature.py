@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ddjax.metrics.curvature import (NOISE_CHUNK, gradient_noise, hutchinson_trace, lanczos_top_eigenvalue,
-                                     top_hessian_eigenvalue)
+from ddjax.metrics.curvature import (NOISE_CHUNK, gradient_noise, gradient_stats, hutchinson_trace,
+                                     lanczos_top_eigenvalue, top_hessian_eigenvalue)
 from ddjax.optim import ADAM_LIKE
 from ddjax.probes.context import chunks
 from ddjax.probes.registry import Option, register_probe
@@ -92,3 +92,49 @@ def noise_scale(ctx, batch: int = 1000):
   x_pad, y_pad = xs.reshape(-1, *xs.shape[2:]), ys.reshape(-1, *ys.shape[2:])
   weight = ctx.target_weight(y_pad) * valid.reshape(-1)
   return gradient_noise(example_loss, ctx.state['params'], x_pad, y_pad, weight, xs.shape[1])
+
+
+CHUNKS = Option(1, 'parts the training set is split into, one part\'s per-example gradients in memory at a time (it '
+                'must divide the training set)', check=lambda v: v >= 1, must='must be >= 1')
+
+
+def _training_set_stats(ctx, chunks: int, hessian: bool):
+  """gradient_stats of the training loss on the whole training set with the member's own labels (no augmentation,
+  BatchNorm on its running statistics)."""
+  x, y = ctx.spec.preprocess(ctx.x_train), ctx.labels_N
+  if x.shape[0] % chunks:
+    raise ValueError(f'probe option chunks={chunks} does not divide the {x.shape[0]} training examples')
+
+  def example_loss(params, x1, y1):
+    (loss, _, _), _ = ctx.loss(params, ctx.state['batch_stats'], x1[None], y1[None], False)
+    return loss[0]
+
+  return gradient_stats(example_loss, ctx.state['params'], x, y, ctx.target_weight(y), chunks, hessian)
+
+
+@register_probe('grad_norm_squared', columns=('grad_norm_squared',),
+                help="||grad L||^2 of the test loss on the whole test set, exactly")
+def grad_norm_squared(ctx):
+  loss = ctx.batch_loss(ctx.spec.preprocess(ctx.x_test), ctx.y_test, train=False)
+  return {'grad_norm_squared': optax.tree.norm(jax.grad(loss)(ctx.state['params']), squared=True)}
+
+
+@register_probe('trace_gradient_covariance', columns=('trace_gradient_covariance',), options={'chunks': CHUNKS},
+                help='Tr(Sigma), the trace of the covariance of the per-example gradients of the training loss over '
+                     'the whole training set')
+def trace_gradient_covariance(ctx, chunks: int = 1):
+  return _training_set_stats(ctx, chunks, hessian=False)
+
+
+@register_probe('trace_hessian_covariance', columns=('trace_hessian_covariance',), options={'chunks': CHUNKS},
+                help='Tr(H Sigma) on the whole training set: H the Hessian of the training loss, Sigma the '
+                     'per-example gradient covariance (a Hessian-vector product per example)')
+def trace_hessian_covariance(ctx, chunks: int = 1):
+  return {'trace_hessian_covariance': _training_set_stats(ctx, chunks, hessian=True)['trace_hessian_covariance']}
+
+
+@register_probe('gradient_stats', columns=('grad_norm_squared', 'trace_gradient_covariance',
+                                           'trace_hessian_covariance'), options={'chunks': CHUNKS},
+                help='grad_norm_squared, trace_gradient_covariance and trace_hessian_covariance in one pass')
+def gradient_stats_probe(ctx, chunks: int = 1):
+  return {**grad_norm_squared(ctx), **_training_set_stats(ctx, chunks, hessian=True)}
