@@ -146,7 +146,7 @@ class Bucket:
                          cfg.train.max_steps or cfg.train.epochs * steps_per_epoch(cfg, ds),
                          *job_probes(cfg, ds.task, ds.modes),
                          **shared_by(job, member_ids, self.width), linear=model_spec(cfg.model.name).linear,
-                         loss=cfg.train.loss)
+                         loss=cfg.train.loss, online=ds.online)
     sharded = isinstance(members, jax.sharding.NamedSharding)
     self.fns = bucket_fns(self.spec, members if sharded else None)
     n_dev = len(members.device_set)

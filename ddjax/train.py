@@ -71,6 +71,7 @@ class StepSpec:
   linear: bool = False      # a linear model (deep_linear): evaluation passes go through its end-to-end map
   gamma: bool = False       # a member has model.gamma: its weights start from N(0, width^-gamma) (gamma_init)
   loss: str = 'auto'        # train.loss: 'auto' | 'mse_mean' (regression: the mean, not the sum, over outputs)
+  online: Any = None        # data.online: the dataset's sampler (key, n) -> (x, y); batches are drawn, not gathered
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -219,7 +220,7 @@ def train_epoch(spec: StepSpec, state, hp, labels_N, x_train, epoch, start=None,
   n = labels_N.shape[0]
   n_batches = n // spec.batch_size
   aug_key = jax.random.fold_in(member_key(hp, 'augment'), epoch)
-  if spec.batch_size == n:  # full batch: one step on the data as it is (no order to draw, no gathered copy)
+  if spec.batch_size == n and spec.online is None:  # full batch: one step on the data as it is (no order to draw)
     state, (loss, steps) = probed_step(spec, state, hp, x_train, labels_N, jax.random.fold_in(aug_key, 0))
     return state, loss, jax.tree.map(lambda v: v[None], steps)
   key = jax.random.fold_in(member_key(hp, 'batches'), epoch)
@@ -227,6 +228,11 @@ def train_epoch(spec: StepSpec, state, hp, labels_N, x_train, epoch, start=None,
 
   def step(state, args):
     i, idx_B = args
+    if spec.online is not None:  # a fresh batch, from the member's batch seed, the epoch and the step
+      k = jax.random.fold_in(key, i)
+      x_B, y_B = spec.online(k, spec.batch_size)
+      y_B = y_B + hp['noise_std'] * jax.random.normal(jax.random.fold_in(k, 1), y_B.shape, y_B.dtype)
+      return probed_step(spec, state, hp, x_B, y_B, jax.random.fold_in(aug_key, i))
     return probed_step(spec, state, hp, x_train[idx_B], labels_N[idx_B], jax.random.fold_in(aug_key, i))
 
   if start is None:

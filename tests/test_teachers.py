@@ -280,3 +280,30 @@ def test_deep_linear_metrics_against_numpy(loss):
   assert m['trace_hessian_covariance'] == pytest.approx(np.einsum('ni,ij,nj->n', d, hessian, d).mean(), rel=1e-4)
   t1, t2 = _numpy_gradients(k1, k2, ds.x_test.astype(np.float64), ds.y_test.astype(np.float64), c)
   assert m['grad_norm_squared'] == pytest.approx((t1.mean(0) ** 2).sum() + (t2.mean(0) ** 2).sum(), rel=1e-4)
+
+
+def test_online_data_draws_a_fresh_batch_every_step(tmp_path):
+  """data.online=true: every step trains on fresh N(0, I) inputs from the member's batch seed, so 100 steps of batch
+  4 (400 draws from a training set of 8) learn the teacher, which the same steps on the 8 fixed examples, more
+  inputs than examples, cannot; other batch seeds draw other batches; the train loss is on the fixed set."""
+  keys = ['data.name=teacher', 'data.in_dim=12', 'data.out_dim=2', 'data.train_size=8', 'data.test_size=200',
+          'data.teacher=random_normal', 'model.name=deep_linear', 'model.width=6', 'model.depth=1',
+          'train.batch_size=4', 'optim.name=sgd', 'optim.lr=0.03', 'optim.momentum=0', 'train.max_steps=300',
+          'train.evaluations=3', 'train.batch_seed=0,1', 'train.loss=mse_mean']
+  tables = {}
+  for online in ('true', 'false'):
+    cfg, sweep = cfglib.apply_overrides(cfglib.Config(), {}, keys + [f'data.online={online}'])
+    tables[online] = pd.read_parquet(runlib.run(cfg, sweep, expand(cfg, sweep), tmp_path / online, progress=False,
+                                                log=lambda *a: None)).sort_values('train.batch_seed')
+  online, offline = tables['true'], tables['false']
+  for table in (online, offline):
+    assert all(list(s) == [100, 200, 300] for s in table['step'])
+  final = lambda t, c: np.asarray([v[-1] for v in t[c]])
+  assert (final(online, 'test_loss') < 0.05 * final(offline, 'test_loss')).all()
+  assert (final(offline, 'train_loss') < 0.05 * final(offline, 'test_loss')).all()  # it fits its 8 examples only
+  a, b = (np.asarray(v) for v in online['test_loss'])
+  assert not np.allclose(a, b)
+  with pytest.raises(cfglib.ConfigError, match='data.online=true draws batches of an explicit size'):
+    cfglib.apply_overrides(cfglib.Config(), {}, keys + ['data.online=true', 'train.batch_size=0'])
+  with pytest.raises(cfglib.ConfigError, match='only data.name=teacher draws fresh examples'):
+    cfglib.apply_overrides(cfglib.Config(), {}, ['data.online=true', 'model.name=mlp'])

@@ -68,6 +68,9 @@ class DataConfig:
   test_size: int = _f(500, 'teacher: test examples')
   noise_std: float = _f(0.0, "teacher: each member's training targets get noise_std x N(0, 1), drawn from its "
                         'noise seed (the test targets stay clean)')
+  online: bool = _f(False, 'teacher: every optimizer step draws a fresh batch (x ~ N(0, I), its own noise) on the '
+                    "device from the member's batch seed; the training set is then only evaluated on (needs "
+                    'train.batch_size > 0)')
   scale: float = _f(1.0, 'teacher diagonal, power_law, power_law_topk: the scale of W*')
   alpha: float = _f(1.0, 'teacher power_law, power_law_topk: W* = scale x diag(i^-alpha)')
   topk: int = _f(1, 'teacher power_law_topk: the singular values kept')
@@ -250,8 +253,8 @@ LATER_KEYS = {'optim.warmup': 0, 'optim.schedule': 'constant', 'train.collapse':
               'model.norm': 'auto', 'model.proj': 0,
               'data.teacher': 'power_law', 'data.in_dim': 5, 'data.out_dim': 5, 'data.train_size': 500,
               'data.test_size': 500, 'data.noise_std': 0.0, 'data.scale': 1.0, 'data.alpha': 1.0, 'data.topk': 1,
-              'data.mean': 0.0, 'data.std': 1.0, 'model.gamma': None, 'model.bias': False, 'train.max_steps': 0,
-              'train.evaluations': 0, 'train.loss': 'auto'}
+              'data.mean': 0.0, 'data.std': 1.0, 'data.online': False, 'model.gamma': None, 'model.bias': False,
+              'train.max_steps': 0, 'train.evaluations': 0, 'train.loss': 'auto'}
 
 
 def snapshot_epochs(text: str) -> tuple[int, ...]:

@@ -129,6 +129,12 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
         raise ConfigError(f"bad value {b!r} for train.batch_size: larger than the {n_train} training examples")
 
 
+def dataset_spec_options(names) -> set[str]:
+  """The data.* options every one of the datasets `names` takes."""
+  from ddjax.data.registry import DATASETS
+  return set.intersection(*(set(DATASETS[n].options) for n in names))
+
+
 GAMMA_MODELS = ('deep_linear', 'mlp')  # models whose every parameter model.gamma may draw (dense layers only)
 
 
@@ -138,6 +144,13 @@ def _validate_steps_and_inits(cfg: Config, sweep: dict[str, list]) -> None:
       if not 1 <= evaluations <= steps:
         raise ConfigError(f'bad value {evaluations!r} for train.evaluations: it spreads evaluations over '
                           f'train.max_steps={steps} steps (allowed: 1 to max_steps, with max_steps >= 1)')
+  if any(sweep.get('data.online', [cfg.data.online])):
+    if 'online' not in dataset_spec_options(sweep.get('data.name', [cfg.data.name])):
+      raise ConfigError('bad value True for data.online: only data.name=teacher draws fresh examples (allowed: '
+                        'false)')
+    if 0 in sweep.get('train.batch_size', [cfg.train.batch_size]):
+      raise ConfigError('bad value 0 for train.batch_size: data.online=true draws batches of an explicit size '
+                        '(allowed: >= 1)')
   for model in sweep.get('model.name', [cfg.model.name]):
     if model not in GAMMA_MODELS and any(g is not None for g in sweep.get('model.gamma', [cfg.model.gamma])):
       raise ConfigError(f"bad value for model.gamma: {model} keeps its own init (allowed: none; models that take it: "

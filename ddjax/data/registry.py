@@ -27,6 +27,8 @@ class Dataset:
   task: str = 'classify'   # 'classify' (cross-entropy on int labels) | 'regress' (MSE on float targets; inf = excluded)
   info: tuple[tuple[str, int | float], ...] = ()  # facts about the data written next to every member
   modes: int = 0           # singular modes of the input-output correlation that deep linear networks report
+  online: Any = None       # with data.online: (key, n) -> (x, y), n fresh examples drawn on the device (a hashable
+                           # callable: it is part of the compiled step); training batches come from it, not x_train
 
   @property
   def input_shape(self) -> tuple[int, ...]:

@@ -9,6 +9,7 @@ set is W*^T and its singular modes are the teacher's; test inputs are fresh N(0,
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -69,8 +70,8 @@ def _check_teacher_data(d) -> None:
 
 
 def _teacher_options() -> tuple[str, ...]:
-  return ('teacher', 'in_dim', 'out_dim', 'train_size', 'test_size', 'noise_std', 'scale', 'alpha', 'topk', 'mean',
-          'std', 'spectrum')
+  return ('teacher', 'in_dim', 'out_dim', 'train_size', 'test_size', 'noise_std', 'online', 'scale', 'alpha', 'topk',
+          'mean', 'std', 'spectrum')
 
 
 @register_dataset('teacher', shape=lambda d: ((d.in_dim,), d.out_dim), inputs='vector', task='regress',
@@ -96,4 +97,18 @@ def teacher_data(d) -> Dataset:
   modes = min(rank, MAX_MODES)
   arrays = [a.astype(np.float32) for a in (x_train, x_train @ w_OxI.T, x_test, x_test @ w_OxI.T)]
   info = (('rank', rank),) + tuple((f'teacher_s{i + 1}', float(v)) for i, v in enumerate(s[:modes]))
-  return Dataset(*arrays, num_classes=d.out_dim, task='regress', info=info, modes=modes)
+  online = LinearSampler(tuple(map(tuple, w_OxI.astype(np.float32).tolist()))) if d.online else None
+  return Dataset(*arrays, num_classes=d.out_dim, task='regress', info=info, modes=modes, online=online)
+
+
+@dataclass(frozen=True)
+class LinearSampler:
+  """data.online: n fresh examples x ~ N(0, I) and their clean targets W* x, drawn on the device from `key`."""
+  w_OxI: tuple[tuple[float, ...], ...]
+
+  def __call__(self, key, n: int):
+    import jax
+    import jax.numpy as jnp
+    w = jnp.asarray(self.w_OxI, jnp.float32)
+    x = jax.random.normal(key, (n, w.shape[1]), jnp.float32)
+    return x, x @ w.T
