@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ddjax import analysis
+from ddjax.plotting import bootstrap_band
 from ddjax import config as cfglib
 from plots.common import LINE_STYLES, load, main, plt, probe_figures, save, series_keys
 
@@ -121,15 +122,6 @@ def learning_times(df, path: Path) -> Path:
   ax.minorticks_off()
   ax.legend(fontsize=6)
   return save(fig, path)
-
-
-def bootstrap_band(curves: np.ndarray, draws: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-  """The 2.5% and 97.5% quantiles of the mean of `curves` (runs x points) over `draws` bootstrap resamples of the
-  runs: a 95% confidence band of the mean curve."""
-  rng = np.random.default_rng(seed)
-  picks = rng.integers(0, len(curves), (draws, len(curves)))
-  means = np.stack([np.nanmean(curves[p], axis=0) for p in picks])
-  return np.nanquantile(means, 0.025, axis=0), np.nanquantile(means, 0.975, axis=0)
 
 
 def loss_curves(df, path: Path) -> Path:

@@ -10,7 +10,8 @@ LAYERS = [  # bottom first; a package stands for all its modules
     {'ddjax.nn', 'ddjax.data', 'ddjax.optim', 'ddjax.metrics', 'ddjax.probes'},
     {'ddjax.config'},
     {'ddjax.members', 'ddjax.train', 'ddjax.memory'},
-    {'ddjax.buckets', 'ddjax.checkpoint', 'ddjax.store', 'ddjax.results', 'ddjax.parts', 'ddjax.columns'},
+    {'ddjax.buckets', 'ddjax.checkpoint', 'ddjax.store', 'ddjax.results', 'ddjax.parts', 'ddjax.columns',
+     'ddjax.runs', 'ddjax.plotting'},
     {'ddjax.loop'},
     {'ddjax.run', 'ddjax.workers', 'ddjax.wandb_log'},
     {'ddjax.cli', 'ddjax.command', 'ddjax.analysis.validate', 'ddjax.analysis.__main__'},  # (they read stores)

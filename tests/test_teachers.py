@@ -307,3 +307,42 @@ def test_online_data_draws_a_fresh_batch_every_step(tmp_path):
     cfglib.apply_overrides(cfglib.Config(), {}, keys + ['data.online=true', 'train.batch_size=0'])
   with pytest.raises(cfglib.ConfigError, match='only data.name=teacher draws fresh examples'):
     cfglib.apply_overrides(cfglib.Config(), {}, ['data.online=true', 'model.name=mlp'])
+
+
+def test_run_results_and_plot_with_bootstrap_bands(tmp_path):
+  """ddjax.runs.load_runs: each member's config, history (its row's curves) and step table, filtered by key values;
+  ddjax.plotting.plot draws each group's mean curve and a band that the bootstrap of the mean gives, which for
+  Gaussian noise is close to mean +- 1.96 standard errors."""
+  import matplotlib
+  matplotlib.use('Agg')
+  from ddjax.plotting import bootstrap_band, plot
+  from ddjax.runs import load_runs
+  cfg, sweep = cfglib.apply_overrides(cfglib.Config(), {}, [
+      'data.name=teacher', 'data.train_size=20', 'data.test_size=10', 'model.name=deep_linear', 'model.width=4',
+      'model.depth=1', 'train.batch_size=5', 'optim.name=sgd', 'optim.lr=0.01', 'optim.momentum=0',
+      'train.max_steps=20', 'train.evaluations=4', 'train.batch_seed=0..3', 'data.noise_std=0,0.5',
+      'probes=step_metrics'])
+  out = runlib.run(cfg, sweep, expand(cfg, sweep), tmp_path / 'store', progress=False, log=lambda *a: None).parent
+  table = pd.read_parquet(out / 'results.parquet')
+  noisy = load_runs(out, **{'data.noise_std': 0.5})
+  assert len(load_runs(out)) == 8 and len(noisy) == 4 and {r.get('train.batch_seed') for r in noisy} == {0, 1, 2, 3}
+  assert len(load_runs(out, **{'data.noise_std': [0.0, 0.5], 'train.batch_seed': 1})) == 2
+  r = noisy[0]
+  row = table[table['run_id'] == r.run_id].iloc[0]
+  assert list(r['step']) == [5, 10, 15, 20] and np.array_equal(r['test_loss'], row['test_loss'])
+  assert r.config.data.noise_std == 0.5 and r.get('optim.lr') == 0.01
+  assert set(r.steps['run_id']) == {r.run_id} and list(r.steps['step']) == list(range(1, 21))
+  with pytest.raises(KeyError, match="'nope' is not recorded"):
+    r['nope']
+  with pytest.raises(KeyError, match="unknown key 'model.widht'"):
+    load_runs(out, **{'model.widht': 4})
+  ax = plot({'clean': load_runs(out, **{'data.noise_std': 0.0}), 'noisy': noisy}, metric='train_loss')
+  clean_mean = np.mean([x['train_loss'] for x in load_runs(out, **{'data.noise_std': 0.0})], axis=0)
+  np.testing.assert_allclose(ax.lines[0].get_ydata(), clean_mean, rtol=1e-6)
+  assert [t.get_text() for t in ax.get_legend().get_texts()] == ['clean (4 runs)', 'noisy (4 runs)']
+  assert len(ax.collections) == 2 and ax.get_ylabel() == 'train loss'
+  curves = np.random.default_rng(0).standard_normal((400, 3)) + np.arange(3)
+  lo, hi = bootstrap_band(curves, draws=2000)
+  se = curves.std(axis=0, ddof=1) / np.sqrt(400)
+  np.testing.assert_allclose((hi - lo) / 2, 1.96 * se, rtol=0.12)
+  np.testing.assert_allclose((hi + lo) / 2, curves.mean(axis=0), atol=0.3 * se.max())
