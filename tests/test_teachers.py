@@ -346,3 +346,47 @@ def test_run_results_and_plot_with_bootstrap_bands(tmp_path):
   se = curves.std(axis=0, ddof=1) / np.sqrt(400)
   np.testing.assert_allclose((hi - lo) / 2, 1.96 * se, rtol=0.12)
   np.testing.assert_allclose((hi + lo) / 2, curves.mean(axis=0), atol=0.3 * se.max())
+
+
+def test_comparative_pairs_train_in_lockstep_and_are_compared(tmp_path):
+  """A comparative config (shared, training_a, training_b) becomes pair=a,b zipped with the keys that differ; each
+  pair (one per batch seed) trains in one job and its comparisons at the last evaluation equal those of the two
+  members' final parameters in NumPy (parameter distance and cosine, per-layer distances, the distance of the
+  end-to-end maps). A key that changes the program (depth) cannot differ within a pair."""
+  from ddjax.checkpoint import member_variables
+  (tmp_path / 'pairs.yaml').write_text(textwrap.dedent('''\
+      shared:
+        data: {name: teacher, teacher: diagonal, train_size: 20, test_size: 10}
+        model: {name: deep_linear, width: 4, depth: 1, seed: 0}
+        optim: {name: sgd, momentum: 0}
+        train: {batch_size: 5, max_steps: 12, evaluations: 3, batch_seed: 0..1}
+        probes: param_distance,param_cosine_sim,layer_distances,frobenius_distance
+      training_a: {lr: 0.05}
+      training_b: {lr: 0.01, wd: 0.0}
+      '''))
+  cfg, sweep, zips = cfglib.load_config_file(tmp_path / 'pairs.yaml', cfglib.Config(), {})
+  assert sweep['pair'] == ['a', 'b'] and sweep['optim.lr'] == [0.05, 0.01] and zips == [['pair', 'optim.lr']]
+  assert cfg.optim.wd == 0.0 and 'optim.wd' not in sweep
+  out = runlib.run(cfg, sweep, expand(cfg, sweep, zips), tmp_path / 'store', progress=False,
+                   log=lambda *a: None).parent
+  table = pd.read_parquet(out / 'results.parquet')
+  assert len(table) == 4 and table.groupby('train.batch_seed')['pair'].apply(sorted).tolist() == [['a', 'b']] * 2
+  for seed in (0, 1):
+    rows = table[table['train.batch_seed'] == seed].set_index('pair')
+    params = {side: member_variables(out, rows.loc[side, 'run_id'], 'last')[0]['params'] for side in 'ab'}
+    flat = {s: np.concatenate([np.ravel(np.asarray(v, np.float64)) for v in jax.tree.leaves(p)])
+            for s, p in params.items()}
+    e2e = {s: np.asarray(p['dense0']['kernel'], np.float64) @ np.asarray(p['head']['kernel'], np.float64)
+           for s, p in params.items()}
+    for side in 'ab':
+      row = rows.loc[side]
+      assert row['param_distance'][-1] == pytest.approx(np.linalg.norm(flat['a'] - flat['b']), rel=1e-5)
+      assert row['param_cosine_sim'][-1] == pytest.approx(
+          flat['a'] @ flat['b'] / np.linalg.norm(flat['a']) / np.linalg.norm(flat['b']), rel=1e-6)
+      for layer, name in enumerate(('dense0', 'head')):
+        want = np.linalg.norm(np.asarray(params['a'][name]['kernel']) - np.asarray(params['b'][name]['kernel']))
+        assert row[f'layer_distance_{layer}'][-1] == pytest.approx(want, rel=1e-5)
+      assert row['frobenius_distance'][-1] == pytest.approx(np.linalg.norm(e2e['a'] - e2e['b']), rel=1e-5)
+  (tmp_path / 'bad.yaml').write_text('shared: {model: {name: deep_linear}}\nmodel_a: {depth: 1}\nmodel_b: {depth: 2}\n')
+  with pytest.raises(cfglib.ConfigError, match=r'model\.depth is 1 for a and 2 for b, but a pair trains in lockstep'):
+    cfglib.load_config_file(tmp_path / 'bad.yaml', cfglib.Config(), {})

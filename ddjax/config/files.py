@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from ddjax.config.grammar import _assign, _base_type, _check_zip_keys, _unknown_key, parse_scalar, parse_values
-from ddjax.config.schema import Config, ConfigError, choices_of, fields
+from ddjax.config.schema import Config, ConfigError, choices_of, fields, get
 from ddjax.config.validation import validate
 
 
@@ -88,6 +88,70 @@ def _read_yaml(path: str) -> Any:
     raise ConfigError(f"config file {path}: invalid YAML{where}: {' '.join(str(problem or e).split())}") from None
 
 
+SIDES = {'model_a': ('a', 'model'), 'model_b': ('b', 'model'), 'training_a': ('a', 'train'),
+         'training_b': ('b', 'train')}
+
+
+def _merge(into: dict, more: dict) -> dict:
+  out = dict(into)
+  for k, v in more.items():
+    out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+  return out
+
+
+def _comparative(data: dict, path: str, known: dict, cfg: Config) -> tuple[dict, list[str] | None]:
+  """A comparative config (the deep-linear-network codebase's form): `shared` keys, and `model_a` / `model_b` /
+  `training_a` / `training_b` overrides (training keys are train.* or optim.* ones, or dotted). Returns the plain
+  config: `pair` swept a, b, zipped with each key the two sides give different values (a sweep of two), and that
+  zip group; (data, None) for a config without these sections. The keys that differ must be member keys, so that
+  the pair trains in lockstep in one job."""
+  from ddjax.config.schema import MEMBER_KEYS
+  if not any(k in data for k in ('shared', *SIDES)):
+    return data, None
+  shared = data.pop('shared', None) or {}
+  if not isinstance(shared, dict):
+    raise ConfigError(f'config file {path}: shared must be a mapping of keys to values')
+  sides = {'a': {}, 'b': {}}
+  for section, (side, prefix) in SIDES.items():
+    given = data.pop(section, None) or {}
+    if not isinstance(given, dict):
+      raise ConfigError(f'config file {path}: {section} must be a mapping of keys to values')
+    for k, v in given.items():
+      key = k if '.' in k else f'{prefix}.{k}' if f'{prefix}.{k}' in known or prefix == 'model' else f'optim.{k}'
+      if isinstance(v, (list, dict)):
+        raise ConfigError(f'config file {path}: {section}.{k} must be one value (sweep shared keys instead)')
+      sides[side][key] = v
+  base = _merge(shared, data)
+  flat_base = {}
+
+  def flatten(mapping, prefix=''):
+    for k, v in mapping.items():
+      if isinstance(v, dict) and f'{prefix}{k}' not in known:
+        flatten(v, f'{prefix}{k}.')
+      else:
+        flat_base[f'{prefix}{k}'] = v
+  flatten(base)
+  differ = []
+  for key in sorted(set(sides['a']) | set(sides['b'])):
+    if key not in known:
+      raise _unknown_key(key, known)
+    default = flat_base.get(key, get(cfg, key))
+    a, b = sides['a'].get(key, default), sides['b'].get(key, default)
+    if a == b:
+      flat_base[key] = a
+      continue
+    if key not in MEMBER_KEYS:
+      raise ConfigError(f'config file {path}: {key} is {a!r} for a and {b!r} for b, but a pair trains in lockstep '
+                        f'in one job, where only member keys may differ ({", ".join(sorted(MEMBER_KEYS))}); run '
+                        'the two as separate runs')
+    flat_base[key] = [a, b]
+    differ.append(key)
+  if not differ:
+    raise ConfigError(f'config file {path}: model_a/model_b and training_a/training_b give a and b the same config')
+  flat_base['pair'] = ['a', 'b']
+  return flat_base, ['pair', *differ]
+
+
 def load_config_file(path: str | os.PathLike, cfg: Config, sweep: dict[str, list]
                      ) -> tuple[Config, dict[str, list], list[list[str]]]:
   """Applies a YAML file of keys -> values; returns (cfg, sweep, zip groups).
@@ -123,8 +187,9 @@ def load_config_file(path: str | os.PathLike, cfg: Config, sweep: dict[str, list
         flat[key] = v
 
   zip_spec = data.pop('zip', None) if 'zip' in data and 'zip' not in known else None
+  data, pair_group = _comparative(data, path, known, cfg)
   walk(data, '')
-  zip_groups = []
+  zip_groups = [pair_group] if pair_group else []
   if zip_spec is not None:
     shape = "zip must be a list of key groups, e.g. [[optim.lr, optim.wd]] or ['optim.lr,optim.wd']"
     if not isinstance(zip_spec, list):

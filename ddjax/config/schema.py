@@ -169,6 +169,9 @@ class TrainConfig:
 @dataclass
 class Config:
   seed: int = _f(0, 'base seed of a member (init, batch order and label noise unless set apart)')
+  pair: str = _f('', "comparative training: the member's side, a or b, swept zipped with the keys in which the two "
+                 'differ (pair=a,b optim.lr=0.1,0.01 --zip pair,optim.lr); each is compared with its partner by the '
+                 'comparative probes', ('', 'a', 'b'))
   data: DataConfig = field(default_factory=DataConfig)
   model: ModelConfig = field(default_factory=ModelConfig)
   optim: OptimConfig = field(default_factory=OptimConfig)
@@ -231,7 +234,7 @@ def probe_uses(cfg: Config) -> dict[str, dict[str, Any]]:
 MEMBER_KEYS = frozenset({
     'seed', 'model.width', 'model.seed', 'train.batch_seed', 'data.noise', 'data.noise_seed',
     'optim.lr', 'optim.wd', 'optim.momentum', 'optim.b1', 'optim.b2', 'optim.eps', 'optim.warmup',
-    'model.init_scale', 'model.proj', 'data.noise_std', 'model.gamma'})
+    'model.init_scale', 'model.proj', 'data.noise_std', 'model.gamma', 'pair'})
 
 # Member keys that the model masks like width (its SIZES): the job's model is padded to the largest of its members.
 SIZE_KEYS = ('model.proj',)
@@ -254,7 +257,7 @@ LATER_KEYS = {'optim.warmup': 0, 'optim.schedule': 'constant', 'train.collapse':
               'data.teacher': 'power_law', 'data.in_dim': 5, 'data.out_dim': 5, 'data.train_size': 500,
               'data.test_size': 500, 'data.noise_std': 0.0, 'data.scale': 1.0, 'data.alpha': 1.0, 'data.topk': 1,
               'data.mean': 0.0, 'data.std': 1.0, 'data.online': False, 'model.gamma': None, 'model.bias': False,
-              'train.max_steps': 0, 'train.evaluations': 0, 'train.loss': 'auto'}
+              'train.max_steps': 0, 'train.evaluations': 0, 'train.loss': 'auto', 'pair': ''}
 
 
 def snapshot_epochs(text: str) -> tuple[int, ...]:
