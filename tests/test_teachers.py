@@ -188,7 +188,7 @@ def test_max_steps_stops_part_way_through_an_epoch_and_evaluates_every_n_steps(t
 def test_config_names_output_alias_and_sweep_lines(tmp_path, monkeypatch, capsys):
   """-cn NAME finds ./configs/NAME.yaml before ddjax's own, replaces the preset (a named config is the whole
   config), and a key=value that fixes a zipped key leaves its zip; --output is --out; every swept key's count and
-  first and last value are printed (ddjax's a..b includes b)."""
+  first and last value are printed (ddjax's a..b includes b); [a,b,c] is one list value."""
   from ddjax.cli import main
   from experiments.deep_linear import PRESETS
   monkeypatch.chdir(tmp_path)
@@ -211,6 +211,11 @@ def test_config_names_output_alias_and_sweep_lines(tmp_path, monkeypatch, capsys
   table = pd.read_parquet(tmp_path / 'mine' / 'results.parquet')
   assert len(table) == 1 and list(table['step'].iloc[0]) == [1, 2, 3, 4, 5]
   assert json.loads(table['config'].iloc[0])['data']['teacher'] == 'identity'
+  cfg, sweep = cfglib.apply_overrides(cfglib.Config(), {}, ['data.name=teacher', 'data.teacher=spectrum',
+                                                             'data.spectrum=[4,2,1]', 'train.snapshot_epochs=[0,10]'])
+  assert (cfg.data.spectrum, cfg.train.snapshot_epochs, sweep) == ('4/2/1', '0/10', {})  # one list value, no sweep
+  with pytest.raises(cfglib.ConfigError, match=r"\[a,b,...\] is one list value, and optim.lr takes one float"):
+    cfglib.apply_overrides(cfglib.Config(), {}, ['optim.lr=[0.1,0.2]'])
   with pytest.raises(SystemExit):
     main('deep_linear', PRESETS, ['-cn', 'nosuch', '--dry-run'])
   assert "-cn nosuch: no nosuch.yaml in ./configs/ or among ddjax's configs (allowed: diagonal_teacher, gph" in \

@@ -7,6 +7,8 @@ lists of values. Sweep values on the command line (the same forms as Hydra's, pl
     a..b, a..b..s          inclusive range with step 1 or s (integers or floats; numeric keys)
     range(a,b), range(a,b,s), range(b)
                            Python's range: b excluded, step s (default 1, may be negative), floats allowed
+    [a,b,c]                one value that is a list (keys whose values are lists, written a/b/c: data.spectrum,
+                           train.snapshot_epochs), not a sweep
     'text', "text"         quotes make one literal element: commas and `..` inside it are text, not a sweep;
                            on a string key the text is kept verbatim (`'none'` is the string none), on other
                            keys the quotes are dropped and the value parsed as usual ('3' is 3 for an int key)
@@ -145,6 +147,8 @@ def parse_values(key: str, f: dataclasses.Field, text: str) -> list[Any] | Any:
       return parse_option(*f.metadata['probe'], str(text).strip().strip('\'"'))
     except ValueError as e:
       raise ConfigError(str(e)) from None
+  if (bracket := re.fullmatch(r'\s*\[(.*)\]\s*', str(text), re.S)) is not None:
+    return _list_value(key, f, text, bracket[1])
   call = re.fullmatch(r'\s*(range|choice)\s*\((.*)\)\s*', text, re.S)
   if call and call[1] == 'range':
     return _parse_range(key, f, text.strip(), call[2])
@@ -170,6 +174,19 @@ def parse_values(key: str, f: dataclasses.Field, text: str) -> list[Any] | Any:
     values = [lo + i * step for i in range(count)]
     return [round(v, 12) for v in values] if tp is float else values
   return parse_scalar(key, f, text)
+
+
+def _list_value(key: str, f: dataclasses.Field, text: str, inner: str) -> Any:
+  """`[a,b,c]`: one value that is a list (the deep-linear-network codebase's form), not a sweep: ddjax's lists are
+  one string joined by '/' (data.spectrum=[4,2,1] is 4/2/1, train.snapshot_epochs=[0,10] is 0/10)."""
+  tp, _ = _base_type(f.type)
+  if tp is not str or choices_of(f):
+    raise ConfigError(f"bad value {text!r} for {key}: [a,b,...] is one list value, and {key} takes one "
+                      f"{tp.__name__} (a sweep is a,b,...)")
+  items = [t.strip().strip('\'"') for t in inner.split(',')]
+  if not all(items):
+    raise ConfigError(f"bad value {text!r} for {key}: empty element in the list")
+  return '/'.join(items)
 
 
 def probe_names(key: str, text: str | list) -> str:
