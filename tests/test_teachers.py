@@ -211,15 +211,16 @@ def test_config_names_output_alias_and_sweep_lines(tmp_path, monkeypatch, capsys
   table = pd.read_parquet(tmp_path / 'mine' / 'results.parquet')
   assert len(table) == 1 and list(table['step'].iloc[0]) == [1, 2, 3, 4, 5]
   assert json.loads(table['config'].iloc[0])['data']['teacher'] == 'identity'
-  cfg, sweep = cfglib.apply_overrides(cfglib.Config(), {}, ['data.name=teacher', 'data.teacher=spectrum',
-                                                             'data.spectrum=[4,2,1]', 'train.snapshot_epochs=[0,10]'])
+  cfg, sweep = cfglib.apply_overrides(cfglib.Config(), {}, ['data.name=teacher', 'model.name=mlp',
+                                                             'data.teacher=spectrum', 'data.spectrum=[4,2,1]',
+                                                             'train.snapshot_epochs=[0,10]'])
   assert (cfg.data.spectrum, cfg.train.snapshot_epochs, sweep) == ('4/2/1', '0/10', {})  # one list value, no sweep
   with pytest.raises(cfglib.ConfigError, match=r"\[a,b,...\] is one list value, and optim.lr takes one float"):
     cfglib.apply_overrides(cfglib.Config(), {}, ['optim.lr=[0.1,0.2]'])
   with pytest.raises(SystemExit):
     main('deep_linear', PRESETS, ['-cn', 'nosuch', '--dry-run'])
-  assert "-cn nosuch: no nosuch.yaml in ./configs/ or among ddjax's configs (allowed: diagonal_teacher, gph" in \
-      capsys.readouterr().err
+  assert ("-cn nosuch: no nosuch.yaml in ./configs/ or among ddjax's configs (allowed: comparative_diagonal_teacher, "
+          'diagonal_teacher, gph') in capsys.readouterr().err
 
 
 def _numpy_gradients(k1, k2, x, y, c):
