@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ddjax import callbacks
 from ddjax import config as cfglib
 from ddjax import memory, parallel
 from ddjax.data import dataset_spec
@@ -146,7 +147,7 @@ class Bucket:
                          cfg.train.max_steps or cfg.train.epochs * steps_per_epoch(cfg, ds),
                          *job_probes(cfg, ds.task, ds.modes),
                          **shared_by(job, member_ids, self.width), linear=model_spec(cfg.model.name).linear,
-                         loss=cfg.train.loss, online=ds.online)
+                         loss=cfg.train.loss, online=ds.online, lr_factors=callbacks.lr_factors(cfg))
     sharded = isinstance(members, jax.sharding.NamedSharding)
     self.fns = bucket_fns(self.spec, members if sharded else None)
     n_dev = len(members.device_set)

@@ -216,9 +216,13 @@ def _has(tree, path) -> bool:
 
 
 def _at(tree, path):
-  """The leaf of a restored tree at a key path of the live one (orbax restores a NamedTuple as a dict)."""
+  """The leaf of a restored tree at a key path of the live one (orbax restores a NamedTuple as a dict; a tree from
+  the device, moved between phases, keeps it a NamedTuple)."""
   for key in path:
-    tree = tree[key.key if hasattr(key, 'key') else key.name if hasattr(key, 'name') else key.idx]
+    if hasattr(key, 'name') and not isinstance(tree, dict):
+      tree = getattr(tree, key.name)
+    else:
+      tree = tree[key.key if hasattr(key, 'key') else key.name if hasattr(key, 'name') else key.idx]
   return tree
 
 

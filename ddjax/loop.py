@@ -3,22 +3,24 @@ checkpoints, stop cleanly on a signal; and the loop over a sweep's jobs (skippin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
 import signal
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from ddjax import callbacks
 from ddjax import config as cfglib
 from ddjax import parallel, results
 from ddjax.buckets import Bucket, conv_form, job_plan, make_buckets, placement, strategy_label
-from ddjax.checkpoint import Checkpoints
+from ddjax.checkpoint import Checkpoints, relayout
 from ddjax.data import load_dataset
 from ddjax.members import Job, padded_ratio
 from ddjax.parallel import agree_flags, sync, writer
@@ -43,11 +45,40 @@ def run_length(train, steps_per_epoch: int) -> tuple[int, int]:
   return epochs, train.max_steps - (epochs - 1) * steps_per_epoch
 
 
-def evaluation_grid(train, steps_per_epoch: int) -> tuple[set[int], int]:
+class EpochPlan(NamedTuple):
+  """One epoch of a run: its phase (callbacks.phases), batch size, steps per epoch, the optimizer steps before it
+  and the steps it trains (fewer than steps_per_epoch where a phase or the run ends part way)."""
+  phase: int
+  batch_size: int
+  steps_per_epoch: int
+  first: int
+  length: int
+
+
+def epoch_plan(cfg: cfglib.Config, n_train: int) -> list[EpochPlan]:
+  """Every epoch of a run on `n_train` training examples, in order: train.epochs or train.max_steps at one batch
+  size, or the phases the callbacks make (each starts a new epoch; max_steps ends the last)."""
+  switches = callbacks.phases(cfg)
+  if len(switches) == 1:
+    spe = n_train // (cfg.train.batch_size or n_train)
+    epochs, last = run_length(cfg.train, spe)
+    return [EpochPlan(0, cfg.train.batch_size, spe, (e - 1) * spe, last if e == epochs else spe)
+            for e in range(1, epochs + 1)]
+  plan, total = [], cfg.train.max_steps
+  for p, (start, batch) in enumerate(switches):
+    end = min(switches[p + 1][0] if p + 1 < len(switches) else total, total)
+    spe, step = n_train // (batch or n_train), start
+    while step < end:
+      plan.append(EpochPlan(p, batch, spe, step, min(spe, end - step)))
+      step += plan[-1].length
+  return plan
+
+
+def evaluation_grid(train, steps_per_epoch: int, epochs: int | None = None) -> tuple[set[int], int]:
   """(the epochs evaluated at their end, evaluate also every N steps (0: not)): eval_points log-spaced epochs and
   every eval_every epochs, or with train.max_steps and train.evaluations every max_steps / evaluations steps (and
-  the last step)."""
-  epochs, _ = run_length(train, steps_per_epoch)
+  the last step). `epochs`: the run's (default: run_length's)."""
+  epochs = epochs or run_length(train, steps_per_epoch)[0]
   if train.max_steps and train.evaluations:
     return {epochs}, max(1, train.max_steps // train.evaluations)
   return set(eval_epochs(epochs, train.eval_points, train.eval_every)), train.eval_every_steps
@@ -72,18 +103,20 @@ class Interrupted(Exception):
 
 
 def evaluation_points(uses, grid: set[int], every_steps: int, steps_per_epoch: int, epoch: int,
-                      length: int | None = None) -> dict[int, tuple[tuple[str, ...] | None, bool]]:
+                      length: int | None = None, first: int | None = None
+                      ) -> dict[int, tuple[tuple[str, ...] | None, bool]]:
   """Where epoch `epoch` evaluates, in order: steps into the epoch -> (the evaluation probes that run there, None for
   all; whether it is an evaluation of the grid or of train.eval_every_steps). Those run the base probes and those of
   cadence `eval`; a probe's own cadence (Nepochs, at:E/..., Nsteps) adds points with the base probes and it, where
   keep_best does not look (so a probe never changes what a run keeps). `length`: the steps the epoch trains (the
-  last one of a run of train.max_steps may stop part way; default all)."""
+  last one of a run of train.max_steps may stop part way; default all); `first`: the optimizer steps before it
+  (default (epoch - 1) x steps_per_epoch; phases of other batch sizes change it)."""
   optional = [u for u in uses if not u.spec.always]
   within = every_steps or any(u.every.kind == 'steps' for u in optional)
   length = length or steps_per_epoch
   points = {}
   for k in range(1, length + 1) if within else [length]:
-    step, end = (epoch - 1) * steps_per_epoch + k, k == length
+    step, end = ((epoch - 1) * steps_per_epoch if first is None else first) + k, k == length
     evaluation = (end and epoch in grid) or bool(every_steps and step % every_steps == 0)
     names = tuple(u.name for u in optional if u.every.runs_at(step, epoch if end else None, evaluation)
                   or end and u.spec.epochs is not None and epoch in u.spec.epochs(**u.kwargs))
@@ -179,9 +212,11 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
     results.write_members(out, jid, member_rows(job, buckets, meta))
   elapsed = lambda: before_s + time.time() - t0
 
-  spe = buckets[0].steps_per_epoch
-  (epochs, last), (grid, every_steps) = run_length(cfg.train, spe), evaluation_grid(cfg.train, spe)
-  steps = StepTable(buckets, ids, attempt, spe)
+  plan_e = epoch_plan(cfg, len(ds.y_train))
+  epochs = len(plan_e)
+  grid, every_steps = evaluation_grid(cfg.train, plan_e[0].steps_per_epoch, epochs)
+  phase = 0  # the phase the buckets are compiled for
+  steps = StepTable(buckets, ids, attempt)
   bar = epochs_progress(range(start + 1, epochs + 1), f'job {job.index + 1}/{n_jobs}', start, epochs,
                         progress and writer(), bar_position)
   pending, last_save, rows = None, time.time(), []
@@ -208,18 +243,24 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
 
   try:
     for epoch in bar:
-      length = last if epoch == epochs else spe  # the steps this epoch trains
-      points = evaluation_points(buckets[0].spec.probes, grid, every_steps, spe, epoch, length)
+      spe, first, length = plan_e[epoch - 1].steps_per_epoch, plan_e[epoch - 1].first, plan_e[epoch - 1].length
+      if plan_e[epoch - 1].phase != phase:  # another batch size: the same state in the new phase's programs
+        flush()
+        phase = plan_e[epoch - 1].phase
+        buckets, layout, widths = switch_phase(job, ds, plan, cost, buckets, layout, ids,
+                                               plan_e[epoch - 1].batch_size, log)
+        steps.buckets, pending = buckets, None
+      points = evaluation_points(buckets[0].spec.probes, grid, every_steps, spe, epoch, length, first)
       cuts = [k for k in points if k < length]
       for a, b in zip([0] + cuts, cuts + [length]):  # segments of the epoch between evaluations within it
         if b - a == spe:
           losses = [bk.train_epoch(epoch - 1) for bk in buckets]  # epoch index e-1 seeds the order of epoch e
         else:
           losses = [bk.train_segment(epoch - 1, a, b) for bk in buckets]
-        steps.add((epoch - 1) * spe + a + 1, [step_values for _, step_values in losses])
+        steps.add(first + a + 1, [step_values for _, step_values in losses], epoch)
         if b < length:
           within = _metric_rows(job, buckets, epoch - 1 + b / spe, ids, attempt, points[b][0], False,
-                                (epoch - 1) * spe + b, elapsed)
+                                first + b, elapsed)
           buffered += within
           if logger is not None:
             logger.log(within, epoch - 1 + b / spe)
@@ -228,7 +269,7 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
       pending = losses
       if length in points:
         at = epoch if length == spe else epoch - 1 + length / spe
-        rows = _metric_rows(job, buckets, at, ids, attempt, *points[length], (epoch - 1) * spe + length, elapsed)
+        rows = _metric_rows(job, buckets, at, ids, attempt, *points[length], first + length, elapsed)
         buffered += rows
         if logger is not None:
           logger.log(rows, epoch)
@@ -261,35 +302,52 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
       + (f'; {diverged} member(s) diverged and were frozen' if diverged else ''))
 
 
+def switch_phase(job: Job, ds, plan: list[list[int]], cost, buckets: list[Bucket], layout: list[list[int]],
+                 ids: list[str], batch_size: int, log) -> tuple[list[Bucket], list[list[int]], list[int]]:
+  """The job's buckets compiled for another batch size (a phase of callbacks.phases), holding the state of
+  `buckets` (each member moved into its new bucket: the memory budget may group them otherwise): (buckets, their
+  layout by run id, their widths)."""
+  cfg = job.config
+  new = make_buckets(dataclasses.replace(job, config=dataclasses.replace(
+      cfg, train=dataclasses.replace(cfg.train, batch_size=batch_size))), ds, plan, cost, log)
+  new_layout = [[int(ids[i], 16) for i in b.rows] for b in new]
+  states = relayout(jax.device_get([b.state_M for b in buckets]), layout, [b.state_M for b in new], new_layout)
+  for b, state in zip(new, states):
+    b.state_M = state
+  log(f'job {job.index + 1}: batch size {batch_size} from here on (a new compiled phase)')
+  return new, new_layout, [b.width for b in new]
+
+
 class StepTable:
   """The step probes' values of a job's buckets, kept on the device epoch by epoch until `flush` writes them as one
   part file of the step table (float32; a row per member and recorded step, at the step probes' cadences)."""
 
-  def __init__(self, buckets: list[Bucket], ids: list[str], attempt: int, steps_per_epoch: int):
-    self.buckets, self.ids, self.attempt, self.spe = buckets, ids, attempt, steps_per_epoch
+  def __init__(self, buckets: list[Bucket], ids: list[str], attempt: int):
+    self.buckets, self.ids, self.attempt = buckets, ids, attempt
     self.uses = buckets[0].spec.step_probes
-    self.pending: list[tuple[int, list[dict]]] = []
+    self.pending: list[tuple[int, int, list[dict]]] = []
 
-  def add(self, first: int, values: list[dict]) -> None:
-    """The step values of each bucket from optimizer step `first` (from 1) on."""
+  def add(self, first: int, values: list[dict], epoch: int) -> None:
+    """The step values of each bucket from optimizer step `first` (from 1) on, all in epoch `epoch`."""
     if self.uses:
-      self.pending.append((first, values))
+      self.pending.append((first, epoch, values))
 
   def flush(self, out: Path, jid: str) -> None:
     if not self.pending:
       return
-    firsts, values = [first for first, _ in self.pending], [v for _, v in self.pending]
+    firsts, epochs = [first for first, _, _ in self.pending], [e for _, e, _ in self.pending]
+    values = [v for _, _, v in self.pending]
     self.pending = []
     if jax.process_count() > 1:  # members sharded over hosts: every process gathers all of them (a collective)
       values = multihost_utils.process_allgather(values, tiled=True)
-    pending = list(zip(firsts, jax.device_get(values)))
+    pending = list(zip(firsts, epochs, jax.device_get(values)))
     if not writer():
       return
     frames = []
-    for first, per_bucket in pending:
+    for first, epoch_of, per_bucket in pending:
       length = np.shape(next(iter(next(iter(per_bucket[0].values())).values())))[1]
       step = first + np.arange(length)
-      epoch = (step - 1) // self.spe + 1
+      epoch = np.full(length, epoch_of)
       at = {u.name: step % u.every.n == 0 for u in self.uses}  # each probe's cadence
       keep = np.any(list(at.values()), axis=0)
       for b, values in zip(self.buckets, per_bucket):

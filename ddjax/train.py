@@ -72,6 +72,7 @@ class StepSpec:
   gamma: bool = False       # a member has model.gamma: its weights start from N(0, width^-gamma) (gamma_init)
   loss: str = 'auto'        # train.loss: 'auto' | 'mse_mean' (regression: the mean, not the sum, over outputs)
   online: Any = None        # data.online: the dataset's sampler (key, n) -> (x, y); batches are drawn, not gathered
+  lr_factors: tuple = ()    # callbacks of kind lr: hashable step -> factor, multiplying every member's lr
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -195,6 +196,8 @@ def probed_step(spec: StepSpec, state, hp, x_B, y_B, key=None):
 
   (loss, (batch_stats, wrong_B, weight_B)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
   lr = scheduled_lr(spec.schedule, hp['lr'], hp['warmup'], state['step'], spec.total_steps)
+  for factor in spec.lr_factors:
+    lr = lr * factor(state['step'])
   updates, opt = optimizer_update(spec, dict(hp, lr=lr), grads, state['opt'], state['params'])
   params = optax.apply_updates(state['params'], updates)
   update_norm = tree_norm(updates)

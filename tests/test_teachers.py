@@ -396,3 +396,62 @@ def test_comparative_pairs_train_in_lockstep_and_are_compared(tmp_path):
   (tmp_path / 'bad.yaml').write_text('shared: {model: {name: deep_linear}}\nmodel_a: {depth: 1}\nmodel_b: {depth: 2}\n')
   with pytest.raises(cfglib.ConfigError, match=r'model\.depth is 1 for a and 2 for b, but a pair trains in lockstep'):
     cfglib.load_config_file(tmp_path / 'bad.yaml', cfglib.Config(), {})
+
+
+PHASES = ['data.name=teacher', 'data.teacher=diagonal', 'data.train_size=40', 'data.test_size=20',
+          'model.name=deep_linear', 'model.width=5', 'model.depth=1', 'optim.name=sgd', 'optim.lr=0.01',
+          'optim.momentum=0.5', 'train.batch_size=4', 'train.batch_seed=0,1', 'train.max_steps=47',
+          'train.evaluations=4', 'callbacks=switch_batch_size,lr_decay', 'callback.step=15', 'callback.batch_size=10',
+          'callback.every=20', 'callback.factor=0.5', 'train.checkpoint_every=1', 'probes=step_metrics']
+
+
+def test_a_batch_size_switch_continues_the_same_state_in_a_new_phase(tmp_path, monkeypatch):
+  """callbacks switch_batch_size (batch 4 -> 10 after step 15) and lr_decay (x 0.5 every 20 steps): the run equals,
+  bit for bit, the two phases trained by hand with the engine's buckets (batch 4: an epoch and 5 steps of the 2nd,
+  then batch 10 with the same state: 8 epochs); evaluations every 47 // 4 = 11 steps and at the last; the step
+  table's lr halves at steps 21 and 41; a run stopped by SIGTERM in the second phase resumes from its checkpoint to
+  the same numbers."""
+  from ddjax.buckets import job_plan, make_buckets
+  from ddjax.data import load_dataset
+  cfg, sweep = cfglib.apply_overrides(cfglib.Config(), {}, PHASES)
+  [job] = expand(cfg, sweep)
+  out = runlib.run(cfg, sweep, [job], tmp_path / 'run', progress=False, log=lambda *a: None).parent
+  table = pd.read_parquet(out / 'results.parquet').sort_values('train.batch_seed').reset_index(drop=True)
+  assert all(list(s) == [11, 22, 33, 44, 47] for s in table['step'])
+  ds = load_dataset(cfg.data)
+  plan, cost = job_plan(job, ds.input_shape, ds.num_classes)
+  phase = lambda b: make_buckets(dataclasses.replace(job, config=dataclasses.replace(
+      cfg, train=dataclasses.replace(cfg.train, batch_size=b))), ds, plan, cost, log=lambda *a: None)
+  [small] = phase(4)
+  small.train_epoch(0)
+  small.train_segment(1, 0, 5)
+  [large] = phase(10)
+  large.state_M = small.state_M
+  for e in range(2, 10):
+    large.train_epoch(e)
+  assert np.asarray(large.state_M['step']).tolist() == [47, 47]
+  for row, ids in enumerate([table['run_id'][i] for i in range(2)]):
+    kept, _ = runlib.member_variables(out, ids, 'last')
+    jax.tree.map(np.testing.assert_array_equal, kept['params'], unstack(jax.device_get(large.state_M['params']), row))
+  steps = runlib.results.load_steps(out)
+  lr = steps[steps['run_id'] == table['run_id'][0]].set_index('step')['step_lr']
+  assert lr[20] == pytest.approx(0.01) and lr[21] == pytest.approx(0.005) and lr[41] == pytest.approx(0.0025)
+  import os
+  import signal
+  original, sent = runlib.Bucket.train_epoch, []
+
+  def then_signal(self, epoch):
+    loss = original(self, epoch)
+    if epoch == 5 and not sent:  # the second phase's second epoch
+      sent.append(os.kill(os.getpid(), signal.SIGTERM))
+    return loss
+  monkeypatch.setattr(runlib.Bucket, 'train_epoch', then_signal)
+  with pytest.raises(runlib.Interrupted):
+    runlib.run(cfg, sweep, [job], tmp_path / 'stopped', progress=False, log=lambda *a: None)
+  monkeypatch.setattr(runlib.Bucket, 'train_epoch', original)
+  said = []
+  resumed = pd.read_parquet(runlib.run(cfg, sweep, [job], tmp_path / 'stopped', progress=False, log=said.append))
+  assert any('resumed after epoch 6' in str(m) for m in said)
+  resumed = resumed.sort_values('train.batch_seed').reset_index(drop=True)
+  for col in ('step', 'train_loss', 'test_loss', 'weight_norm'):
+    np.testing.assert_array_equal(np.stack(table[col]), np.stack(resumed[col]), err_msg=col)

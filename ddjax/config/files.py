@@ -59,7 +59,7 @@ def _yaml_scalar(key: str, f: dataclasses.Field, value: Any) -> Any:
 def _yaml_values(key: str, f: dataclasses.Field, value: Any) -> list[Any] | Any:
   """A YAML value for field `f`: a list is a sweep (of `probes`: its names), a string goes through parse_values,
   others are checked."""
-  if f.metadata.get('probe_names') and isinstance(value, list):
+  if (f.metadata.get('probe_names') or f.metadata.get('callback_names')) and isinstance(value, list):
     return parse_values(key, f, ','.join(map(str, value)))
   if 'probe' in f.metadata and not isinstance(value, list):
     return parse_values(key, f, str(value).lower() if isinstance(value, bool) else str(value))

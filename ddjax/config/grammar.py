@@ -138,6 +138,8 @@ def parse_values(key: str, f: dataclasses.Field, text: str) -> list[Any] | Any:
   `probes` takes one comma-separated list of probe names, and probe options one value each: neither is swept."""
   if f.metadata.get('probe_names'):
     return probe_names(key, text)
+  if f.metadata.get('callback_names'):
+    return callback_names(key, text)
   if 'probe' in f.metadata:
     if ',' in str(text):
       raise ConfigError(f"bad value {text!r} for {key}: one value (probes do not change training, so their options "
@@ -201,6 +203,19 @@ def probe_names(key: str, text: str | list) -> str:
       raise ConfigError(f"bad value {name!r} for {key}: {hint}registered probes are {', '.join(PROBES)}")
     if PROBES[name].always:
       raise ConfigError(f"bad value {name!r} for {key}: {name} is always on (leave it out)")
+  return ','.join(dict.fromkeys(names))
+
+
+def callback_names(key: str, text: str | list) -> str:
+  """`callbacks=NAME,NAME`: registered callback names, each once, in the order given, joined by commas."""
+  from ddjax.callbacks import CALLBACKS
+  names = text if isinstance(text, list) else str(text).strip().strip('\'"').split(',')
+  names = [str(n).strip() for n in names if str(n).strip()]
+  for name in names:
+    if name not in CALLBACKS:
+      near = difflib.get_close_matches(name, CALLBACKS, n=1)
+      hint = f'did you mean {near[0]}? ' if near else ''
+      raise ConfigError(f"bad value {name!r} for {key}: {hint}registered callbacks are {', '.join(CALLBACKS)}")
   return ','.join(dict.fromkeys(names))
 
 

@@ -166,6 +166,20 @@ class TrainConfig:
   flush_seconds: float = _f(60.0, 'write buffered evaluation rows to a part file at least this often')
 
 
+def _registered_callbacks() -> tuple[str, ...]:
+  from ddjax.callbacks import CALLBACKS
+  return tuple(CALLBACKS)
+
+
+@dataclass
+class CallbackConfig:
+  step: int = _f(0, 'switch_batch_size: the optimizer step after which the batch size switches')
+  batch_size: int = _f(0, 'switch_batch_size: the batch size from then on')
+  schedule: str = _f('', 'multi_switch_batch_size: STEP:BATCH/STEP:BATCH, each switch and its batch size')
+  every: int = _f(0, 'lr_decay: every this many optimizer steps ...')
+  factor: float = _f(1.0, '... the learning rate is multiplied by this')
+
+
 @dataclass
 class Config:
   seed: int = _f(0, 'base seed of a member (init, batch order and label noise unless set apart)')
@@ -176,6 +190,11 @@ class Config:
   model: ModelConfig = field(default_factory=ModelConfig)
   optim: OptimConfig = field(default_factory=OptimConfig)
   train: TrainConfig = field(default_factory=TrainConfig)
+  callbacks: str = field(default='', metadata={
+      'help': 'callbacks that change training as it goes, NAME,NAME (one value, not a sweep: switch_batch_size, '
+              'multi_switch_batch_size, lr_decay; plugins add more); their options are callback.* keys',
+      'callback_names': True})
+  callback: CallbackConfig = field(default_factory=CallbackConfig)
   probes: str = field(default='', metadata={
       'help': 'probes to record besides the base ones, NAME,NAME (one value, not a sweep; see Probes below)',
       'probe_names': True})
@@ -257,7 +276,9 @@ LATER_KEYS = {'optim.warmup': 0, 'optim.schedule': 'constant', 'train.collapse':
               'data.teacher': 'power_law', 'data.in_dim': 5, 'data.out_dim': 5, 'data.train_size': 500,
               'data.test_size': 500, 'data.noise_std': 0.0, 'data.scale': 1.0, 'data.alpha': 1.0, 'data.topk': 1,
               'data.mean': 0.0, 'data.std': 1.0, 'data.online': False, 'model.gamma': None, 'model.bias': False,
-              'train.max_steps': 0, 'train.evaluations': 0, 'train.loss': 'auto', 'pair': ''}
+              'train.max_steps': 0, 'train.evaluations': 0, 'train.loss': 'auto', 'pair': '', 'callbacks': '',
+              'callback.step': 0, 'callback.batch_size': 0, 'callback.schedule': '', 'callback.every': 0,
+              'callback.factor': 1.0}
 
 
 def snapshot_epochs(text: str) -> tuple[int, ...]:

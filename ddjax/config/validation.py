@@ -79,6 +79,7 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
         raise ConfigError(f"bad value {proj!r} for model.proj: {model} has no projector (allowed: 0; models that "
                           f"take it: {', '.join(takes)})")
   _validate_steps_and_inits(cfg, sweep)
+  _validate_callbacks(cfg, sweep)
   for data in sweep.get('data.name', [cfg.data.name]):
     spec = DATASETS[data]
     for model in sweep.get('model.name', [cfg.model.name]):
@@ -136,6 +137,34 @@ def dataset_spec_options(names) -> set[str]:
 
 
 GAMMA_MODELS = ('deep_linear', 'mlp')  # models whose every parameter model.gamma may draw (dense layers only)
+
+
+def _validate_callbacks(cfg: Config, sweep: dict[str, list]) -> None:
+  """The callbacks' options; batch-size switches need train.max_steps and train.evaluations (their steps, not
+  epochs, are the run's time) and switch within the run."""
+  from ddjax.callbacks import CALLBACKS, names, parse_schedule
+  on = names(cfg.callbacks)
+  rules = {'callback.step': ('switch_batch_size', lambda v: v >= 1, 'must be >= 1 (the step of the switch)'),
+           'callback.batch_size': ('switch_batch_size', lambda v: v >= 1, 'must be >= 1 (the new batch size)'),
+           'callback.every': ('lr_decay', lambda v: v >= 1, 'must be >= 1 (steps between decays)'),
+           'callback.factor': ('lr_decay', lambda v: 0 < v < math.inf, 'must be a finite number > 0')}
+  for key, (name, ok, what) in rules.items():
+    for v in sweep.get(key, [get(cfg, key)]):
+      if name in on and not ok(v):
+        raise ConfigError(f'bad value {v!r} for {key}: {what}')
+  for text in sweep.get('callback.schedule', [cfg.callback.schedule]):
+    if 'multi_switch_batch_size' in on:
+      try:
+        if not parse_schedule(text):
+          raise ValueError('no switch given (STEP:BATCH/STEP:BATCH)')
+      except ValueError as e:
+        raise ConfigError(f'bad value {text!r} for callback.schedule: {e}') from None
+  if any(CALLBACKS[n].kind == 'phases' for n in on):
+    for steps in sweep.get('train.max_steps', [cfg.train.max_steps]):
+      for evaluations in sweep.get('train.evaluations', [cfg.train.evaluations]):
+        if not steps or not evaluations:
+          raise ConfigError(f'callbacks={cfg.callbacks} switches the batch size, which counts the run in steps: set '
+                            'train.max_steps and train.evaluations')
 
 
 def _validate_steps_and_inits(cfg: Config, sweep: dict[str, list]) -> None:
