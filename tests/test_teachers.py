@@ -433,6 +433,10 @@ def test_a_batch_size_switch_continues_the_same_state_in_a_new_phase(tmp_path, m
   for row, ids in enumerate([table['run_id'][i] for i in range(2)]):
     kept, _ = runlib.member_variables(out, ids, 'last')
     jax.tree.map(np.testing.assert_array_equal, kept['params'], unstack(jax.device_get(large.state_M['params']), row))
+  from ddjax.analysis.__main__ import main as analysis
+  with pytest.raises(SystemExit) as exit_status:  # its evaluations and step-table rows are the ones it promises
+    analysis(['validate', str(out)])
+  assert exit_status.value.code == 0
   steps = runlib.results.load_steps(out)
   lr = steps[steps['run_id'] == table['run_id'][0]].set_index('step')['step_lr']
   assert lr[20] == pytest.approx(0.01) and lr[21] == pytest.approx(0.005) and lr[41] == pytest.approx(0.0025)

@@ -19,7 +19,7 @@ from ddjax import config as cfglib
 from ddjax import results
 from ddjax.buckets import job_probes
 from ddjax.data import dataset_spec
-from ddjax.loop import evaluation_grid, evaluation_points, run_length
+from ddjax.loop import epoch_plan, evaluation_grid, evaluation_points
 from ddjax.probes import PROBES
 
 
@@ -29,12 +29,20 @@ def _uses(cfg: cfglib.Config):
   return job_probes(cfg, dataset_spec(cfg.data.name).task, 0)
 
 
+def _epochs(cfg: cfglib.Config, steps_per_epoch: int):
+  """The run's epochs (loop.epoch_plan), from its training examples (where the config tells them, else those that
+  `steps_per_epoch` at its batch size imply)."""
+  n_train = cfglib.train_examples(cfg.data) or steps_per_epoch * (cfg.train.batch_size or 1)
+  return epoch_plan(cfg, n_train)
+
+
 def expected_steps(cfg: cfglib.Config, steps_per_epoch: int) -> list[int]:
   """The optimizer steps after which a complete member of `cfg` has an evaluation row."""
   evals, _ = _uses(cfg)
-  (epochs, last), (grid, every) = run_length(cfg.train, steps_per_epoch), evaluation_grid(cfg.train, steps_per_epoch)
-  return [(epoch - 1) * steps_per_epoch + k for epoch in range(1, epochs + 1)
-          for k in evaluation_points(evals, grid, every, steps_per_epoch, epoch, last if epoch == epochs else None)]
+  plan = _epochs(cfg, steps_per_epoch)
+  grid, every = evaluation_grid(cfg.train, plan[0].steps_per_epoch, len(plan))
+  return [p.first + k for epoch, p in enumerate(plan, 1)
+          for k in evaluation_points(evals, grid, every, p.steps_per_epoch, epoch, p.length, p.first)]
 
 
 def _base_columns() -> set[str]:
@@ -75,6 +83,8 @@ def validate(out: Path) -> pd.DataFrame:
     if np.any(np.diff(got) <= 0) or np.any(np.diff(np.asarray(r['epoch'], float)) < 0):
       problems.append('steps or epochs not increasing')
     spe = _steps_per_epoch(r) if bool(r['complete']) else 0
+    if bool(r['complete']) and not spe and cfglib.train_examples(cfg.data):  # no row at an epoch's end: the data
+      spe = cfglib.train_examples(cfg.data) // (cfg.train.batch_size or cfglib.train_examples(cfg.data))  # tells
     key = (repr(cfg.train), cfg.probes, repr(cfg.probe), spe, cfg.model.name, cfg.optim.name, cfg.data.name)
     if spe and key not in expected:
       expected[key] = expected_steps(cfg, spe)
@@ -97,8 +107,8 @@ def validate(out: Path) -> pd.DataFrame:
     step_rows = want_rows = 0
     _, step_uses = _uses(cfg)
     if step_uses and spe:
-      epochs, last = run_length(cfg.train, spe)
-      every = np.arange(1, (epochs - 1) * spe + last + 1)
+      last = _epochs(cfg, spe)[-1]
+      every = np.arange(1, last.first + last.length + 1)
       want_rows = int(np.any([every % u.every.n == 0 for u in step_uses], axis=0).sum())
       step_rows, unique = (int(v) for v in counts.loc[r['run_id']]) if r['run_id'] in counts.index else (0, 0)
       if step_rows != want_rows:
