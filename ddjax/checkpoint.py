@@ -293,7 +293,9 @@ def _saved_state(out: Path, job: str, kind: str, epoch: int) -> tuple[dict, int]
       if not have.get(where, (None, set()))[1]:
         raise FileNotFoundError(f'no checkpoint of job {job} in {out}')
       epoch = max(have[where][1])
-    return have[where][0].manager.restore(epoch, args=ocp.args.StandardRestore()), epoch
+    manager = have[where][0].manager  # onto the host as numpy, whatever devices wrote it (a notebook has one)
+    host = jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), manager.item_metadata(epoch))
+    return manager.restore(epoch, args=ocp.args.StandardRestore(host)), epoch
   finally:
     for manager, _ in have.values():
       manager.close()

@@ -393,6 +393,17 @@ def test_comparative_pairs_train_in_lockstep_and_are_compared(tmp_path):
         want = np.linalg.norm(np.asarray(params['a'][name]['kernel']) - np.asarray(params['b'][name]['kernel']))
         assert row[f'layer_distance_{layer}'][-1] == pytest.approx(want, rel=1e-5)
       assert row['frobenius_distance'][-1] == pytest.approx(np.linalg.norm(e2e['a'] - e2e['b']), rel=1e-5)
+  # a notebook with one device reads the checkpoint that two wrote (orbax restores onto the host, not the topology)
+  import os
+  import subprocess
+  import sys
+  code = ('import sys, numpy as np; from ddjax.run import member_variables; '
+          'v, w = member_variables(sys.argv[1], sys.argv[2], "last"); '
+          'print(w, np.asarray(v["params"]["head"]["kernel"]).sum())')
+  one = subprocess.run([sys.executable, '-c', code, str(out), rows.loc['b', 'run_id']], capture_output=True, text=True,
+                       env={**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=1'})
+  assert one.returncode == 0, one.stderr[-2000:]
+  assert one.stdout.split() == ['4', str(np.asarray(params['b']['head']['kernel']).sum())]
   (tmp_path / 'bad.yaml').write_text('shared: {model: {name: deep_linear}}\nmodel_a: {depth: 1}\nmodel_b: {depth: 2}\n')
   with pytest.raises(cfglib.ConfigError, match=r'model\.depth is 1 for a and 2 for b, but a pair trains in lockstep'):
     cfglib.load_config_file(tmp_path / 'bad.yaml', cfglib.Config(), {})
