@@ -25,7 +25,9 @@ What it measures:
   - the ratio, seconds and core-seconds per run, ms per step, the fraction of this CPU's float32 matmul peak (a
     jitted 1024 x 1024 matmul chain in JAX on all cores) that ddjax's training FLOPs reach, a projection to a
     10,000-seed cell, and whether the mean test-loss curves agree (|difference| < 3 standard errors of the
-    difference at >= 95% of the evaluations).
+    difference at >= 95% of the evaluations), with the first evaluation where they do not;
+  - the core-seconds other processes used during each side: a busy machine slows either, so rerun when they are
+    more than a few.
 
 Writes benchmarks/results/deep_linear_gph-cpu.json (or under --out).
 """
@@ -55,28 +57,54 @@ AGREE_SIGMAS, AGREE_FRACTION = 3.0, 0.95
 
 
 def ddjax_command(out: Path, runs: int) -> list[str]:
-  """The ddjax command of the cell: every batch seed a member of one job (model.init_scale=1 replaces the preset's
-  sweep of init scales)."""
-  return [sys.executable, '-m', 'experiments.deep_linear', '--out', str(out), '--no-progress',
-          'data.name=teacher', 'data.teacher=power_law', 'data.scale=50', 'data.alpha=1', f'data.in_dim={IN_DIM}',
-          f'data.out_dim={OUT_DIM}', 'data.train_size=500', 'data.test_size=500', f'model.width={WIDTH}',
-          f'model.depth={DEPTH}', f'model.gamma={GAMMA:g}', 'model.init_scale=1', 'seed=0', 'model.seed=0',
-          f'train.batch_seed=0..{runs - 1}', f'train.batch_size={BATCH}', 'optim.name=sgd', f'optim.lr={LR:g}',
-          'optim.momentum=0', 'train.loss=mse_mean', f'train.max_steps={STEPS}', f'train.evaluations={EVALUATIONS}',
-          'train.strategy=map', 'train.map_batch=20', 'train.snapshot_epochs=0']
+  """The ddjax command of the cell: ddjax's packaged `gph` config (-cn gph: the study's data, model, optimizer, loss
+  and 250 evaluations) narrowed to the cell, every batch seed a member of one job; the initial state is kept
+  (snapshot at epoch 0) for the PyTorch side."""
+  return [sys.executable, '-m', 'experiments.deep_linear', '-cn', 'gph', '--out', str(out), '--no-progress',
+          f'model.width={WIDTH}', f'model.gamma={GAMMA:g}', f'train.max_steps={STEPS}', 'data.noise_std=0',
+          'model.seed=0', f'train.batch_seed=0..{runs - 1}', f'train.batch_size={BATCH}', 'train.snapshot_epochs=0']
 
 
-def run_timed(cmd: list[str], log: Path) -> float:
-  """Runs `cmd` from the repository root with its output in `log`; its wall seconds. Raises with the log's tail if it
-  fails."""
-  t = time.perf_counter()
+def busy_cpu_s() -> float | None:
+  """Core-seconds the whole machine has been busy since boot (Linux's /proc/stat; None elsewhere)."""
+  try:
+    fields = [int(v) for v in Path('/proc/stat').read_text().split('\n', 1)[0].split()[1:]]
+  except (OSError, ValueError):
+    return None
+  user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
+  return (user + nice + system + irq + softirq) / os.sysconf('SC_CLK_TCK')
+
+
+def children_cpu_s() -> float:
+  """Core-seconds of this process's finished subprocesses and theirs."""
+  import resource
+  r = resource.getrusage(resource.RUSAGE_CHILDREN)
+  return r.ru_utime + r.ru_stime
+
+
+def run_timed(cmd: list[str], log: Path) -> tuple[float, float | None]:
+  """Runs `cmd` from the repository root with its output in `log`: its wall seconds, and the core-seconds that
+  other processes of the machine used meanwhile (they slow it down; None where unknown). Raises with the log's tail
+  if it fails."""
+  busy, own, t = busy_cpu_s(), children_cpu_s(), time.perf_counter()
   with open(log, 'w') as f:
     proc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
   seconds = time.perf_counter() - t
+  other = None if busy is None else max(0.0, busy_cpu_s() - busy - (children_cpu_s() - own))
   if proc.returncode:
     tail = ''.join(log.read_text().splitlines(keepends=True)[-30:])
     raise RuntimeError(f'{cmd[0]} ... exited with {proc.returncode}:\n{tail}')
-  return seconds
+  return seconds, other
+
+
+def cpu_model() -> str:
+  """The CPU's model name (Linux), else what platform says."""
+  try:
+    text = Path('/proc/cpuinfo').read_text()
+  except OSError:
+    text = ''
+  found = re.search(r'^model name\s*:\s*(.+)$', text, re.M)
+  return found.group(1).strip() if found else platform.processor() or 'cpu'
 
 
 def ddjax_side(work: Path, runs: int) -> dict:
@@ -91,7 +119,7 @@ def ddjax_side(work: Path, runs: int) -> dict:
   from ddjax.run import member_variables
 
   out = work / 'ddjax'
-  wall = run_timed(ddjax_command(out, runs), work / 'ddjax.log')
+  wall, other = run_timed(ddjax_command(out, runs), work / 'ddjax.log')
   done = re.findall(r'done in ([0-9.]+) s', (work / 'ddjax.log').read_text())
   table = pd.read_parquet(out / 'results.parquet').sort_values('train.batch_seed')
   if sorted(table['train.batch_seed']) != list(range(runs)):
@@ -108,8 +136,8 @@ def ddjax_side(work: Path, runs: int) -> dict:
   ds = teacher_data(d)
   data = {'x_train': ds.x_train, 'y_train': ds.y_train, 'x_test': ds.x_test, 'y_test': ds.y_test}
   init = {f'weight{i}': k.T for i, k in enumerate(kernels)}  # torch.nn.Linear keeps (out, in)
-  return {'wall_s': wall, 'done_s': float(done[-1]) if done else None, 'steps': steps, **curves, 'data': data,
-          'init': init, 'init_std': [float(k.std()) for k in kernels]}
+  return {'wall_s': wall, 'other_cpu_s': other, 'done_s': float(done[-1]) if done else None, 'steps': steps,
+          **curves, 'data': data, 'init': init, 'init_std': [float(k.std()) for k in kernels]}
 
 
 def torch_side(work: Path, torch_python: str, data: dict, init: dict, runs: int, workers: int) -> dict:
@@ -118,11 +146,12 @@ def torch_side(work: Path, torch_python: str, data: dict, init: dict, runs: int,
   np.savez(inputs, **data, **init)
   cmd = [torch_python, str(Path(__file__).resolve()), '--torch-pool', str(inputs), str(results), '--runs', str(runs),
          '--workers', str(workers)]
-  wall = run_timed(cmd, work / 'torch.log')
+  wall, other = run_timed(cmd, work / 'torch.log')
   with np.load(results) as r:
     res = {k: r[k] for k in r.files}
-  return {'wall_s': wall, 'steps': res['steps'], 'test_loss': res['test_loss'], 'train_loss': res['train_loss'],
-          'run_s': res['run_s'], 'torch': str(res['torch_version']), 'torch_threads': int(res['threads'])}
+  return {'wall_s': wall, 'other_cpu_s': other, 'steps': res['steps'], 'test_loss': res['test_loss'],
+          'train_loss': res['train_loss'], 'run_s': res['run_s'], 'torch': str(res['torch_version']),
+          'torch_threads': int(res['threads'])}
 
 
 def train_one(inputs: str, batch_seed: int) -> dict:
@@ -206,15 +235,38 @@ def matmul_peak(n: int = 1024, chain: int = 64, repeats: int = 5) -> float:
   return 2 * n ** 3 * chain / best / 1e9
 
 
-def agreement(a: np.ndarray, b: np.ndarray) -> dict:
+def float32_floor(y: np.ndarray) -> float:
+  """The mean squared error that float32 rounding alone leaves in outputs of the size of the targets y:
+  (eps_32 |y|)^2 averaged over examples and outputs. Losses within a factor of FLOOR_MARGIN of it measure the two
+  implementations' rounding (training and evaluation in float32), not their dynamics."""
+  return float(np.finfo(np.float32).eps ** 2 * np.mean(np.square(np.asarray(y, np.float64))))
+
+
+FLOOR_MARGIN = 100.0
+
+
+def agreement(a: np.ndarray, b: np.ndarray, steps: np.ndarray, floor: float) -> dict:
   """Whether the mean curves of two sets of runs (runs x evaluations) agree: the fraction of evaluations where their
-  means differ by less than AGREE_SIGMAS standard errors of the difference, and the largest relative difference."""
+  means differ by less than AGREE_SIGMAS standard errors of the difference, and the largest relative difference;
+  the same over the evaluations where both means are above FLOOR_MARGIN x the float32 floor (float32_floor).
+  Where they do not agree, the first evaluation outside and b's mean loss there say where along the curve they
+  part."""
   se = lambda c: c.std(0, ddof=1) / np.sqrt(len(c)) if len(c) > 1 else np.zeros(c.shape[1])
   mean_a, mean_b = a.mean(0), b.mean(0)
   diff = np.abs(mean_a - mean_b)
   within = diff < AGREE_SIGMAS * np.sqrt(se(a) ** 2 + se(b) ** 2)
-  return {'fraction_within': float(within.mean()), 'max_relative_difference': float((diff / mean_b).max()),
-          'agree': bool(within.mean() >= AGREE_FRACTION)}
+  rel, outside = diff / mean_b, np.flatnonzero(~within)
+  first = int(outside[0]) if len(outside) else len(rel)
+  above = np.minimum(mean_a, mean_b) > FLOOR_MARGIN * floor
+  return {'fraction_within': float(within.mean()), 'max_relative_difference': float(rel.max()),
+          'agree': bool(within.mean() >= AGREE_FRACTION),
+          'float32_floor': floor, 'evaluations_above_floor': int(above.sum()),
+          'fraction_within_above_floor': float(within[above].mean()) if above.any() else None,
+          'max_relative_difference_above_floor': float(rel[above].max()) if above.any() else None,
+          'agree_above_floor': bool(above.any() and within[above].mean() >= AGREE_FRACTION),
+          'first_step_outside': int(steps[first]) if first < len(rel) else None,
+          'loss_at_first_step_outside': float(mean_b[first]) if first < len(rel) else None,
+          'max_relative_difference_before_it': float(rel[:first].max()) if first else None}
 
 
 def main(argv=None):
@@ -234,19 +286,22 @@ def main(argv=None):
     return
 
   from ddjax import parallel  # ddjax's side only: the PyTorch interpreter never gets here
-  parallel.use_host_devices()  # as the run had them: its snapshot restores only onto the same device count
+  parallel.use_host_devices()  # (member_variables reads a snapshot onto any devices; one per core as the run)
   from benchmarks.common import write_result
   from ddjax.store import versions
 
+  core_s = lambda v: 'unknown' if v is None else f'{v:.1f}'
   load_before = os.getloadavg()  # other work on the machine slows either side: the JSON keeps what it was
   work = Path(tempfile.mkdtemp(prefix='deep_linear_gph-'))
   try:
     print(f'ddjax: {args.runs} members ...', flush=True)
     dj = ddjax_side(work, args.runs)
-    print(f"ddjax: {dj['wall_s']:.1f} s (job done in {dj['done_s']} s); init std {dj['init_std']}", flush=True)
+    print(f"ddjax: {dj['wall_s']:.1f} s (job done in {dj['done_s']} s; other processes used "
+          f"{core_s(dj['other_cpu_s'])} core-s meanwhile); init std {np.round(dj['init_std'], 4).tolist()}", flush=True)
     print(f'PyTorch: {args.runs} runs, {args.workers} processes ...', flush=True)
     pt = torch_side(work, args.torch_python, dj['data'], dj['init'], args.runs, args.workers)
-    print(f"PyTorch: {pt['wall_s']:.1f} s", flush=True)
+    print(f"PyTorch: {pt['wall_s']:.1f} s (other processes used {core_s(pt['other_cpu_s'])} core-s meanwhile)",
+          flush=True)
   finally:
     if args.keep:
       print(f'kept {work}')
@@ -260,10 +315,11 @@ def main(argv=None):
   import jax
   runs, flops = args.runs, args.runs * STEPS * FLOPS_PER_STEP
   dj_s, pt_s = dj['wall_s'], pt['wall_s']
-  test, train = agreement(dj['test_loss'], pt['test_loss']), agreement(dj['train_loss'], pt['train_loss'])
+  test = agreement(dj['test_loss'], pt['test_loss'], dj['steps'], float32_floor(dj['data']['y_test']))
+  train = agreement(dj['train_loss'], pt['train_loss'], dj['steps'], float32_floor(dj['data']['y_train']))
   res = {
-      'machine': f'{platform.machine()} {os.cpu_count()} cores, {platform.processor() or "cpu"}, '
-                 f'jax {jax.devices()[0].platform} x{jax.device_count()}',
+      'machine': f'{platform.machine()} {os.cpu_count()} cores, {cpu_model()}, jax {jax.devices()[0].platform} '
+                 f'x{jax.device_count()}',
       'versions': dict(versions(), torch=pt['torch']), 'torch_python': args.torch_python,
       'cell': {'sizes': list(SIZES), 'gamma': GAMMA, 'lr': LR, 'batch_size': BATCH, 'steps': STEPS,
                'evaluations': EVALUATIONS, 'train_size': 500, 'test_size': 500, 'runs': runs},
@@ -283,6 +339,7 @@ def main(argv=None):
       'ddjax_init_std': dj['init_std'], 'expected_init_std': WIDTH ** (-GAMMA / 2),
       'test_loss_agreement': test, 'train_loss_agreement': train,
       'load_average_before': load_before, 'load_average_after': os.getloadavg(),
+      'other_processes_cpu_s': {'ddjax': dj['other_cpu_s'], 'torch': pt['other_cpu_s']},
       'test_loss_first': {'step': int(dj['steps'][0]), 'ddjax': float(dj['test_loss'][:, 0].mean()),
                           'torch': float(pt['test_loss'][:, 0].mean())},
       'test_loss_last': {'step': int(dj['steps'][-1]), 'ddjax': float(dj['test_loss'][:, -1].mean()),
@@ -292,7 +349,16 @@ def main(argv=None):
         f"{res['ddjax_gflops']:.1f} GFLOP/s = {res['ddjax_fraction_of_peak']:.1%} of the {peak:.0f} GFLOP/s "
         'matmul peak')
   print(f"same physics: mean test loss within {AGREE_SIGMAS:g} SE at {test['fraction_within']:.1%} of the evaluations "
-        f"(max relative difference {test['max_relative_difference']:.2%}): {'agree' if test['agree'] else 'DIFFER'}")
+        f"(max relative difference {test['max_relative_difference']:.2%}): {'agree' if test['agree'] else 'DIFFER'}"
+        + ('' if test['first_step_outside'] is None else f"; first outside at step {test['first_step_outside']} "
+           f"(mean loss {test['loss_at_first_step_outside']:.3g}), max relative difference before it "
+           f"{test['max_relative_difference_before_it']:.2%}"))
+  if test['evaluations_above_floor']:
+    print(f"  above {FLOOR_MARGIN:g}x the float32 floor ({test['float32_floor']:.2g}; "
+          f"{test['evaluations_above_floor']} evaluations): within {AGREE_SIGMAS:g} SE at "
+          f"{test['fraction_within_above_floor']:.1%}, max relative difference "
+          f"{test['max_relative_difference_above_floor']:.2%}: "
+          f"{'agree' if test['agree_above_floor'] else 'DIFFER'}")
   write_result(args.out, args.name, res)
 
 

@@ -219,7 +219,7 @@ def main(name: str, presets: dict[str, Preset], argv: list[str] | None = None,
     _warn_idle_probe_options(cfg)
     _warn_idle_keys(cfg, sweep, {a.split('=', 1)[0].strip() for a in args.overrides if '=' in a})
     zips = zips + [cfglib.parse_zip(z) for z in args.zip]
-    for group in preset.zip:  # keys the user fixed to one value or zipped otherwise leave the preset's groups
+    for group in () if args.config_name else preset.zip:  # keys fixed to one value or zipped otherwise leave them
       if len(kept := [k for k in group if k in sweep and not any(k in g for g in zips)]) >= 2:
         zips.append(kept)
     jobs = expand(cfg, sweep, zips)

@@ -10,13 +10,12 @@ import shutil
 import signal
 import time
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from ddjax import callbacks
 from ddjax import config as cfglib
 from ddjax import parallel, results
 from ddjax.buckets import Bucket, conv_form, job_plan, make_buckets, placement, strategy_label
@@ -26,6 +25,7 @@ from ddjax.members import Job, padded_ratio
 from ddjax.parallel import agree_flags, sync, writer
 from ddjax.progress import epochs_progress
 from ddjax.store import device_name, job_id, member_config, member_rows, run_id, versions
+from ddjax.timeline import EpochPlan, epoch_plan, run_length  # noqa: F401 - part of this module's API
 
 
 def eval_epochs(epochs: int, points: int, every: int) -> list[int]:
@@ -34,44 +34,6 @@ def eval_epochs(epochs: int, points: int, every: int) -> list[int]:
   if every:
     grid |= set(range(every, epochs + 1, every))
   return sorted(grid | {epochs})
-
-
-def run_length(train, steps_per_epoch: int) -> tuple[int, int]:
-  """(epochs, optimizer steps of the last one) of a run: train.epochs whole epochs, or with train.max_steps the
-  epochs those steps need, the last one cut short where they end."""
-  if not train.max_steps:
-    return train.epochs, steps_per_epoch
-  epochs = -(-train.max_steps // steps_per_epoch)
-  return epochs, train.max_steps - (epochs - 1) * steps_per_epoch
-
-
-class EpochPlan(NamedTuple):
-  """One epoch of a run: its phase (callbacks.phases), batch size, steps per epoch, the optimizer steps before it
-  and the steps it trains (fewer than steps_per_epoch where a phase or the run ends part way)."""
-  phase: int
-  batch_size: int
-  steps_per_epoch: int
-  first: int
-  length: int
-
-
-def epoch_plan(cfg: cfglib.Config, n_train: int) -> list[EpochPlan]:
-  """Every epoch of a run on `n_train` training examples, in order: train.epochs or train.max_steps at one batch
-  size, or the phases the callbacks make (each starts a new epoch; max_steps ends the last)."""
-  switches = callbacks.phases(cfg)
-  if len(switches) == 1:
-    spe = n_train // (cfg.train.batch_size or n_train)
-    epochs, last = run_length(cfg.train, spe)
-    return [EpochPlan(0, cfg.train.batch_size, spe, (e - 1) * spe, last if e == epochs else spe)
-            for e in range(1, epochs + 1)]
-  plan, total = [], cfg.train.max_steps
-  for p, (start, batch) in enumerate(switches):
-    end = min(switches[p + 1][0] if p + 1 < len(switches) else total, total)
-    spe, step = n_train // (batch or n_train), start
-    while step < end:
-      plan.append(EpochPlan(p, batch, spe, step, min(spe, end - step)))
-      step += plan[-1].length
-  return plan
 
 
 def evaluation_grid(train, steps_per_epoch: int, epochs: int | None = None) -> tuple[set[int], int]:
@@ -215,7 +177,8 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
   plan_e = epoch_plan(cfg, len(ds.y_train))
   epochs = len(plan_e)
   grid, every_steps = evaluation_grid(cfg.train, plan_e[0].steps_per_epoch, epochs)
-  phase = 0  # the phase the buckets are compiled for
+  phase = 0 if plan_e[0].batch_size == cfg.train.batch_size else -1  # the phase the buckets are compiled for (-1: a
+  # switch at step 0 gave phase 0 another batch size than the job's)
   steps = StepTable(buckets, ids, attempt)
   bar = epochs_progress(range(start + 1, epochs + 1), f'job {job.index + 1}/{n_jobs}', start, epochs,
                         progress and writer(), bar_position)

@@ -63,8 +63,9 @@ class StepSpec:
   probes: tuple[Use, ...] = BASE     # evaluation probes (ddjax.probes), the base ones first
   step_probes: tuple[Use, ...] = ()  # probes run after every optimizer step (the step table)
   # What the bucket's members all share, known when it is compiled, so that a step skips work that changes nothing
-  # (the numbers are the same bit for bit): every member at the padded width (its masks are all ones), and whether
-  # any member has SGD momentum or weight decay (without, the momentum buffer is left as it is).
+  # (x 1, + 0 x p, 0 x buffer: the same numbers up to how XLA fuses them): every member at the padded width (its
+  # masks are all ones), and whether any member has SGD momentum or weight decay (without, the momentum buffer is
+  # left as it is).
   full_width: bool = False
   momentum: bool = True
   decay: bool = True
@@ -112,7 +113,8 @@ def gamma_init(model, params, variables, x, hp):
   """The member's parameters drawn from N(0, width^-gamma) (gamma = hp['gamma'], width its own), masked as the
   default init masks them; the default init where gamma is NaN (model.gamma none). The draws depend only on the
   member's init key, the parameter's path and the element's index (ddjax.nn.layers.invariant_uniform), so padding
-  leaves them alone. The mask: the entries that two default inits from different keys leave nonzero."""
+  leaves them alone (to float rounding: erfinv may round differently in differently fused programs). The mask: the
+  entries that two default inits from different keys leave nonzero."""
   other = model.init({'params': jax.random.fold_in(member_key(hp, 'init'), 1)}, x, hp['width'], train=False,
                      **size_args(model, hp))['params']
   std = jnp.asarray(hp['width'], jnp.float32) ** (-0.5 * hp['gamma'])
@@ -150,8 +152,8 @@ def _loss(spec: StepSpec, params, batch_stats, hp, x, y, train: bool):
     out, mutated = spec.model.apply(variables, x, width, train=True, mutable=['batch_stats'],
                                     **size_args(spec.model, hp))
     batch_stats = mutated.get('batch_stats', batch_stats)
-  elif spec.linear:  # x -> x A + c with A, c from the model at 0 and the unit inputs: O(d) examples, not O(B)
-    d = math.prod(x.shape[1:])
+  elif spec.linear and x.shape[0] > math.prod(x.shape[1:]) + 1:  # x -> x A + c, with A and c from the model at 0
+    d = math.prod(x.shape[1:])                                       # and the unit inputs: d + 1 examples, not B
     basis = jnp.concatenate([jnp.zeros((1, d), x.dtype), jnp.eye(d, dtype=x.dtype)]).reshape(d + 1, *x.shape[1:])
     at = spec.model.apply(variables, basis, width, train=False, **size_args(spec.model, hp))
     out = x.reshape(x.shape[0], d) @ (at[1:] - at[0]) + at[0]
@@ -181,7 +183,8 @@ def optimizer_update(spec: StepSpec, hp, grads, opt, params):
 
 def train_step(spec: StepSpec, state, hp, x_B, y_B, key=None):
   """One optimizer step on a raw batch (preprocessed and, with `key`, augmented here): (state, batch loss). A member
-  whose loss or parameters stop being finite is frozen and flagged."""
+  whose loss or update stops being finite (the update's norm overflows: an entry past 1e19) is frozen before the
+  update and flagged, so its parameters stay finite."""
   state, (loss, _) = probed_step(spec, state, hp, x_B, y_B, key)
   return state, loss
 
@@ -234,7 +237,8 @@ def train_epoch(spec: StepSpec, state, hp, labels_N, x_train, epoch, start=None,
     if spec.online is not None:  # a fresh batch, from the member's batch seed, the epoch and the step
       k = jax.random.fold_in(key, i)
       x_B, y_B = spec.online(k, spec.batch_size)
-      y_B = y_B + hp['noise_std'] * jax.random.normal(jax.random.fold_in(k, 1), y_B.shape, y_B.dtype)
+      noise = jax.random.fold_in(jax.random.fold_in(member_key(hp, 'noise'), epoch), i)  # from its noise seed
+      y_B = y_B + hp['noise_std'] * jax.random.normal(noise, y_B.shape, y_B.dtype)
       return probed_step(spec, state, hp, x_B, y_B, jax.random.fold_in(aug_key, i))
     return probed_step(spec, state, hp, x_train[idx_B], labels_N[idx_B], jax.random.fold_in(aug_key, i))
 

@@ -196,14 +196,16 @@ def test_keys_added_later_leave_old_stores_ids_and_resume_alone():
                                          'data.out_dim', 'data.train_size', 'data.test_size', 'data.noise_std',
                                          'data.scale', 'data.alpha', 'data.topk', 'data.mean', 'data.std',
                                          'data.online', 'model.gamma', 'model.bias', 'train.max_steps',
-                                         'train.evaluations', 'train.loss', 'pair')}
+                                         'train.evaluations', 'train.loss', 'pair', 'callbacks', 'callback.step',
+                                         'callback.batch_size', 'callback.schedule', 'callback.every',
+                                         'callback.factor')}
   before = {k: cfglib.get(cfg, k) for k in cfglib.fields(cfg)  # probes and probe.* came later and never hash
             if k not in cfglib.EXECUTION_KEYS and k not in cfglib.LATER_KEYS and not cfglib.is_probe_key(k)}
   assert run_id(cfg) == hashlib.sha1(json.dumps(before, sort_keys=True, default=str).encode()).hexdigest()[:12]
   old = cfglib.to_dict(cfg)
   del old['optim']['warmup'], old['optim']['schedule'], old['train']['collapse']  # a run.json from before them
   del old['model']['init_scale'], old['data']['dim'], old['data']['spectrum'], old['model']['norm']
-  del old['model']['proj'], old['model']['gamma'], old['model']['bias'], old['pair']
+  del old['model']['proj'], old['model']['gamma'], old['model']['bias'], old['pair'], old['callbacks'], old['callback']
   for key in ('teacher', 'in_dim', 'out_dim', 'train_size', 'test_size', 'noise_std', 'scale', 'alpha', 'topk',
               'mean', 'std', 'online'):
     del old['data'][key]

@@ -7,7 +7,7 @@ from pathlib import Path
 ROOT = Path(__file__).parent.parent / 'ddjax'
 LAYERS = [  # bottom first; a package stands for all its modules
     {'ddjax', 'ddjax.parallel', 'ddjax.plugins', 'ddjax.analysis', 'ddjax.atomic', 'ddjax.progress'},
-    {'ddjax.nn', 'ddjax.data', 'ddjax.optim', 'ddjax.metrics', 'ddjax.probes', 'ddjax.callbacks'},
+    {'ddjax.nn', 'ddjax.data', 'ddjax.optim', 'ddjax.metrics', 'ddjax.probes', 'ddjax.callbacks', 'ddjax.timeline'},
     {'ddjax.config'},
     {'ddjax.members', 'ddjax.train', 'ddjax.memory'},
     {'ddjax.buckets', 'ddjax.checkpoint', 'ddjax.store', 'ddjax.results', 'ddjax.parts', 'ddjax.columns',

@@ -451,6 +451,14 @@ def test_a_batch_size_switch_continues_the_same_state_in_a_new_phase(tmp_path, m
   steps = runlib.results.load_steps(out)
   lr = steps[steps['run_id'] == table['run_id'][0]].set_index('step')['step_lr']
   assert lr[20] == pytest.approx(0.01) and lr[21] == pytest.approx(0.005) and lr[41] == pytest.approx(0.0025)
+  # a schedule that switches at step 0 starts with its own batch size, whatever train.batch_size says
+  scheduled = [k for k in PHASES if not k.startswith(('callbacks=', 'callback.', 'train.batch_size='))] + [
+      'train.batch_size=2', 'callbacks=multi_switch_batch_size,lr_decay', 'callback.schedule=0:4/15:10',
+      'callback.every=20', 'callback.factor=0.5']
+  cfg2, sweep2 = cfglib.apply_overrides(cfglib.Config(), {}, scheduled)
+  other = pd.read_parquet(runlib.run(cfg2, sweep2, expand(cfg2, sweep2), tmp_path / 'scheduled', progress=False,
+                                     log=lambda *a: None)).sort_values('train.batch_seed').reset_index(drop=True)
+  np.testing.assert_array_equal(np.stack(other['test_loss']), np.stack(table['test_loss']))
   import os
   import signal
   original, sent = runlib.Bucket.train_epoch, []
@@ -470,3 +478,27 @@ def test_a_batch_size_switch_continues_the_same_state_in_a_new_phase(tmp_path, m
   resumed = resumed.sort_values('train.batch_seed').reset_index(drop=True)
   for col in ('step', 'train_loss', 'test_loss', 'weight_norm'):
     np.testing.assert_array_equal(np.stack(table[col]), np.stack(resumed[col]), err_msg=col)
+
+
+def test_pairs_epochs_and_ids_of_step_counted_runs():
+  """Comparative partners are found among all the job's members (one missing leaves the other pairs alone); epochs
+  named by snapshots are checked against the run's epochs under train.max_steps, and batch-size switches against the
+  training set; under train.max_steps, train.epochs changes no run id."""
+  from ddjax.probes.comparative import partners
+  from ddjax.run import run_id
+  members = {i: {'pair': 'ab'[i // 2], 'optim.lr': [0.1, 0.01][i // 2], 'seed': i % 2} for i in range(4)}
+  assert partners(members) == {0: 2, 2: 0, 1: 3, 3: 1}
+  del members[3]
+  assert partners(members) == {0: 2, 2: 0}
+  base = ['data.name=teacher', 'data.train_size=500', 'model.name=deep_linear', 'train.batch_size=10',
+          'train.max_steps=100']
+  with pytest.raises(cfglib.ConfigError, match=r'epoch 50 is after the last \(2, where train.max_steps ends\)'):
+    cfglib.apply_overrides(cfglib.Config(), {}, base + ['train.snapshot_epochs=0/50'])
+  cfg, _ = cfglib.apply_overrides(cfglib.Config(), {}, base + ['train.max_steps=26000', 'train.snapshot_epochs=0/200'])
+  with pytest.raises(cfglib.ConfigError, match='more than the 500 training examples'):
+    cfglib.apply_overrides(cfglib.Config(), {}, base + ['train.evaluations=2', 'callbacks=switch_batch_size',
+                                                        'callback.step=50', 'callback.batch_size=1000'])
+  ids = {run_id(cfglib.apply_overrides(cfglib.Config(), {}, base + [f'train.epochs={e}', 'train.evaluations=4',
+                                                                    f'train.eval_points={p}'])[0])
+         for e, p in ((5, 30), (100, 7))}
+  assert len(ids) == 1

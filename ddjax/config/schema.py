@@ -294,11 +294,24 @@ def is_probe_key(key: str) -> bool:
   return key == 'probes' or key == 'probe' or key.startswith('probe.')
 
 
+def ignored_keys(flat: dict[str, Any]) -> set[str]:
+  """Keys a config sets that do not change what it trains: train.epochs under train.max_steps, and the epoch grid
+  of evaluations under train.evaluations."""
+  out = set()
+  if flat.get('train.max_steps'):
+    out.add('train.epochs')
+    if flat.get('train.evaluations'):
+      out |= {'train.eval_points', 'train.eval_every', 'train.eval_every_steps'}
+  return out
+
+
 def identity(flat: dict[str, Any]) -> dict[str, Any]:
-  """A flat {key: value} config without its execution-only and probe keys and its later keys at their old
-  defaults."""
+  """A flat {key: value} config without its execution-only and probe keys, its later keys at their old defaults and
+  the keys it ignores (ignored_keys)."""
+  ignored = ignored_keys(flat)
   return {k: v for k, v in flat.items()
-          if k not in EXECUTION_KEYS and not is_probe_key(k) and not (k in LATER_KEYS and v == LATER_KEYS[k])}
+          if k not in EXECUTION_KEYS and not is_probe_key(k) and not (k in LATER_KEYS and v == LATER_KEYS[k])
+          and k not in ignored}
 
 
 def fields(cfg: Any, prefix: str = '') -> dict[str, dataclasses.Field]:

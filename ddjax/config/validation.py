@@ -8,7 +8,7 @@ import itertools
 import math
 
 from ddjax.config.schema import (LATER_KEYS, MEMBER_KEYS, PROBE_ALIASES, Config, ConfigError, DataConfig, choices_of,
-                                 fields, get, is_probe_key, probe_uses, snapshot_epochs)
+                                 fields, get, is_probe_key, probe_uses, replace, snapshot_epochs)
 
 
 def validate(cfg: Config, sweep: dict[str, list]) -> None:
@@ -139,6 +139,20 @@ def dataset_spec_options(names) -> set[str]:
 GAMMA_MODELS = ('deep_linear', 'mlp')  # models whose every parameter model.gamma may draw (dense layers only)
 
 
+def last_epoch(cfg: Config, sweep: dict[str, list]) -> int:
+  """The last epoch of the longest run of the sweep: train.epochs, or where train.max_steps and the batch-size
+  phases end it (ddjax.timeline.epoch_plan, from the training examples the data config gives; train.epochs where
+  only loading tells them)."""
+  from ddjax.timeline import epoch_plan
+  n_train = train_examples(cfg.data)
+  if not n_train or not any(sweep.get('train.max_steps', [cfg.train.max_steps])):
+    return max(sweep.get('train.epochs', [cfg.train.epochs]))
+  runs = [replace(replace(cfg, 'train.max_steps', m), 'train.batch_size', b)
+          for m in sweep.get('train.max_steps', [cfg.train.max_steps])
+          for b in sweep.get('train.batch_size', [cfg.train.batch_size])]
+  return max(len(epoch_plan(c, n_train)) if c.train.max_steps else c.train.epochs for c in runs)
+
+
 def _validate_callbacks(cfg: Config, sweep: dict[str, list]) -> None:
   """The callbacks' options; batch-size switches need train.max_steps and train.evaluations (their steps, not
   epochs, are the run's time) and switch within the run."""
@@ -160,6 +174,12 @@ def _validate_callbacks(cfg: Config, sweep: dict[str, list]) -> None:
       except ValueError as e:
         raise ConfigError(f'bad value {text!r} for callback.schedule: {e}') from None
   if any(CALLBACKS[n].kind == 'phases' for n in on):
+    from ddjax.callbacks import phases
+    n_train = train_examples(cfg.data)
+    for _, batch in phases(cfg)[1:] if n_train else ():
+      if batch > n_train:
+        raise ConfigError(f'bad value {batch!r} for a batch size of callbacks={cfg.callbacks}: more than the '
+                          f'{n_train} training examples (allowed: 1 to {n_train})')
     for steps in sweep.get('train.max_steps', [cfg.train.max_steps]):
       for evaluations in sweep.get('train.evaluations', [cfg.train.evaluations]):
         if not steps or not evaluations:
@@ -204,7 +224,9 @@ def _validate_probes(cfg: Config, sweep: dict[str, list]) -> None:
     if given and any(v != LATER_KEYS[key] for v in sweep.get(key, [get(cfg, key)])):
       raise ConfigError(f"{key} and {given[0]} both set the same option: set one of them")
   from ddjax.probes.registry import cadence, use
-  last = max(sweep.get('train.epochs', [cfg.train.epochs]))
+  last = last_epoch(cfg, sweep)
+  where = (f'train.epochs={last}' if not any(sweep.get('train.max_steps', [cfg.train.max_steps])) else
+           f'{last}, where train.max_steps ends')
   for text in sweep.get('train.snapshot_epochs', [cfg.train.snapshot_epochs]):
     try:
       epochs = snapshot_epochs(text)
@@ -212,15 +234,15 @@ def _validate_probes(cfg: Config, sweep: dict[str, list]) -> None:
       raise ConfigError(str(e)) from None
     if epochs and epochs[-1] > last:
       raise ConfigError(f'bad value {text!r} for train.snapshot_epochs: epoch {epochs[-1]} is after the last '
-                        f'(train.epochs={last})')
+                        f'({where})')
   for name, given in uses.items():
     every = cadence(PROBES[name].kind, given.get('every', PROBES[name].every), f'probe.{name}.every')
     if every.kind == 'at' and max(every.epochs) > last:
       raise ConfigError(f"bad value {given['every']!r} for probe.{name}.every: epoch {max(every.epochs)} is after "
-                        f"the last (train.epochs={last})")
+                        f"the last ({where})")
     if PROBES[name].epochs is not None and max(PROBES[name].epochs(**use(name, given).kwargs), default=0) > last:
       raise ConfigError(f"probe {name} runs at epoch {max(PROBES[name].epochs(**use(name, given).kwargs))}, after "
-                        f"the last (train.epochs={last}): set its options to an earlier one")
+                        f"the last ({where}): set its options to an earlier one")
   for data in sweep.get('data.name', [cfg.data.name]):
     for model in sweep.get('model.name', [cfg.model.name]):
       for optimizer in sweep.get('optim.name', [cfg.optim.name]):

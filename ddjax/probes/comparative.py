@@ -20,32 +20,33 @@ PAIR_KEY = 'pair'
 
 def partners(members: dict[int, dict]) -> dict[int, int]:
   """Member index -> its partner's: the member with the other value of `pair` and the same value of every key that
-  does not change with `pair` (a key changes with it where the values its a members take differ from its b
-  members'). Members without a partner (no pair swept) are left out."""
+  does not change with `pair`. A key changes with it where no value is taken by both an a member and a b member
+  (a zipped key gives each side its own), so a member missing from one side (complete and skipped, or diverged)
+  leaves the others' pairing alone. Members without exactly one match (no pair swept) are left out."""
   labels = {i: m.get(PAIR_KEY, '') for i, m in members.items()}
   sides = sorted(set(labels.values()) - {''})
   if len(sides) != 2:
     return {}
   values = lambda side, k: {repr(m.get(k)) for i, m in members.items() if labels[i] == side}
   keys = set().union(*(m.keys() for m in members.values())) - {PAIR_KEY}
-  shared = sorted(k for k in keys if values(sides[0], k) == values(sides[1], k))
-  by_rest: dict[tuple, dict[str, int]] = {}
+  shared = sorted(k for k in keys if values(sides[0], k) & values(sides[1], k))
+  by_rest: dict[tuple, dict[str, list[int]]] = {}
   for i, m in members.items():
-    by_rest.setdefault(tuple(repr(m.get(k)) for k in shared), {})[labels[i]] = i
+    by_rest.setdefault(tuple(repr(m.get(k)) for k in shared), {}).setdefault(labels[i], []).append(i)
   out = {}
   for group in by_rest.values():
-    if len(group) == 2:
-      a, b = group[sides[0]], group[sides[1]]
+    if [len(group.get(side, [])) for side in sides] == [1, 1]:
+      (a,), (b,) = group[sides[0]], group[sides[1]]
       out[a], out[b] = b, a
   return out
 
 
 def _pairwise(compare: Callable[[np.ndarray, np.ndarray], dict[str, float]]):
-  """A probe's `pairs`: compare(own summary, partner's) for every member with a partner."""
+  """A probe's `pairs`: compare(own summary, partner's) for every member whose partner also sent one (trains now
+  and has not diverged); the pairing is decided on all the job's members."""
   def pairs(summaries, members, **_):
-    found = partners({i: members[i] for i in summaries})
     return {i: compare(np.asarray(summaries[i], np.float64), np.asarray(summaries[j], np.float64))
-            for i, j in found.items()}
+            for i, j in partners(members).items() if i in summaries and j in summaries}
   return pairs
 
 
