@@ -191,32 +191,32 @@ def _list_value(key: str, f: dataclasses.Field, text: str, inner: str) -> Any:
   return '/'.join(items)
 
 
+def _registered(key: str, text: str | list, table: dict, kind: str) -> list[str]:
+  """The names of NAME,NAME (or a YAML list), each once, in the order given, every one registered in `table`."""
+  names = text if isinstance(text, list) else str(text).strip().strip('\'"').split(',')
+  names = list(dict.fromkeys(str(n).strip() for n in names if str(n).strip()))
+  for name in names:
+    if name not in table:
+      near = difflib.get_close_matches(name, table, n=1)
+      hint = f'did you mean {near[0]}? ' if near else ''
+      raise ConfigError(f"bad value {name!r} for {key}: {hint}registered {kind}s are {', '.join(table)}")
+  return names
+
+
 def probe_names(key: str, text: str | list) -> str:
   """`probes=NAME,NAME`: registered probe names, each once, in the order given, joined by commas."""
   from ddjax.probes.registry import PROBES
-  names = text if isinstance(text, list) else str(text).strip().strip('\'"').split(',')
-  names = [str(n).strip() for n in names if str(n).strip()]
+  names = _registered(key, text, PROBES, 'probe')
   for name in names:
-    if name not in PROBES:
-      near = difflib.get_close_matches(name, PROBES, n=1)
-      hint = f'did you mean {near[0]}? ' if near else ''
-      raise ConfigError(f"bad value {name!r} for {key}: {hint}registered probes are {', '.join(PROBES)}")
     if PROBES[name].always:
       raise ConfigError(f"bad value {name!r} for {key}: {name} is always on (leave it out)")
-  return ','.join(dict.fromkeys(names))
+  return ','.join(names)
 
 
 def callback_names(key: str, text: str | list) -> str:
   """`callbacks=NAME,NAME`: registered callback names, each once, in the order given, joined by commas."""
   from ddjax.callbacks import CALLBACKS
-  names = text if isinstance(text, list) else str(text).strip().strip('\'"').split(',')
-  names = [str(n).strip() for n in names if str(n).strip()]
-  for name in names:
-    if name not in CALLBACKS:
-      near = difflib.get_close_matches(name, CALLBACKS, n=1)
-      hint = f'did you mean {near[0]}? ' if near else ''
-      raise ConfigError(f"bad value {name!r} for {key}: {hint}registered callbacks are {', '.join(CALLBACKS)}")
-  return ','.join(dict.fromkeys(names))
+  return ','.join(_registered(key, text, CALLBACKS, 'callback'))
 
 
 def _unknown_key(key: str, known) -> ConfigError:
