@@ -197,3 +197,32 @@ def test_validate_and_fit_a_store(tmp_path, capsys):
     main(['validate', str(out)])
   said = capsys.readouterr().out
   assert e.value.code == 1 and 'not complete' in said and '1 infinite value(s)' in said and '1 of 2 members' in said
+
+
+def test_sudden_drop_finds_a_planted_drop_and_nothing_in_slow_or_oscillating_curves():
+  """sudden_drop on curves shaped like the m-height study's (validation every 5 epochs): a plateau at 3 (noise sd
+  0.1, one spike to 10) that falls to 1.3 over 20 epochs at epoch 780 and then creeps back up is found there, with
+  the plateau and the new level; a slow exponential decline and an oscillation give none. change_across on a step
+  series (50 steps an epoch) measures a train-loss rise planted at the drop; loss_spikes on the step series finds a
+  planted step-level spike."""
+  from ddjax.analysis import change_across, loss_spikes, sudden_drop
+  rng = np.random.default_rng(0)
+  epochs = np.arange(5, 3401, 5, dtype=float)
+  level = np.where(epochs < 780, 3.0, 1.3 + 0.8 * (epochs - 800).clip(0) / 2600)
+  ramp = (epochs >= 780) & (epochs < 800)
+  level[ramp] = 3.0 - 1.7 * (epochs[ramp] - 775) / 25
+  val = level + rng.normal(0, 0.1, len(epochs))
+  val[40] = 10.0  # one spike on the plateau
+  drop = sudden_drop(epochs, val, window=50, min_fall=0.3)
+  assert drop is not None and 770 <= drop.epoch <= 800
+  assert abs(drop.before - 3.0) < 0.1 and abs(drop.after - 1.35) < 0.15 and 0.5 < drop.fall < 0.6
+  assert sudden_drop(epochs, 1 + 2 * np.exp(-epochs / 1000) + rng.normal(0, 0.02, len(epochs)), 50) is None
+  assert sudden_drop(epochs, 3 + 0.3 * np.sin(epochs / 40), 50) is None
+  steps = np.arange(1, 3400 * 50 + 1) / 50  # the step table's epochs
+  train = 0.5 * np.exp(-steps / 300) + 0.01 + np.where((steps > 780) & (steps < 900), 0.4, 0.0)
+  assert 0.2 < change_across(steps, train, drop.epoch, 50) < 0.45  # the rise, less what of it fell before the drop
+  assert abs(change_across(steps, train, 2500.0, 50)) < 0.01  # nothing planted there
+  assert np.isnan(change_across(steps, train, 0.0, 50))
+  train[100_000] = 5.0  # a one-step spike at epoch 2000
+  [spike] = loss_spikes(steps, train, factor=10.0, floor=1e-3)
+  assert spike.peak_epoch == pytest.approx(steps[100_000])

@@ -1,6 +1,6 @@
 """Analysis of training curves, shared by plots and reports: threshold crossings (memorisation and grokking
-epochs), train-loss spikes, the model-wise double-descent peak, and Saxe et al.'s solution for a deep linear network's
-modes."""
+epochs), train-loss spikes, sudden drops of a loss off a plateau, the model-wise double-descent peak, and Saxe et
+al.'s solution for a deep linear network's modes."""
 
 from __future__ import annotations
 
@@ -66,6 +66,43 @@ def loss_spikes(epochs, loss, factor: float = 2.0, floor: float = 0.0) -> list[S
   if current is not None:
     spikes.append(Spike(current['start'], current['peak'], current['peak_v'] / current['base'], epochs[-1]))
   return spikes
+
+
+@dataclass
+class Drop:
+  epoch: float       # the evaluation where the fall is largest: the plateau ends before it, the new level after it
+  before: float      # the median loss over the window before it (the plateau)
+  after: float       # the median loss over the window after it
+  fall: float        # (before - after) / before
+
+
+def sudden_drop(epochs, loss, window: float, min_fall: float = 0.3) -> Drop | None:
+  """The largest sudden fall of a loss curve (a validation loss that drops off a plateau, as in grokking on a
+  regression task): at each evaluation, the median of the loss over the `window` epochs before it against the median
+  over the `window` epochs after it; the evaluation where that fall, relative to the plateau before, is largest.
+  None if no fall reaches `min_fall` (a curve that only declines slowly, or oscillates). Medians make a single spike
+  on either side neither a plateau nor a drop."""
+  epochs, loss = np.asarray(epochs, float), np.asarray(loss, float)
+  best = None
+  for i, e in enumerate(epochs):
+    before = loss[(epochs >= e - window) & (epochs < e) & np.isfinite(loss)]
+    after = loss[(epochs > e) & (epochs <= e + window) & np.isfinite(loss)]
+    if len(before) == 0 or len(after) == 0:
+      continue
+    b, a = float(np.median(before)), float(np.median(after))
+    fall = (b - a) / b if b > 0 else 0.0
+    if best is None or fall > best.fall:
+      best = Drop(float(e), b, a, fall)
+  return best if best is not None and best.fall >= min_fall else None
+
+
+def change_across(epochs, values, at: float, window: float) -> float:
+  """The mean of `values` over the `window` epochs after `at` minus their mean over the `window` epochs before it
+  (NaN where either side has none): e.g. how the train loss moved, step by step, across a validation drop."""
+  epochs, values = np.asarray(epochs, float), np.asarray(values, float)
+  before = values[(epochs >= at - window) & (epochs < at) & np.isfinite(values)]
+  after = values[(epochs > at) & (epochs <= at + window) & np.isfinite(values)]
+  return float(after.mean() - before.mean()) if len(before) and len(after) else float('nan')
 
 
 @dataclass
