@@ -8,7 +8,6 @@ buckets by an exact dynamic programme over the cost model.
 
 from __future__ import annotations
 
-import math
 
 import itertools
 from dataclasses import dataclass
@@ -47,7 +46,8 @@ class Job:
 def member_hp(member: dict[str, object]) -> dict[str, float | int]:
   """The numbers the step needs: hyperparameters plus the three derived seeds."""
   hp = {name: member[key] for name, key in HP_KEYS.items()}
-  hp['gamma'] = math.nan if hp['gamma'] is None else hp['gamma']  # none: the model's default init
+  hp['gamma_on'] = int(hp['gamma'] is not None)  # none: the model's default init (a flag, not NaN: a multi-host
+  hp['gamma'] = hp['gamma'] or 0.0                # device_put checks every process has the same values, NaN != NaN)
   seed = member['seed']
   hp['model_seed'] = member['model.seed'] if member['model.seed'] is not None else seed
   hp['batch_seed'] = member['train.batch_seed'] if member['train.batch_seed'] is not None else seed
@@ -55,7 +55,7 @@ def member_hp(member: dict[str, object]) -> dict[str, float | int]:
   return hp
 
 
-INT_HP = ('width', 'model_seed', 'batch_seed', 'noise_seed', 'proj')
+INT_HP = ('width', 'model_seed', 'batch_seed', 'noise_seed', 'proj', 'gamma_on')
 
 
 def stack_hp(members: list[dict[str, object]]) -> dict[str, np.ndarray]:

@@ -111,7 +111,7 @@ def init_member(spec: StepSpec, hp, x_example) -> dict[str, Any]:
 
 def gamma_init(model, params, variables, x, hp):
   """The member's parameters drawn from N(0, width^-gamma) (gamma = hp['gamma'], width its own), masked as the
-  default init masks them; the default init where gamma is NaN (model.gamma none). The draws depend only on the
+  default init masks them; the default init where hp['gamma_on'] is 0 (model.gamma none). The draws depend only on the
   member's init key, the parameter's path and the element's index (ddjax.nn.layers.invariant_uniform), so padding
   leaves them alone (to float rounding: erfinv may round differently in differently fused programs). The mask: the
   entries that two default inits from different keys leave nonzero."""
@@ -123,7 +123,7 @@ def gamma_init(model, params, variables, x, hp):
   def draw(path, p, q):
     u = invariant_uniform(jax.random.fold_in(key, zlib.crc32(jax.tree_util.keystr(path).encode())), p.shape)
     normal = math.sqrt(2.0) * jax.scipy.special.erfinv(jnp.clip(u, -1.0 + 2**-23, 1.0 - 2**-23))
-    return jnp.where(jnp.isnan(hp['gamma']), p, jnp.where((p != 0) | (q != 0), normal * std, 0.0))
+    return jnp.where(hp['gamma_on'] == 0, p, jnp.where((p != 0) | (q != 0), normal * std, 0.0))
   return jax.tree_util.tree_map_with_path(draw, params, other)
 
 

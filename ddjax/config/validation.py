@@ -144,8 +144,7 @@ def last_epoch(cfg: Config, sweep: dict[str, list]) -> int:
   phases end it (ddjax.timeline.epoch_plan, from the training examples the data config gives; train.epochs where
   only loading tells them)."""
   from ddjax.timeline import epoch_plan
-  n_train = train_examples(cfg.data)
-  if not n_train or not any(sweep.get('train.max_steps', [cfg.train.max_steps])):
+  if not any(sweep.get('train.max_steps', [cfg.train.max_steps])) or not (n_train := train_examples(cfg.data)):
     return max(sweep.get('train.epochs', [cfg.train.epochs]))
   runs = [replace(replace(cfg, 'train.max_steps', m), 'train.batch_size', b)
           for m in sweep.get('train.max_steps', [cfg.train.max_steps])
