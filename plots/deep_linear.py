@@ -125,22 +125,36 @@ def learning_times(df, path: Path) -> Path:
 
 
 def loss_curves(df, path: Path) -> Path:
+  """loss_figure, saved to `path`."""
+  fig = loss_figure(df)
+  fig.savefig(path, bbox_inches='tight')
+  plt.close(fig)
+  return path
+
+
+def loss_figure(df):
   """Train and test loss against optimizer steps, the mean over seeds with its 95% bootstrap band, one line per
-  combination of the other swept keys."""
-  fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.4), sharey=True)
-  for (label, g), colour in zip(panels(df)[0], itertools.cycle([f'C{i}' for i in range(10)])):
+  combination of the other swept keys (colour, then line style), named in one legend beside the panels."""
+  groups = panels(df)[0]
+  fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.8))
+  handles = []
+  for i, (label, g) in enumerate(groups):
+    colour, style = f'C{i % 10}', LINE_STYLES[(i // 10) % len(LINE_STYLES)]
     steps = np.asarray(g.iloc[0]['step'], float)
     for ax, metric in zip(axes, ('train_loss', 'test_loss')):
       curves = np.stack([np.asarray(v, float)[:len(steps)] for v in g[metric] if len(v) >= len(steps)])
       lo, hi = bootstrap_band(curves)
-      ax.plot(steps, np.nanmean(curves, axis=0), color=colour, lw=1.2,
-              label=f'{label or "all members"} ({len(curves)} runs)')
+      line, = ax.plot(steps, np.nanmean(curves, axis=0), style, color=colour, lw=1.2,
+                      label=f'{label or "all members"} ({len(curves)} runs)')
       ax.fill_between(steps, lo, hi, color=colour, alpha=0.25, lw=0)
+    handles.append(line)
   for ax, metric in zip(axes, ('train loss', 'test loss')):
-    ax.set(xscale='log', yscale='log', xlabel='optimizer steps', title=f'{metric}: mean over seeds, 95% band')
-  axes[0].set_ylabel('loss')
-  axes[0].legend(fontsize=6)
-  return save(fig, path)
+    ax.set(xscale='log', yscale='log', xlabel='optimizer steps', ylabel=metric,
+           title=f'{metric}: mean over seeds, 95% band')
+  fig.legend(handles=handles, loc='upper left', bbox_to_anchor=(1.0, 0.95), fontsize=6 if len(groups) > 6 else 7,
+             frameon=False)
+  fig.tight_layout()
+  return fig
 
 
 def summary_lines(out) -> list[str]:

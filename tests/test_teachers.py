@@ -181,6 +181,14 @@ def test_max_steps_stops_part_way_through_an_epoch_and_evaluates_every_n_steps(t
     at = [list(r['step_e']).index(k) for k in (40, 80, 120)]
     np.testing.assert_array_equal(r['test_loss'], np.asarray(r['test_loss_e'])[at])
     np.testing.assert_array_equal(r['train_loss'], np.asarray(r['train_loss_e'])[at])
+  from plots.deep_linear import loss_figure  # its lines: the mean over batch seeds of each noise level's members
+  fig = loss_figure(steps)
+  for line, (noise, g) in zip(fig.axes[1].lines, steps.groupby('data.noise_std')):
+    assert f'data.noise_std={noise}' in line.get_label() and '(2 runs)' in line.get_label()
+    np.testing.assert_allclose(line.get_ydata(), np.mean(np.stack(g['test_loss']), axis=0), rtol=1e-6)
+    np.testing.assert_array_equal(line.get_xdata(), [40, 80, 120])
+  assert [a.get_ylabel() for a in fig.axes] == ['train loss', 'test loss']
+  __import__('matplotlib.pyplot').pyplot.close(fig)
   noisy = merged[merged['data.noise_std'] > 0]
   assert all(a[-1] > b[-1] for a, b in zip(noisy['train_loss'], merged[merged['data.noise_std'] == 0]['train_loss']))
 
