@@ -271,6 +271,8 @@ def switch_phase(job: Job, ds, plan: list[list[int]], cost, buckets: list[Bucket
   `buckets` (each member moved into its new bucket: the memory budget may group them otherwise): (buckets, their
   layout by run id, their widths)."""
   cfg = job.config
+  if jax.process_count() > 1:
+    raise ValueError('batch-size phases (callbacks) run on one host: their state moves between programs through it')
   new = make_buckets(dataclasses.replace(job, config=dataclasses.replace(
       cfg, train=dataclasses.replace(cfg.train, batch_size=batch_size))), ds, plan, cost, log)
   new_layout = [[int(ids[i], 16) for i in b.rows] for b in new]

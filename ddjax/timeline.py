@@ -31,11 +31,15 @@ def epoch_plan(cfg, n_train: int) -> list[EpochPlan]:
   """Every epoch of a run on `n_train` training examples, in order: train.epochs or train.max_steps at one batch
   size, or the phases the callbacks make (each starts a new epoch; max_steps ends the last)."""
   switches = phases(cfg)
-  if len(switches) == 1:
-    spe = max(1, n_train // (cfg.train.batch_size or n_train))
+  for _, batch in switches:
+    if batch > n_train:
+      raise ValueError(f'a batch size of {batch} is more than the {n_train} training examples (callbacks='
+                       f'{cfg.callbacks or "none"}, train.batch_size={cfg.train.batch_size})')
+  if len(switches) == 1:  # (a schedule may switch at step 0 to its own batch size)
+    batch = switches[0][1]
+    spe = max(1, n_train // (batch or n_train))
     epochs, last = run_length(cfg.train, spe)
-    return [EpochPlan(0, cfg.train.batch_size, spe, (e - 1) * spe, last if e == epochs else spe)
-            for e in range(1, epochs + 1)]
+    return [EpochPlan(0, batch, spe, (e - 1) * spe, last if e == epochs else spe) for e in range(1, epochs + 1)]
   plan, total = [], cfg.train.max_steps
   for p, (start, batch) in enumerate(switches):
     end = min(switches[p + 1][0] if p + 1 < len(switches) else total, total)

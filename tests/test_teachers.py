@@ -498,6 +498,17 @@ def test_pairs_epochs_and_ids_of_step_counted_runs():
   assert partners(members) == {0: 2, 2: 0, 1: 3, 3: 1}
   del members[3]
   assert partners(members) == {0: 2, 2: 0}
+  zipped = {i: {'pair': 'abab'[i], 'optim.lr': [0.02, 0.01, 0.01, 0.005][i], 'model.width': [50, 50, 100, 100][i]}
+            for i in range(4)}  # pair=a,b,a,b zipped with lr and width: the values of lr overlap across the sides
+  assert partners(zipped) == {0: 1, 1: 0, 2: 3, 3: 2}
+  from ddjax.timeline import epoch_plan  # a schedule whose only switch is at step 0: its batch size from the start
+  cfg, _ = cfglib.apply_overrides(cfglib.Config(), {}, [
+      'data.name=teacher', 'data.train_size=40', 'model.name=deep_linear', 'train.batch_size=10', 'train.max_steps=30',
+      'train.evaluations=3', 'callbacks=multi_switch_batch_size', 'callback.schedule=0:4'])
+  assert {(p.batch_size, p.steps_per_epoch) for p in epoch_plan(cfg, 40)} == {(4, 10)}
+  with pytest.raises(cfglib.ConfigError, match="bad value 'x' for data.groups|mheight group 'x'"):
+    cfglib.apply_overrides(cfglib.Config(), {}, ['data.name=mheight', 'data.groups=x', 'model.name=resmlp',
+                                                  'train.max_steps=100', 'train.batch_size=10'])
   base = ['data.name=teacher', 'data.train_size=500', 'model.name=deep_linear', 'train.batch_size=10',
           'train.max_steps=100']
   with pytest.raises(cfglib.ConfigError, match=r'epoch 50 is after the last \(2, where train.max_steps ends\)'):
@@ -506,6 +517,9 @@ def test_pairs_epochs_and_ids_of_step_counted_runs():
   with pytest.raises(cfglib.ConfigError, match='more than the 500 training examples'):
     cfglib.apply_overrides(cfglib.Config(), {}, base + ['train.evaluations=2', 'callbacks=switch_batch_size',
                                                         'callback.step=50', 'callback.batch_size=1000'])
+  with pytest.raises(cfglib.ConfigError, match='more than the 500 training examples'):  # a switch at step 0 too
+    cfglib.apply_overrides(cfglib.Config(), {}, base + ['train.evaluations=2', 'callbacks=multi_switch_batch_size',
+                                                        'callback.schedule=0:5000/100:10'])
   ids = {run_id(cfglib.apply_overrides(cfglib.Config(), {}, base + [f'train.epochs={e}', 'train.evaluations=4',
                                                                     f'train.eval_points={p}'])[0])
          for e, p in ((5, 30), (100, 7))}

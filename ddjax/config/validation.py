@@ -144,12 +144,24 @@ def last_epoch(cfg: Config, sweep: dict[str, list]) -> int:
   phases end it (ddjax.timeline.epoch_plan, from the training examples the data config gives; train.epochs where
   only loading tells them)."""
   from ddjax.timeline import epoch_plan
-  if not any(sweep.get('train.max_steps', [cfg.train.max_steps])) or not (n_train := train_examples(cfg.data)):
-    return max(sweep.get('train.epochs', [cfg.train.epochs]))
+  epochs = max(sweep.get('train.epochs', [cfg.train.epochs]))
+  if not any(sweep.get('train.max_steps', [cfg.train.max_steps])) or not (n_train := _examples(cfg.data)):
+    return epochs
   runs = [replace(replace(cfg, 'train.max_steps', m), 'train.batch_size', b)
           for m in sweep.get('train.max_steps', [cfg.train.max_steps])
           for b in sweep.get('train.batch_size', [cfg.train.batch_size])]
-  return max(len(epoch_plan(c, n_train)) if c.train.max_steps else c.train.epochs for c in runs)
+  try:
+    return max(len(epoch_plan(c, n_train)) if c.train.max_steps else epochs for c in runs)
+  except ValueError as e:  # a batch size past the training set
+    raise ConfigError(str(e)) from None
+
+
+def _examples(data: DataConfig) -> int | None:
+  """train_examples, or None where the data config is itself bad (its own check, later, says how)."""
+  try:
+    return train_examples(data)
+  except ValueError:
+    return None
 
 
 def _validate_callbacks(cfg: Config, sweep: dict[str, list]) -> None:
@@ -174,8 +186,8 @@ def _validate_callbacks(cfg: Config, sweep: dict[str, list]) -> None:
         raise ConfigError(f'bad value {text!r} for callback.schedule: {e}') from None
   if any(CALLBACKS[n].kind == 'phases' for n in on):
     from ddjax.callbacks import phases
-    n_train = train_examples(cfg.data)
-    for _, batch in phases(cfg)[1:] if n_train else ():
+    n_train = _examples(cfg.data)
+    for _, batch in phases(cfg) if n_train else ():
       if batch > n_train:
         raise ConfigError(f'bad value {batch!r} for a batch size of callbacks={cfg.callbacks}: more than the '
                           f'{n_train} training examples (allowed: 1 to {n_train})')

@@ -20,16 +20,23 @@ PAIR_KEY = 'pair'
 
 def partners(members: dict[int, dict]) -> dict[int, int]:
   """Member index -> its partner's: the member with the other value of `pair` and the same value of every key that
-  does not change with `pair`. A key changes with it where no value is taken by both an a member and a b member
-  (a zipped key gives each side its own), so a member missing from one side (complete and skipped, or diverged)
-  leaves the others' pairing alone. Members without exactly one match (no pair swept) are left out."""
+  does not change with `pair`. Which keys change with it, two ways, the one that pairs more members kept: those
+  whose values differ between the a and the b members (as a zip gives them), or those with no value that an a and a
+  b member share (so a member missing from one side, complete and skipped or diverged, leaves the others' pairing
+  alone). A member without exactly one match is left out (no pair swept: all)."""
   labels = {i: m.get(PAIR_KEY, '') for i, m in members.items()}
   sides = sorted(set(labels.values()) - {''})
   if len(sides) != 2:
     return {}
   values = lambda side, k: {repr(m.get(k)) for i, m in members.items() if labels[i] == side}
   keys = set().union(*(m.keys() for m in members.values())) - {PAIR_KEY}
-  shared = sorted(k for k in keys if values(sides[0], k) & values(sides[1], k))
+  rules = [sorted(k for k in keys if values(sides[0], k) == values(sides[1], k)),
+           sorted(k for k in keys if values(sides[0], k) & values(sides[1], k))]
+  return max((_matches(members, labels, sides, shared) for shared in rules), key=len)
+
+
+def _matches(members, labels, sides, shared) -> dict[int, int]:
+  """The pairs of members, one of each side, that agree on every key of `shared` and are alone in that."""
   by_rest: dict[tuple, dict[str, list[int]]] = {}
   for i, m in members.items():
     by_rest.setdefault(tuple(repr(m.get(k)) for k in shared), {}).setdefault(labels[i], []).append(i)
