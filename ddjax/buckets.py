@@ -143,11 +143,12 @@ class Bucket:
                          batch_size(cfg, ds), ds.num_classes, eval_batch or cfg.train.eval_batch,
                          strategy(cfg, self.width), cfg.train.map_batch, ds.preprocess, ds.task,
                          cfg.train.keep_best or cfg.train.checkpoint_best > 0, cfg.train.checkpoint_best or 1,
-                         cfg.train.best_metric, cfg.train.best_mode, cfg.optim.schedule,
+                         best_metric(cfg, ds), cfg.train.best_mode, cfg.optim.schedule,
                          cfg.train.max_steps or cfg.train.epochs * steps_per_epoch(cfg, ds),
                          *job_probes(cfg, ds.task, ds.modes),
                          **shared_by(job, member_ids, self.width), linear=model_spec(cfg.model.name).linear,
-                         loss=cfg.train.loss, online=ds.online, lr_factors=callbacks.lr_factors(cfg))
+                         loss=cfg.train.loss, online=ds.online, lr_factors=callbacks.lr_factors(cfg),
+                         bounds=ds.bounds, violation=cfg.train.violation)
     sharded = isinstance(members, jax.sharding.NamedSharding)
     self.fns = bucket_fns(self.spec, members if sharded else None)
     n_dev = len(members.device_set)
@@ -181,7 +182,8 @@ class Bucket:
   def _evaluate_args(self, epoch: float = 0.0) -> tuple:
     d = self.data
     epoch = jax.device_put(np.float32(epoch), self.replicated)
-    return self.state_M, self.hp_M, self.labels_MxN, d['x_train'], d['x_test'], d['y_test'], epoch
+    val = (d['x_val'], d['y_val']) if 'x_val' in d else None
+    return self.state_M, self.hp_M, self.labels_MxN, d['x_train'], d['x_test'], d['y_test'], epoch, val
 
   def compiled_bytes(self, evaluation: bool = True) -> tuple[int, int] | None:
     """Temporary device bytes of this bucket's compiled training epoch and (if `evaluation`, else 0) evaluation, as
@@ -216,6 +218,13 @@ class Bucket:
     return metrics
 
 
+def best_metric(cfg: cfglib.Config, ds) -> str:
+  """What keep_best selects by: train.best_metric, except that with a validation split test_loss and test_error
+  select by val_loss and val_error (the held-out test split never chooses)."""
+  metric = cfg.train.best_metric
+  return metric.replace('test_', 'val_') if ds.x_val is not None and metric in ('test_loss', 'test_error') else metric
+
+
 def placement(cfg: cfglib.Config, n_buckets: int) -> str:
   """'shard' (member axis over all devices) or 'bucket' (whole buckets onto devices) for a job of `n_buckets`.
 
@@ -245,7 +254,7 @@ def make_buckets(job: Job, ds, plan: list[list[int]], cost, log=print,
   `rounds` times. `check`: 'train+eval', 'train' (only the training step is compiled and checked) or 'none'. The
   run's calls reuse these compilations."""
   cfg = job.config
-  arrays = {'x_train': ds.x_train, 'y_train': ds.y_train, 'x_test': ds.x_test, 'y_test': ds.y_test}
+  arrays = {'x_train': ds.x_train, 'y_train': ds.y_train, **ds.held_out}
   shard = placement(cfg, len(plan)) == 'shard'
   devices = jax.devices() if shard else jax.local_devices()  # shard: every process's devices, one global mesh
   # Per device: the dataset (a copy on each), every member's resident state (spread evenly), then what the
@@ -261,7 +270,7 @@ def make_buckets(job: Job, ds, plan: list[list[int]], cost, log=print,
         f'budget; every bucket is split to its smallest')
   per_device = lambda n: -(-n // len(devices)) if shard else n  # members of a bucket of n on one device
   groups, chunks_of, planned = [], [], []  # member groups, each one's evaluation chunk and planned bucket
-  eval_batch = min(cfg.train.eval_batch, max(len(ds.y_train), len(ds.y_test)))
+  eval_batch = min(cfg.train.eval_batch, max(len(ds.y_train), *(len(v) for k, v in ds.held_out.items() if k[0] == 'y')))
   for p, (b, group, size) in enumerate(zip(plan, group_members(job, plan), sizes)):
     chunks = memory.split_to_fit(group, size.transient, budget, len(devices) if shard else 1)
     if len(chunks) > 1:

@@ -39,6 +39,8 @@ ENGINE = {
                   'error)',
     'train_error': "error on the member's own (noisy) training labels",
     'test_loss': 'loss on the clean test labels', 'test_error': 'error on the clean test labels',
+    'val_loss': 'loss on the validation split (data.val_per_group, data.val_split)',
+    'val_error': 'error on the validation split', 'val_infinite': 'validation examples whose m-height is infinite',
     'test_error_noisy': 'expected error on test labels noised like the training labels: noise + test_error '
                         '(1 - noise K / (K - 1))',
     'weight_norm': "L2 norm of all parameters", 'weight_norm_last': "L2 norm of the output layer's parameters",

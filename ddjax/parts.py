@@ -98,7 +98,8 @@ def older_recorded_probes(members: pd.DataFrame) -> pd.DataFrame:
 
 
 SEEDS_RESOLVED = ('model.seed', 'train.batch_seed', 'data.noise_seed')  # each is `seed` where it is None
-FINAL = ('train_loss', 'train_error', 'test_loss', 'test_error', 'test_error_noisy')  # the base probes' curves
+FINAL = ('train_loss', 'train_error', 'test_loss', 'test_error', 'test_error_noisy', 'val_loss',
+         'val_error')  # the base probes' curves
 
 
 def explained(table: pd.DataFrame) -> pd.DataFrame:

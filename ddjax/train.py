@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-import zlib
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
@@ -22,7 +21,7 @@ from jax import lax
 
 from ddjax.data.augment import Preprocess
 from ddjax.data.noise import noisy_labels
-from ddjax.nn.layers import invariant_uniform
+from ddjax.nn.init import gamma_init
 from ddjax.nn.registry import size_args
 from ddjax.optim import make_optimizer, scheduled_lr
 from ddjax.probes import PROBES, EvalContext, StepContext, Use, use
@@ -74,6 +73,8 @@ class StepSpec:
   loss: str = 'auto'        # train.loss: 'auto' | 'mse_mean' (regression: the mean, not the sum, over outputs)
   online: Any = None        # data.online: the dataset's sampler (key, n) -> (x, y); batches are drawn, not gathered
   lr_factors: tuple = ()    # callbacks of kind lr: hashable step -> factor, multiplying every member's lr
+  bounds: bool = False      # regression targets carry a lower bound last (data.bound_codewords)
+  violation: float = 0.0    # train.violation: the weight of relu(bound - prediction)^2 in the training loss
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -85,7 +86,7 @@ def init_member(spec: StepSpec, hp, x_example) -> dict[str, Any]:
                               **size_args(spec.model, hp))
   params = variables['params']
   if spec.gamma:
-    params = gamma_init(spec.model, params, variables, x, hp)
+    params = gamma_init(spec.model, params, x, hp, member_key(hp, 'init'))
   params = jax.tree.map(lambda p: p * hp['init_scale'], params)
   state = {
       'params': params,
@@ -109,24 +110,6 @@ def init_member(spec: StepSpec, hp, x_example) -> dict[str, Any]:
   return state
 
 
-def gamma_init(model, params, variables, x, hp):
-  """The member's parameters drawn from N(0, width^-gamma) (gamma = hp['gamma'], width its own), masked as the
-  default init masks them; the default init where hp['gamma_on'] is 0 (model.gamma none). The draws depend only on the
-  member's init key, the parameter's path and the element's index (ddjax.nn.layers.invariant_uniform), so padding
-  leaves them alone (to float rounding: erfinv may round differently in differently fused programs). The mask: the
-  entries that two default inits from different keys leave nonzero."""
-  other = model.init({'params': jax.random.fold_in(member_key(hp, 'init'), 1)}, x, hp['width'], train=False,
-                     **size_args(model, hp))['params']
-  std = jnp.asarray(hp['width'], jnp.float32) ** (-0.5 * hp['gamma'])
-  key = jax.random.fold_in(member_key(hp, 'init'), 2)
-
-  def draw(path, p, q):
-    u = invariant_uniform(jax.random.fold_in(key, zlib.crc32(jax.tree_util.keystr(path).encode())), p.shape)
-    normal = math.sqrt(2.0) * jax.scipy.special.erfinv(jnp.clip(u, -1.0 + 2**-23, 1.0 - 2**-23))
-    return jnp.where(hp['gamma_on'] == 0, p, jnp.where((p != 0) | (q != 0), normal * std, 0.0))
-  return jax.tree_util.tree_map_with_path(draw, params, other)
-
-
 def member_labels(spec: StepSpec, hp, y_train) -> jax.Array:
   """The member's training labels: noisy with its own probability, drawn once from its noise seed (classification);
   regression targets plus data.noise_std x N(0, 1) from its noise seed."""
@@ -138,7 +121,8 @@ def member_labels(spec: StepSpec, hp, y_train) -> jax.Array:
 def target_weight(spec: StepSpec, y) -> jax.Array:
   """Per example: 1 if it counts in the loss, 0 for a regression target that is not finite (an infinite m-height)."""
   if spec.task == 'regress':
-    return jnp.isfinite(y.reshape(y.shape[0], -1)).all(-1).astype(jnp.float32)
+    y = y.reshape(y.shape[0], -1)
+    return jnp.isfinite(y[:, :-1] if spec.bounds else y).all(-1).astype(jnp.float32)
   return jnp.ones(y.shape[0], jnp.float32)
 
 
@@ -162,10 +146,14 @@ def _loss(spec: StepSpec, params, batch_stats, hp, x, y, train: bool):
   out = out.astype(jnp.float32)
   weight = target_weight(spec, y)
   if spec.task == 'regress':
-    y_BxO = y.reshape(out.shape)  # a single output's targets come as (B,)
+    y_BxO = y.reshape(out.shape[0], -1)  # a single output's targets come as (B,); with bounds, (B, 2)
+    y_BxO, bound = (y_BxO[:, :-1], y_BxO[:, -1:]) if spec.bounds else (y_BxO, None)
     loss = jnp.square(out - jnp.where(weight[:, None] > 0, y_BxO, 0.0)).sum(-1) * weight
     if spec.loss == 'mse_mean':
       loss = loss / out.shape[-1]
+    if spec.violation and train:  # train.violation: predictions below the lower bound pay its square too
+      below = jnp.maximum(jnp.where(weight[:, None] > 0, bound, 0.0) - out, 0.0)
+      loss = loss + spec.violation * jnp.square(below).sum(-1) * weight
     return (loss, jnp.zeros_like(loss), weight), batch_stats
   loss = optax.softmax_cross_entropy_with_integer_labels(out, y)
   return (loss, (jnp.argmax(out, -1) != y).astype(jnp.float32), weight), batch_stats
@@ -262,11 +250,12 @@ def train_epoch(spec: StepSpec, state, hp, labels_N, x_train, epoch, start=None,
   return state, loss.sum() / jnp.maximum(stop - start, 1), steps
 
 
-def eval_context(spec: StepSpec, state, hp, labels_N, x_train, x_test, y_test, epoch=0.0) -> EvalContext:
-  """What an evaluation probe sees of one member (ddjax.probes.EvalContext)."""
+def eval_context(spec: StepSpec, state, hp, labels_N, x_train, x_test, y_test, epoch=0.0, val=None) -> EvalContext:
+  """What an evaluation probe sees of one member (ddjax.probes.EvalContext); `val`: (x_val, y_val) or None."""
   return EvalContext(spec, state, hp, labels_N, x_train, x_test, y_test,
                      lambda params, batch_stats, x, y, train: _loss(spec, params, batch_stats, hp, x, y, train),
-                     lambda y: target_weight(spec, y), member_key(hp, 'monitor'), jnp.asarray(epoch, jnp.float32))
+                     lambda y: target_weight(spec, y), member_key(hp, 'monitor'), jnp.asarray(epoch, jnp.float32),
+                     *(val or (None, None)))
 
 
 def options_tag(u: Use) -> int:
@@ -281,13 +270,13 @@ def _own_state(u: Use, kept: dict):
   return jax.tree.map(lambda k, f: jnp.where(same, k, f), kept['state'], u.spec.state(**u.kwargs))
 
 
-def evaluate(spec: StepSpec, state, hp, labels_N, x_train, x_test, y_test, epoch=0.0,
+def evaluate(spec: StepSpec, state, hp, labels_N, x_train, x_test, y_test, epoch=0.0, val=None,
              which=None) -> dict[str, jax.Array]:
   """The evaluation probes' values (all of spec.probes, or those named in `which`) after `epoch` epochs (fractional
   within an epoch), and whether
   the member diverged; under 'probe_state', the new state of the probes that keep one and ran, and under
   'summary:NAME' the summary of each probe across members that ran."""
-  ctx = eval_context(spec, state, hp, labels_N, x_train, x_test, y_test, epoch)
+  ctx = eval_context(spec, state, hp, labels_N, x_train, x_test, y_test, epoch, val)
   out, probe_state = {}, {}
   for u in spec.probes:
     if which is None or u.name in which:

@@ -4,7 +4,8 @@
   python -m experiments.grokking --wd 0.03             # one weight decay
   python -m experiments.grokking --wd 0.01,0.03,0.1 seed=0..2
   python -m experiments.grokking --task div            # a / b mod p (also add, sub, mul)
-  python -m experiments.grokking --task mheight        # m-height regression (the mheight preset)
+  python -m experiments.grokking --task mheight        # m-height regression (the mheight preset, GPU)
+  python -m experiments.grokking --preset mheight_cpu --report   # its miniature on a CPU, with the report
 
 Methods, preset default (Kitouni's simple-grokking setup): every pair (a, b) mod 53, 60% of the 2,809 pairs for
 training (data.seed 42), a shared 128-d token embedding, both embeddings concatenated, Dense(128)-ReLU-Dense(53);
@@ -42,16 +43,34 @@ PRESETS = {
                optim=OptimConfig(name='adamw', lr=1e-3, wd=1.0, b2=0.98, warmup=10),
                train=TrainConfig(epochs=20000, batch_size=0, eval_points=40, eval_every=100, keep_best=True)),
         about="Nanda et al.'s 1-layer transformer on addition mod 113, 30% train, AdamW wd 1, 20,000 epochs (GPU)"),
-    # The source project's m-height regression: 21 (n, k, m) groups, 5,000 training codes each, log2-MSE.
+    # The source project's grokking experiment as it was run: its expert (a ResNet with ReLU and LayerNorm, 64
+    # channels x 5 blocks) from scratch, AdamW at wd 0.01 / 0.03 / 0.1, batch 4096, 10,000 epochs; per group 5,000
+    # training codes and 10,000 validation codes (validated every 5 epochs; the rest, 5,000, held out as test).
     'mheight': Preset(
-        Config(seed=0,
-               data=DataConfig(name='mheight', groups='all', num_samples=6250, train_split=0.8, seed=42),
-               model=ModelConfig(name='resnet2d_ln', width=32),
+        Config(seed=0, probes='step_metrics',
+               data=DataConfig(name='mheight', groups='all', num_samples=20000, train_per_group=5000,
+                               val_per_group=10000, seed=42),
+               model=ModelConfig(name='resnet_ln', width=64, depth=5),
                optim=OptimConfig(name='adamw', lr=1e-3, wd=0.03),
                train=TrainConfig(epochs=10000, batch_size=4096, eval_points=30, eval_every=5, keep_best=True)),
         sweep={'optim.wd': [0.01, 0.03, 0.1]},
-        about='m-height regression, 21 groups x 5,000 codes, conv ResNet with LayerNorm, AdamW batch 4096, '
-              'wd 0.01/0.03/0.1, 10,000 epochs (GPU)'),
+        about="the source project's run: 21 groups x 5,000 training / 10,000 validation codes, ResNet-LayerNorm "
+              '64 x 5, AdamW batch 4096, wd 0.01/0.03/0.1, 10,000 epochs (H100: see docs/grokking.md)'),
+    # mheight in miniature, the same design (model family, AdamW, log2-MSE, three splits, validation every 5 epochs,
+    # the step table) at CPU scale: 200 training / 200 validation / 100 test codes per group, 16 channels x 3
+    # blocks, batch 128 (the source's 4% of the training set). It keeps each member's lr x wd x steps, the number
+    # of weight-decay e-folds over the run (2.6 / 7.8 / 26): 8,640 steps at lr 3e-3 with wd 0.1 / 0.3 / 1 against
+    # 260,000 steps at lr 1e-3 with wd 0.01 / 0.03 / 0.1.
+    'mheight_cpu': Preset(
+        Config(seed=0, probes='step_metrics',
+               data=DataConfig(name='mheight', groups='all', num_samples=500, train_per_group=200,
+                               val_per_group=200, seed=42),
+               model=ModelConfig(name='resnet_ln', width=16, depth=3),
+               optim=OptimConfig(name='adamw', lr=3e-3, wd=0.3),
+               train=TrainConfig(epochs=270, batch_size=128, eval_points=30, eval_every=5, keep_best=True)),
+        sweep={'optim.wd': [0.1, 0.3, 1.0]},
+        about='mheight in miniature: 21 groups x 200 training / 200 validation codes, ResNet-LayerNorm 16 x 3, AdamW '
+              'lr 3e-3 batch 128, wd 0.1/0.3/1 (the same lr x wd x steps), 270 epochs (2-core CPU: about 13 min)'),
     'mheight_small': Preset(
         Config(seed=0,
                data=DataConfig(name='mheight', groups='9/4/2+9/5/3+10/5/5', num_samples=300, train_split=0.8,
@@ -74,7 +93,7 @@ def _task(value: str, preset: str | None) -> tuple[str | None, list[str]]:
     return preset, ['data.name=modular', f'data.op={value}']
   if value == 'mheight':
     if preset is not None and not mheight:
-      raise ConfigError(f"task mheight needs an m-height preset (mheight, mheight_small), not {preset}")
+      raise ConfigError(f"task mheight needs an m-height preset (mheight, mheight_cpu, mheight_small), not {preset}")
     return preset or 'mheight', []
   raise ConfigError(f"unknown task {value!r}: allowed tasks are {', '.join(OPS)}, mheight")
 

@@ -1,19 +1,22 @@
 """Grokking figures, analysis columns and report from a results directory.
 
   python -m plots.grokking RESULTS_DIR [--out DIR] [--report] [--threshold T] [--write]
+                           [--drop-window EPOCHS] [--drop-min-fall F]
 
 Writes curves.png (train and validation accuracy, or log2-MSE for regression, and loss against epoch, log x, per
-member, memorisation and grokking epochs marked), weight_norm.png (total and last-layer weight norm against epoch
-with train-loss spikes marked) and grokking_vs_wd.png (grokking and memorisation epoch against weight decay,
-log-log, with the fitted slope), from the analysis (ddjax.analysis.grokking_summary per member) that the run stored
-or, where it has none, computed here; --write stores it as columns of results.parquet (the store is otherwise only
-read); --report writes report.md with the figures and a table.
+member, memorisation and grokking epochs and the sudden validation drop marked), weight_norm.png (total and
+last-layer weight norm against epoch with train-loss spikes marked), step_loss.png (the step table's train loss with
+step-level spikes and the drop, where the run recorded probes=step_metrics) and grokking_vs_wd.png (grokking and
+memorisation epoch against weight decay, log-log, with the fitted slope), from the analysis (ddjax.analysis:
+grokking_summary, drop_summary, step_spikes per member) that the run stored or, where it has none, computed here.
+The validation split is val where the run has one (data.val_per_group, data.val_split), else test. --write stores
+the analysis as columns of results.parquet (the store is otherwise only read); --report writes report.md, a short
+note with the figures.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -33,6 +36,29 @@ def is_regression(df: pd.DataFrame) -> bool:
   return 'train_error' not in df.columns
 
 
+def held(df: pd.DataFrame) -> str:
+  """The split the analysis reads as validation: val where the run has a validation split, else test."""
+  return 'val' if 'val_loss' in df.columns else 'test'
+
+
+def steps_of(out) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
+  """run id -> (fractional epochs, step losses, steps per epoch) of the step table, for members that recorded one
+  (probes=step_metrics). The table's epoch is the 1-based epoch a step belongs to: its k-th step of n is at epoch
+  epoch - 1 + k / n."""
+  try:
+    steps = results.load_sweep(Path(out), table='steps')
+  except (FileNotFoundError, ValueError):
+    return {}
+  if not len(steps) or 'step_loss' not in steps.columns:
+    return {}
+  steps = steps.sort_values(['run_id', 'step'])
+  by_epoch = steps.groupby(['run_id', 'epoch'])['step']
+  frac = steps['epoch'] - 1 + (by_epoch.cumcount() + 1) / by_epoch.transform('size')
+  steps = steps.assign(frac=frac.to_numpy(float))
+  return {rid: (g['frac'].to_numpy(float), g['step_loss'].to_numpy(float),
+                max(1, int(np.median(g.groupby('epoch').size())))) for rid, g in steps.groupby('run_id')}
+
+
 def _metric(df: pd.DataFrame, row, split: str) -> np.ndarray:
   """Accuracy (classification) or loss (regression) curve of one member."""
   if is_regression(df):
@@ -40,20 +66,32 @@ def _metric(df: pd.DataFrame, row, split: str) -> np.ndarray:
   return 1.0 - np.asarray(row[f'{split}_error'], float)
 
 
-def analyse(out, threshold: float | None = None, write: bool = False) -> pd.DataFrame:
-  """The results table with the grokking analysis of every member as columns; with `write` also stored in
-  results.parquet (the experiment's own run does; a plot command only with --write)."""
+def analyse(out, threshold: float | None = None, write: bool = False, window: float | None = None,
+            min_fall: float = 0.3) -> pd.DataFrame:
+  """The results table with the grokking analysis of every member as columns: threshold crossings and
+  evaluation-point spikes (grokking_summary), the sudden validation drop with the train-loss change across it from the
+  step table (drop_summary; `window` epochs, default_window if None, falls of at least `min_fall`) and step-level
+  spikes (step_spikes, over a running median of one epoch of steps); with `write` also stored in results.parquet
+  (the experiment's own run does; a plot command only with --write). The validation split is val where the run has
+  one, else test."""
   df = load(out)
-  regress = is_regression(df)
+  regress, split = is_regression(df), held(df)
   threshold = threshold if threshold is not None else LOSS_THRESHOLD if regress else ACC_THRESHOLD
+  steps = steps_of(out)
   rows = []
   for _, r in df.iterrows():
-    s = analysis.grokking_summary(r['epoch'], _metric(df, r, 'train'), _metric(df, r, 'test'), r['train_loss'],
+    s = analysis.grokking_summary(r['epoch'], _metric(df, r, 'train'), _metric(df, r, split), r['train_loss'],
                                   r['weight_norm'], threshold=threshold, above=not regress)
-    s['final_test_loss'] = float(r['test_loss'][-1]) if len(r['test_loss']) else float('nan')
+    for name in dict.fromkeys((split, 'test')):
+      s[f'final_{name}_loss'] = float(r[f'{name}_loss'][-1]) if len(r[f'{name}_loss']) else float('nan')
     if not regress:
       s['final_test_accuracy'] = 1.0 - float(r['test_error'][-1]) if len(r['test_error']) else float('nan')
     s['grokking_threshold'] = threshold
+    step_epochs, step_loss, per_epoch = steps.get(r['run_id'], (None, None, 1))
+    s.update(analysis.drop_summary(r['epoch'], r[f'{split}_loss'], r['train_loss'], r['weight_norm'], step_epochs,
+                                   step_loss, window, min_fall))
+    if step_epochs is not None:
+      s.update(analysis.step_spikes(step_epochs, step_loss, smooth=per_epoch))
     rows.append(s)
   columns = pd.DataFrame(rows, index=df.index)
   if write:
@@ -65,7 +103,7 @@ def analyse(out, threshold: float | None = None, write: bool = False) -> pd.Data
 def analysed(out) -> pd.DataFrame:
   """The table with the analysis columns: as stored, or computed (not stored) where the store has none."""
   df = load(out)
-  return df if 'grokking_epoch' in df.columns else analyse(out)
+  return df if 'grokking_epoch' in df.columns and 'drop_epoch' in df.columns else analyse(out)
 
 
 def _label(df: pd.DataFrame, row, seeds: bool = True) -> str:
@@ -93,7 +131,7 @@ def _colours(df: pd.DataFrame) -> dict:
 
 
 def curves(df: pd.DataFrame, path: Path) -> Path:
-  regress = is_regression(df)
+  regress, split = is_regression(df), held(df)
   colours = _colours(df)
   fig, (ax_m, ax_l) = plt.subplots(1, 2, figsize=(10, 3.8))
   labels = _legend_labels(df)
@@ -102,14 +140,19 @@ def curves(df: pd.DataFrame, path: Path) -> Path:
     e = np.asarray(r['epoch'], float)
     label = labels[r['run_id']]
     ax_m.plot(e, _metric(df, r, 'train'), '--', color=c, lw=1)
-    ax_m.plot(e, _metric(df, r, 'test'), '-', color=c, lw=1.6, label=label, zorder=3)  # above the axis line
+    ax_m.plot(e, _metric(df, r, split), '-', color=c, lw=1.6, label=label, zorder=3)  # above the axis line
     ax_l.plot(e, r['train_loss'], '--', color=c, lw=1)
-    ax_l.plot(e, r['test_loss'], '-', color=c, lw=1.3)
+    ax_l.plot(e, r[f'{split}_loss'], '-', color=c, lw=1.3)
+    if split == 'val':
+      ax_l.plot(e, r['test_loss'], ':', color=c, lw=1)
     for ax in (ax_m, ax_l):
       if np.isfinite(r['memorisation_epoch']):
         ax.axvline(r['memorisation_epoch'], color=c, ls=':', lw=0.8)
       if np.isfinite(r['grokking_epoch']):
         ax.axvline(r['grokking_epoch'], color=c, ls='-.', lw=0.8)
+    if np.isfinite(r.get('drop_epoch', np.nan)):  # the sudden validation drop: before -> after, at its epoch
+      ax_l.plot([r['drop_epoch']] * 2, [r['drop_val_before'], r['drop_val_after']], '-', color=c, lw=3, alpha=0.5)
+      ax_l.plot(r['drop_epoch'], r['drop_val_after'], 'v', color=c, mec='k', ms=7, zorder=4)
   name = 'log2-MSE' if regress else 'accuracy'
   ax_m.set(xscale='log', xlabel='epoch', ylabel=name,
            title=f'{name}: train (dashed), validation (solid); memorised (:) and grokked (-.)')
@@ -117,7 +160,10 @@ def curves(df: pd.DataFrame, path: Path) -> Path:
     ax_m.set_yscale('log')
   else:  # chance-level validation accuracy (1/p) must not sit on the axis line
     ax_m.set_ylim(-0.04, 1.04)
-  ax_l.set(xscale='log', yscale='log', xlabel='epoch', ylabel='loss', title='loss: train (dashed), validation (solid)')
+  ax_l.set(xscale='log', yscale='log', xlabel='epoch', ylabel='loss',
+           title='loss: train (dashed), validation (solid)' + (', test (dotted)' if split == 'val' else '') +
+           '; v: sudden validation drop')
+  ax_l.title.set_fontsize(8)
   styles = [plt.Line2D([], [], color='grey', ls='--', lw=1, label='train'),
             plt.Line2D([], [], color='grey', ls='-', lw=1.6, label='validation')]
   ax_m.legend(handles=ax_m.get_legend_handles_labels()[0] + styles, fontsize=7, loc='best')
@@ -139,10 +185,39 @@ def weight_norms(df: pd.DataFrame, path: Path) -> Path:
       ax.plot(e, y, color=c, lw=1.2, label=labels[r['run_id']])
       spikes = np.isin(e, r['spike_epochs'])
       ax.plot(e[spikes], y[spikes], 'v', color='crimson', ms=5)
-  axes[0][0].set(xscale='log', xlabel='epoch', ylabel='||W||', title='total weight norm (v: train-loss spikes)')
+      if np.isfinite(r.get('drop_epoch', np.nan)):
+        ax.axvline(r['drop_epoch'], color=c, ls='--', lw=0.8)
+  axes[0][0].set(xscale='log', xlabel='epoch', ylabel='||W||',
+                 title='total weight norm (v: train-loss spikes, --: validation drop)')
   if has_last:
     axes[0][1].set(xscale='log', xlabel='epoch', ylabel='||W_last||', title='last-layer weight norm')
   axes[0][0].legend(fontsize=7)
+  return save(fig, path)
+
+
+def step_losses(df: pd.DataFrame, steps: dict, path: Path) -> Path:
+  """The step table's train loss (a running median over an epoch of steps) per member, with its step-level spikes
+  (x) and the sudden validation drop (a vertical line, its window shaded)."""
+  colours, labels = _colours(df), _legend_labels(df)
+  fig, ax = plt.subplots(figsize=(7, 3.8))
+  for _, r in df.iterrows():
+    if r['run_id'] not in steps:
+      continue
+    c = colours[r[WD]]
+    e, loss, per_epoch = steps[r['run_id']]
+    if per_epoch > 1 and len(loss) >= per_epoch:
+      loss, e = np.median(np.lib.stride_tricks.sliding_window_view(loss, per_epoch), axis=-1), e[per_epoch - 1:]
+    ax.plot(np.maximum(e, e[e > 0].min(initial=1e-3)), loss, '-', color=c, lw=0.8, label=labels[r['run_id']])
+    spikes = np.asarray(r['step_spike_epochs'] if 'step_spike_epochs' in r else [], float)
+    if len(spikes):
+      ax.plot(spikes, np.interp(spikes, e, loss), 'x', color='crimson', ms=6)
+    if np.isfinite(r.get('drop_epoch', np.nan)):
+      ax.axvline(r['drop_epoch'], color=c, lw=1)
+      ax.axvspan(r['drop_epoch'] - r['drop_window'], r['drop_epoch'] + r['drop_window'], color=c, alpha=0.08)
+  ax.set(xscale='log', yscale='log', xlabel='epoch', ylabel='train loss (batch, running median over an epoch)',
+         title='step-level train loss; x: spikes, |: sudden validation drop (its windows shaded)')
+  ax.title.set_fontsize(8)
+  ax.legend(fontsize=7)
   return save(fig, path)
 
 
@@ -173,6 +248,8 @@ def plot_all(out, dest: Path | None = None, table: pd.DataFrame | None = None) -
   dest = Path(dest or out)
   dest.mkdir(parents=True, exist_ok=True)
   paths = [curves(df, dest / 'curves.png'), weight_norms(df, dest / 'weight_norm.png')]
+  if steps := steps_of(out):
+    paths.append(step_losses(df, steps, dest / 'step_loss.png'))
   if WD in df.columns and df[WD].nunique() > 1:
     paths.append(grokking_vs_wd(df, dest / 'grokking_vs_wd.png')[0])
   return paths + probe_figures(out, dest)
@@ -183,61 +260,41 @@ def _fmt(v) -> str:
 
 
 def summary_lines(df: pd.DataFrame) -> list[str]:
-  final = 'final_test_loss' if is_regression(df) else 'final_test_accuracy'
-  return [f'{_label(df, r) or "member " + str(r["member"])}: memorised at epoch {_fmt(r["memorisation_epoch"])}, '
-          f'grokked at epoch {_fmt(r["grokking_epoch"])}, {r["spike_count"]} train-loss spike(s), '
-          f'final validation {final.split("_", 2)[-1]} {r[final]:.4f}' for _, r in df.iterrows()]
+  """One line per member: crossings, spikes, the sudden validation drop and the final validation metric."""
+  split = held(df)
+  final = f'final_{split}_loss' if is_regression(df) else 'final_test_accuracy'
+  out = []
+  for _, r in df.iterrows():
+    line = (f'{_label(df, r) or "member " + str(r["member"])}: memorised at epoch {_fmt(r["memorisation_epoch"])}, '
+            f'grokked at epoch {_fmt(r["grokking_epoch"])}, {r["spike_count"]} train-loss spike(s)')
+    if 'drop_epoch' in r and np.isfinite(r['drop_epoch']):
+      line += (f', validation drop at epoch {r["drop_epoch"]:g} ({r["drop_val_before"]:.3g} -> '
+               f'{r["drop_val_after"]:.3g}), train loss {r["drop_train_before"]:.3g} -> {r["drop_train_after"]:.3g}')
+    elif 'drop_epoch' in r:
+      line += ', no sudden validation drop'
+    out.append(line + f', final validation {final.split("_", 2)[-1]} {r[final]:.4f}')
+  return out
 
 
 def write_report(out, dest: Path | None = None, table: pd.DataFrame | None = None) -> Path:
-  """report.md: the setup, a table per member, the fitted wd slope and the figures (of `table`, default
-  analysed(out))."""
-  out = Path(out)
-  dest = Path(dest or out)
+  """report.md in the structure of a short scientific note (plots/grokking_report.py)."""
+  from plots.grokking_report import write
   df = analysed(out) if table is None else table
-  figures = plot_all(out, dest, df)
-  regress = is_regression(df)
-  cfg = json.loads((out / 'run.json').read_text())['config'] if (out / 'run.json').exists() else {}
-  final = 'final_test_loss' if regress else 'final_test_accuracy'
-  metric = 'log2-MSE' if regress else 'accuracy'
-  lines = ['# Grokking report', '',
-           f"Data: {cfg.get('data', {}).get('name', '?')} {_setup(cfg)}; members: {len(df)}; "
-           f"device: {df['device'].iloc[0]}; wall time {df['wall_time_s'].max():.0f} s.", '',
-           f'Memorisation / grokking epoch: first evaluation where the train / validation {metric} reaches '
-           f"{df['grokking_threshold'].iloc[0]:g} (validation at or after memorisation). Spikes: train loss above "
-           f'10x its running minimum (and above 1e-3).', '',
-           f'| member | memorisation epoch | grokking epoch | gap | spikes | spikes with a validation jump | '
-           f'final validation {metric} |', '|---|---|---|---|---|---|---|']
-  for _, r in df.iterrows():
-    lines.append(f'| {_label(df, r) or r["member"]} | {_fmt(r["memorisation_epoch"])} | '
-                 f'{_fmt(r["grokking_epoch"])} | {_fmt(r["grokking_gap"])} | {r["spike_count"]} | '
-                 f'{r["spikes_with_val_jump"]} | {r[final]:.4f} |')
-  if WD in df.columns and df[WD].nunique() > 1:
-    _, slope = grokking_vs_wd(df, dest / 'grokking_vs_wd.png')
-    lines += ['', f'Grokking epoch against weight decay: fitted slope {slope:.2f} on log-log axes '
-                  '(-1 is time proportional to 1/wd).']
-  lines += [''] + [f'![{p.stem}]({p.name})' for p in figures]
-  path = dest / 'report.md'
-  results.atomic_write_bytes(path, lambda tmp: Path(tmp).write_text('\n'.join(lines) + '\n'))
-  return path
-
-
-def _setup(cfg: dict) -> str:
-  d, m, o, t = (cfg.get(k, {}) for k in ('data', 'model', 'optim', 'train'))
-  data = f"op {d.get('op')} mod {d.get('p')}, train fraction {d.get('train_split')}" if d.get('name') == 'modular' \
-      else f"groups {d.get('groups')}, {d.get('num_samples')} codes per group" if d.get('name') == 'mheight' else ''
-  batch = 'full batch' if not t.get('batch_size') else f"batch {t.get('batch_size')}"
-  return (f"({data}); model {m.get('name')} width {m.get('width')}; {o.get('name')} lr {o.get('lr')}, "
-          f"{batch}, {t.get('epochs')} epochs")
+  return write(Path(out), Path(dest or out), df, plot_all(out, dest, df))
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(prog='python -m plots.grokking', description=__doc__.split('\n\n')[0])
   parser.add_argument('results_dir', type=Path)
   parser.add_argument('--out', type=Path, help='where figures go (default: RESULTS_DIR)')
-  parser.add_argument('--report', action='store_true', help='also write report.md')
+  parser.add_argument('--report', action='store_true', help='also write report.md, a short note: setup, results '
+                      'per weight decay, figures, limitations')
   parser.add_argument('--threshold', type=float, help='accuracy (or log2-MSE) threshold of the analysis')
   parser.add_argument('--write', action='store_true', help='store the analysis as columns of results.parquet')
+  parser.add_argument('--drop-window', type=float, help='epochs on each side of a sudden validation drop (default: '
+                      '2%% of the run, at least two evaluation intervals)')
+  parser.add_argument('--drop-min-fall', type=float, default=0.3,
+                      help='smallest relative fall of the validation loss that counts as a drop (default 0.3)')
   add_plugin_option(parser)
   args = parser.parse_args(argv)
   try:
@@ -245,8 +302,10 @@ def main(argv=None):
     load_plugins(args)
     if note := incomplete(load(args.results_dir)):
       print(f'warning: {args.results_dir}: {note}', file=sys.stderr)
-    fresh = args.threshold is not None or args.write  # else the run's own analysis, if it stored one
-    table = analyse(args.results_dir, args.threshold, write=args.write) if fresh else analysed(args.results_dir)
+    # the run's own analysis, if it stored one, unless the options ask for another
+    fresh = args.threshold is not None or args.write or args.drop_window is not None or args.drop_min_fall != 0.3
+    table = (analyse(args.results_dir, args.threshold, args.write, args.drop_window, args.drop_min_fall) if fresh
+             else analysed(args.results_dir))
   except (FileNotFoundError, PluginError, OtherExperiment) as e:
     parser.exit(2, f'error: {e}\n')
   for line in summary_lines(table):

@@ -2,6 +2,7 @@
 member of that width must reproduce. Names match ddjax.nn.models so parameters can be sliced across."""
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 
@@ -96,6 +97,24 @@ class DenseResNet2dLN(nn.Module):
     for s, mult in enumerate((1, 2)):
       x = DenseBlock(self.width * mult, 1, 2, 'layer', name=f'stage{s}_block0')(x, train)
     return nn.Dense(self.num_classes, name='head')(jnp.mean(x, axis=(1, 2)))
+
+
+class DenseResNetLN(nn.Module):
+  """The m-height expert at width k: stem conv3, `depth` LayerNorm pre-activation blocks of width k (stride 1), final
+  LayerNorm-ReLU, global average pool, Dense; head 'softplus' outputs log2(1 + softplus(z))."""
+  width: int
+  num_classes: int = 1
+  depth: int = 5
+  head: str = 'linear'
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    x = nn.Conv(self.width, (3, 3), 1, [(1, 1)] * 2, use_bias=False, name='stem')(x)
+    for b in range(self.depth):
+      x = DenseBlock(self.width, 1, 2, 'layer', name=f'stage0_block{b}')(x, train)
+    x = nn.relu(nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, name='final_norm')(x))
+    z = nn.Dense(self.num_classes, name='head')(jnp.mean(x, axis=(1, 2)))
+    return z if self.head == 'linear' else jnp.log2(1.0 + jax.nn.softplus(z))
 
 
 class DenseEmbedMLP(nn.Module):

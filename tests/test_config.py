@@ -198,19 +198,23 @@ def test_keys_added_later_leave_old_stores_ids_and_resume_alone():
                                          'data.online', 'model.gamma', 'model.bias', 'train.max_steps',
                                          'train.evaluations', 'train.loss', 'pair', 'callbacks', 'callback.step',
                                          'callback.batch_size', 'callback.schedule', 'callback.every',
-                                         'callback.factor')}
+                                         'callback.factor', 'model.head', 'data.train_per_group',
+                                         'data.val_per_group', 'data.test_per_group', 'data.val_split',
+                                         'data.bound_codewords', 'data.file', 'train.violation')}
   before = {k: cfglib.get(cfg, k) for k in cfglib.fields(cfg)  # probes and probe.* came later and never hash
             if k not in cfglib.EXECUTION_KEYS and k not in cfglib.LATER_KEYS and not cfglib.is_probe_key(k)}
   assert run_id(cfg) == hashlib.sha1(json.dumps(before, sort_keys=True, default=str).encode()).hexdigest()[:12]
   old = cfglib.to_dict(cfg)
   del old['optim']['warmup'], old['optim']['schedule'], old['train']['collapse']  # a run.json from before them
   del old['model']['init_scale'], old['data']['dim'], old['data']['spectrum'], old['model']['norm']
-  del old['model']['proj'], old['model']['gamma'], old['model']['bias'], old['pair'], old['callbacks'], old['callback']
+  del old['model']['proj'], old['model']['head'], old['model']['gamma'], old['model']['bias'], old['pair']
+  del old['callbacks'], old['callback']
   for key in ('teacher', 'in_dim', 'out_dim', 'train_size', 'test_size', 'noise_std', 'scale', 'alpha', 'topk',
-              'mean', 'std', 'online'):
+              'mean', 'std', 'online', 'train_per_group', 'val_per_group', 'test_per_group', 'val_split',
+              'bound_codewords', 'file'):
     del old['data'][key]
   for key in ('sharpness', 'hessian_trace', 'noise_scale', 'monitor_batch', 'eval_every_steps', 'snapshot_epochs',
-              'checkpoint_best', 'best_metric', 'best_mode', 'max_steps', 'evaluations', 'loss'):
+              'checkpoint_best', 'best_metric', 'best_mode', 'max_steps', 'evaluations', 'loss', 'violation'):
     del old['train'][key]
   assert cfglib.what_trains(old, sweep, []) == cfglib.what_trains(cfglib.to_dict(cfg), sweep, [])
   for changed in (dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, warmup=10)),

@@ -13,7 +13,7 @@ import pytest
 from ddjax.nn.models import make_model
 from ddjax.nn.registry import size_args
 from ddjax.train import StepSpec, init_member, train_step
-from tests.dense_reference import DenseCNN1D, DenseMLP, DenseResNet1D, DenseResNet2dLN
+from tests.dense_reference import DenseCNN1D, DenseMLP, DenseResNet1D, DenseResNet2dLN, DenseResNetLN
 from tests.helpers import close, hp_for, unstack
 
 K, W = 3, 8  # member width and padded width
@@ -115,6 +115,29 @@ def test_logits_and_gradients_match_dense(name, conv, dense_cls, batch):
   g_masked = jax.jit(jax.grad(masked_loss))(state['params'])
   close(active_slice(name, g_masked, dense_vars['params']), jax.jit(jax.grad(dense_loss))(params))
   assert inactive_abs_max(name, g_masked, dense_vars['params']) == 0.0
+
+
+def test_resnet_ln_at_depth_5_with_softplus_head_is_the_dense_model():
+  """The m-height expert (resnet_ln, 5 blocks, log2(1 + softplus) head): outputs and the gradients of a squared error
+  equal the dense width-K model's, with random numbers in every masked entry, which get no gradient."""
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(16, 6, 6, 8)), jnp.float32)
+  y = jnp.asarray(np.random.default_rng(1).uniform(0, 20, size=(16, 1)), jnp.float32)
+  model = make_model('resnet_ln', W, x.shape[1:], 1, 'lax', depth=5, head='softplus')
+  state = unstack(jax.jit(jax.vmap(lambda hp: init_member(StepSpec(model, 'adam', 16, 1), hp, x[0])))(hp_for([K])), 0)
+  dense = DenseResNetLN(K, num_classes=1, depth=5, head='softplus')
+  dense_params = jax.jit(dense.init)(jax.random.key(0), x[:2])['params']
+  params = active_slice('resnet_ln', state['params'], dense_params)
+  assert inactive_abs_max('resnet_ln', state['params'], dense_params) == 0.0
+  garbage = with_garbage('resnet_ln', state['params'], dense_params, 1)
+  masked_loss = jax.jit(jax.value_and_grad(lambda p: jnp.mean((model.apply({'params': p}, x, K) - y) ** 2)))
+  dense_loss = jax.jit(jax.value_and_grad(lambda p: jnp.mean((dense.apply({'params': p}, x) - y) ** 2)))
+  (got, g_masked), (want, g_dense) = masked_loss(garbage), dense_loss(params)
+  close(got, want)
+  # Ten LayerNorms deep, a float32 gradient that sums 576 terms of both signs rounds to about 1e-4 of its leaf's
+  # largest entry (a masking error is of order 1).
+  close(active_slice('resnet_ln', g_masked, dense_params), g_dense, rtol=1e-4)
+  assert inactive_abs_max('resnet_ln', g_masked, dense_params) == 0.0
+  assert float(jnp.min(model.apply({'params': garbage}, x, K))) >= 0.0  # log2(1 + softplus) never predicts below 0
 
 
 def five_batches(tiny_mnist1d):

@@ -13,10 +13,10 @@ a store.
 from ddjax.analysis.curves import (PowerLaw, fit_curve, kneedle, local_slope, log_binned, loss_shape,
                                    power_law_fit, psd_tail, resid_power)
 from ddjax.analysis.events import (DoubleDescent, Drop, Grokking, Spike, change_across, crossing_epoch,
-                                   double_descent_peak, grokking, grokking_summary, loss_spikes, saxe_mode, saxe_time,
-                                   sudden_drop, window_change)
+                                   default_window, double_descent_peak, drop_summary, grokking, grokking_summary,
+                                   loss_spikes, saxe_mode, saxe_time, step_spikes, sudden_drop, window_change)
 
 __all__ = ['DoubleDescent', 'Drop', 'Grokking', 'PowerLaw', 'Spike', 'change_across', 'crossing_epoch',
-           'double_descent_peak', 'fit_curve', 'grokking', 'grokking_summary', 'kneedle', 'local_slope', 'log_binned',
-           'loss_shape', 'loss_spikes', 'power_law_fit', 'psd_tail', 'resid_power', 'saxe_mode', 'saxe_time',
-           'sudden_drop', 'window_change']
+           'default_window', 'double_descent_peak', 'drop_summary', 'fit_curve', 'grokking', 'grokking_summary',
+           'kneedle', 'local_slope', 'log_binned', 'loss_shape', 'loss_spikes', 'power_law_fit', 'psd_tail',
+           'resid_power', 'saxe_mode', 'saxe_time', 'step_spikes', 'sudden_drop', 'window_change']

@@ -76,19 +76,26 @@ class Drop:
   fall: float        # (before - after) / before
 
 
-def sudden_drop(epochs, loss, window: float, min_fall: float = 0.3) -> Drop | None:
-  """The largest sudden fall of a loss curve (a validation loss that drops off a plateau, as in grokking on a
+def sudden_drop(epochs, loss, window: float, min_fall: float = 0.3, plateau: float = 0.1) -> Drop | None:
+  """The largest sudden fall of a loss curve off a plateau (a validation loss that drops, as in grokking on a
   regression task): at each evaluation, the median of the loss over the `window` epochs before it against the median
   over the `window` epochs after it; the evaluation where that fall, relative to the plateau before, is largest.
-  None if no fall reaches `min_fall` (a curve that only declines slowly, or oscillates). Medians make a single spike
-  on either side neither a plateau nor a drop."""
+  The window before must be a plateau: evaluations in both its halves, the second half's median at most `plateau`
+  (relative) below the first half's, so the first descent from the init, still falling, is no drop. None if no fall
+  reaches `min_fall` (a curve that only declines, or oscillates). Medians make a single spike on either side neither
+  a plateau nor a drop."""
   epochs, loss = np.asarray(epochs, float), np.asarray(loss, float)
   best = None
   for i, e in enumerate(epochs):
-    before = loss[(epochs >= e - window) & (epochs < e) & np.isfinite(loss)]
-    after = loss[(epochs > e) & (epochs <= e + window) & np.isfinite(loss)]
+    ok = np.isfinite(loss)
+    before = loss[(epochs >= e - window) & (epochs < e) & ok]
+    after = loss[(epochs > e) & (epochs <= e + window) & ok]
     if len(before) == 0 or len(after) == 0:
       continue
+    early = loss[(epochs >= e - window) & (epochs < e - window / 2) & ok]
+    late = loss[(epochs >= e - window / 2) & (epochs < e) & ok]
+    if len(early) == 0 or len(late) == 0 or np.median(late) < (1.0 - plateau) * np.median(early):
+      continue  # no whole window before it, or still falling into it: not a plateau
     b, a = float(np.median(before)), float(np.median(after))
     fall = (b - a) / b if b > 0 else 0.0
     if best is None or fall > best.fall:
@@ -103,6 +110,61 @@ def change_across(epochs, values, at: float, window: float) -> float:
   before = values[(epochs >= at - window) & (epochs < at) & np.isfinite(values)]
   after = values[(epochs > at) & (epochs <= at + window) & np.isfinite(values)]
   return float(after.mean() - before.mean()) if len(before) and len(after) else float('nan')
+
+
+def default_window(epochs) -> float:
+  """The sudden-drop window when none is given: 2% of the run, and at least two evaluation intervals."""
+  epochs = np.asarray(epochs, float)
+  if len(epochs) < 2:
+    return 1.0
+  return float(max(epochs[-1] / 50.0, 2.0 * np.median(np.diff(epochs))))
+
+
+def drop_summary(epochs, val_loss, train_loss, weight_norm, step_epochs=None, step_loss=None,
+                 window: float | None = None, min_fall: float = 0.3) -> dict:
+  """One member's sudden validation drop (sudden_drop on `val_loss` over `window` epochs, default_window if None)
+  and what moved with it: the train loss over the same windows from the step table (`step_epochs`, `step_loss`: every
+  optimizer step) where given, else from the evaluations; the weight norm's change; and what came after: the lowest
+  validation loss, its epoch, and how far the validation loss rose from it by the end while the train loss fell.
+  NaN where there is no drop."""
+  epochs, val = np.asarray(epochs, float), np.asarray(val_loss, float)
+  window = default_window(epochs) if window is None else float(window)
+  drop = sudden_drop(epochs, val, window, min_fall)
+  stepped = step_epochs is not None and len(step_epochs) > 0
+  t_epochs, t_loss = (step_epochs, step_loss) if stepped else (epochs, train_loss)
+  t_epochs, t_loss = np.asarray(t_epochs, float), np.asarray(t_loss, float)
+  nan = float('nan')
+  out = {'drop_window': window, 'drop_min_fall': min_fall, 'drop_epoch': nan, 'drop_val_before': nan,
+         'drop_val_after': nan, 'drop_fall': nan,
+         'drop_train_before': nan, 'drop_train_after': nan, 'drop_train_change': nan, 'drop_norm_change': nan,
+         'drop_train_from': 'steps' if stepped else 'evaluations'}
+  if drop is not None:
+    side = lambda lo, hi: t_loss[(t_epochs >= lo) & (t_epochs < hi) & np.isfinite(t_loss)]
+    before, after = side(drop.epoch - window, drop.epoch), side(drop.epoch + 1e-9, drop.epoch + window + 1e-9)
+    out.update(drop_epoch=drop.epoch, drop_val_before=drop.before, drop_val_after=drop.after, drop_fall=drop.fall,
+               drop_train_before=float(before.mean()) if len(before) else nan,
+               drop_train_after=float(after.mean()) if len(after) else nan,
+               drop_train_change=change_across(t_epochs, t_loss, drop.epoch, window),
+               drop_norm_change=change_across(epochs, weight_norm, drop.epoch, window))
+  finite = np.isfinite(val)
+  if finite.any():
+    best = int(np.argmin(np.where(finite, val, np.inf)))
+    last = int(np.flatnonzero(finite)[-1])
+    out.update(val_min=float(val[best]), val_min_epoch=float(epochs[best]), val_final=float(val[last]),
+               val_rise=float(val[last] - val[best]), train_final=float(np.asarray(train_loss, float)[last]))
+  return out
+
+
+def step_spikes(step_epochs, step_loss, smooth: int = 1, factor: float = 10.0, floor: float = 1e-3) -> dict:
+  """Train-loss spikes on the step table (loss_spikes on every optimizer step's batch loss, after a running median
+  over `smooth` steps, so that one noisy batch is no spike): their count, peak epochs and heights."""
+  epochs, loss = np.asarray(step_epochs, float), np.asarray(step_loss, float)
+  if smooth > 1 and len(loss) >= smooth:
+    windows = np.lib.stride_tricks.sliding_window_view(loss, smooth)
+    loss, epochs = np.median(windows, axis=-1), epochs[smooth - 1:]
+  spikes = loss_spikes(epochs, loss, factor, floor)
+  return {'step_spike_count': len(spikes), 'step_spike_epochs': [s.peak_epoch for s in spikes],
+          'step_spike_heights': [s.height for s in spikes]}
 
 
 @dataclass

@@ -57,6 +57,17 @@ class DataConfig:
   p: int = _f(53, 'modular: the modulus (also the number of classes)')
   groups: str = _f('all', "mheight: (n, k, m) groups written n/k/m joined by '+', or all (21 groups)")
   workers: int = _f(0, 'mheight: processes computing heights (0: one per core); cached on disk after')
+  train_per_group: int = _f(0, 'mheight: training codes per group, the first of each (0: num_samples x train_split)')
+  val_per_group: int = _f(0, 'mheight: validation codes per group, after the training ones; val_loss then drives '
+                          'keep_best and the grokking analysis (0: no validation split)')
+  test_per_group: int = _f(0, 'mheight, with val_per_group: held-out test codes per group, after those (0: the rest '
+                           'of num_samples)')
+  val_split: float = _f(0.0, 'modular: fraction of the pairs held out for validation besides the test pairs; '
+                        'val_loss and val_error then drive keep_best and the grokking analysis (0: train and test)')
+  bound_codewords: int = _f(0, "mheight: per code, the largest m-height of this many random codewords, a lower "
+                            'bound of h that train.violation penalises (0: none)')
+  file: str = _f('', 'mheight: read the codes from this table instead of generating them (.csv, .parquet, .npz or '
+                 '.npy; columns n, k, m, p0, p1, ... and h, inf allowed); run ids use its content, not its path')
   dim: int = _f(16, 'linear_teacher: input and output dimension')
   spectrum: str = _f('4/2/1/0.5', "linear_teacher, teacher spectrum: the teacher's nonzero singular values joined "
                      "by '/' (its rank is their number)")
@@ -82,7 +93,7 @@ class DataConfig:
 class ModelConfig:
   name: str = _f('cnn1d', 'architecture', _registered_models)
   width: int = _f(16, 'base width (hidden units, channels of the first stage, or d_model)')
-  depth: int = _f(2, 'mlp, deep_linear: hidden layers; resmlp: residual blocks')
+  depth: int = _f(2, 'mlp, deep_linear: hidden layers; resmlp, resnet_ln: residual blocks')
   seed: int | None = _f(None, 'seed of the parameter init (default: seed)')
   conv: str = _f('auto', 'convolution form: lax, im2col, or auto (im2col on CPU, lax elsewhere)',
                  ('auto', 'lax', 'im2col'))
@@ -93,6 +104,8 @@ class ModelConfig:
   gamma: float | None = _f(None, 'deep_linear, mlp: every weight drawn from N(0, width^-gamma), the init of '
                             'the deep-linear-network literature (times model.init_scale; none: the default init)')
   bias: bool = _f(False, 'deep_linear: biases in every layer (initialised like the weights)')
+  head: str = _f('linear', "resnet_ln: the output, linear, or softplus: log2(1 + softplus(z)), a regression of log2 "
+                 'h for h >= 1 (m-heights) that never predicts below 0', ('linear', 'softplus'))
   proj: int = _f(0, 'resnet1d_small, cnn1d_bn: a bias-free linear projector from the features to this many '
                  'dimensions before the classifier, masked like width (0: none)')
 
@@ -122,6 +135,8 @@ class TrainConfig:
                         'the epoch grid of eval_points and eval_every)')
   loss: str = _f('auto', 'auto: cross-entropy, or for regression the squared error summed over the outputs; '
                  "mse_mean: the squared error's mean over the outputs (PyTorch's MSELoss)", ('auto', 'mse_mean'))
+  violation: float = _f(0.0, 'regression with lower bounds (data.bound_codewords): the training loss adds '
+                        'violation x relu(bound - prediction)^2 per example (0: off)')
   eval_points: int = _f(30, 'log-spaced evaluation epochs (the last epoch is always evaluated)')
   eval_every: int = _f(0, 'also evaluate every N epochs (0: only the log-spaced grid)')
   eval_every_steps: int = _f(0, 'also evaluate every N optimizer steps, within epochs too (0: off; rows carry '
@@ -149,8 +164,10 @@ class TrainConfig:
                        'test, or validation, loss) in the checkpoint')
   checkpoint_best: int = _f(0, "keep each member's K best states (by train.best_metric) in the checkpoint, read with "
                             "member_variables(..., 'best:i') (0: one with train.keep_best, else none)")
-  best_metric: str = _f('test_loss', 'what the best states are best at (an evaluation column of the base probes)',
-                        ('test_loss', 'train_loss', 'test_error', 'train_error', 'test_error_noisy'))
+  best_metric: str = _f('test_loss', 'what the best states are best at (an evaluation column of the base probes); '
+                        'with a validation split test_loss and test_error select by val_loss and val_error, so the '
+                        'held-out test split never chooses', ('test_loss', 'train_loss', 'test_error', 'train_error',
+                                                              'test_error_noisy', 'val_loss', 'val_error'))
   best_mode: str = _f('min', 'best is the lowest (min) or the highest (max) value of train.best_metric',
                       ('min', 'max'))
   collapse: bool = _f(False, 'record neural collapse (nc1..nc4, ddjax.metrics) of the output layer\'s input on the '
@@ -278,7 +295,9 @@ LATER_KEYS = {'optim.warmup': 0, 'optim.schedule': 'constant', 'train.collapse':
               'data.mean': 0.0, 'data.std': 1.0, 'data.online': False, 'model.gamma': None, 'model.bias': False,
               'train.max_steps': 0, 'train.evaluations': 0, 'train.loss': 'auto', 'pair': '', 'callbacks': '',
               'callback.step': 0, 'callback.batch_size': 0, 'callback.schedule': '', 'callback.every': 0,
-              'callback.factor': 1.0}
+              'callback.factor': 1.0, 'model.head': 'linear', 'data.train_per_group': 0, 'data.val_per_group': 0,
+              'data.test_per_group': 0, 'data.val_split': 0.0, 'data.bound_codewords': 0, 'data.file': '',
+              'train.violation': 0.0}
 
 
 def snapshot_epochs(text: str) -> tuple[int, ...]:
@@ -307,11 +326,15 @@ def ignored_keys(flat: dict[str, Any]) -> set[str]:
 
 def identity(flat: dict[str, Any]) -> dict[str, Any]:
   """A flat {key: value} config without its execution-only and probe keys, its later keys at their old defaults and
-  the keys it ignores (ignored_keys)."""
+  the keys it ignores (ignored_keys); data.file stands as its content hash."""
   ignored = ignored_keys(flat)
-  return {k: v for k, v in flat.items()
-          if k not in EXECUTION_KEYS and not is_probe_key(k) and not (k in LATER_KEYS and v == LATER_KEYS[k])
-          and k not in ignored}
+  out = {k: v for k, v in flat.items()
+         if k not in EXECUTION_KEYS and not is_probe_key(k) and not (k in LATER_KEYS and v == LATER_KEYS[k])
+         and k not in ignored}
+  if out.get('data.file'):  # the file's content, not its path: a moved file keeps its runs, an edited one does not
+    from ddjax.data.codes import file_digest
+    out['data.file'] = file_digest(out['data.file'])
+  return out
 
 
 def fields(cfg: Any, prefix: str = '') -> dict[str, dataclasses.Field]:

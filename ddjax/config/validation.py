@@ -57,6 +57,7 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
   rules['train.evaluations'] = (lambda v: v >= 0, 'must be >= 0 (0: the epoch grid)')
   rules['data.noise_std'] = (lambda v: 0 <= v < math.inf, 'must be a finite number >= 0')
   rules['model.gamma'] = (lambda v: v is None or math.isfinite(v), 'must be a finite number, or none')
+  rules['train.violation'] = (lambda v: 0 <= v < math.inf, 'must be a finite number >= 0 (0: off)')
   for key, (ok, what) in rules.items():
     for v in sweep.get(key, [get(cfg, key)]):
       if not ok(v):
@@ -69,6 +70,11 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
         takes = [name for name, m in MODELS.items() if 'norm' in m.options]
         raise ConfigError(f"bad value {norm!r} for model.norm: {model} has no BatchNorm to set (allowed: auto; "
                           f"models that take it: {', '.join(takes)})")
+    for head in sweep.get('model.head', [cfg.model.head]):
+      if head != 'linear' and 'head' not in MODELS[model].options:
+        takes = [name for name, m in MODELS.items() if 'head' in m.options]
+        raise ConfigError(f"bad value {head!r} for model.head: {model} has a linear output (allowed: linear; models "
+                          f"that take it: {', '.join(takes)})")
     projs = sweep.get('model.proj', [cfg.model.proj])
     if 0 in projs and max(projs) > 0:
       raise ConfigError(f"bad value 0 in model.proj={','.join(map(str, projs))}: a member without a projector and "
@@ -113,6 +119,10 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
     if not keeps and any(v != LATER_KEYS[key] for v in sweep.get(key, [get(cfg, key)])):
       raise ConfigError(f'{key} says which states are best, but none are kept: set train.keep_best=true or '
                         'train.checkpoint_best=K')
+  if any(sweep.get('train.violation', [cfg.train.violation])) and not all(
+      sweep.get('data.bound_codewords', [cfg.data.bound_codewords])):
+    raise ConfigError('train.violation penalises predictions below a lower bound, and there is none: set '
+                      'data.bound_codewords=N (mheight: the largest height of N random codewords per code)')
   _validate_probes(cfg, sweep)
   # Each combination of the data keys (member keys aside): the dataset's own checks, then the batch size.
   keys = [k for k in fields(cfg) if k.startswith('data.') and k not in MEMBER_KEYS]

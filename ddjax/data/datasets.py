@@ -113,78 +113,33 @@ def _modular_pairs(d) -> int:
 def _check_modular(d) -> None:
   if d.op == 'div' and any(d.p % q == 0 for q in range(2, int(d.p ** 0.5) + 1)):
     raise ValueError(f'bad value {d.p!r} for data.p: division mod p needs a prime p')
-  check_split(d, int(_modular_pairs(d) * d.train_split), _modular_pairs(d))
+  total = _modular_pairs(d)
+  if not 0.0 <= d.val_split < 1.0 or (d.val_split and int(total * d.val_split) < 1):
+    raise ValueError(f'bad value {d.val_split!r} for data.val_split: must be in [0, 1) and leave at least one '
+                     f'validation pair of {total}')
+  check_split(d, int(total * d.train_split), total - int(total * d.val_split))
 
 
-@register_dataset('modular', shape=lambda d: ((2,), d.p), inputs='tokens', options=('op', 'p'),
+@register_dataset('modular', shape=lambda d: ((2,), d.p), inputs='tokens', options=('op', 'p', 'val_split'),
                   validate=_check_modular, train_examples=lambda d: int(_modular_pairs(d) * d.train_split),
                   help='every pair (a, b) labelled a op b mod p, split at data.train_split (grokking)')
 def _load_modular(d) -> Dataset:
-  return modular(d.op, d.p, d.train_split, d.seed)
+  return modular(d.op, d.p, d.train_split, d.seed, d.val_split)
 
 
-def modular(op: str = 'add', p: int = 53, train_split: float = 0.6, seed: int = 42) -> Dataset:
+def modular(op: str = 'add', p: int = 53, train_split: float = 0.6, seed: int = 42, val_split: float = 0.0) -> Dataset:
   """Every pair (a, b) with a, b in [0, p) (b != 0 for div) labelled a op b mod p, split at random (from `seed`)
-  into train and test; inputs are the int32 tokens (a, b)."""
+  into train, validation (val_split of the pairs, after the training ones; none at 0) and test (the rest); inputs
+  are the int32 tokens (a, b)."""
   a, b = (g.ravel() for g in np.meshgrid(np.arange(p), np.arange(1 if op == 'div' else 0, p), indexing='ij'))
   y = MODULAR_OPS[op](a, b, p)
   order = np.random.default_rng(seed).permutation(len(a))
-  n_train = int(len(a) * train_split)
+  n_train, n_val = int(len(a) * train_split), int(len(a) * val_split)
   x = np.stack([a, b], axis=1).astype(np.int32)[order]
   y = y.astype(np.int32)[order]
-  return Dataset(x[:n_train], y[:n_train], x[n_train:], y[n_train:], p)
+  test = slice(n_train + n_val, None)
+  val = {'x_val': x[n_train:test.start], 'y_val': y[n_train:test.start]} if n_val else {}
+  return Dataset(x[:n_train], y[:n_train], x[test], y[test], p, **val)
 
 
-def _mheight_shape(d) -> tuple[tuple[int, ...], int]:
-  from ddjax.data import mheight as mh
-  spec = mh.parse_groups(d.groups)
-  return (max(k for _, k, _ in spec), max(n - k for n, k, _ in spec), 2 + max(m for *_, m in spec)), 1
-
-
-def _check_mheight(d) -> None:
-  from ddjax.data.mheight import parse_groups
-  try:
-    groups = len(parse_groups(d.groups))
-  except ValueError as e:
-    raise ValueError(f'bad value {d.groups!r} for data.groups: {e}') from None
-  check_split(d, int(d.num_samples * d.train_split) * groups, d.num_samples * groups)
-
-
-def _mheight_examples(d) -> int:
-  from ddjax.data.mheight import parse_groups
-  return int(d.num_samples * d.train_split) * len(parse_groups(d.groups))
-
-
-@register_dataset('mheight', shape=_mheight_shape, inputs='grid', task='regress', options=('groups', 'workers'),
-                  validate=_check_mheight, train_examples=_mheight_examples,
-                  help='log2 m-heights of random systematic codes over (n, k, m) groups (regression)')
-def _load_mheight(d) -> Dataset:
-  return mheight(d.groups, d.num_samples, d.train_split, d.seed, d.workers)
-
-
-def mheight(groups: str = 'all', num_samples: int = 6250, train_split: float = 0.8, seed: int = 42,
-            workers: int = 0) -> Dataset:
-  """m-height regression over (n, k, m) groups: `num_samples` codes per group, the first train_split of each group
-  for training. Input (K, R, 2 + M): P / 100 zero-padded to the largest k x (n - k), a mask of P's entries, and a
-  one-hot of m (broadcast); target log2(h_m), +inf where the height is infinite (kept, excluded from the loss)."""
-  from ddjax.data import mheight as mh
-  spec = mh.parse_groups(groups)
-  rows, cols, ms = max(k for _, k, _ in spec), max(n - k for n, k, _ in spec), max(m for *_, m in spec)
-  n_train = int(num_samples * train_split)
-  parts = {'x_train': [], 'y_train': [], 'x_test': [], 'y_test': []}
-  for n, k, m in spec:
-    P, h = mh.sample_group(n, k, m, num_samples, seed, workers=workers or None)
-    x = np.zeros((num_samples, rows, cols, 2 + ms), np.float32)
-    x[:, :k, :n - k, 0] = P / 100.0
-    x[:, :k, :n - k, 1] = 1.0
-    x[:, :, :, 1 + m] = 1.0
-    with np.errstate(divide='ignore'):
-      y = np.log2(h).astype(np.float32)
-    for split, sl in (('train', slice(0, n_train)), ('test', slice(n_train, None))):
-      parts[f'x_{split}'].append(x[sl])
-      parts[f'y_{split}'].append(y[sl])
-  arrays = {k: np.concatenate(v) for k, v in parts.items()}
-  info = (('train_infinite', int(np.isinf(arrays['y_train']).sum())),
-          ('test_infinite', int(np.isinf(arrays['y_test']).sum())))
-  return Dataset(arrays['x_train'], arrays['y_train'], arrays['x_test'], arrays['y_test'], 1, task='regress',
-                 info=info)
+from ddjax.data.codes import mheight  # noqa: E402, F401 - registers data.name=mheight; its old home

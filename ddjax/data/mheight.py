@@ -200,6 +200,18 @@ def height_vertex(P: np.ndarray, m: int) -> float:
   return float(heights_vertex(np.asarray(P)[None], m)[0])
 
 
+def heights_sampled(P: np.ndarray, m: int, codewords: int, seed: int) -> np.ndarray:
+  """Per code of P (N, k, n-k): the largest m-height among `codewords` random codewords c = u G (u ~ N(0, I_k),
+  from `seed`), a lower bound of h_m (every c is a nonzero codeword; equal to h_m only by luck)."""
+  P = np.asarray(P)
+  G = generator_matrix(P)                                                      # (N, k, n)
+  u = np.random.default_rng(seed).standard_normal((codewords, P.shape[0], P.shape[-2]))  # more: the same ones first
+  c = np.sort(np.abs(np.einsum('cNk,Nkn->Ncn', u, G)), axis=-1)[..., ::-1]    # (N, codewords, n), decreasing
+  with np.errstate(divide='ignore', invalid='ignore'):
+    ratio = c[..., 0] / c[..., m]
+  return np.where(np.isnan(ratio), 1.0, ratio).max(axis=-1)
+
+
 # ---------------------------------------------------------------- data set
 
 def _cache_path(n: int, k: int, m: int, count: int, seed: int) -> Path:

@@ -29,6 +29,17 @@ class Dataset:
   modes: int = 0           # singular modes of the input-output correlation that deep linear networks report
   online: Any = None       # with data.online: (key, n) -> (x, y), n fresh examples drawn on the device (a hashable
                            # callable: it is part of the compiled step); training batches come from it, not x_train
+  x_val: Any = None        # a validation split (data.val_per_group, data.val_split): val_loss, val_error drive
+  y_val: Any = None        # keep_best and the grokking analysis; None: train and test only
+  bounds: bool = False     # regression targets (N, 2): the target and a lower bound of it (data.bound_codewords)
+
+  @property
+  def held_out(self) -> dict[str, Any]:
+    """The arrays evaluated besides the training set: test, and validation where there is one."""
+    out = {'x_test': self.x_test, 'y_test': self.y_test}
+    if self.x_val is not None:
+      out.update(x_val=self.x_val, y_val=self.y_val)
+    return out
 
   @property
   def input_shape(self) -> tuple[int, ...]:

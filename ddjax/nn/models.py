@@ -215,13 +215,15 @@ class PreActResNet(nn.Module):
   ndim: int = 1
   dtype: str = 'float32'
   norm: str = 'batch'  # 'batch' | 'layer' (LayerNorm over the channels of each position) | 'none'
+  final_norm: bool = False  # norm and ReLU after the last block, before the pool (resnet_ln)
+  head_kind: str = 'linear'  # 'linear' | 'softplus' (regression of log2 h: log2(1 + softplus(z)) >= 0)
 
   INPUT_LAYERS = ('stem',)
 
   @property
   def TAPS(self) -> tuple[str, ...]:  # noqa: N802 - the protocol's name
     blocks = [f'stage{s}_block{b}_out' for s, n in enumerate(self.stage_blocks) for b in range(n)]
-    return ('stem_out', *blocks, 'pool')  # after each residual add; pool: the head's input
+    return ('stem_out', *blocks, *(('final',) if self.final_norm else ()), 'pool')  # pool: the head's input
 
   @nn.compact
   def __call__(self, x, width, train: bool = False):
@@ -239,9 +241,13 @@ class PreActResNet(nn.Module):
                         self.dtype, self.norm, name=f'stage{s}_block{b}')(x, mask, out_mask, train)
         tap(self, f'stage{s}_block{b}_out', x)
         mask = out_mask
+    if self.final_norm:
+      x = nn.relu(_norm(self.norm, 'final_norm')(x, mask, train))
+      tap(self, 'final', x)
     x = x.mean(axis=tuple(range(1, 1 + self.ndim)))
     tap(self, 'pool', x)
-    return MaskedDense(self.num_classes, dtype=self.dtype, name='head')(x, mask, jnp.ones(self.num_classes))
+    return output_head(self.head_kind, MaskedDense(self.num_classes, dtype=self.dtype, name='head')(
+        x, mask, jnp.ones(self.num_classes)))
 
   def macs(self, width: int) -> float:
     spatial = list(self.input_shape[:self.ndim])
@@ -260,6 +266,14 @@ class PreActResNet(nn.Module):
           total += pix * cin * cout
         cin = cout
     return total + cin * self.num_classes
+
+
+def output_head(kind: str, z):
+  """model.head: the output layer's z as it is (linear), or log2(1 + softplus(z)) (softplus): a regression of
+  log2 h for a quantity h >= 1 (an m-height) through h = 1 + softplus(z), so predictions are never below 0."""
+  if kind == 'linear':
+    return z
+  return jnp.log2(1.0 + nn.softplus(z.astype(jnp.float32)))
 
 
 def batch_norm(norm: str) -> str:
@@ -294,6 +308,19 @@ def resnet2d_ln(max_width: int, num_classes: int = 1, input_shape: Sequence[int]
   return PreActResNet(max_width=max_width, num_classes=num_classes, input_shape=tuple(input_shape), conv=conv,
                       stage_blocks=(1, 1), stage_mults=(1, 2), stage_strides=(1, 1), ndim=2, dtype=dtype,
                       norm='layer')
+
+
+@register_model('resnet_ln', inputs=('image', 'grid'), options=('depth', 'head'),
+                help='constant-width pre-activation conv ResNet with LayerNorm, model.depth blocks (the m-height '
+                     'expert: 64 x 5)')
+def resnet_ln(max_width: int, num_classes: int = 1, input_shape: Sequence[int] = (6, 6, 8), conv: str = 'lax',
+              dtype: str = 'float32', depth: int = 5, head: str = 'linear') -> PreActResNet:
+  """The m-height project's expert: stem conv3 to `width` channels, `depth` pre-activation blocks of that width
+  (LayerNorm-ReLU-conv3-LayerNorm-ReLU-conv3 plus the identity, stride 1), LayerNorm-ReLU, global average pool,
+  Dense; `head='softplus'` outputs log2(1 + softplus(z)) (output_head)."""
+  return PreActResNet(max_width=max_width, num_classes=num_classes, input_shape=tuple(input_shape), conv=conv,
+                      stage_blocks=(depth,), stage_mults=(1,), stage_strides=(1,), ndim=2, dtype=dtype, norm='layer',
+                      final_norm=True, head_kind=head)
 
 
 @register_model('transformer', inputs=('tokens',), help="Nanda et al.'s one-layer transformer, d_model = width "

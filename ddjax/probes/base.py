@@ -24,14 +24,15 @@ def weight_norms(params) -> dict[str, jax.Array]:
 
 
 @register_probe('losses', always=True, columns=('train_loss', 'test_loss', 'train_error', 'test_error',
-                                                'test_error_noisy'),
-                progress=('train_error', 'test_error', 'train_loss', 'test_loss'),  # regression: no errors
+                                                'test_error_noisy', 'val_loss', 'val_error'),
+                progress=('train_error', 'val_error', 'test_error', 'train_loss', 'val_loss', 'test_loss'),
                 options={'train_examples': Option(0, 'training examples, evenly spaced through the training set, '
                                                      'that train_loss and train_error are measured on (0: all)',
                                                   check=lambda v: v >= 0, must='must be >= 0')},
                 help="training loss and error on the member's own (noisy) labels, test loss and error on clean "
-                     'labels and the test error on the noisy label distribution (classification: cross-entropy '
-                     'in nats; regression: squared error, no errors)')
+                     'labels and the test error on the noisy label distribution, and with a validation split its '
+                     'loss and error (classification: cross-entropy in nats; regression: squared error, no '
+                     'errors)')
 def losses(ctx, train_examples: int = 0):
   x, y = ctx.probe_batch(train_examples) if train_examples else (ctx.x_train, ctx.labels_N)
   train_loss, train_error = ctx.dataset_stats(x, y)
@@ -40,6 +41,9 @@ def losses(ctx, train_examples: int = 0):
   if ctx.spec.task == 'classify':
     out.update(train_error=train_error, test_error=test_error,
                test_error_noisy=noisy_test_error(test_error, ctx.hp['noise'], ctx.spec.num_classes))
+  if ctx.x_val is not None:  # a validation split: what selection and the grokking analysis read
+    val_loss, val_error = ctx.dataset_stats(ctx.x_val, ctx.y_val)
+    out.update(val_loss=val_loss, **({'val_error': val_error} if ctx.spec.task == 'classify' else {}))
   return out
 
 

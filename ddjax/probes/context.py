@@ -45,6 +45,8 @@ class EvalContext:
   target_weight: Callable    # (y) -> per-example weight (0 for targets that do not count)
   key: jax.Array             # the member's key for probes' random draws (from its batch seed)
   epoch: jax.Array = None    # epochs completed (float32; fractional within an epoch)
+  x_val: jax.Array | None = None  # the validation split (data.val_per_group, data.val_split); None: none
+  y_val: jax.Array | None = None
   probe_state: Any = None    # a probe with a state (ProbeSpec.state): its own, as it was after its last run
 
   @property
