@@ -203,20 +203,37 @@ def test_best_checkpoint_holds_the_lowest_validation_loss(grok_run):
       assert float(loss) == pytest.approx(want, rel=1e-4), which
 
 
-def test_mheight_small_preset_runs_with_infinite_heights_flagged(tmp_path):
+def test_mheight_cpu_preset_in_miniature_selects_by_validation_and_reports(tmp_path):
+  """The mheight_cpu preset, shrunk (3 groups, one with infinite heights, 10 epochs): three splits per group with
+  their infinite heights counted, val_loss recorded and choosing the best state (never the test split), the step
+  table, the drop analysis and a report in the structure of a note."""
   out = tmp_path / 'mh'
-  stdout = run_experiment('grokking', out, '--task', 'mheight', '--preset', 'mheight_small', '--no-progress',
-                          'train.epochs=10', 'data.workers=1')
+  groups = '9/4/2+9/5/3+10/5/5'
+  stdout = run_experiment('grokking', out, '--preset', 'mheight_cpu', '--no-progress', '--report',
+                          f'data.groups={groups}', 'data.num_samples=60', 'data.train_per_group=24',
+                          'data.val_per_group=20', 'model.width=4', 'model.depth=1', 'train.batch_size=16',
+                          'train.epochs=10', 'train.eval_every=2', 'data.workers=1')
   df = pd.read_parquet(out / 'results.parquet')
-  assert sorted(df['optim.wd']) == [0.01, 0.1]
-  from ddjax.data.datasets import mheight
-  ds = mheight('9/4/2+9/5/3+10/5/5', 300, 0.8, 42, workers=1)  # the cached data of the run
-  assert (df['train_infinite'] == np.isinf(ds.y_train).sum()).all() and df['train_infinite'].iloc[0] > 0
-  assert (df['test_infinite'] == np.isinf(ds.y_test).sum()).all()
-  for _, r in df.iterrows():  # finite log2-MSE (infinite targets excluded) that falls while training
-    assert np.all(np.isfinite(r['train_loss'])) and r['train_loss'][-1] < r['train_loss'][0]
-    assert 'train_error' not in df.columns and np.isfinite(r['best_test_loss'])
-  assert (out / 'curves.png').exists() and 'final validation loss' in stdout
+  assert sorted(df['optim.wd']) == [0.1, 0.3, 1.0]
+  from ddjax.data.codes import mheight
+  ds = mheight(groups, 60, 0.8, 42, workers=1, train_per_group=24, val_per_group=20)  # the cached data of the run
+  assert (len(ds.y_train), len(ds.y_val), len(ds.y_test)) == (72, 60, 48)
+  for split in ('train', 'val', 'test'):
+    assert (df[f'{split}_infinite'] == np.isinf(getattr(ds, f'y_{split}')).sum()).all()
+  assert df['train_infinite'].iloc[0] > 0
+  for _, r in df.iterrows():  # finite log2-MSE (infinite targets excluded); the best state is the lowest val_loss
+    assert np.all(np.isfinite(r['train_loss'])) and np.all(np.isfinite(r['val_loss']))
+    assert r['best_val_loss'] == pytest.approx(np.min(r['val_loss']), rel=1e-6)
+    assert r['best_epoch'] == r['epoch'][int(np.argmin(r['val_loss']))]
+    assert 'drop_epoch' in r and r['drop_train_from'] == 'steps'
+  assert 'train_error' not in df.columns and 'best_test_loss' not in df.columns
+  steps = pd.read_parquet(out / 'steps.parquet')
+  assert len(steps) == 3 * 10 * (72 // 16) and np.isfinite(steps['step_loss']).all()
+  report = (out / 'report.md').read_text()
+  for part in ('## Setup', '## Methods', '## Results', '## Figures', '## Limitations', 'step_loss.png',
+               '24 for training, 20 for validation'):
+    assert part in report, part
+  assert 'final validation loss' in stdout
 
 
 def test_plot_command_reads_the_store_and_writes_only_when_asked(grok_run, tmp_path, capsys):
