@@ -353,7 +353,8 @@ def _check_same_run(out: Path, cfg: cfglib.Config, sweep: dict[str, list], zips:
     stored = json.loads((out / 'run.json').read_text())
   except (OSError, ValueError) as e:
     _fail(f'--resume: cannot read {out / "run.json"} ({e})')
-  before = cfglib.what_trains(stored.get('config', {}), stored.get('sweep', {}), stored.get('zip', []))
+  before = cfglib.what_trains(stored.get('config', {}), stored.get('sweep', {}), stored.get('zip', []),
+                              stored.get('contents'))
   now = cfglib.what_trains(cfglib.to_dict(cfg), sweep, zips)
   for key in sorted(set(before) | set(now)):
     if before.get(key) != now.get(key):

@@ -115,7 +115,7 @@ def invocation(record: dict[str, Any]) -> str | None:
   invocation. None without a recorded --rerun filter."""
   if 'config' not in record or 'rerun' not in record:
     return None
-  trains = cfglib.what_trains(record['config'], record.get('sweep', {}), record.get('zip', []))
+  trains = cfglib.what_trains(record['config'], record.get('sweep', {}), record.get('zip', []), record.get('contents'))
   return json.dumps([trains, _rerun_conditions(record['rerun'])], sort_keys=True, default=str)
 
 

@@ -83,9 +83,11 @@ def member_rows(job: Job, buckets: list, meta: dict[str, Any]) -> list[dict[str,
 
 def run_record(cfg: cfglib.Config, sweep: dict[str, list], jobs: list[Job]) -> dict[str, Any]:
   """What run.json holds; `--resume` requires the same config and sweep. `plugins`: every plugin file this process
-  imported (worker processes and later commands import them again)."""
+  imported (worker processes and later commands import them again); `contents`: each data.file's content hash."""
+  files = {v for v in [cfg.data.file, *sweep.get('data.file', [])] if v}
   return {'config': cfglib.to_dict(cfg), 'sweep': sweep, 'versions': versions(), 'device': device_name(),
-          'jobs': len(jobs), 'members': sum(len(j.members) for j in jobs), 'plugins': plugins.loaded()}
+          'jobs': len(jobs), 'members': sum(len(j.members) for j in jobs), 'plugins': plugins.loaded(),
+          **({'contents': {p: cfglib.file_content(p) for p in sorted(files)}} if files else {})}
 
 
 def experiment_of(out) -> str | None:

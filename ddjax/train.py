@@ -113,8 +113,9 @@ def init_member(spec: StepSpec, hp, x_example) -> dict[str, Any]:
 def member_labels(spec: StepSpec, hp, y_train) -> jax.Array:
   """The member's training labels: noisy with its own probability, drawn once from its noise seed (classification);
   regression targets plus data.noise_std x N(0, 1) from its noise seed."""
-  if spec.task == 'regress':
-    return y_train + hp['noise_std'] * jax.random.normal(member_key(hp, 'noise'), y_train.shape, y_train.dtype)
+  if spec.task == 'regress':  # (a lower bound, last with data.bound_codewords, stays as it is)
+    noise = hp['noise_std'] * jax.random.normal(member_key(hp, 'noise'), y_train.shape, y_train.dtype)
+    return y_train + (noise.at[..., -1].set(0.0) if spec.bounds else noise)
   return noisy_labels(member_key(hp, 'noise'), y_train, hp['noise'], spec.num_classes)
 
 
@@ -342,8 +343,8 @@ class BucketFns:
   labels: Callable    # (hp_M, y_train) -> labels_MxN
   epoch: Callable     # (state_M, hp_M, labels_MxN, x_train, epoch) -> (state_M, loss_M, step values); donates state
   segment: Callable   # (state_M, hp_M, labels_MxN, x_train, epoch, start, stop) -> as epoch, for those steps only
-  evaluate: Callable  # (state_M, hp_M, labels_MxN, x_train, x_test, y_test, epoch, which=None) -> metrics of
-                      # shape (M,) (and the new probe states, 'probe_state')
+  evaluate: Callable  # (state_M, hp_M, labels_MxN, x_train, x_test, y_test, epoch, val, which=None) -> metrics of
+                      # shape (M,) (and the new probe states, 'probe_state'); val: (x_val, y_val) or None
   evaluate_program: Callable  # which -> the jitted evaluation of those probes (None: all)
   remember_best: Callable  # (state_M, test_loss_M, epoch) -> state_M; donates state
 

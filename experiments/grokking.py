@@ -59,18 +59,27 @@ PRESETS = {
     # mheight in miniature, the same design (model family, AdamW, log2-MSE, three splits, validation every 5 epochs,
     # the step table) at CPU scale: 200 training / 200 validation / 100 test codes per group, 16 channels x 3
     # blocks, batch 128 (the source's 4% of the training set). It keeps each member's lr x wd x steps, the number
-    # of weight-decay e-folds over the run (2.6 / 7.8 / 26): 8,640 steps at lr 3e-3 with wd 0.1 / 0.3 / 1 against
-    # 260,000 steps at lr 1e-3 with wd 0.01 / 0.03 / 0.1.
+    # of weight-decay e-folds over the run (2.5 / 7.5 / 25): 8,320 steps (32 a epoch) at lr 3e-3 with wd 0.1 / 0.3 / 1
+    # against mheight's 250,000 (25 whole batches a epoch) at lr 1e-3 with wd 0.01 / 0.03 / 0.1.
     'mheight_cpu': Preset(
         Config(seed=0, probes='step_metrics',
                data=DataConfig(name='mheight', groups='all', num_samples=500, train_per_group=200,
                                val_per_group=200, seed=42),
                model=ModelConfig(name='resnet_ln', width=16, depth=3),
                optim=OptimConfig(name='adamw', lr=3e-3, wd=0.3),
-               train=TrainConfig(epochs=270, batch_size=128, eval_points=30, eval_every=5, keep_best=True)),
+               train=TrainConfig(epochs=260, batch_size=128, eval_points=30, eval_every=5, keep_best=True)),
         sweep={'optim.wd': [0.1, 0.3, 1.0]},
         about='mheight in miniature: 21 groups x 200 training / 200 validation codes, ResNet-LayerNorm 16 x 3, AdamW '
-              'lr 3e-3 batch 128, wd 0.1/0.3/1 (the same lr x wd x steps), 270 epochs (2-core CPU: about 13 min)'),
+              'lr 3e-3 batch 128, wd 0.1/0.3/1 (the same lr x wd x steps), 260 epochs (2-core CPU: about 5 min)'),
+    # The mheight preset before the study (two splits, the two-stage resnet2d_ln): its stores resume with it.
+    'mheight_2split': Preset(
+        Config(seed=0,
+               data=DataConfig(name='mheight', groups='all', num_samples=6250, train_split=0.8, seed=42),
+               model=ModelConfig(name='resnet2d_ln', width=32),
+               optim=OptimConfig(name='adamw', lr=1e-3, wd=0.03),
+               train=TrainConfig(epochs=10000, batch_size=4096, eval_points=30, eval_every=5, keep_best=True)),
+        sweep={'optim.wd': [0.01, 0.03, 0.1]},
+        about='the mheight preset of earlier versions (train/test split, resnet2d_ln 32): resume its stores with it'),
     'mheight_small': Preset(
         Config(seed=0,
                data=DataConfig(name='mheight', groups='9/4/2+9/5/3+10/5/5', num_samples=300, train_split=0.8,

@@ -44,7 +44,7 @@ def held(df: pd.DataFrame) -> str:
 def steps_of(out) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
   """run id -> (fractional epochs, step losses, steps per epoch) of the step table, for members that recorded one
   (probes=step_metrics). The table's epoch is the 1-based epoch a step belongs to: its k-th step of n is at epoch
-  epoch - 1 + k / n."""
+  epoch - 1 + k / n (n of the epoch before for a last epoch that stopped part way, train.max_steps)."""
   try:
     steps = results.load_sweep(Path(out), table='steps')
   except (FileNotFoundError, ValueError):
@@ -53,10 +53,13 @@ def steps_of(out) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
     return {}
   steps = steps.sort_values(['run_id', 'step'])
   by_epoch = steps.groupby(['run_id', 'epoch'])['step']
-  frac = steps['epoch'] - 1 + (by_epoch.cumcount() + 1) / by_epoch.transform('size')
-  steps = steps.assign(frac=frac.to_numpy(float))
-  return {rid: (g['frac'].to_numpy(float), g['step_loss'].to_numpy(float),
-                max(1, int(np.median(g.groupby('epoch').size())))) for rid, g in steps.groupby('run_id')}
+  size = by_epoch.transform('size')
+  full = steps.groupby('run_id')['epoch'].transform('max') > steps['epoch']  # the last epoch may stop part way
+  per_epoch = size.where(full).groupby(steps['run_id']).ffill().fillna(size)  # the last: as the epoch before it
+  frac = steps['epoch'] - 1 + (by_epoch.cumcount() + 1) / per_epoch
+  steps = steps.assign(frac=frac.to_numpy(float), per_epoch=per_epoch.to_numpy(float))
+  return {rid: (g['frac'].to_numpy(float), g['step_loss'].to_numpy(float), max(1, int(g['per_epoch'].max())))
+          for rid, g in steps.groupby('run_id')}
 
 
 def _metric(df: pd.DataFrame, row, split: str) -> np.ndarray:
@@ -85,7 +88,8 @@ def analyse(out, threshold: float | None = None, write: bool = False, window: fl
     for name in dict.fromkeys((split, 'test')):
       s[f'final_{name}_loss'] = float(r[f'{name}_loss'][-1]) if len(r[f'{name}_loss']) else float('nan')
     if not regress:
-      s['final_test_accuracy'] = 1.0 - float(r['test_error'][-1]) if len(r['test_error']) else float('nan')
+      for name in dict.fromkeys((split, 'test')):
+        s[f'final_{name}_accuracy'] = 1.0 - float(r[f'{name}_error'][-1]) if len(r[f'{name}_error']) else float('nan')
     s['grokking_threshold'] = threshold
     step_epochs, step_loss, per_epoch = steps.get(r['run_id'], (None, None, 1))
     s.update(analysis.drop_summary(r['epoch'], r[f'{split}_loss'], r['train_loss'], r['weight_norm'], step_epochs,
@@ -262,7 +266,8 @@ def _fmt(v) -> str:
 def summary_lines(df: pd.DataFrame) -> list[str]:
   """One line per member: crossings, spikes, the sudden validation drop and the final validation metric."""
   split = held(df)
-  final = f'final_{split}_loss' if is_regression(df) else 'final_test_accuracy'
+  final = f'final_{split}_loss' if is_regression(df) else f'final_{split}_accuracy'
+  final = final if final in df.columns else 'final_test_accuracy'  # a store analysed before validation splits
   out = []
   for _, r in df.iterrows():
     line = (f'{_label(df, r) or "member " + str(r["member"])}: memorised at epoch {_fmt(r["memorisation_epoch"])}, '

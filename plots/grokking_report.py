@@ -48,6 +48,10 @@ def _setup(cfg: dict, df: pd.DataFrame) -> list[str]:
   return lines
 
 
+def _moved(change: float) -> str:
+  return '' if not np.isfinite(change) else ' (it rose)' if change > 0 else ' (it fell)'
+
+
 def _member(df: pd.DataFrame, r, split: str) -> str:
   """One paragraph of results for a member."""
   name = _label(df, r) or f'member {r["member"]}'
@@ -58,8 +62,8 @@ def _member(df: pd.DataFrame, r, split: str) -> str:
     text = (f'**{name}**: the validation loss fell at epoch {r["drop_epoch"]:g} from {_num(r["drop_val_before"])} to '
             f'{_num(r["drop_val_after"])} ({100 * r["drop_fall"]:.0f}%, medians over {r["drop_window"]:g} epochs on '
             f'each side). Over the same windows the train loss ({r["drop_train_from"]}) went from '
-            f'{_num(r["drop_train_before"])} to {_num(r["drop_train_after"])} '
-            f'({"rose" if r["drop_train_change"] > 0 else "fell"}), and the weight norm changed by '
+            f'{_num(r["drop_train_before"])} to {_num(r["drop_train_after"])}'
+            f'{_moved(r["drop_train_change"])}, and the weight norm changed by '
             f'{_num(r["drop_norm_change"], "+.3g")}.')
   if np.isfinite(r.get('val_min', np.nan)):
     text += (f' Lowest validation loss {_num(r["val_min"])} at epoch {r["val_min_epoch"]:g}; at the end validation '
@@ -73,6 +77,7 @@ def write(out: Path, dest: Path, df: pd.DataFrame, figures: list[Path]) -> Path:
   metric = 'log2-MSE' if regress else 'accuracy'
   ordered = df.sort_values(WD) if WD in df.columns else df
   held_name = 'validation' if split == 'val' else 'test'
+  min_fall = df['drop_min_fall'].iloc[0] if 'drop_min_fall' in df.columns else 0.3
   seeds = ('One seed per weight decay: nothing here measures seed-to-seed spread.' if _one_seed(df) else
            'Several seeds: the table lists each member.')
   lines = [f"# Grokking on {cfg.get('data', {}).get('name', '?')}: {len(df)} members", '', '## Setup', '',
@@ -81,14 +86,17 @@ def write(out: Path, dest: Path, df: pd.DataFrame, figures: list[Path]) -> Path:
            f"{df['grokking_threshold'].iloc[0]:g} (validation at or after memorisation)"
            + ('; selection (keep_best) and this analysis read the validation split, the test split is only reported.'
               if split == 'val' else '; there is no separate validation split, so the test split plays its part.'),
-           '- Sudden drop: at each evaluation, the median validation loss over the window before it against the median '
-           'over the window after it; the evaluation with the largest relative fall, if it reaches the threshold '
-           '(ddjax.analysis.sudden_drop). The train loss over the same windows comes from the step table (every '
-           'optimizer step) where the run recorded one.',
+           f'- Sudden drop: at each evaluation, the median {held_name} loss over the window before it against the '
+           'median over the window after it, where the window before is a plateau (its second half at most 10% below '
+           'its first, so the first descent from the init is none); the evaluation with the largest relative fall, '
+           f'if it is at least {100 * min_fall:.0f}% (ddjax.analysis.sudden_drop). The train loss '
+           'over the same windows comes from the step table (every optimizer step\'s batch loss, a violation '
+           'penalty included) where the run recorded one, else from the evaluations.',
            '- Spikes: train loss above 10x its running minimum (and above 1e-3), at evaluation points and, with a '
            'step table, over a running median of one epoch of steps.', '', '## Results', '']
   lines += [_member(df, r, split) + '\n' for _, r in ordered.iterrows()]
-  head = ['member', 'drop epoch', 'val before', 'val after', 'train before', 'train after', 'weight norm change',
+  head = ['member', 'drop epoch', f'{split} before', f'{split} after', 'train before', 'train after',
+          'weight norm change',
           'eval spikes', 'step spikes', f'min {split} loss (epoch)', f'final {split}', 'final train', 'final test']
   lines += ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   for _, r in ordered.iterrows():

@@ -13,6 +13,7 @@ import optax
 import pandas as pd
 import pytest
 
+from ddjax import analysis
 from ddjax import config as cfglib
 from ddjax import run as runlib
 from ddjax.data.datasets import modular
@@ -226,6 +227,10 @@ def test_mheight_cpu_preset_in_miniature_selects_by_validation_and_reports(tmp_p
     assert r['best_val_loss'] == pytest.approx(np.min(r['val_loss']), rel=1e-6)
     assert r['best_epoch'] == r['epoch'][int(np.argmin(r['val_loss']))]
     assert 'drop_epoch' in r and r['drop_train_from'] == 'steps'
+    crossing = analysis.crossing_epoch(r['epoch'], r['val_loss'], 1.0, above=False,
+                                       after=r['memorisation_epoch'] - 1e-9 if np.isfinite(r['memorisation_epoch'])
+                                       else np.inf)
+    assert crossing == r['grokking_epoch'] or np.isnan(crossing) and np.isnan(r['grokking_epoch'])
   assert 'train_error' not in df.columns and 'best_test_loss' not in df.columns
   steps = pd.read_parquet(out / 'steps.parquet')
   assert len(steps) == 3 * 10 * (72 // 16) and np.isfinite(steps['step_loss']).all()

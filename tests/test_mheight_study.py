@@ -180,3 +180,33 @@ def test_sudden_drop_and_train_change_from_the_step_table():
   spikes = analysis.step_spikes(step_epochs, step_loss, smooth=4)
   assert spikes['step_spike_count'] == 1 and 1200 <= spikes['step_spike_epochs'][0] < 1204
   assert analysis.step_spikes(step_epochs, step_loss, smooth=32)['step_spike_count'] == 0  # under half the median
+
+
+@pytest.mark.parametrize('argv,message', [
+    (['data.name=teacher', 'model.name=deep_linear', 'data.bound_codewords=8', 'train.violation=1'],
+     'data.bound_codewords: data.name=teacher does not read it'),
+    (['data.name=modular', 'model.name=embed_mlp', 'data.val_per_group=10'], 'data.val_per_group: data.name=modular'),
+    (['data.name=mheight', 'model.name=resnet_ln', 'train.keep_best=true', 'train.best_metric=val_loss'],
+     'has no validation split'),
+    (['data.name=mheight', 'model.name=resnet_ln', 'train.violation=1'], 'there is none'),
+    (['data.name=mheight', 'model.name=resmlp', 'model.head=softplus'], 'resmlp has a linear output'),
+])
+def test_study_keys_are_refused_where_they_mean_nothing(argv, message):
+  with pytest.raises(cfglib.ConfigError, match=message):  # apply_overrides validates
+    cfglib.apply_overrides(cfglib.Config(), {}, argv)
+
+
+def test_resume_compares_the_codes_file_by_its_content_when_the_run_started(cache, tmp_path):
+  """A moved file (same content) is the same run; a file edited in place since the run started is not."""
+  path = tmp_path / 'codes.csv'
+  _write_codes(path, [(9, 4, 2)])
+  cfg = cfglib.replace(cfglib.replace(cfglib.Config(), 'data.name', 'mheight'), 'data.file', str(path))
+  from ddjax.store import run_record
+  record = run_record(cfg, {}, [])
+  moved = tmp_path / 'moved.csv'
+  path.rename(moved)
+  now = cfglib.replace(cfg, 'data.file', str(moved))
+  before = cfglib.what_trains(record['config'], {}, [], record['contents'])
+  assert before == cfglib.what_trains(cfglib.to_dict(now), {}, [])
+  _write_codes(moved, [(9, 4, 3)])
+  assert before != cfglib.what_trains(cfglib.to_dict(now), {}, [])

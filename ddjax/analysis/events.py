@@ -95,7 +95,7 @@ def sudden_drop(epochs, loss, window: float, min_fall: float = 0.3, plateau: flo
     early = loss[(epochs >= e - window) & (epochs < e - window / 2) & ok]
     late = loss[(epochs >= e - window / 2) & (epochs < e) & ok]
     if len(early) == 0 or len(late) == 0 or np.median(late) < (1.0 - plateau) * np.median(early):
-      continue  # no whole window before it, or still falling into it: not a plateau
+      continue  # no evaluation in one half of the window before it, or still falling into it: not a plateau
     b, a = float(np.median(before)), float(np.median(after))
     fall = (b - a) / b if b > 0 else 0.0
     if best is None or fall > best.fall:

@@ -11,13 +11,15 @@ from ddjax.config.compat import rerun_conditions, rerun_filter, what_trains
 from ddjax.config.files import load_config_file
 from ddjax.config.grammar import apply_overrides, check_zip, parse_scalar, parse_values, parse_zip
 from ddjax.config.schema import (EXECUTION_KEYS, LATER_KEYS, MEMBER_KEYS, PROBE_ALIASES, SIZE_KEYS, Config, ConfigError,
-                                 DataConfig, ModelConfig, OptimConfig, TrainConfig, choices_of, fields, flatten,
+                                 DataConfig, ModelConfig, OptimConfig, TrainConfig, choices_of, fields, file_content,
+                                 flatten,
                                  from_dict, get, identity, is_probe_key, probe_uses, replace, snapshot_epochs, to_dict,
                                  to_json)
 from ddjax.config.validation import describe, train_examples, validate
 
 __all__ = ['EXECUTION_KEYS', 'LATER_KEYS', 'MEMBER_KEYS', 'PROBE_ALIASES', 'SIZE_KEYS', 'Config', 'ConfigError',
            'DataConfig', 'ModelConfig', 'OptimConfig', 'TrainConfig', 'apply_overrides', 'check_zip', 'choices_of',
-           'describe', 'fields', 'flatten', 'from_dict', 'get', 'identity', 'is_probe_key', 'load_config_file',
-           'parse_scalar', 'parse_values', 'parse_zip', 'probe_uses', 'replace', 'rerun_conditions', 'rerun_filter',
-           'snapshot_epochs', 'to_dict', 'to_json', 'train_examples', 'validate', 'what_trains']
+           'describe', 'fields', 'file_content', 'flatten', 'from_dict', 'get', 'identity', 'is_probe_key',
+           'load_config_file', 'parse_scalar', 'parse_values', 'parse_zip', 'probe_uses', 'replace',
+           'rerun_conditions', 'rerun_filter', 'snapshot_epochs', 'to_dict', 'to_json', 'train_examples', 'validate',
+           'what_trains']

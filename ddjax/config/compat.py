@@ -6,16 +6,19 @@ import json
 from typing import Any, Callable, Sequence
 
 from ddjax.config.grammar import parse_values
-from ddjax.config.schema import EXECUTION_KEYS, Config, ConfigError, fields, flatten, get, identity
+from ddjax.config.schema import EXECUTION_KEYS, Config, ConfigError, fields, file_content, flatten, get, identity
 
 
-def what_trains(config: dict[str, Any], sweep: dict[str, list], zips: Sequence[Sequence[str]]) -> dict[str, Any]:
+def what_trains(config: dict[str, Any], sweep: dict[str, list], zips: Sequence[Sequence[str]],
+                contents: dict[str, str] | None = None) -> dict[str, Any]:
   """What a run trains, as {key: value} to compare two runs by (a run record's config dict, sweep and zip groups):
   the fixed keys, and each swept key's values or each zip group's value tuples in a canonical order ('sweep of a
   with b' -> [[a0, b0], [a1, b1], ...] sorted), since members are found by run id, not by position. Execution-only
-  keys are left out."""
+  keys are left out; data.file is its content hash (`contents`: the run record's, as it was when the run started)."""
   config, sweep = json.loads(json.dumps(config, default=str)), json.loads(json.dumps(sweep, default=str))
-  keys = {k: v for k, v in identity(flatten(config)).items() if k not in sweep}
+  keys = {k: v for k, v in identity(flatten(config), contents).items() if k not in sweep}
+  if 'data.file' in sweep:
+    sweep = dict(sweep, **{'data.file': [file_content(v, contents) if v else v for v in sweep['data.file']]})
   zipped = set()
   for group in map(sorted, zips):
     if all(k in sweep for k in group):

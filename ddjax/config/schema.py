@@ -324,16 +324,22 @@ def ignored_keys(flat: dict[str, Any]) -> set[str]:
   return out
 
 
-def identity(flat: dict[str, Any]) -> dict[str, Any]:
+def file_content(path: str, contents: dict[str, str] | None = None) -> str:
+  """What stands for data.file=`path` in a run's identity: its content hash, as recorded in `contents` (a run record's
+  {path: hash} when it started) or as the file is now."""
+  from ddjax.data.codes import file_digest
+  return (contents or {}).get(path) or file_digest(path)
+
+
+def identity(flat: dict[str, Any], contents: dict[str, str] | None = None) -> dict[str, Any]:
   """A flat {key: value} config without its execution-only and probe keys, its later keys at their old defaults and
-  the keys it ignores (ignored_keys); data.file stands as its content hash."""
+  the keys it ignores (ignored_keys); data.file stands as its content hash (file_content)."""
   ignored = ignored_keys(flat)
   out = {k: v for k, v in flat.items()
          if k not in EXECUTION_KEYS and not is_probe_key(k) and not (k in LATER_KEYS and v == LATER_KEYS[k])
          and k not in ignored}
   if out.get('data.file'):  # the file's content, not its path: a moved file keeps its runs, an edited one does not
-    from ddjax.data.codes import file_digest
-    out['data.file'] = file_digest(out['data.file'])
+    out['data.file'] = file_content(out['data.file'], contents)
   return out
 
 

@@ -103,7 +103,7 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
       for metric in sweep.get('train.best_metric', [cfg.train.best_metric]):
         if 'error' in metric:
           raise ConfigError(f'bad value {metric!r} for train.best_metric: {data} is a regression task, with no '
-                            'errors (allowed: test_loss, train_loss)')
+                            'errors (allowed: test_loss, train_loss, val_loss)')
       for noise in sweep.get('data.noise', [cfg.data.noise]):
         if noise:
           raise ConfigError(f"bad value {noise!r} for data.noise: {data} is a regression task (allowed: 0)")
@@ -119,10 +119,7 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
     if not keeps and any(v != LATER_KEYS[key] for v in sweep.get(key, [get(cfg, key)])):
       raise ConfigError(f'{key} says which states are best, but none are kept: set train.keep_best=true or '
                         'train.checkpoint_best=K')
-  if any(sweep.get('train.violation', [cfg.train.violation])) and not all(
-      sweep.get('data.bound_codewords', [cfg.data.bound_codewords])):
-    raise ConfigError('train.violation penalises predictions below a lower bound, and there is none: set '
-                      'data.bound_codewords=N (mheight: the largest height of N random codewords per code)')
+  _validate_split_keys(cfg, sweep)
   _validate_probes(cfg, sweep)
   # Each combination of the data keys (member keys aside): the dataset's own checks, then the batch size.
   keys = [k for k in fields(cfg) if k.startswith('data.') and k not in MEMBER_KEYS]
@@ -138,6 +135,37 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
     for b in sweep.get('train.batch_size', [cfg.train.batch_size]):
       if n_train is not None and b > n_train:
         raise ConfigError(f"bad value {b!r} for train.batch_size: larger than the {n_train} training examples")
+
+
+SPLIT_KEYS = ('data.train_per_group', 'data.val_per_group', 'data.test_per_group', 'data.val_split',
+              'data.bound_codewords', 'data.file')  # options of some datasets that would change run ids silently
+
+
+def _validate_split_keys(cfg: Config, sweep: dict[str, list]) -> None:
+  """The split and m-height keys only where the dataset reads them; validation metrics only with a validation
+  split; train.violation only with lower bounds to penalise."""
+  from ddjax.data.registry import DATASETS
+  for data in sweep.get('data.name', [cfg.data.name]):
+    spec = DATASETS[data]
+    for key in SPLIT_KEYS:
+      off = LATER_KEYS[key]
+      for v in sweep.get(key, [get(cfg, key)]):
+        if v != off and key.split('.')[1] not in spec.options:
+          takes = [n for n, d in DATASETS.items() if key.split('.')[1] in d.options]
+          raise ConfigError(f"bad value {v!r} for {key}: data.name={data} does not read it (allowed: {off!r}; "
+                            f"datasets that take it: {', '.join(takes)})")
+  bounds = all(sweep.get('data.bound_codewords', [cfg.data.bound_codewords]))
+  if any(sweep.get('train.violation', [cfg.train.violation])) and not bounds:
+    raise ConfigError('train.violation penalises predictions below a lower bound, and there is none: set '
+                      'data.bound_codewords=N (mheight: the largest height of N random codewords per code)')
+  for metric in sweep.get('train.best_metric', [cfg.train.best_metric]):
+    if metric.startswith('val_'):
+      keys = ('data.name', 'data.val_per_group', 'data.val_split')
+      for values in itertools.product(*(sweep.get(k, [get(cfg, k)]) for k in keys)):
+        d = dataclasses.replace(cfg.data, **{k.split('.')[1]: v for k, v in zip(keys, values)})
+        if not DATASETS[d.name].has_validation(d):
+          raise ConfigError(f'bad value {metric!r} for train.best_metric: data.name={d.name} has no validation '
+                            'split here (mheight: data.val_per_group=N; modular: data.val_split=F)')
 
 
 def dataset_spec_options(names) -> set[str]:

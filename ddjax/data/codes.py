@@ -172,7 +172,7 @@ def _train_examples(d) -> int:
 @register_dataset('mheight', shape=_shape, inputs='grid', task='regress',
                   options=('groups', 'workers', 'train_per_group', 'val_per_group', 'test_per_group',
                            'bound_codewords', 'file'),
-                  validate=_check, train_examples=_train_examples,
+                  validate=_check, train_examples=_train_examples, has_validation=lambda d: d.val_per_group > 0,
                   help='log2 m-heights of random systematic codes over (n, k, m) groups, or of data.file '
                        '(regression)')
 def _load(d) -> Dataset:

@@ -122,6 +122,7 @@ def _check_modular(d) -> None:
 
 @register_dataset('modular', shape=lambda d: ((2,), d.p), inputs='tokens', options=('op', 'p', 'val_split'),
                   validate=_check_modular, train_examples=lambda d: int(_modular_pairs(d) * d.train_split),
+                  has_validation=lambda d: d.val_split > 0,
                   help='every pair (a, b) labelled a op b mod p, split at data.train_split (grokking)')
 def _load_modular(d) -> Dataset:
   return modular(d.op, d.p, d.train_split, d.seed, d.val_split)

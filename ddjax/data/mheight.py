@@ -204,12 +204,15 @@ def heights_sampled(P: np.ndarray, m: int, codewords: int, seed: int) -> np.ndar
   """Per code of P (N, k, n-k): the largest m-height among `codewords` random codewords c = u G (u ~ N(0, I_k),
   from `seed`), a lower bound of h_m (every c is a nonzero codeword; equal to h_m only by luck)."""
   P = np.asarray(P)
-  G = generator_matrix(P)                                                      # (N, k, n)
   u = np.random.default_rng(seed).standard_normal((codewords, P.shape[0], P.shape[-2]))  # more: the same ones first
-  c = np.sort(np.abs(np.einsum('cNk,Nkn->Ncn', u, G)), axis=-1)[..., ::-1]    # (N, codewords, n), decreasing
-  with np.errstate(divide='ignore', invalid='ignore'):
-    ratio = c[..., 0] / c[..., m]
-  return np.where(np.isnan(ratio), 1.0, ratio).max(axis=-1)
+  out = np.empty(P.shape[0])
+  for lo in range(0, P.shape[0], _CHUNK):  # (chunk, codewords, n) at a time
+    G = generator_matrix(P[lo:lo + _CHUNK])                                    # (chunk, k, n)
+    c = np.sort(np.abs(np.einsum('cNk,Nkn->Ncn', u[:, lo:lo + _CHUNK], G)), axis=-1)[..., ::-1]  # decreasing
+    with np.errstate(divide='ignore', invalid='ignore'):
+      ratio = c[..., 0] / c[..., m]
+    out[lo:lo + _CHUNK] = np.where(np.isnan(ratio), 1.0, ratio).max(axis=-1)
+  return out
 
 
 # ---------------------------------------------------------------- data set

@@ -66,6 +66,7 @@ class DatasetSpec:
   check_available: Callable[[Any], None] | None = None  # cheap check before any work; raises DataMissing
   augment: str = 'none'                           # what data.augment=auto means for it (load_dataset applies it)
   help: str = ''
+  has_validation: Callable[[Any], bool] = lambda d: False  # whether the data config gives a validation split
 
   @property
   def module(self) -> str:
@@ -84,14 +85,14 @@ DATASETS: dict[str, DatasetSpec] = {}
 def register_dataset(name: str, *, shape: Callable, inputs: str, task: str = 'classify',
                      options: Sequence[str] = (), validate: Callable | None = None,
                      train_examples: Callable | None = None, check_available: Callable | None = None,
-                     augment: str = 'none', help: str = '') -> Callable:
+                     augment: str = 'none', help: str = '', has_validation: Callable | None = None) -> Callable:
   """Decorator registering a loader `load(data_cfg) -> Dataset` as `data.name=NAME`."""
   if task not in ('classify', 'regress'):
     raise ValueError(f"dataset {name}: task must be 'classify' or 'regress', not {task!r}")
 
   def register(load):
     spec = DatasetSpec(name, load, shape, inputs, task, tuple(options), validate, train_examples or split_examples,
-                       check_available, augment, help)
+                       check_available, augment, help, has_validation or (lambda d: False))
     return plugins.add(DATASETS, 'dataset', name, spec, load)
   return register
 
