@@ -17,6 +17,7 @@ note with the figures.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -41,25 +42,47 @@ def held(df: pd.DataFrame) -> str:
   return 'val' if 'val_loss' in df.columns else 'test'
 
 
-def steps_of(out) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
+def steps_of(out, df: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
   """run id -> (fractional epochs, step losses, steps per epoch) of the step table, for members that recorded one
-  (probes=step_metrics). The table's epoch is the 1-based epoch a step belongs to: its k-th step of n is at epoch
-  epoch - 1 + k / n (n of the epoch before for a last epoch that stopped part way, train.max_steps)."""
+  (probes=step_metrics). The table's epoch is the 1-based epoch a step belongs to; step s of epoch e is at epoch
+  e - 1 + (s - steps before e) / (e's steps per epoch), from the member's epoch plan (timeline.epoch_plan: phases and
+  a last epoch that stops part way end an epoch short), where the dataset's training size is known without loading;
+  else e - 1 + k / n for the k-th of the epoch's n steps."""
   try:
     steps = results.load_sweep(Path(out), table='steps')
   except (FileNotFoundError, ValueError):
     return {}
   if not len(steps) or 'step_loss' not in steps.columns:
     return {}
-  steps = steps.sort_values(['run_id', 'step'])
-  by_epoch = steps.groupby(['run_id', 'epoch'])['step']
-  size = by_epoch.transform('size')
-  full = steps.groupby('run_id')['epoch'].transform('max') > steps['epoch']  # the last epoch may stop part way
-  per_epoch = size.where(full).groupby(steps['run_id']).ffill().fillna(size)  # the last: as the epoch before it
-  frac = steps['epoch'] - 1 + (by_epoch.cumcount() + 1) / per_epoch
-  steps = steps.assign(frac=frac.to_numpy(float), per_epoch=per_epoch.to_numpy(float))
-  return {rid: (g['frac'].to_numpy(float), g['step_loss'].to_numpy(float), max(1, int(g['per_epoch'].max())))
-          for rid, g in steps.groupby('run_id')}
+  configs = dict(zip(df['run_id'], df['config'])) if 'config' in df.columns else {}
+  out_ = {}
+  for rid, g in steps.sort_values(['run_id', 'step']).groupby('run_id'):
+    epoch, step = g['epoch'].to_numpy(int), g['step'].to_numpy(float)
+    plan = _plan(configs.get(rid))
+    if plan is not None and epoch.max() <= len(plan):
+      first = np.array([p.first for p in plan], float)[epoch - 1]
+      spe = np.array([p.steps_per_epoch for p in plan], float)[epoch - 1]
+      frac, per_epoch = epoch - 1 + (step - first) / spe, int(np.median(spe))
+    else:
+      sizes = g.groupby('epoch')['step'].transform('size').to_numpy(float)
+      frac, per_epoch = epoch - 1 + (g.groupby('epoch').cumcount().to_numpy() + 1) / sizes, int(np.median(sizes))
+    out_[rid] = (frac, g['step_loss'].to_numpy(float), max(1, per_epoch))
+  return out_
+
+
+def _plan(config_json):
+  """A member's epoch plan from its stored config (None where the training size needs the data loaded)."""
+  if not isinstance(config_json, str):
+    return None
+  from ddjax import config as cfglib
+  from ddjax.data.registry import train_examples
+  from ddjax.timeline import epoch_plan
+  try:
+    cfg = cfglib.from_dict(json.loads(config_json))
+    n = train_examples(cfg.data)
+    return epoch_plan(cfg, n) if n else None
+  except (ValueError, KeyError, cfglib.ConfigError):
+    return None
 
 
 def _metric(df: pd.DataFrame, row, split: str) -> np.ndarray:
@@ -80,7 +103,7 @@ def analyse(out, threshold: float | None = None, write: bool = False, window: fl
   df = load(out)
   regress, split = is_regression(df), held(df)
   threshold = threshold if threshold is not None else LOSS_THRESHOLD if regress else ACC_THRESHOLD
-  steps = steps_of(out)
+  steps = steps_of(out, df)
   rows = []
   for _, r in df.iterrows():
     s = analysis.grokking_summary(r['epoch'], _metric(df, r, 'train'), _metric(df, r, split), r['train_loss'],
@@ -252,7 +275,7 @@ def plot_all(out, dest: Path | None = None, table: pd.DataFrame | None = None) -
   dest = Path(dest or out)
   dest.mkdir(parents=True, exist_ok=True)
   paths = [curves(df, dest / 'curves.png'), weight_norms(df, dest / 'weight_norm.png')]
-  if steps := steps_of(out):
+  if steps := steps_of(out, df):
     paths.append(step_losses(df, steps, dest / 'step_loss.png'))
   if WD in df.columns and df[WD].nunique() > 1:
     paths.append(grokking_vs_wd(df, dest / 'grokking_vs_wd.png')[0])

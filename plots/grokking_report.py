@@ -55,18 +55,20 @@ def _moved(change: float) -> str:
 def _member(df: pd.DataFrame, r, split: str) -> str:
   """One paragraph of results for a member."""
   name = _label(df, r) or f'member {r["member"]}'
+  held_name = 'validation' if split == 'val' else 'test'
   if not np.isfinite(r.get('drop_epoch', np.nan)):
-    text = (f'**{name}**: no sudden validation drop (no fall off a plateau by {100 * r.get("drop_min_fall", 0.3):.0f}% '
-            f'or more between windows of {_num(r.get("drop_window"), "g")} epochs).')
+    text = (f'**{name}**: no sudden {held_name} drop (no fall off a plateau by '
+            f'{100 * r.get("drop_min_fall", 0.3):.0f}% or more between windows of '
+            f'{_num(r.get("drop_window"), "g")} epochs).')
   else:
-    text = (f'**{name}**: the validation loss fell at epoch {r["drop_epoch"]:g} from {_num(r["drop_val_before"])} to '
+    text = (f'**{name}**: the {held_name} loss fell at epoch {r["drop_epoch"]:g} from {_num(r["drop_val_before"])} to '
             f'{_num(r["drop_val_after"])} ({100 * r["drop_fall"]:.0f}%, medians over {r["drop_window"]:g} epochs on '
             f'each side). Over the same windows the train loss ({r["drop_train_from"]}) went from '
             f'{_num(r["drop_train_before"])} to {_num(r["drop_train_after"])}'
             f'{_moved(r["drop_train_change"])}, and the weight norm changed by '
             f'{_num(r["drop_norm_change"], "+.3g")}.')
   if np.isfinite(r.get('val_min', np.nan)):
-    text += (f' Lowest validation loss {_num(r["val_min"])} at epoch {r["val_min_epoch"]:g}; at the end validation '
+    text += (f' Lowest {held_name} loss {_num(r["val_min"])} at epoch {r["val_min_epoch"]:g}; at the end {held_name} '
              f'{_num(r["val_final"])} (up {_num(r["val_rise"])} from its lowest) and train {_num(r["train_final"])}.')
   return text
 

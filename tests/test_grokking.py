@@ -234,6 +234,10 @@ def test_mheight_cpu_preset_in_miniature_selects_by_validation_and_reports(tmp_p
   assert 'train_error' not in df.columns and 'best_test_loss' not in df.columns
   steps = pd.read_parquet(out / 'steps.parquet')
   assert len(steps) == 3 * 10 * (72 // 16) and np.isfinite(steps['step_loss']).all()
+  from plots.grokking import steps_of
+  for epochs, _, per_epoch in steps_of(out, df).values():  # step k of epoch e at e - 1 + k / 4
+    assert per_epoch == 4
+    np.testing.assert_allclose(epochs, np.arange(1, 41) / 4)
   report = (out / 'report.md').read_text()
   for part in ('## Setup', '## Methods', '## Results', '## Figures', '## Limitations', 'step_loss.png',
                '24 for training, 20 for validation'):

@@ -1,4 +1,5 @@
-"""What a run trains, for --resume's comparison, and the --rerun filter of member configs."""
+"""A run's identity (what its run ids hash), what a run trains (for --resume's comparison), and the --rerun filter
+of member configs."""
 
 from __future__ import annotations
 
@@ -6,7 +7,37 @@ import json
 from typing import Any, Callable, Sequence
 
 from ddjax.config.grammar import parse_values
-from ddjax.config.schema import EXECUTION_KEYS, Config, ConfigError, fields, file_content, flatten, get, identity
+from ddjax.config.schema import EXECUTION_KEYS, LATER_KEYS, Config, ConfigError, fields, flatten, get, is_probe_key
+
+
+def ignored_keys(flat: dict[str, Any]) -> set[str]:
+  """Keys a config sets that do not change what it trains: train.epochs under train.max_steps, and the epoch grid
+  of evaluations under train.evaluations."""
+  out = set()
+  if flat.get('train.max_steps'):
+    out.add('train.epochs')
+    if flat.get('train.evaluations'):
+      out |= {'train.eval_points', 'train.eval_every', 'train.eval_every_steps'}
+  return out
+
+
+def file_content(path: str, contents: dict[str, str] | None = None) -> str:
+  """What stands for data.file=`path` in a run's identity: its content hash, as recorded in `contents` (a run record's
+  {path: hash} when it started) or as the file is now."""
+  from ddjax.data.codes import file_digest
+  return (contents or {}).get(path) or file_digest(path)
+
+
+def identity(flat: dict[str, Any], contents: dict[str, str] | None = None) -> dict[str, Any]:
+  """A flat {key: value} config without its execution-only and probe keys, its later keys at their old defaults and
+  the keys it ignores (ignored_keys); data.file stands as its content hash (file_content)."""
+  ignored = ignored_keys(flat)
+  out = {k: v for k, v in flat.items()
+         if k not in EXECUTION_KEYS and not is_probe_key(k) and not (k in LATER_KEYS and v == LATER_KEYS[k])
+         and k not in ignored}
+  if out.get('data.file'):  # the file's content, not its path: a moved file keeps its runs, an edited one does not
+    out['data.file'] = file_content(out['data.file'], contents)
+  return out
 
 
 def what_trains(config: dict[str, Any], sweep: dict[str, list], zips: Sequence[Sequence[str]],

@@ -104,6 +104,10 @@ class ModelConfig:
   gamma: float | None = _f(None, 'deep_linear, mlp: every weight drawn from N(0, width^-gamma), the init of '
                             'the deep-linear-network literature (times model.init_scale; none: the default init)')
   bias: bool = _f(False, 'deep_linear: biases in every layer (initialised like the weights)')
+  param: str = _f('sp', 'parametrization (ddjax.nn.param): sp (standard), ntk or mup (Yang et al.), per-layer init '
+                  'and learning-rate multipliers of width / model.base_width', ('sp', 'ntk', 'mup'))
+  base_width: int = _f(1, 'ntk, mup: the width at which the parametrization is sp (its multipliers are powers of '
+                       'width / base_width)')
   head: str = _f('linear', "resnet_ln: the output, linear, or softplus: log2(1 + softplus(z)), a regression of log2 "
                  'h for h >= 1 (m-heights) that never predicts below 0', ('linear', 'softplus'))
   proj: int = _f(0, 'resnet1d_small, cnn1d_bn: a bias-free linear projector from the features to this many '
@@ -270,7 +274,7 @@ def probe_uses(cfg: Config) -> dict[str, dict[str, Any]]:
 MEMBER_KEYS = frozenset({
     'seed', 'model.width', 'model.seed', 'train.batch_seed', 'data.noise', 'data.noise_seed',
     'optim.lr', 'optim.wd', 'optim.momentum', 'optim.b1', 'optim.b2', 'optim.eps', 'optim.warmup',
-    'model.init_scale', 'model.proj', 'data.noise_std', 'model.gamma', 'pair'})
+    'model.init_scale', 'model.proj', 'data.noise_std', 'model.gamma', 'pair', 'model.param', 'model.base_width'})
 
 # Member keys that the model masks like width (its SIZES): the job's model is padded to the largest of its members.
 SIZE_KEYS = ('model.proj',)
@@ -297,7 +301,7 @@ LATER_KEYS = {'optim.warmup': 0, 'optim.schedule': 'constant', 'train.collapse':
               'callback.step': 0, 'callback.batch_size': 0, 'callback.schedule': '', 'callback.every': 0,
               'callback.factor': 1.0, 'model.head': 'linear', 'data.train_per_group': 0, 'data.val_per_group': 0,
               'data.test_per_group': 0, 'data.val_split': 0.0, 'data.bound_codewords': 0, 'data.file': '',
-              'train.violation': 0.0}
+              'train.violation': 0.0, 'model.param': 'sp', 'model.base_width': 1}
 
 
 def snapshot_epochs(text: str) -> tuple[int, ...]:
@@ -311,36 +315,6 @@ def snapshot_epochs(text: str) -> tuple[int, ...]:
 def is_probe_key(key: str) -> bool:
   """Whether `key` only says what a run records (probes, probe.NAME.KEY): never part of a run's identity."""
   return key == 'probes' or key == 'probe' or key.startswith('probe.')
-
-
-def ignored_keys(flat: dict[str, Any]) -> set[str]:
-  """Keys a config sets that do not change what it trains: train.epochs under train.max_steps, and the epoch grid
-  of evaluations under train.evaluations."""
-  out = set()
-  if flat.get('train.max_steps'):
-    out.add('train.epochs')
-    if flat.get('train.evaluations'):
-      out |= {'train.eval_points', 'train.eval_every', 'train.eval_every_steps'}
-  return out
-
-
-def file_content(path: str, contents: dict[str, str] | None = None) -> str:
-  """What stands for data.file=`path` in a run's identity: its content hash, as recorded in `contents` (a run record's
-  {path: hash} when it started) or as the file is now."""
-  from ddjax.data.codes import file_digest
-  return (contents or {}).get(path) or file_digest(path)
-
-
-def identity(flat: dict[str, Any], contents: dict[str, str] | None = None) -> dict[str, Any]:
-  """A flat {key: value} config without its execution-only and probe keys, its later keys at their old defaults and
-  the keys it ignores (ignored_keys); data.file stands as its content hash (file_content)."""
-  ignored = ignored_keys(flat)
-  out = {k: v for k, v in flat.items()
-         if k not in EXECUTION_KEYS and not is_probe_key(k) and not (k in LATER_KEYS and v == LATER_KEYS[k])
-         and k not in ignored}
-  if out.get('data.file'):  # the file's content, not its path: a moved file keeps its runs, an edited one does not
-    out['data.file'] = file_content(out['data.file'], contents)
-  return out
 
 
 def fields(cfg: Any, prefix: str = '') -> dict[str, dataclasses.Field]:

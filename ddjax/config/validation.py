@@ -58,6 +58,7 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
   rules['data.noise_std'] = (lambda v: 0 <= v < math.inf, 'must be a finite number >= 0')
   rules['model.gamma'] = (lambda v: v is None or math.isfinite(v), 'must be a finite number, or none')
   rules['train.violation'] = (lambda v: 0 <= v < math.inf, 'must be a finite number >= 0 (0: off)')
+  rules['model.base_width'] = (lambda v: v >= 1, 'must be >= 1')
   for key, (ok, what) in rules.items():
     for v in sweep.get(key, [get(cfg, key)]):
       if not ok(v):
@@ -70,6 +71,10 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
         takes = [name for name, m in MODELS.items() if 'norm' in m.options]
         raise ConfigError(f"bad value {norm!r} for model.norm: {model} has no BatchNorm to set (allowed: auto; "
                           f"models that take it: {', '.join(takes)})")
+    for param in sweep.get('model.param', [cfg.model.param]):
+      if param != 'sp' and model == 'transformer':
+        raise ConfigError(f"bad value {param!r} for model.param: the transformer's attention has no 1/d scaling for "
+                          'it yet (allowed: sp)')
     for head in sweep.get('model.head', [cfg.model.head]):
       if head != 'linear' and 'head' not in MODELS[model].options:
         takes = [name for name, m in MODELS.items() if 'head' in m.options]
@@ -163,7 +168,8 @@ def _validate_split_keys(cfg: Config, sweep: dict[str, list]) -> None:
       keys = ('data.name', 'data.val_per_group', 'data.val_split')
       for values in itertools.product(*(sweep.get(k, [get(cfg, k)]) for k in keys)):
         d = dataclasses.replace(cfg.data, **{k.split('.')[1]: v for k, v in zip(keys, values)})
-        if not DATASETS[d.name].has_validation(d):
+        says = DATASETS[d.name].has_validation
+        if says is not None and not says(d):
           raise ConfigError(f'bad value {metric!r} for train.best_metric: data.name={d.name} has no validation '
                             'split here (mheight: data.val_per_group=N; modular: data.val_split=F)')
 

@@ -204,7 +204,8 @@ def heights_sampled(P: np.ndarray, m: int, codewords: int, seed: int) -> np.ndar
   """Per code of P (N, k, n-k): the largest m-height among `codewords` random codewords c = u G (u ~ N(0, I_k),
   from `seed`), a lower bound of h_m (every c is a nonzero codeword; equal to h_m only by luck)."""
   P = np.asarray(P)
-  u = np.random.default_rng(seed).standard_normal((codewords, P.shape[0], P.shape[-2]))  # more: the same ones first
+  # All draws at once (codewords x N x k), so that more codewords keep the same first ones; chunks bound the rest.
+  u = np.random.default_rng(seed).standard_normal((codewords, P.shape[0], P.shape[-2]))
   out = np.empty(P.shape[0])
   for lo in range(0, P.shape[0], _CHUNK):  # (chunk, codewords, n) at a time
     G = generator_matrix(P[lo:lo + _CHUNK])                                    # (chunk, k, n)

@@ -66,7 +66,8 @@ class DatasetSpec:
   check_available: Callable[[Any], None] | None = None  # cheap check before any work; raises DataMissing
   augment: str = 'none'                           # what data.augment=auto means for it (load_dataset applies it)
   help: str = ''
-  has_validation: Callable[[Any], bool] = lambda d: False  # whether the data config gives a validation split
+  has_validation: Callable[[Any], bool] | None = None  # whether the data config gives a validation split (None:
+                                                       # only loading tells)
 
   @property
   def module(self) -> str:
@@ -92,7 +93,7 @@ def register_dataset(name: str, *, shape: Callable, inputs: str, task: str = 'cl
 
   def register(load):
     spec = DatasetSpec(name, load, shape, inputs, task, tuple(options), validate, train_examples or split_examples,
-                       check_available, augment, help, has_validation or (lambda d: False))
+                       check_available, augment, help, has_validation)
     return plugins.add(DATASETS, 'dataset', name, spec, load)
   return register
 
