@@ -116,13 +116,14 @@ def steps_per_epoch(cfg: cfglib.Config, ds) -> int:
 
 
 def shared_by(job: Job, member_ids: list[int], width: int) -> dict[str, bool]:
-  """StepSpec's flags of what the members share (every one at the padded width; any momentum, weight decay or
-  model.gamma)."""
+  """StepSpec's flags of what the members share (every one at the padded width; any momentum, weight decay,
+  model.gamma or model.param other than sp)."""
   members = [job.members[i] for i in member_ids]
   return {'full_width': all(m['model.width'] == width for m in members),
           'momentum': any(m['optim.momentum'] != 0 for m in members),
           'decay': any(m['optim.wd'] != 0 for m in members),
-          'gamma': any(m['model.gamma'] is not None for m in members)}
+          'gamma': any(m['model.gamma'] is not None for m in members),
+          'param': any(m['model.param'] != 'sp' for m in members)}
 
 
 class Bucket:

@@ -16,12 +16,14 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ddjax import config as cfglib
+from ddjax.nn.param import code as param_code
 
 # Per-member scalars that the train step reads and the config key of each; member_hp adds the three seeds.
 HP_KEYS = {
     'width': 'model.width', 'noise': 'data.noise', 'lr': 'optim.lr', 'wd': 'optim.wd',
     'momentum': 'optim.momentum', 'b1': 'optim.b1', 'b2': 'optim.b2', 'eps': 'optim.eps', 'warmup': 'optim.warmup',
     'init_scale': 'model.init_scale', 'proj': 'model.proj', 'noise_std': 'data.noise_std', 'gamma': 'model.gamma',
+    'param': 'model.param', 'base_width': 'model.base_width',
 }
 
 
@@ -48,6 +50,7 @@ def member_hp(member: dict[str, object]) -> dict[str, float | int]:
   hp = {name: member[key] for name, key in HP_KEYS.items()}
   hp['gamma_on'] = int(hp['gamma'] is not None)  # none: the model's default init (a flag, not NaN: a multi-host
   hp['gamma'] = hp['gamma'] or 0.0                # device_put checks every process has the same values, NaN != NaN)
+  hp['param'] = param_code(hp['param'])           # sp, ntk, mup: 0, 1, 2
   seed = member['seed']
   hp['model_seed'] = member['model.seed'] if member['model.seed'] is not None else seed
   hp['batch_seed'] = member['train.batch_seed'] if member['train.batch_seed'] is not None else seed
@@ -55,7 +58,7 @@ def member_hp(member: dict[str, object]) -> dict[str, float | int]:
   return hp
 
 
-INT_HP = ('width', 'model_seed', 'batch_seed', 'noise_seed', 'proj', 'gamma_on')
+INT_HP = ('width', 'model_seed', 'batch_seed', 'noise_seed', 'proj', 'gamma_on', 'param')
 
 
 def stack_hp(members: list[dict[str, object]]) -> dict[str, np.ndarray]:

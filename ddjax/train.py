@@ -22,6 +22,7 @@ from jax import lax
 from ddjax.data.augment import Preprocess
 from ddjax.data.noise import noisy_labels
 from ddjax.nn.init import gamma_init
+from ddjax.nn.param import init_multipliers, lr_multipliers
 from ddjax.nn.registry import size_args
 from ddjax.optim import make_optimizer, scheduled_lr
 from ddjax.probes import PROBES, EvalContext, StepContext, Use, use
@@ -75,6 +76,7 @@ class StepSpec:
   lr_factors: tuple = ()    # callbacks of kind lr: hashable step -> factor, multiplying every member's lr
   bounds: bool = False      # regression targets carry a lower bound last (data.bound_codewords)
   violation: float = 0.0    # train.violation: the weight of relu(bound - prediction)^2 in the training loss
+  param: bool = False       # a member has model.param ntk or mup: per-layer init and lr multipliers
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -87,6 +89,8 @@ def init_member(spec: StepSpec, hp, x_example) -> dict[str, Any]:
   params = variables['params']
   if spec.gamma:
     params = gamma_init(spec.model, params, x, hp, member_key(hp, 'init'))
+  if spec.param:  # model.param: ntk and mup scale some layers' init (ddjax.nn.param)
+    params = jax.tree.map(jnp.multiply, params, init_multipliers(spec.model, params, hp))
   params = jax.tree.map(lambda p: p * hp['init_scale'], params)
   state = {
       'params': params,
@@ -166,8 +170,12 @@ def optimizer_update(spec: StepSpec, hp, grads, opt, params):
   the two passes over it; without weight decay, wd p is not added."""
   if spec.optimizer == 'sgd' and not spec.momentum:
     decayed = (lambda g, p: g + hp['wd'] * p) if spec.decay else (lambda g, p: g)
-    return jax.tree.map(lambda g, p: -hp['lr'] * decayed(g, p), grads, params), opt
-  return make_optimizer(spec.optimizer, hp, spec.decay).update(grads, opt, params)
+    updates = jax.tree.map(lambda g, p: -hp['lr'] * decayed(g, p), grads, params)
+  else:
+    updates, opt = make_optimizer(spec.optimizer, hp, spec.decay).update(grads, opt, params)
+  if spec.param:  # model.param: per-layer learning-rate multipliers (ddjax.nn.param)
+    updates = jax.tree.map(jnp.multiply, updates, lr_multipliers(spec.model, params, hp, spec.optimizer))
+  return updates, opt
 
 
 def train_step(spec: StepSpec, state, hp, x_B, y_B, key=None):
