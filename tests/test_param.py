@@ -96,3 +96,12 @@ def test_mup_member_is_the_dense_model_trained_with_the_formulas(optimizer, tiny
                  'head': {'kernel': 1 / r, 'bias': 1.0}}
     tx = optax.chain(optax.sgd(lr, momentum=0.9), _scaled(per_layer))
   train_both_and_compare('mlp', spec, hp, DenseMLP(K), tx, *five_batches(tiny_mnist1d))
+
+
+def test_base_width_is_no_part_of_an_sp_members_identity():
+  from ddjax import config as cfglib
+  from ddjax.store import run_id
+  cfg = cfglib.Config()
+  wide = cfglib.replace(cfg, 'model.base_width', 8)
+  assert run_id(wide) == run_id(cfg)
+  assert run_id(cfglib.replace(wide, 'model.param', 'mup')) != run_id(cfglib.replace(cfg, 'model.param', 'mup'))

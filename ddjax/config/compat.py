@@ -11,9 +11,9 @@ from ddjax.config.schema import EXECUTION_KEYS, LATER_KEYS, Config, ConfigError,
 
 
 def ignored_keys(flat: dict[str, Any]) -> set[str]:
-  """Keys a config sets that do not change what it trains: train.epochs under train.max_steps, and the epoch grid
-  of evaluations under train.evaluations."""
-  out = set()
+  """Keys a config sets that do not change what it trains: train.epochs under train.max_steps, the epoch grid
+  of evaluations under train.evaluations, and model.base_width under model.param=sp."""
+  out = {'model.base_width'} if flat.get('model.param', 'sp') == 'sp' else set()
   if flat.get('train.max_steps'):
     out.add('train.epochs')
     if flat.get('train.evaluations'):

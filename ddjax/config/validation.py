@@ -75,6 +75,11 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
       if param != 'sp' and model == 'transformer':
         raise ConfigError(f"bad value {param!r} for model.param: the transformer's attention has no 1/d scaling for "
                           'it yet (allowed: sp)')
+      if param != 'sp' and (any(sweep.get('model.proj', [cfg.model.proj])) or any(
+          g is not None for g in sweep.get('model.gamma', [cfg.model.gamma]))):
+        raise ConfigError(f'bad value {param!r} for model.param: not with model.proj (the projector, not the head, '
+                          'is the layer whose fan-in grows) or model.gamma (its own init of every weight) yet '
+                          '(allowed: sp)')
     for head in sweep.get('model.head', [cfg.model.head]):
       if head != 'linear' and 'head' not in MODELS[model].options:
         takes = [name for name, m in MODELS.items() if 'head' in m.options]
