@@ -20,6 +20,7 @@ from ddjax.config import Config, DataConfig, ModelConfig, OptimConfig, TrainConf
 
 # Past the interpolation threshold (c about 40) the test error needs widths beyond 64 to come down again.
 WIDTHS_MNIST1D = [2, 4, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 128]
+WIDTHS_MUP = [2, 4, 8, 12, 16, 24, 32, 40, 48, 64, 96, 128]
 
 PRESETS = {
     'mnist1d': Preset(
@@ -30,6 +31,17 @@ PRESETS = {
                train=TrainConfig(epochs=200, batch_size=100, eval_points=30, eval_every=10)),
         sweep={'model.width': WIDTHS_MNIST1D, 'seed': [0, 1]},
         about='MNIST-1D, 15% label noise, CNN-1D widths 2..128 x 2 seeds, Adam, 200 epochs (2-core CPU: 5 min)'),
+    # The mnist1d sweep under the standard parametrization and muP together (model.param: per-layer init and lr
+    # multipliers, ddjax.nn.param), muP anchored at width 16 (there both are the same network).
+    'mup': Preset(
+        Config(seed=0,
+               data=DataConfig(name='mnist1d', num_samples=5000, train_split=0.8, noise=0.15),
+               model=ModelConfig(name='cnn1d', base_width=16),
+               optim=OptimConfig(name='adam', lr=1e-3),
+               train=TrainConfig(epochs=200, batch_size=100, eval_points=30, eval_every=10)),
+        sweep={'model.width': WIDTHS_MUP, 'model.param': ['sp', 'mup'], 'seed': [0, 1]},
+        about='the mnist1d sweep (widths 2..128 x 2 seeds) under sp and muP (base width 16) together (2-core CPU: '
+              '4 min)'),
     # Figure 1 and 2 of the paper: needs CIFAR-10 (data.dir=PATH or tensorflow-datasets) and a GPU.
     'paper': Preset(
         Config(seed=0,
@@ -52,9 +64,17 @@ PRESETS = {
 
 
 def summarise(out) -> str:
-  """Mean final clean test error at the first minimum, the peak after it and the largest width."""
-  from ddjax import analysis, results
+  """Mean final clean test error at the first minimum, the peak after it and the largest width (a line per
+  parametrization where model.param varies)."""
+  from ddjax import results
   df = results.load(out)
+  if 'model.param' in df.columns and df['model.param'].nunique() > 1:
+    return '\n'.join(f'{param}: {_summary(g)}' for param, g in df.groupby('model.param'))
+  return _summary(df)
+
+
+def _summary(df) -> str:
+  from ddjax import analysis
   final = df['test_error'].map(lambda v: float(v[-1]) if len(v) else float('nan'))
   by_width = final.groupby(df['model.width']).mean()
   train = df['train_error'].map(lambda v: float(v[-1]) if len(v) else float('nan')).groupby(df['model.width']).mean()
@@ -63,7 +83,7 @@ def summarise(out) -> str:
     return 'test error against width: no second rise (no double descent at these widths and epochs)'
   interp = train.index[train.to_numpy() < 0.01]
   return (f'test error: minimum {dd.min_y:.3f} at width {dd.min_x:g}, peak {dd.peak_y:.3f} at width {dd.peak_x:g} '
-          f'(+{dd.rise:.3f}), {dd.last_y:.3f} at the largest width {dd.last_x:g} (-{dd.second_descent:.3f}); '
+          f'(+{dd.rise:.3f}), {dd.last_y:.3f} at the largest width {dd.last_x:g} ({-dd.second_descent:+.3f}); '
           f'train error < 1% from width {interp[0] if len(interp) else "none"}')
 
 
