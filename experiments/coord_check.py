@@ -41,7 +41,7 @@ def coord_check(widths, steps: int = 5, optimizer: str = 'adam', lr: float = 1e-
   from ddjax.nn.registry import taps
   from ddjax.train import StepSpec, init_member, train_step
 
-  widths = sorted(widths)
+  widths = sorted(set(widths))
   base = base_width or widths[0]
   data = mnist1d(num_samples=max(2 * batch * (steps + 1), 500), train_split=0.8, seed=seed)
   xs = jnp.asarray(data.x_train[:batch * steps].reshape(steps, batch, -1))
@@ -106,7 +106,7 @@ def figure(res: dict, path: Path) -> Path:
       ax.set(xscale='log', yscale='log')
       ax.set_title(f'{param}: {layer} (worst slope {res["worst"][param][layer]:+.2f})', fontsize=8)
       if c == 0:
-        ax.set_ylabel('mean |x_t - x_0|', fontsize=8)
+        ax.set_ylabel('mean |x_t - x_0| (step 0: |x_0|)', fontsize=7)
       if r == len(layers) - 1:
         ax.set_xlabel('width')
   axes[0][0].legend(fontsize=6)
@@ -129,8 +129,10 @@ def main(argv=None) -> dict:
     widths = [int(w) for w in args.widths.split(',')]
   except ValueError:
     parser.exit(2, f'error: bad value {args.widths!r} for --widths: expected widths like 64,128,256\n')
-  if len(widths) < 2 or min(widths) < 1:
-    parser.exit(2, f'error: bad value {args.widths!r} for --widths: at least two widths >= 1\n')
+  if len(set(widths)) < 2 or min(widths) < 1:
+    parser.exit(2, f'error: bad value {args.widths!r} for --widths: at least two different widths >= 1\n')
+  if args.steps < 1:
+    parser.exit(2, f'error: bad value {args.steps} for --steps: at least 1\n')
   res = coord_check(widths, args.steps, args.optimizer, args.lr, args.base_width)
   args.out.mkdir(parents=True, exist_ok=True)
   (args.out / 'coord_check.json').write_text(json.dumps(res, indent=1) + '\n')

@@ -33,9 +33,12 @@ def error_vs_width(df, path: Path) -> Path:
       color = f'C{j if len(groups) == 1 else i}'
       ax.plot(x, mean, style, color=color, marker='o', ms=3, label=f'{name} {label}'.strip())
       ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, lw=0)
-  x, train, _ = mean_spread(df, X, final(df, 'train_error'))
-  if (train < 0.01).any():  # the interpolation threshold: first width whose mean train error is below 1%
-    ax.axvline(x[np.argmax(train < 0.01)], color='grey', ls=':', lw=1, label='train error < 1%')
+  for i, (label, g) in enumerate(groups):  # each series' interpolation threshold: first width under 1% train error
+    x, train, _ = mean_spread(g, X, final(g, 'train_error'))
+    if (train < 0.01).any():
+      ax.axvline(x[np.argmax(train < 0.01)], color='grey' if len(groups) == 1 else f'C{i}', ls=':', lw=1,
+                 label=f'train error < 1% {label}'.strip())
+  x = np.sort(df[X].unique())
   n_seeds = max(g.groupby(X).size().max() for _, g in series(df, X))  # members per width in a series: seeds
   _width_axis(ax, x)
   ax.set(xlabel='width', ylabel='error at final epoch',

@@ -109,10 +109,12 @@ def test_base_width_is_no_part_of_an_sp_members_identity():
 
 def test_coord_check_is_flat_under_mup_and_grows_under_sp_and_ntk():
   """experiments.coord_check (Adam lr 1e-2, widths 32..512, 3 steps, one vectorised run): how far each layer's
-  activations move from init does not depend on width under muP (slopes in log-log within 0.1), while the logits'
-  move grows about as width under SP (theory: slope 1: O(lr) updates of n output weights add up) and as sqrt(width)
-  under NTK (its output lr falls as width^-1/2: slope 1/2)."""
+  activations move from init does not depend on width under muP (slopes in log-log within 0.1), while under SP the
+  logits' move grows as width^1.5 at large width (Adam moves each of hidden1's n^2 weights by O(lr), so hidden1 by
+  O(n lr), read out by n weights of size n^-1/2) and under NTK as width^1 (both rates n^-1/2 smaller); at these
+  small widths they fall short of it, SP still clearly above NTK."""
   from experiments.coord_check import coord_check
   worst = coord_check([32, 64, 128, 256, 512], steps=3)['worst']
   assert all(abs(v) < 0.1 for v in worst['mup'].values()), worst['mup']
-  assert 0.8 < worst['sp']['logits'] < 1.3 and 0.3 < worst['ntk']['logits'] < 0.8, worst
+  assert 1.0 < worst['sp']['logits'] < 1.8 and 0.5 < worst['ntk']['logits'] < 1.1, worst
+  assert worst['sp']['logits'] > worst['ntk']['logits'] + 0.3 and worst['sp']['hidden1'] > 0.5, worst
