@@ -19,10 +19,12 @@ from ddjax import callbacks
 from ddjax import config as cfglib
 from ddjax import memory, parallel
 from ddjax.data import dataset_spec
-from ddjax.members import Job, group_members, plan_buckets, stack_hp
+from ddjax.data.subset import orders_needed
+from ddjax.members import Job, group_members, plan_buckets, stack_hp, subset_steps
 from ddjax.nn.registry import make_model, model_spec
 from ddjax.probes import PROBES, MemoryQuery, Setting, Use, use
-from ddjax.train import StepSpec, best_columns, bucket_fns
+from ddjax.best import best_columns
+from ddjax.train import StepSpec, bucket_fns
 
 
 def conv_form(cfg: cfglib.Config) -> str:
@@ -111,8 +113,25 @@ def batch_size(cfg: cfglib.Config, ds) -> int:
   return cfg.train.batch_size or len(ds.y_train)  # 0: full batch
 
 
-def steps_per_epoch(cfg: cfglib.Config, ds) -> int:
-  return len(ds.y_train) // batch_size(cfg, ds)  # the last partial batch is dropped
+def steps_per_epoch(cfg: cfglib.Config, ds, members=()) -> int:
+  """Optimizer steps of an epoch of `members` (the last partial batch is dropped): a pass over the training split,
+  or with data.subset under train.budget=epochs one over the largest member's examples."""
+  return subset_steps(members, len(ds.y_train), cfg.train.batch_size, cfg.train.budget)[1]
+
+
+def epoch_examples(cfg: cfglib.Config, ds, members=()) -> int:
+  """The training examples whose batches make an epoch of `members` (as steps_per_epoch; timeline.epoch_plan)."""
+  return steps_per_epoch(cfg, ds, members) * cfg.train.batch_size or len(ds.y_train)
+
+
+def subset_fields(cfg: cfglib.Config, ds, members: list[dict], job_steps: int) -> dict[str, object]:
+  """StepSpec's data.subset fields for a bucket of `members` in a job of `job_steps` steps per epoch
+  (ddjax.data.subset): none where no member has a subset."""
+  if all(m['data.subset'] is None for m in members):
+    return {}
+  own, _ = subset_steps(members, len(ds.y_train), cfg.train.batch_size, 'epochs')
+  return {'subset': job_steps * batch_size(cfg, ds), 'budget': cfg.train.budget,
+          'subset_orders': orders_needed(job_steps, min(own)) if cfg.train.budget == 'steps' else 1}
 
 
 def shared_by(job: Job, member_ids: list[int], width: int) -> dict[str, bool]:
@@ -139,17 +158,19 @@ class Bucket:
     self.member_ids = member_ids
     self.replicated = replicated
     self.width = max(job.members[i]['model.width'] for i in member_ids)
-    self.steps_per_epoch = steps_per_epoch(cfg, ds)
+    self.steps_per_epoch = steps_per_epoch(cfg, ds, job.members)
+    own = [job.members[i] for i in member_ids]
     self.spec = StepSpec(model_for(cfg, self.width, ds.input_shape, ds.num_classes), cfg.optim.name,
                          batch_size(cfg, ds), ds.num_classes, eval_batch or cfg.train.eval_batch,
                          strategy(cfg, self.width), cfg.train.map_batch, ds.preprocess, ds.task,
                          cfg.train.keep_best or cfg.train.checkpoint_best > 0, cfg.train.checkpoint_best or 1,
                          best_metric(cfg, ds), cfg.train.best_mode, cfg.optim.schedule,
-                         cfg.train.max_steps or cfg.train.epochs * steps_per_epoch(cfg, ds),
+                         cfg.train.max_steps or cfg.train.epochs * self.steps_per_epoch,
                          *job_probes(cfg, ds.task, ds.modes),
                          **shared_by(job, member_ids, self.width), linear=model_spec(cfg.model.name).linear,
                          loss=cfg.train.loss, online=ds.online, lr_factors=callbacks.lr_factors(cfg),
-                         bounds=ds.bounds, violation=cfg.train.violation)
+                         bounds=ds.bounds, violation=cfg.train.violation,
+                         **subset_fields(cfg, ds, own, self.steps_per_epoch))
     sharded = isinstance(members, jax.sharding.NamedSharding)
     self.fns = bucket_fns(self.spec, members if sharded else None)
     n_dev = len(members.device_set)

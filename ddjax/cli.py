@@ -310,21 +310,33 @@ def _dry_run(jobs, out: Path) -> None:
   each job's estimated device memory (memory.py: every member's state, plus the largest bucket's step)."""
   from ddjax.buckets import conv_form, job_plan, member_sizes  # imports jax, which computes nothing here
   from ddjax.data import dataset_shape, dataset_spec
-  total_members, total_buckets = 0, 0
-  print(f'{"job":>4}  {"members":>7}  {"buckets":>7}  {"padded widths":<24} {"est. GiB":>8}  static keys')
+  from ddjax.members import job_padded_ratio, padded_ratio, subset_steps
+  total_members, total_buckets, notes = 0, 0, []
+  print(f'{"job":>4}  {"members":>7}  {"buckets":>7}  {"padded widths":<24} {"padded/useful":>13} {"est. GiB":>8}  '
+        'static keys')
   for job in jobs:
     cfg = job.config
     shape, classes = dataset_shape(cfg.data)
-    plan, _ = job_plan(job, shape, classes)
-    batch = cfg.train.batch_size or cfglib.train_examples(cfg.data) or 50_000
+    plan, cost = job_plan(job, shape, classes)
+    n_train = cfglib.train_examples(cfg.data)
+    ratio = job_padded_ratio(job, plan, cost, n_train, cfg.train.batch_size) if n_train else padded_ratio(plan, cost)
+    if n_train and any(m['data.subset'] for m in job.members):  # data.subset: steps per member
+      own, steps = subset_steps(job.members, n_train, cfg.train.batch_size, cfg.train.budget)
+      notes.append(f'job {job.index}: data.subset {min(m["data.subset"] or n_train for m in job.members)}..'
+                   f'{max(m["data.subset"] or n_train for m in job.members)} of {n_train} examples, '
+                   f'train.budget={cfg.train.budget}: members take {min(own)}..{max(own)} of the epoch\'s {steps} '
+                   'steps (FLOPs of the rest are the padding above)')
+    batch = cfg.train.batch_size or n_train or 50_000
     sizes = member_sizes(cfg, plan, shape, classes, batch, dataset_spec(cfg.data.name).task)
     gib = (sum(len(b) * s.resident for b, s in zip(plan, sizes))
            + max(len(b) * s.transient for b, s in zip(plan, sizes)))
     total_members += len(job.members)
     total_buckets += len(plan)
     padded = ','.join(str(max(b)) for b in plan)
-    print(f'{job.index:>4}  {len(job.members):>7}  {len(plan):>7}  {padded:<24} {gib / 2**30:>8.2f}  '
+    print(f'{job.index:>4}  {len(job.members):>7}  {len(plan):>7}  {padded:<24} {ratio:>13.3f} {gib / 2**30:>8.2f}  '
           f'{job.static or "-"}')
+  for note in notes:
+    print(note)
   print(f'{len(jobs)} job(s), {total_members} member(s), {total_buckets} compiled train step(s) (one per bucket, '
         f'each with its init and evaluation programs; buckets over the memory budget split further)')
   print(f'est. GiB: device memory of all members\' state plus the largest bucket\'s training step, with '

@@ -18,10 +18,10 @@ from jax.experimental import multihost_utils
 
 from ddjax import config as cfglib
 from ddjax import parallel, results
-from ddjax.buckets import Bucket, conv_form, job_plan, make_buckets, placement, strategy_label
+from ddjax.buckets import Bucket, conv_form, epoch_examples, job_plan, make_buckets, placement, strategy_label
 from ddjax.checkpoint import Checkpoints, relayout
 from ddjax.data import load_dataset
-from ddjax.members import Job, padded_ratio
+from ddjax.members import Job, job_padded_ratio, padded_ratio
 from ddjax.parallel import agree_flags, sync, writer
 from ddjax.progress import epochs_progress
 from ddjax.store import device_name, job_id, member_config, member_rows, run_id, versions
@@ -142,8 +142,9 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
   ds = load_dataset(cfg.data)
   plan, cost = job_plan(job, ds.input_shape, ds.num_classes)
   widths = [w for b in plan for w in b]
+  padded = job_padded_ratio(job, plan, cost, len(ds.y_train), cfg.train.batch_size)  # widths and data.subset steps
   log(f'job {job.index + 1}/{n_jobs} {job.static or ""}: {len(job.members)} members in {len(plan)} buckets '
-      f'padded to {[max(b) for b in plan]}; padded/useful FLOPs {padded_ratio(plan, cost):.3f} '
+      f'padded to {[max(b) for b in plan]}; padded/useful FLOPs {padded:.3f} '
       f'(one bucket: {padded_ratio([widths], cost):.3f}); conv={conv_form(cfg)}, strategy={strategy_label(cfg)}, '
       f'devices={jax.device_count()} ({placement(cfg, len(plan))})'
       + (f', {jax.process_count()} processes' if jax.process_count() > 1 else ''))
@@ -168,13 +169,13 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
   recorded = ','.join(u.name for u in buckets[0].spec.probes + buckets[0].spec.step_probes)
   meta = {'job_id': jid, 'attempt': attempt, 'complete': False, 'versions': json.dumps(versions()),
           'recorded_probes': recorded,
-          'device': device_name(), 'wall_time_s': float('nan'), 'padded_ratio': padded_ratio(plan, cost),
+          'device': device_name(), 'wall_time_s': float('nan'), 'padded_ratio': padded,
           **dict(ds.info)}
   if writer():
     results.write_members(out, jid, member_rows(job, buckets, meta))
   elapsed = lambda: before_s + time.time() - t0
 
-  plan_e = epoch_plan(cfg, len(ds.y_train))
+  plan_e = epoch_plan(cfg, epoch_examples(cfg, ds, job.members))
   epochs = len(plan_e)
   grid, every_steps = evaluation_grid(cfg.train, plan_e[0].steps_per_epoch, epochs)
   phase = 0 if plan_e[0].batch_size == cfg.train.batch_size else -1  # the phase the buckets are compiled for (-1: a

@@ -23,7 +23,7 @@ HP_KEYS = {
     'width': 'model.width', 'noise': 'data.noise', 'lr': 'optim.lr', 'wd': 'optim.wd',
     'momentum': 'optim.momentum', 'b1': 'optim.b1', 'b2': 'optim.b2', 'eps': 'optim.eps', 'warmup': 'optim.warmup',
     'init_scale': 'model.init_scale', 'proj': 'model.proj', 'noise_std': 'data.noise_std', 'gamma': 'model.gamma',
-    'param': 'model.param', 'base_width': 'model.base_width',
+    'param': 'model.param', 'base_width': 'model.base_width', 'subset': 'data.subset',
 }
 
 
@@ -51,6 +51,7 @@ def member_hp(member: dict[str, object]) -> dict[str, float | int]:
   hp['gamma_on'] = int(hp['gamma'] is not None)  # none: the model's default init (a flag, not NaN: a multi-host
   hp['gamma'] = hp['gamma'] or 0.0                # device_put checks every process has the same values, NaN != NaN)
   hp['param'] = param_code(hp['param'])           # sp, ntk, mup: 0, 1, 2
+  hp['subset'] = hp['subset'] or 0                # none: the whole training split
   seed = member['seed']
   hp['model_seed'] = member['model.seed'] if member['model.seed'] is not None else seed
   hp['batch_seed'] = member['train.batch_seed'] if member['train.batch_seed'] is not None else seed
@@ -58,7 +59,7 @@ def member_hp(member: dict[str, object]) -> dict[str, float | int]:
   return hp
 
 
-INT_HP = ('width', 'model_seed', 'batch_seed', 'noise_seed', 'proj', 'gamma_on', 'param')
+INT_HP = ('width', 'model_seed', 'batch_seed', 'noise_seed', 'proj', 'gamma_on', 'param', 'subset')
 
 
 def stack_hp(members: list[dict[str, object]]) -> dict[str, np.ndarray]:
@@ -120,6 +121,26 @@ def padded_ratio(buckets: Sequence[Sequence[int]], cost: Callable[[int], float])
   padded = sum(len(b) * cost(max(b)) for b in buckets)
   useful = sum(cost(w) for b in buckets for w in b)
   return padded / useful
+
+
+def subset_steps(members: Sequence[dict], n_train: int, batch: int, budget: str) -> tuple[list[int], int]:
+  """(each member's optimizer steps in an epoch of the job, the epoch's steps) for members with data.subset (none:
+  all n_train examples) at batch size `batch` (0: full batch, one step), under train.budget (ddjax.data.subset)."""
+  if not batch:
+    return [1] * len(members), 1
+  own = [max((m.get('data.subset') or n_train) // batch, 1) for m in members]
+  steps = n_train // batch if budget == 'steps' or not own else max(own)
+  return ([steps] * len(own) if budget == 'steps' else own), steps
+
+
+def job_padded_ratio(job: Job, plan: list[list[int]], cost: Callable[[int], float], n_train: int, batch: int) -> float:
+  """Padded/useful FLOPs of a job's buckets over an epoch: each bucket padded to its widest member and to the
+  epoch's steps, each member useful for its own width and steps (fewer for a smaller data.subset under
+  train.budget=epochs)."""
+  own, steps = subset_steps(job.members, n_train, batch, job.config.train.budget)
+  groups = group_members(job, plan)
+  padded = sum(len(g) * cost(max(b)) * steps for b, g in zip(plan, groups))
+  return padded / sum(cost(job.members[i]['model.width']) * own[i] for g in groups for i in g)
 
 
 def best_buckets(widths: Sequence[int], n_buckets: int, cost: Callable[[int], float]) -> list[list[int]]:

@@ -8,7 +8,6 @@ Randomness comes only from keys folded from a member's seeds (`member_key`), nev
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 from dataclasses import dataclass, replace
 from typing import Any, Callable
@@ -19,19 +18,22 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
+from ddjax.best import remember_best
 from ddjax.data.augment import Preprocess
+from ddjax.data import subset
 from ddjax.data.noise import noisy_labels
 from ddjax.nn.init import gamma_init
 from ddjax.nn.param import init_multipliers, lr_multipliers
 from ddjax.nn.registry import size_args
 from ddjax.optim import make_optimizer, scheduled_lr
 from ddjax.probes import PROBES, EvalContext, StepContext, Use, use
+from ddjax.probes.context import options_tag, own_state
 from ddjax.probes.base import tree_norm, weight_norms  # noqa: F401 - weight_norms: part of this module's API
 
 # Separate random streams per member: init from model_seed, batch order, augmentation and the curvature monitors'
-# probes from batch_seed (with different tags), label noise from noise_seed.
+# probes from batch_seed (with different tags), label noise and data.subset's examples from noise_seed.
 _STREAMS = {'init': ('model_seed', 0), 'batches': ('batch_seed', 1), 'noise': ('noise_seed', 2),
-            'augment': ('batch_seed', 3), 'monitor': ('batch_seed', 4)}
+            'augment': ('batch_seed', 3), 'monitor': ('batch_seed', 4), 'subset': ('noise_seed', 5)}
 
 
 def member_key(hp, stream: str) -> jax.Array:
@@ -77,6 +79,9 @@ class StepSpec:
   bounds: bool = False      # regression targets carry a lower bound last (data.bound_codewords)
   violation: float = 0.0    # train.violation: the weight of relu(bound - prediction)^2 in the training loss
   param: bool = False       # a member has model.param ntk or mup: per-layer init and lr multipliers
+  subset: int = 0           # a member has data.subset: the examples whose batches make a job epoch (0: none has)
+  budget: str = 'epochs'    # train.budget with data.subset (ddjax.data.subset)
+  subset_orders: int = 1    # budget steps: the passes over its own examples one job epoch can touch
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -119,8 +124,17 @@ def member_labels(spec: StepSpec, hp, y_train) -> jax.Array:
   regression targets plus data.noise_std x N(0, 1) from its noise seed."""
   if spec.task == 'regress':  # (a lower bound, last with data.bound_codewords, stays as it is)
     noise = hp['noise_std'] * jax.random.normal(member_key(hp, 'noise'), y_train.shape, y_train.dtype)
-    return y_train + (noise.at[..., -1].set(0.0) if spec.bounds else noise)
-  return noisy_labels(member_key(hp, 'noise'), y_train, hp['noise'], spec.num_classes)
+    labels = y_train + (noise.at[..., -1].set(0.0) if spec.bounds else noise)
+  else:
+    labels = noisy_labels(member_key(hp, 'noise'), y_train, hp['noise'], spec.num_classes)
+  if spec.subset:  # data.subset: the examples it does not train on are marked (ddjax.data.subset)
+    labels = subset.mask_labels(labels, member_subset(hp, y_train.shape[0]), spec.task)
+  return labels
+
+
+def member_subset(hp, n: int) -> jax.Array:
+  """(n,) bool: the training examples the member trains on (data.subset, from its noise seed; all without)."""
+  return subset.kept(member_key(hp, 'subset'), hp['subset'], n)
 
 
 def target_weight(spec: StepSpec, y) -> jax.Array:
@@ -128,7 +142,7 @@ def target_weight(spec: StepSpec, y) -> jax.Array:
   if spec.task == 'regress':
     y = y.reshape(y.shape[0], -1)
     return jnp.isfinite(y[:, :-1] if spec.bounds else y).all(-1).astype(jnp.float32)
-  return jnp.ones(y.shape[0], jnp.float32)
+  return (y >= 0).astype(jnp.float32) if spec.subset else jnp.ones(y.shape[0], jnp.float32)
 
 
 def _loss(spec: StepSpec, params, batch_stats, hp, x, y, train: bool):
@@ -160,6 +174,9 @@ def _loss(spec: StepSpec, params, batch_stats, hp, x, y, train: bool):
       below = jnp.maximum(jnp.where(weight[:, None] > 0, bound, 0.0) - out, 0.0)
       loss = loss + spec.violation * jnp.square(below).sum(-1) * weight
     return (loss, jnp.zeros_like(loss), weight), batch_stats
+  if spec.subset:  # labels -1: examples the member does not train on
+    loss = optax.softmax_cross_entropy_with_integer_labels(out, jnp.maximum(y, 0)) * weight
+    return (loss, (jnp.argmax(out, -1) != y) * weight, weight), batch_stats
   loss = optax.softmax_cross_entropy_with_integer_labels(out, y)
   return (loss, (jnp.argmax(out, -1) != y).astype(jnp.float32), weight), batch_stats
 
@@ -195,7 +212,7 @@ def probed_step(spec: StepSpec, state, hp, x_B, y_B, key=None):
     return loss_B.sum() / jnp.maximum(weight_B.sum(), 1.0), (batch_stats, wrong_B, weight_B)
 
   (loss, (batch_stats, wrong_B, weight_B)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
-  lr = scheduled_lr(spec.schedule, hp['lr'], hp['warmup'], state['step'], spec.total_steps)
+  lr = scheduled_lr(spec.schedule, hp['lr'], hp['warmup'], state['step'], hp.get('total_steps', spec.total_steps))
   for factor in spec.lr_factors:
     lr = lr * factor(state['step'])
   updates, opt = optimizer_update(spec, dict(hp, lr=lr), grads, state['opt'], state['params'])
@@ -228,8 +245,28 @@ def train_epoch(spec: StepSpec, state, hp, labels_N, x_train, epoch, start=None,
     return state, loss, jax.tree.map(lambda v: v[None], steps)
   key = jax.random.fold_in(member_key(hp, 'batches'), epoch)
   order = jax.random.permutation(key, n)[: n_batches * spec.batch_size].reshape(n_batches, spec.batch_size)
+  active = jnp.ones(n_batches, bool)
+  if spec.subset:  # data.subset: batches of the member's own examples, the job epoch's steps (ddjax.data.subset)
+    keep = member_subset(hp, n)
+    table, active = subset.batch_table(member_key(hp, 'batches'), keep, epoch, spec.subset // spec.batch_size,
+                                       spec.batch_size, spec.budget, spec.subset_orders)
+    if table.shape == order.shape:  # a member without data.subset keeps its order as without any
+      order, active = jnp.where(hp['subset'] > 0, table, order), active | (hp['subset'] <= 0)
+    else:
+      order = table
+    n_batches = order.shape[0]
+    if spec.budget == 'epochs':  # its own schedule: total_steps are those of its own passes
+      hp = dict(hp, total_steps=spec.total_steps // n_batches * subset.own_steps(keep, spec.batch_size))
 
   def step(state, args):
+    i, idx_B = args
+    if spec.subset and spec.budget == 'epochs':  # steps past the member's own pass change nothing
+      new, (loss, values) = step_all(state, (i, idx_B))
+      new = jax.tree.map(lambda a, b: jnp.where(active[i], a, b), new, state)
+      return new, jax.tree.map(lambda v: jnp.where(active[i], v, jnp.nan), (loss, values))
+    return step_all(state, args)
+
+  def step_all(state, args):
     i, idx_B = args
     if spec.online is not None:  # a fresh batch, from the member's batch seed, the epoch and the step
       k = jax.random.fold_in(key, i)
@@ -241,7 +278,7 @@ def train_epoch(spec: StepSpec, state, hp, labels_N, x_train, epoch, start=None,
 
   if start is None:
     state, (loss, steps) = lax.scan(step, state, (jnp.arange(n_batches), order))
-    return state, loss.mean(), steps
+    return state, (jnp.where(active, loss, 0.0).sum() / active.sum() if spec.subset else loss.mean()), steps
 
   # A while loop over steps start .. stop - 1 whose body is the scan's (slice the step's inputs by the counter, step,
   # write its outputs at the counter): its trip count is unknown when compiled, so XLA keeps it a loop for any length.
@@ -256,6 +293,9 @@ def train_epoch(spec: StepSpec, state, hp, labels_N, x_train, epoch, start=None,
 
   _, state, (loss, steps) = lax.while_loop(lambda carry: carry[0] < stop, body, (jnp.asarray(start, jnp.int32), state,
                                                                                 outs))
+  if spec.subset:
+    ran = active & (jnp.arange(n_batches) >= start) & (jnp.arange(n_batches) < stop)
+    return state, jnp.where(ran, loss, 0.0).sum() / jnp.maximum(ran.sum(), 1), steps
   return state, loss.sum() / jnp.maximum(stop - start, 1), steps
 
 
@@ -265,18 +305,6 @@ def eval_context(spec: StepSpec, state, hp, labels_N, x_train, x_test, y_test, e
                      lambda params, batch_stats, x, y, train: _loss(spec, params, batch_stats, hp, x, y, train),
                      lambda y: target_weight(spec, y), member_key(hp, 'monitor'), jnp.asarray(epoch, jnp.float32),
                      *(val or (None, None)))
-
-
-def options_tag(u: Use) -> int:
-  """A number that changes with a probe's options: a probe state kept under other options (a run resumed with
-  another layer or reference epoch) is not reused."""
-  return int(hashlib.sha1(repr(u.options).encode()).hexdigest()[:7], 16)
-
-
-def _own_state(u: Use, kept: dict):
-  """A stateful probe's state as kept, or its init value where it was kept under other options."""
-  same = kept['options'] == options_tag(u)
-  return jax.tree.map(lambda k, f: jnp.where(same, k, f), kept['state'], u.spec.state(**u.kwargs))
 
 
 def evaluate(spec: StepSpec, state, hp, labels_N, x_train, x_test, y_test, epoch=0.0, val=None,
@@ -294,39 +322,11 @@ def evaluate(spec: StepSpec, state, hp, labels_N, x_train, x_test, y_test, epoch
       elif u.spec.state is None:
         out.update(u.spec.measure(ctx, **u.kwargs))
       else:
-        values, new = u.spec.measure(replace(ctx, probe_state=_own_state(u, state['probes'][u.name])), **u.kwargs)
+        values, new = u.spec.measure(replace(ctx, probe_state=own_state(u, state['probes'][u.name])), **u.kwargs)
         probe_state[u.name] = {'options': jnp.asarray(options_tag(u), jnp.int32), 'state': new}
         out.update(values)
   out.update(diverged=state['diverged'], diverged_step=state['diverged_step'])
   return dict(out, probe_state=probe_state) if probe_state else out
-
-
-def remember_best(spec: StepSpec, state, value, epoch):
-  """With keep_best: the parameters (and BatchNorm statistics) at the best `best_k` values of best_metric seen so far
-  (`value` now), best first; a diverged member keeps its own."""
-  best = state['best']
-  score = value if spec.best_mode == 'min' else -value
-  if spec.best_k == 1:
-    better = (score < best['loss']) & ~state['diverged']
-    pick = lambda new, old: jax.tree.map(lambda n, o: jnp.where(better, n, o), new, old)
-    return dict(state, best={'params': pick(state['params'], best['params']),
-                             'batch_stats': pick(state['batch_stats'], best['batch_stats']),
-                             'loss': jnp.where(better, score, best['loss']),
-                             'epoch': jnp.where(better, epoch, best['epoch']).astype(jnp.int32)})
-  # K best: the K lowest scores of the kept ones and this one (a tie keeps the earlier), in order
-  better = (score < best['loss'][-1]) & ~state['diverged']
-  order = jnp.where(better, jnp.argsort(jnp.append(best['loss'], score), stable=True)[:spec.best_k],
-                    jnp.arange(spec.best_k))
-  now = {'params': state['params'], 'batch_stats': state['batch_stats'], 'loss': score,
-         'epoch': jnp.asarray(epoch, jnp.int32)}
-  return dict(state, best=jax.tree.map(lambda kept, new: jnp.append(kept, new[None], axis=0)[order], best, now))
-
-
-def best_columns(spec: StepSpec, best) -> dict[str, jax.Array]:
-  """The evaluation columns of the best state: best_epoch and best_<metric> (of the best one, with best_k > 1)."""
-  first = (lambda a: a) if spec.best_k == 1 else (lambda a: a[..., 0])
-  sign = 1.0 if spec.best_mode == 'min' else -1.0
-  return {'best_epoch': first(best['epoch']), f'best_{spec.best_metric}': sign * first(best['loss'])}
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -201,14 +201,14 @@ def test_keys_added_later_leave_old_stores_ids_and_resume_alone():
                                          'callback.factor', 'model.head', 'data.train_per_group',
                                          'data.val_per_group', 'data.test_per_group', 'data.val_split',
                                          'data.bound_codewords', 'data.file', 'train.violation', 'model.param',
-                                         'model.base_width')}
+                                         'model.base_width', 'data.subset', 'train.budget')}
   before = {k: cfglib.get(cfg, k) for k in cfglib.fields(cfg)  # probes and probe.* came later and never hash
             if k not in cfglib.EXECUTION_KEYS and k not in cfglib.LATER_KEYS and not cfglib.is_probe_key(k)}
   assert run_id(cfg) == hashlib.sha1(json.dumps(before, sort_keys=True, default=str).encode()).hexdigest()[:12]
   old = cfglib.to_dict(cfg)
   del old['optim']['warmup'], old['optim']['schedule'], old['train']['collapse']  # a run.json from before them
   del old['model']['init_scale'], old['data']['dim'], old['data']['spectrum'], old['model']['norm']
-  del old['model']['param'], old['model']['base_width']
+  del old['model']['param'], old['model']['base_width'], old['data']['subset'], old['train']['budget']
   del old['model']['proj'], old['model']['head'], old['model']['gamma'], old['model']['bias'], old['pair']
   del old['callbacks'], old['callback']
   for key in ('teacher', 'in_dim', 'out_dim', 'train_size', 'test_size', 'noise_std', 'scale', 'alpha', 'topk',

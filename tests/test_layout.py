@@ -9,7 +9,7 @@ LAYERS = [  # bottom first; a package stands for all its modules
     {'ddjax', 'ddjax.parallel', 'ddjax.plugins', 'ddjax.analysis', 'ddjax.atomic', 'ddjax.progress'},
     {'ddjax.nn', 'ddjax.data', 'ddjax.optim', 'ddjax.metrics', 'ddjax.probes', 'ddjax.callbacks', 'ddjax.timeline'},
     {'ddjax.config'},
-    {'ddjax.members', 'ddjax.train', 'ddjax.memory'},
+    {'ddjax.members', 'ddjax.train', 'ddjax.best', 'ddjax.memory'},
     {'ddjax.buckets', 'ddjax.checkpoint', 'ddjax.store', 'ddjax.results', 'ddjax.parts', 'ddjax.columns',
      'ddjax.runs', 'ddjax.plotting'},
     {'ddjax.loop'},

@@ -179,7 +179,7 @@ def test_best_k_states_are_the_snapshots_at_the_k_best_epochs(tmp_path):
   """train.checkpoint_best=3 with an evaluation every epoch: best:0..2 are bitwise the snapshots at the epochs of the
   three lowest test losses of the member's own curve, best_epoch and best_test_loss its lowest; best:3 is a one-line
   error. best_mode=max keeps the highest values instead (remember_best on made-up values)."""
-  from ddjax.train import remember_best
+  from ddjax.best import remember_best
   out = tmp_path / 'best'
   _, table = train(out, 'train.eval_every=1', 'train.checkpoint_best=3', 'train.snapshot_epochs=1/2/3/4')
   for _, r in table.iterrows():

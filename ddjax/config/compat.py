@@ -12,8 +12,11 @@ from ddjax.config.schema import EXECUTION_KEYS, LATER_KEYS, Config, ConfigError,
 
 def ignored_keys(flat: dict[str, Any]) -> set[str]:
   """Keys a config sets that do not change what it trains: train.epochs under train.max_steps, the epoch grid
-  of evaluations under train.evaluations, and model.base_width under model.param=sp."""
+  of evaluations under train.evaluations, model.base_width under model.param=sp, and train.budget without
+  data.subset."""
   out = {'model.base_width'} if flat.get('model.param', 'sp') == 'sp' else set()
+  if flat.get('data.subset') is None:
+    out.add('train.budget')
   if flat.get('train.max_steps'):
     out.add('train.epochs')
     if flat.get('train.evaluations'):

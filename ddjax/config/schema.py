@@ -68,6 +68,8 @@ class DataConfig:
                             'bound of h that train.violation penalises (0: none)')
   file: str = _f('', 'mheight: read the codes from this table instead of generating them (.csv, .parquet, .npz or '
                  '.npy; columns n, k, m, p0, p1, ... and h, inf allowed); run ids use its content, not its path')
+  subset: int | None = _f(None, "train on n examples: the first n of the member's permutation of the training split "
+                          '(from its noise seed; its label noise drawn on them); none: all of it. See train.budget')
   dim: int = _f(16, 'linear_teacher: input and output dimension')
   spectrum: str = _f('4/2/1/0.5', "linear_teacher, teacher spectrum: the teacher's nonzero singular values joined "
                      "by '/' (its rank is their number)")
@@ -135,6 +137,9 @@ class TrainConfig:
   batch_seed: int | None = _f(None, 'seed of the batch order (default: seed)')
   max_steps: int = _f(0, 'train this many optimizer steps (0: train.epochs epochs); the last epoch may stop part '
                       'way')
+  budget: str = _f('epochs', 'with data.subset: epochs: train.epochs passes over each member\'s own examples '
+                   '(fewer steps for fewer examples); steps: as many steps as train.epochs passes over the whole '
+                   'training split, for every member (an epoch counts those steps)', ('epochs', 'steps'))
   evaluations: int = _f(0, 'with train.max_steps: evaluate every max_steps / evaluations steps, and only then (0: '
                         'the epoch grid of eval_points and eval_every)')
   loss: str = _f('auto', 'auto: cross-entropy, or for regression the squared error summed over the outputs; '
@@ -274,7 +279,8 @@ def probe_uses(cfg: Config) -> dict[str, dict[str, Any]]:
 MEMBER_KEYS = frozenset({
     'seed', 'model.width', 'model.seed', 'train.batch_seed', 'data.noise', 'data.noise_seed',
     'optim.lr', 'optim.wd', 'optim.momentum', 'optim.b1', 'optim.b2', 'optim.eps', 'optim.warmup',
-    'model.init_scale', 'model.proj', 'data.noise_std', 'model.gamma', 'pair', 'model.param', 'model.base_width'})
+    'model.init_scale', 'model.proj', 'data.noise_std', 'model.gamma', 'pair', 'model.param', 'model.base_width',
+    'data.subset'})
 
 # Member keys that the model masks like width (its SIZES): the job's model is padded to the largest of its members.
 SIZE_KEYS = ('model.proj',)
@@ -301,7 +307,8 @@ LATER_KEYS = {'optim.warmup': 0, 'optim.schedule': 'constant', 'train.collapse':
               'callback.step': 0, 'callback.batch_size': 0, 'callback.schedule': '', 'callback.every': 0,
               'callback.factor': 1.0, 'model.head': 'linear', 'data.train_per_group': 0, 'data.val_per_group': 0,
               'data.test_per_group': 0, 'data.val_split': 0.0, 'data.bound_codewords': 0, 'data.file': '',
-              'train.violation': 0.0, 'model.param': 'sp', 'model.base_width': 1}
+              'train.violation': 0.0, 'model.param': 'sp', 'model.base_width': 1,
+              'data.subset': None, 'train.budget': 'epochs'}
 
 
 def snapshot_epochs(text: str) -> tuple[int, ...]:

@@ -7,6 +7,7 @@ import dataclasses
 import itertools
 import math
 
+from ddjax.config import axes
 from ddjax.config.schema import (LATER_KEYS, MEMBER_KEYS, PROBE_ALIASES, Config, ConfigError, DataConfig, choices_of,
                                  fields, get, is_probe_key, probe_uses, replace, snapshot_epochs)
 
@@ -71,15 +72,7 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
         takes = [name for name, m in MODELS.items() if 'norm' in m.options]
         raise ConfigError(f"bad value {norm!r} for model.norm: {model} has no BatchNorm to set (allowed: auto; "
                           f"models that take it: {', '.join(takes)})")
-    for param in sweep.get('model.param', [cfg.model.param]):
-      if param != 'sp' and model == 'transformer':
-        raise ConfigError(f"bad value {param!r} for model.param: the transformer's attention has no 1/d scaling for "
-                          'it yet (allowed: sp)')
-      if param != 'sp' and (any(sweep.get('model.proj', [cfg.model.proj])) or any(
-          g is not None for g in sweep.get('model.gamma', [cfg.model.gamma]))):
-        raise ConfigError(f'bad value {param!r} for model.param: not with model.proj (the projector, not the head, '
-                          'is the layer whose fan-in grows) or model.gamma (its own init of every weight) yet '
-                          '(allowed: sp)')
+    axes.validate_param(cfg, sweep, model)
     for head in sweep.get('model.head', [cfg.model.head]):
       if head != 'linear' and 'head' not in MODELS[model].options:
         takes = [name for name, m in MODELS.items() if 'head' in m.options]
@@ -145,6 +138,7 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
     for b in sweep.get('train.batch_size', [cfg.train.batch_size]):
       if n_train is not None and b > n_train:
         raise ConfigError(f"bad value {b!r} for train.batch_size: larger than the {n_train} training examples")
+    axes.validate_subset(cfg, sweep, n_train)
 
 
 SPLIT_KEYS = ('data.train_per_group', 'data.val_per_group', 'data.test_per_group', 'data.val_split',

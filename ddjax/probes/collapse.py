@@ -29,6 +29,8 @@ def collapse(ctx, layer: str = ''):
   the metrics of its own width."""
   layer = layer or None
   xs, ys, valid = chunks(ctx.x_train, ctx.labels_N, ctx.spec.eval_batch)
+  valid = valid & (ys >= 0)  # data.subset marks the examples a member does not train on with -1
+  ys = jnp.maximum(ys, 0)
   k = ctx.spec.num_classes
 
   def sums(carry, args):

@@ -6,6 +6,7 @@ dict of scalars, one column each.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -142,3 +143,15 @@ class StepContext:
   wrong_B: jax.Array
   weight_B: jax.Array
   lr: jax.Array
+
+
+def options_tag(u) -> int:
+  """A number that changes with a probe's options (u: a Use): a probe state kept under other options (a run resumed
+  with another layer or reference epoch) is not reused."""
+  return int(hashlib.sha1(repr(u.options).encode()).hexdigest()[:7], 16)
+
+
+def own_state(u, kept: dict):
+  """A stateful probe's state as kept, or its init value where it was kept under other options."""
+  same = kept['options'] == options_tag(u)
+  return jax.tree.map(lambda k, f: jnp.where(same, k, f), kept['state'], u.spec.state(**u.kwargs))
