@@ -21,6 +21,8 @@ from ddjax.config import Config, DataConfig, ModelConfig, OptimConfig, TrainConf
 # Past the interpolation threshold (c about 40) the test error needs widths beyond 64 to come down again.
 WIDTHS_MNIST1D = [2, 4, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 128]
 WIDTHS_MUP = [2, 4, 8, 12, 16, 24, 32, 40, 48, 64, 96, 128]
+WIDTHS_SAMPLEWISE = [4, 8, 12, 16, 20, 24, 32, 40, 48, 64]
+SUBSETS = [500, 1000, 1500, 2000, 2500, 3000, 4000]
 
 PRESETS = {
     'mnist1d': Preset(
@@ -42,6 +44,18 @@ PRESETS = {
         sweep={'model.width': WIDTHS_MUP, 'model.param': ['sp', 'mup'], 'seed': [0, 1]},
         about='the mnist1d sweep (widths 2..128 x 2 seeds) under sp and muP (base width 16) together (2-core CPU: '
               '4 min)'),
+    # Sample-wise double descent (Nakkiran et al. Section 7): widths x training-set sizes (data.subset), every member
+    # taking the same 8,000 steps (train.budget=steps: 200 passes' worth of the 4,000 examples), so that a cell's
+    # error tells its data and width, not how long it trained (under budget=epochs n = 500 would take 1,000 steps).
+    'samplewise': Preset(
+        Config(seed=0,
+               data=DataConfig(name='mnist1d', num_samples=5000, train_split=0.8, noise=0.15),
+               model=ModelConfig(name='cnn1d'),
+               optim=OptimConfig(name='adam', lr=1e-3),
+               train=TrainConfig(epochs=200, batch_size=100, eval_points=30, eval_every=10, budget='steps')),
+        sweep={'model.width': WIDTHS_SAMPLEWISE, 'data.subset': SUBSETS, 'seed': [0, 1]},
+        about='MNIST-1D, 15% noise: cnn1d widths 4..64 x training sets of 500..4000 examples x 2 seeds, 8,000 Adam '
+              'steps each (2-core CPU: about 10 min)'),
     # Figure 1 and 2 of the paper: needs CIFAR-10 (data.dir=PATH or tensorflow-datasets) and a GPU.
     'paper': Preset(
         Config(seed=0,
@@ -67,7 +81,10 @@ def summarise(out) -> str:
   """Mean final clean test error at the first minimum, the peak after it and the largest width (a line per
   parametrization where model.param varies)."""
   from ddjax import results
+  from plots import samplewise
   df = results.load(out)
+  if samplewise.varies(df):  # data.subset swept: the threshold per size, and where more data hurt
+    return samplewise.summary(df)
   if 'model.param' in df.columns and df['model.param'].nunique() > 1:
     return '\n'.join(f'{param}: {_summary(g)}' for param, g in df.groupby('model.param'))
   return _summary(df)

@@ -93,7 +93,10 @@ def run_description(df: pd.DataFrame) -> str:
   optimizer = value('optim', 'name')
   if 'swept' not in optimizer:
     optimizer += f" lr {value('optim', 'lr', lambda v: f'{v:g}')}"
-  return (f"{data['name']}{f' ({n:,} train)' if n else ''}, {noise}, {value('model', 'name')}, {optimizer}, batch "
+  subsets = {json.dumps(c['data'].get('subset')) for c in configs}  # data.subset: members' own training sets
+  train = (f' (subsets of {n:,} train)' if len(subsets) > 1 else f" ({configs[0]['data']['subset']:,} of {n:,} train)"
+           if data.get('subset') else f' ({n:,} train)') if n else ''
+  return (f"{data['name']}{train}, {noise}, {value('model', 'name')}, {optimizer}, batch "
           f"{value('train', 'batch_size', lambda v: str(v or 'full'))}, {value('train', 'epochs', lambda v: f'{v:,}')} "
           'epochs')
 

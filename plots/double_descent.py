@@ -4,8 +4,9 @@
 
 Writes error_vs_width.png (train and test error at the final epoch, mean and spread over seeds; Figure 1),
 heatmap_test_error.png (test error over width and epoch, log epoch axis, train-error contours; Figure 2) and
-loss_vs_width.png; then each recorded probe's figure (ProbeSpec.figure): collapse.png with probes=collapse
-(plots/collapse.py), monitors.png with the curvature or gradient-noise probes (plots/monitors.py).
+loss_vs_width.png (with data.subset swept, plots/samplewise.py's figures instead of the heatmap); then each recorded
+probe's figure (ProbeSpec.figure): collapse.png with probes=collapse (plots/collapse.py), monitors.png with the
+curvature or gradient-noise probes (plots/monitors.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from plots import samplewise
 from plots.common import (final, incomplete, load, main, mean_spread, plt, probe_figures, run_description, save,
                           series, width_epoch_grid, wrapped)
 
@@ -117,6 +119,10 @@ def plot_all(out, fig_dir=None) -> list[Path]:
   df = load(out)
   fig_dir = Path(fig_dir or out)
   fig_dir.mkdir(parents=True, exist_ok=True)
+  if samplewise.varies(df):  # data.subset swept: width x training-set size instead of width x epoch
+    paths = [error_vs_width(df, fig_dir / 'error_vs_width.png'), *samplewise.plot_all(out, fig_dir),
+             loss_vs_width(df, fig_dir / 'loss_vs_width.png')]
+    return paths + probe_figures(out, fig_dir)
   paths = [error_vs_width(df, fig_dir / 'error_vs_width.png'),
            heatmap(df, fig_dir / 'heatmap_test_error.png'),
            loss_vs_width(df, fig_dir / 'loss_vs_width.png')]

@@ -155,3 +155,52 @@ def test_a_new_key_at_its_default_keeps_run_ids():
   cfg = cfglib.Config()
   assert run_id(cfglib.replace(cfg, 'train.budget', 'steps')) == run_id(cfg)
   assert run_id(cfglib.replace(cfg, 'data.subset', 500)) != run_id(cfg)
+
+
+def test_samplewise_figures_draw_the_grid_threshold_and_rises(tmp_path):
+  """On a made-up store (2 widths x 3 sizes x 2 seeds): the heatmap draws the mean final test error per cell, the
+  threshold line passes through the narrowest width under 1% train error per size, a red box marks the one rise
+  larger than its seeds' spread; the curves draw the same means; the summary says both."""
+  import json
+  import matplotlib
+  matplotlib.use('Agg')
+  import pandas as pd
+  from plots import samplewise
+  config = json.dumps(cfglib.to_dict(cfglib.Config()))
+  test = {(8, 500): (0.30, 0.32), (8, 1000): (0.40, 0.40), (8, 4000): (0.35, 0.37),
+          (32, 500): (0.25, 0.25), (32, 1000): (0.24, 0.26), (32, 4000): (0.25, 0.29)}
+  train = {(8, 500): 0.0, (8, 1000): 0.05, (8, 4000): 0.2, (32, 500): 0.0, (32, 1000): 0.0, (32, 4000): 0.005}
+  rows = [{'model.width': w, 'data.subset': n if n < 4000 else None, 'seed': s, 'config': config,
+           'epoch': [1.0, 2.0], 'test_error': [0.9, test[w, n][s]], 'train_error': [0.9, train[w, n]]}
+          for (w, n) in test for s in (0, 1)]
+  df = pd.DataFrame(rows)
+  widths, ns, mean, sd = samplewise.grid(df, 'test_error')
+  assert list(widths) == [8, 32] and list(ns) == [500, 1000, 4000]  # none: every one of mnist1d's 4,000
+  np.testing.assert_allclose(mean, [[0.31, 0.25], [0.40, 0.25], [0.36, 0.27]])
+  assert samplewise.thresholds(df) == {500: 8.0, 1000: 32.0, 4000: 32.0}
+  # width 8: 500 -> 1000 rose 0.09 (2 x standard error 0.02); width 32: 1000 -> 4000 rose 0.02, within noise
+  # (standard errors 0.01 and 0.02: 2 x 0.022 = 0.045)
+  hurt = samplewise.hurts(df)
+  assert list(hurt) == [8] and [(h.n_from, h.n_to) for h in hurt[8]] == [(500, 1000)]
+  assert hurt[8][0].rise == pytest.approx(0.09)
+
+  import matplotlib.pyplot as plt
+  drawn = {}
+  real_save = samplewise.save
+  samplewise.save = lambda fig, path: drawn.setdefault(path.name, fig) and path
+  try:
+    samplewise.heatmap(df, tmp_path / 'h.png')
+    samplewise.curves(df, tmp_path / 'c.png')
+  finally:
+    samplewise.save = real_save
+  ax = drawn['h.png'].axes[0]
+  np.testing.assert_allclose(ax.collections[0].get_array().reshape(3, 2), mean)
+  line = next(ln for ln in ax.lines if ln.get_label().startswith('interpolation threshold'))
+  assert list(line.get_xdata()) == [0, 1, 1] and list(line.get_ydata()) == [0, 1, 2]  # cell indices
+  boxes = [p for p in ax.patches if isinstance(p, plt.Rectangle) and p.get_edgecolor()[:3] == (1.0, 0.0, 0.0)]
+  assert [(b.get_x(), b.get_y()) for b in boxes] == [(-0.5, 0.5)]  # width 8, n = 1000
+  curves = [ln for ln in drawn['c.png'].axes[0].lines if ln.get_label().startswith('width')]
+  np.testing.assert_allclose([ln.get_ydata() for ln in curves], mean.T)
+  text = samplewise.summary(df)
+  assert 'n=500: width 8, n=1000: width 32' in text and 'width 8: more data hurt 1 time(s)' in text
+  plt.close('all')

@@ -202,6 +202,38 @@ def double_descent_peak(x, y) -> DoubleDescent | None:
   return DoubleDescent(x[i], y[i], x[j], y[j], x[-1], y[-1])
 
 
+@dataclass
+class DataHurts:
+  """More data hurt: the error at training-set size n_to is above that at the next smaller size n_from."""
+  n_from: float
+  n_to: float
+  error_from: float
+  error_to: float
+
+  @property
+  def rise(self) -> float:
+    return self.error_to - self.error_from
+
+
+def more_data_hurts(n, error, min_rise: float = 0.0) -> list[DataHurts]:
+  """Each step up in training-set size n (sorted; NaN errors left out) after which the error rose by more than
+  `min_rise` (Nakkiran et al.'s sample-wise non-monotonicity)."""
+  n, error = np.asarray(n, float), np.asarray(error, float)
+  keep = np.isfinite(error)
+  order = np.argsort(n[keep])
+  n, error = n[keep][order], error[keep][order]
+  return [DataHurts(float(n[i]), float(n[i + 1]), float(error[i]), float(error[i + 1])) for i in range(len(n) - 1)
+          if error[i + 1] - error[i] > min_rise]
+
+
+def interpolation_threshold(x, train_error, below: float = 0.01) -> float | None:
+  """The smallest x (a width) whose train error is below `below`: where the model starts to fit its training set,
+  noisy labels included; None if none does."""
+  x, train_error = np.asarray(x, float), np.asarray(train_error, float)
+  fits = x[train_error < below]
+  return float(fits.min()) if fits.size else None
+
+
 def window_change(epochs, values, start: float, end: float, pad: int = 1) -> float:
   """values at the evaluation `pad` steps after `end` minus values `pad` steps before `start` (NaN at the edges of
   the curve are clipped to its ends)."""
