@@ -95,16 +95,22 @@ def heatmap(df: pd.DataFrame, path: Path) -> Path:
   if traced:
     x, y = zip(*traced)
     ax.plot(x, y, 'w--o', ms=3, lw=1.2, label='interpolation threshold (train error < 1%)')
-  for w, rises in hurts(df).items():
+    ax.plot([], [], '--o', color='0.4', ms=3, lw=1.2, label='interpolation threshold (train error < 1%)')
+  found = hurts(df)
+  for w, rises in found.items():
     for h in rises:
       ax.add_patch(plt.Rectangle((col[w] - 0.5, row[h.n_to] - 0.5), 1, 1, fill=False, ec='r', lw=1.5))
-  ax.plot([], [], 's', mfc='none', mec='r', label='more data hurt (above the next smaller n)')
+  ax.plot([], [], 's', mfc='none', mec='r', label='more data hurt (above the next smaller n' +
+          ('' if found else '; none here') + ')')
   ax.set_xticks(np.arange(len(widths)), [f'{w:g}' for w in widths])
   ax.set_yticks(np.arange(len(ns)), [f'{n:g}' for n in ns])
   ax.grid(False)
   ax.set(xlabel='width', ylabel='training examples (data.subset)',
          title='Sample-wise double descent: test error over width and data')
-  ax.legend(fontsize=6, loc='upper left', bbox_to_anchor=(0.0, -0.14), ncol=2, frameon=False)
+  handles, labels = ax.get_legend_handles_labels()  # the white line drawn, its grey stand-in in the legend
+  keep = [i for i, label in enumerate(labels) if labels.index(label) != i or not label.startswith('interp')]
+  ax.legend([handles[i] for i in keep], [labels[i] for i in keep], fontsize=6, loc='upper left',
+            bbox_to_anchor=(0.0, -0.14), ncol=2, frameon=False)
   fig.suptitle(wrapped(f'{run_description(df)}; {_budget(df)}; mean over seeds', fig), fontsize=7)
   return save(fig, path)
 

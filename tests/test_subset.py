@@ -140,7 +140,6 @@ def test_padded_useful_counts_the_steps_members_skip():
 @pytest.mark.parametrize('args, says', [
     (['data.subset=5000'], 'at most the 4000 training examples'),
     (['data.subset=50'], 'from one batch (100)'),
-    (['train.budget=steps'], 'none has one'),
     (['data.subset=500', 'train.max_steps=100'], 'use train.budget=steps'),
 ])
 def test_bad_subsets_are_refused_in_one_line(args, says):
