@@ -15,7 +15,7 @@ from ddjax import plugins, results
 from ddjax.buckets import Bucket, conv_form, job_plan, make_buckets, member_sizes, placement  # noqa: F401
 from ddjax.checkpoint import StopRequested, member_variables  # noqa: F401
 from ddjax.loop import Interrupted, Rerun, eval_epochs, run_job, run_jobs  # noqa: F401
-from ddjax.members import Job
+from ddjax.members import Job, member_hp
 from ddjax.parallel import sync, writer
 from ddjax.store import duplicate_members, job_id, member_config, run_id, run_record, versions  # noqa: F401
 
@@ -87,7 +87,8 @@ def member_features(out: Path, run: str, layer: str, x, which: str | int = 'last
   cfg = cfglib.from_dict(json.loads(row['config']))
   ds = load_dataset(cfg.data)
   model = model_for(cfg, padded, ds.input_shape, ds.num_classes)  # built with the member's own sizes (proj)
-  own = {k: cfglib.get(cfg, f'model.{k}') for k in getattr(model, 'SIZES', ())}
+  hp = member_hp({k: cfglib.get(cfg, k) for k in cfglib.MEMBER_KEYS})
+  own = {k: hp[k] for k in (*getattr(model, 'SIZES', ()), *getattr(model, 'MEMBER_ARGS', ()))}
   model = model.clone(**padded_sizes(model, variables['params']))  # padded as its job was
   return np.asarray(taps(model, variables, ds.preprocess(jnp.asarray(x)), int(row['model.width']), [layer],
                          **own)[layer])

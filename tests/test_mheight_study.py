@@ -190,7 +190,6 @@ def test_sudden_drop_and_train_change_from_the_step_table():
      'has no validation split'),
     (['data.name=mheight', 'model.name=resnet_ln', 'train.violation=1'], 'there is none'),
     (['data.name=mheight', 'model.name=resmlp', 'model.head=softplus'], 'resmlp has a linear output'),
-    (['model.name=transformer', 'data.name=modular', 'model.param=mup'], 'no 1/d scaling'),
     (['model.name=resnet1d_small', 'model.proj=4', 'model.param=mup'], 'not with model.proj'),
 ])
 def test_study_keys_are_refused_where_they_mean_nothing(argv, message):

@@ -22,6 +22,7 @@ class DenseTransformer(nn.Module):
   """Plain Flax 1-layer transformer of one width (nn.Embed, MultiHeadDotProductAttention, nn.Dense)."""
   width: int
   p: int
+  attention_fn: object = nn.dot_product_attention
 
   @nn.compact
   def __call__(self, x):
@@ -30,7 +31,7 @@ class DenseTransformer(nn.Module):
     h = nn.Embed(self.p + 1, self.width, name='embed')(tokens) + pos
     mask = nn.make_causal_mask(tokens)
     h = h + nn.MultiHeadDotProductAttention(H, qkv_features=self.width, out_features=self.width, use_bias=False,
-                                            name='attn')(h, mask=mask)
+                                            attention_fn=self.attention_fn, name='attn')(h, mask=mask)
     h = h + nn.Dense(self.width, name='mlp_out')(nn.relu(nn.Dense(4 * self.width, name='mlp_in')(h)))
     return nn.Dense(self.p, use_bias=False, name='head')(h[:, -1])
 
@@ -182,3 +183,26 @@ def test_refuses_widths_not_divisible_by_heads(data):
     Transformer(max_width=W, num_classes=P).init(jax.random.key(0), x[:1], 6)
   with pytest.raises(ValueError, match='multiple of n_heads'):
     Transformer(max_width=W, num_classes=P).macs(6)
+
+
+def test_mup_scales_attention_by_one_over_d_head(data, padded):
+  """Under model.param=mup the member's attention scores scale by sqrt(base d_head) / d_head (muP's 1/d in SP form):
+  logits and gradients equal Flax's attention with its query scaled by that over its own 1/sqrt(d_head); at the
+  base width (and under sp or ntk) it is the standard 1/sqrt(d_head)."""
+  x, y = data
+  model = Transformer(max_width=W, num_classes=P)
+  base, dh = 4, K // H  # base d_head 1, d_head 2: scale 1/2 where sp has 1/sqrt(2)
+
+  def dense_with(factor):
+    attention = lambda q, k, v, **kw: nn.dot_product_attention(q * factor, k, v, **kw)
+    return DenseTransformer(K, P, attention_fn=attention)
+
+  loss = lambda apply_fn, p: optax.softmax_cross_entropy_with_integer_labels(apply_fn(p, x), y).mean()
+  ref = active(padded)
+  for param, base_width, factor in ((2, base, np.sqrt(base / H / dh)), (2, K, 1.0), (0, base, 1.0), (1, base, 1.0)):
+    mine = lambda p, x: model.apply({'params': p}, x, K, param=param, base_width=base_width)
+    want = lambda p, x: dense_with(factor).apply({'params': p}, x)
+    close(mine(padded, x), want(ref, x))
+    close(active(jax.grad(lambda p: loss(mine, p))(padded)), jax.grad(lambda p: loss(want, p))(ref))
+  mup, sp = (model.apply({'params': padded}, x, K, param=c, base_width=base) for c in (2, 0))
+  assert np.abs(np.asarray(mup) - np.asarray(sp)).max() > 1e-4  # the scale changes the logits

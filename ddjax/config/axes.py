@@ -6,12 +6,9 @@ from __future__ import annotations
 from ddjax.config.schema import Config, ConfigError
 
 
-def validate_param(cfg: Config, sweep: dict[str, list], model: str) -> None:
-  """ntk and mup: not for the transformer, a projector or model.gamma yet."""
+def validate_param(cfg: Config, sweep: dict[str, list]) -> None:
+  """ntk and mup: not with a projector or model.gamma yet."""
   for param in sweep.get('model.param', [cfg.model.param]):
-    if param != 'sp' and model == 'transformer':
-      raise ConfigError(f"bad value {param!r} for model.param: the transformer's attention has no 1/d scaling for "
-                        'it yet (allowed: sp)')
     if param != 'sp' and (any(sweep.get('model.proj', [cfg.model.proj])) or any(
         g is not None for g in sweep.get('model.gamma', [cfg.model.gamma]))):
       raise ConfigError(f'bad value {param!r} for model.param: not with model.proj (the projector, not the head, '

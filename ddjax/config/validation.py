@@ -72,7 +72,6 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
         takes = [name for name, m in MODELS.items() if 'norm' in m.options]
         raise ConfigError(f"bad value {norm!r} for model.norm: {model} has no BatchNorm to set (allowed: auto; "
                           f"models that take it: {', '.join(takes)})")
-    axes.validate_param(cfg, sweep, model)
     for head in sweep.get('model.head', [cfg.model.head]):
       if head != 'linear' and 'head' not in MODELS[model].options:
         takes = [name for name, m in MODELS.items() if 'head' in m.options]
@@ -87,6 +86,7 @@ def validate(cfg: Config, sweep: dict[str, list]) -> None:
         takes = [name for name, m in MODELS.items() if 'proj' in m.options]
         raise ConfigError(f"bad value {proj!r} for model.proj: {model} has no projector (allowed: 0; models that "
                           f"take it: {', '.join(takes)})")
+  axes.validate_param(cfg, sweep)
   _validate_steps_and_inits(cfg, sweep)
   _validate_callbacks(cfg, sweep)
   for data in sweep.get('data.name', [cfg.data.name]):

@@ -18,7 +18,8 @@ Tables 3 and 8; r = width / base_width, fan-ins of hidden and output layers grow
 NTK in SP form: W = w / sqrt(fan_in) with w ~ N(0, 1) trained at lr eta moves W by eta / fan_in per gradient unit
 under SGD and by eta / sqrt(fan_in) under Adam (whose step ignores the gradient's scale). Vectors are biases, norm
 scales and embedding tables (parameters without a fan-in; muP's "input weights and all biases" class). At r = 1
-(width = base_width) every parametrization is SP.
+(width = base_width) every parametrization is SP. Attention's 1/d scaling under muP is the model's own (the
+transformer reads `param` and `base_width` as MEMBER_ARGS).
 """
 
 from __future__ import annotations

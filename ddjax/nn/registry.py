@@ -42,6 +42,8 @@ class WidthMaskedModel(Protocol):
     `proj`): it is built with the job's largest value (the build option NAME) and called with the member's own as
     a traced keyword `NAME=` (omitted: all of the padding active); the parameter group NAME's output dimension is
     that padding (`padded_sizes`);
+  - `MEMBER_ARGS` (optional) names other per-member numbers (ddjax.members.member_hp) the call reads as traced
+    keywords (the transformer: `param` and `base_width`, for muP's attention scale); omitted: their defaults;
   - `INPUT_LAYERS` names the top-level parameter groups that read the data (their fan-in is the input's), `head`
     is the output layer, and every other group is hidden (`param_roles`; a model whose kernels are not all laid out
     (..., in, out) defines its own `param_roles(params)`).
@@ -113,8 +115,9 @@ def tap(module, name: str, x) -> None:
 
 
 def size_args(model, hp) -> dict[str, Any]:
-  """The keyword arguments of a member's call besides its width: its own value of each of the model's SIZES."""
-  return {k: hp[k] for k in getattr(model, 'SIZES', ())}
+  """The keyword arguments of a member's call besides its width: its own value of each of the model's SIZES and
+  MEMBER_ARGS."""
+  return {k: hp[k] for k in (*getattr(model, 'SIZES', ()), *getattr(model, 'MEMBER_ARGS', ()))}
 
 
 def padded_sizes(model, params) -> dict[str, int]:

@@ -8,7 +8,8 @@ LayerNorm, and an unembedding without bias read at the last ('=') position.
 Width masking: `width` = active d_model, a multiple of n_heads. Each head owns a block of max_width // n_heads
 columns in the padded q/k/v/o tensors, of which the first width // n_heads are active; the MLP's first
 mlp_ratio * width hidden units are active. As in layers.py, masks multiply the parameters, so masked entries are
-exactly zero and get zero gradient; attention scores scale by 1/sqrt(active d_head).
+exactly zero and get zero gradient; attention scores scale by 1/sqrt(active d_head), or under model.param=mup by
+sqrt(base d_head) / d_head (muP's 1/d, equal to the standard scale at the base width).
 
 Init: Nanda's variances with the *active* sizes, from padding-invariant uniform draws (layers.std_uniform): kernels
 variance 1/fan_in, token and positional embeddings variance 1/d_model, MLP biases zero. (Nanda draws Gaussians and
@@ -56,7 +57,7 @@ class MaskedAttention(nn.Module):
   dtype: str | None = None
 
   @nn.compact
-  def __call__(self, x, d_mask, width):
+  def __call__(self, x, d_mask, width, param=0, base_width=1):
     d_pad, h = x.shape[-1], self.n_heads
     dh_pad = d_pad // h
     dh = width // h  # active d_head
@@ -67,6 +68,9 @@ class MaskedAttention(nn.Module):
     proj = lambda name: MaskedEinsum('btd,dhk->bthk', dtype=self.dtype, name=name)(x, in_mask, fan_in)
     q, k, v = proj('query'), proj('key'), proj('value')
     scale = lax.rsqrt(jnp.maximum(dh, 1).astype(jnp.float32))
+    # muP (ddjax.nn.param code 2): scores by 1/d_head, in SP form times sqrt(base d_head) so the base width is SP
+    base = jnp.asarray(base_width, jnp.float32) / h
+    scale = jnp.where(jnp.asarray(param) == 2, jnp.sqrt(base) / jnp.maximum(dh, 1).astype(jnp.float32), scale)
     scores = jnp.einsum('bqhk,bshk->bhqs', q, k).astype(jnp.float32) * scale
     t = x.shape[1]
     causal = jnp.tril(jnp.ones((t, t), bool))
@@ -96,6 +100,7 @@ class Transformer(nn.Module):
   # The residual stream (B, 3, d) after the embeddings, after attention's residual add and after the MLP's; mlp_relu:
   # the MLP's hidden layer after its ReLU (B, 3, r d).
   TAPS = ('resid_embed', 'resid_attn', 'mlp_relu', 'resid_mlp')
+  MEMBER_ARGS = ('param', 'base_width')  # model.param's code and model.base_width: muP scales attention by 1/d
 
   def __post_init__(self):
     if self.n_heads < 1 or self.max_width % self.n_heads:
@@ -103,7 +108,7 @@ class Transformer(nn.Module):
     super().__post_init__()
 
   @nn.compact
-  def __call__(self, x, width, train: bool = False):
+  def __call__(self, x, width, train: bool = False, param=0, base_width=1):
     if isinstance(width, int) and width % self.n_heads:
       raise ValueError(f'Transformer: width={width} must be a multiple of n_heads={self.n_heads}')
     if x.ndim != 2 or x.shape[-1] != N_CTX - 1:
@@ -119,7 +124,7 @@ class Transformer(nn.Module):
     h = h.astype(self.dtype)
     tap(self, 'resid_embed', h)
 
-    h = h + MaskedAttention(self.n_heads, dtype=self.dtype, name='attn')(h, d_mask, width)
+    h = h + MaskedAttention(self.n_heads, dtype=self.dtype, name='attn')(h, d_mask, width, param, base_width)
     tap(self, 'resid_attn', h)
 
     mlp_in = MaskedEinsum('btd,dm->btm', use_bias=True, dtype=self.dtype, name='mlp_in')
