@@ -160,6 +160,9 @@ class Bucket:
     self.width = max(job.members[i]['model.width'] for i in member_ids)
     self.steps_per_epoch = steps_per_epoch(cfg, ds, job.members)
     own = [job.members[i] for i in member_ids]
+    # each member's optimizer steps in an epoch (fewer than steps_per_epoch for a smaller data.subset under budget
+    # epochs): the step its rows record
+    self.own_steps = subset_steps(own, len(ds.y_train), cfg.train.batch_size, cfg.train.budget)[0]
     self.spec = StepSpec(model_for(cfg, self.width, ds.input_shape, ds.num_classes), cfg.optim.name,
                          batch_size(cfg, ds), ds.num_classes, eval_batch or cfg.train.eval_batch,
                          strategy(cfg, self.width), cfg.train.map_batch, ds.preprocess, ds.task,

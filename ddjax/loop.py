@@ -102,7 +102,9 @@ def _metric_rows(job: Job, buckets: list[Bucket], epoch: int | float, ids: list[
   rows = []
   for b, m in zip(buckets, metrics):
     for j, i in enumerate(b.member_ids):
-      row = {'run_id': ids[i], 'attempt': attempt, 'epoch': epoch, 'step': step, 'time_s': seconds}
+      own, per = b.own_steps[j], b.steps_per_epoch  # data.subset under budget epochs: its own steps, fewer
+      at = step if own == per else step // per * own + min(step % per, own)
+      row = {'run_id': ids[i], 'attempt': attempt, 'epoch': epoch, 'step': at, 'time_s': seconds}
       for k, v in m.items():
         row[k] = bool(v[j]) if k == 'diverged' else int(v[j]) if k in ('diverged_step', 'best_epoch') else float(v[j])
       rows.append(dict(row, **across.get(i, {})))
@@ -140,13 +142,15 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
   ids = [run_id(member_config(job, i)) for i in range(len(job.members))]
   jid = job_id(ids)
   ds = load_dataset(cfg.data)
+  if (n := max((m['data.subset'] or 0) for m in job.members)) > len(ds.y_train):  # known only once loaded (cifar10)
+    raise cfglib.ConfigError(f'bad value {n!r} for data.subset: more than the {len(ds.y_train)} training examples')
   plan, cost = job_plan(job, ds.input_shape, ds.num_classes)
   widths = [w for b in plan for w in b]
   padded = job_padded_ratio(job, plan, cost, len(ds.y_train), cfg.train.batch_size)  # widths and data.subset steps
   log(f'job {job.index + 1}/{n_jobs} {job.static or ""}: {len(job.members)} members in {len(plan)} buckets '
       f'padded to {[max(b) for b in plan]}; padded/useful FLOPs {padded:.3f} '
-      f'(one bucket: {padded_ratio([widths], cost):.3f}); conv={conv_form(cfg)}, strategy={strategy_label(cfg)}, '
-      f'devices={jax.device_count()} ({placement(cfg, len(plan))})'
+      f'(widths in one bucket: {padded_ratio([widths], cost):.3f}); conv={conv_form(cfg)}, '
+      f'strategy={strategy_label(cfg)}, devices={jax.device_count()} ({placement(cfg, len(plan))})'
       + (f', {jax.process_count()} processes' if jax.process_count() > 1 else ''))
   buckets = make_buckets(job, ds, plan, cost, log)
   ckpt_dir, snap_dir = out / 'checkpoints' / jid, out / 'snapshots' / jid

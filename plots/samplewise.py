@@ -19,7 +19,7 @@ import pandas as pd
 
 from ddjax import analysis
 from ddjax import config as cfglib
-from plots.common import final, load, main, plt, run_description, save, wrapped
+from plots.common import final, load, main, plt, run_description, save, series_keys, wrapped
 
 X, N = 'model.width', 'data.subset'
 
@@ -62,81 +62,108 @@ def hurts(df: pd.DataFrame) -> dict[float, list[analysis.DataHurts]]:
   return out
 
 
+def groups(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+  """(label, rows) per combination of the keys other than width, data.subset and seeds that vary (one panel each,
+  never averaged together); [('', df)] when only those vary."""
+  keys = [k for k in series_keys(df, X) if k != N]
+  if not keys:
+    return [('', df)]
+  return [(', '.join(f'{k}={v}' for k, v in zip(keys, vals if isinstance(vals, tuple) else (vals,))), g)
+          for vals, g in df.groupby(keys if len(keys) > 1 else keys[0])]
+
+
 def summary(df: pd.DataFrame) -> str:
-  """Lines for the terminal and the docs: the threshold per size, and where (and by how much) more data hurt."""
-  lines = ['interpolation threshold (train error < 1%): ' + ', '.join(
+  """Lines for the terminal and the docs: the threshold per size, and where (and by how much) more data hurt (a
+  block per panel of `groups`)."""
+  return '\n'.join(_summary(g, label) for label, g in groups(df))
+
+
+def _summary(df: pd.DataFrame, label: str) -> str:
+  lead = f'{label}: ' if label else ''
+  lines = [lead + 'interpolation threshold (train error < 1%): ' + ', '.join(
       f'n={n:g}: width {w:g}' if w is not None else f'n={n:g}: none' for n, w in thresholds(df).items())]
   found = hurts(df)
   if not found:
-    lines.append('more data never raised the test error by more than twice its standard error over seeds')
+    lines.append(lead + 'more data never raised the test error by more than twice its standard error over seeds')
   widths, ns, mean, se = grid(df, 'test_error', 'se')
   rises = [(h.rise, w, h, 2 * np.hypot(se[list(ns).index(h.n_from), j], se[list(ns).index(h.n_to), j]))
            for j, w in enumerate(widths) for h in analysis.more_data_hurts(ns, mean[:, j])]
   if rises:
     _, w, h, noise = max(rises, key=lambda r: r[0])
-    lines.append(f'largest rise with more data: width {w:g}, n={h.n_from:g} -> {h.n_to:g}, test error '
+    lines.append(f'{lead}largest rise with more data: width {w:g}, n={h.n_from:g} -> {h.n_to:g}, test error '
                  f'{h.error_from:.3f} -> {h.error_to:.3f} (+{h.rise:.3f}; twice its standard error {noise:.3f})')
   for w, rises in found.items():
     worst = max(rises, key=lambda h: h.rise)
-    lines.append(f'width {w:g}: more data hurt {len(rises)} time(s); most from n={worst.n_from:g} to '
+    lines.append(f'{lead}width {w:g}: more data hurt {len(rises)} time(s); most from n={worst.n_from:g} to '
                  f'{worst.n_to:g}, test error {worst.error_from:.3f} -> {worst.error_to:.3f} (+{worst.rise:.3f})')
   return '\n'.join(lines)
 
 
 def heatmap(df: pd.DataFrame, path: Path) -> Path:
-  widths, ns, mean, _ = grid(df, 'test_error')
-  fig, ax = plt.subplots(figsize=(6.2, 4.4))
-  mesh = ax.pcolormesh(np.arange(len(widths) + 1) - 0.5, np.arange(len(ns) + 1) - 0.5, mean, cmap='viridis',
-                       shading='flat')
-  fig.colorbar(mesh, ax=ax, label='test error (clean labels), final')
-  col = {w: j for j, w in enumerate(widths)}
-  row = {n: i for i, n in enumerate(ns)}
-  traced = [(col[w], row[n]) for n, w in thresholds(df).items() if w is not None]
-  if traced:
-    x, y = zip(*traced)
-    ax.plot(x, y, 'w--o', ms=3, lw=1.2, label='interpolation threshold (train error < 1%)')
-    ax.plot([], [], '--o', color='0.4', ms=3, lw=1.2, label='interpolation threshold (train error < 1%)')
-  found = hurts(df)
-  for w, rises in found.items():
-    for h in rises:
-      ax.add_patch(plt.Rectangle((col[w] - 0.5, row[h.n_to] - 0.5), 1, 1, fill=False, ec='r', lw=1.5))
-  ax.plot([], [], 's', mfc='none', mec='r', label='more data hurt (above the next smaller n' +
-          ('' if found else '; none here') + ')')
-  ax.set_xticks(np.arange(len(widths)), [f'{w:g}' for w in widths])
-  ax.set_yticks(np.arange(len(ns)), [f'{n:g}' for n in ns])
-  ax.grid(False)
-  ax.set(xlabel='width', ylabel='training examples (data.subset)',
-         title='Sample-wise double descent: test error over width and data')
-  handles, labels = ax.get_legend_handles_labels()  # the white line drawn, its grey stand-in in the legend
-  keep = [i for i, label in enumerate(labels) if labels.index(label) != i or not label.startswith('interp')]
-  ax.legend([handles[i] for i in keep], [labels[i] for i in keep], fontsize=6, loc='upper left',
-            bbox_to_anchor=(0.0, -0.14), ncol=2, frameon=False)
+  """A panel per group (one colour scale): the mean final test error per (width, n) cell, the threshold traced, the
+  cells where more data hurt outlined."""
+  panels = groups(df)
+  means = [grid(g, 'test_error')[2] for _, g in panels]
+  vmin, vmax = np.nanmin([m.min() for m in means]), np.nanmax([m.max() for m in means])
+  fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.4), squeeze=False)
+  for ax, (label, g) in zip(axes[0], panels):
+    widths, ns, mean, _ = grid(g, 'test_error')
+    mesh = ax.pcolormesh(np.arange(len(widths) + 1) - 0.5, np.arange(len(ns) + 1) - 0.5, mean, cmap='viridis',
+                         shading='flat', vmin=vmin, vmax=vmax)
+    col = {w: j for j, w in enumerate(widths)}
+    row = {n: i for i, n in enumerate(ns)}
+    traced = [(col[w], row[n]) for n, w in thresholds(g).items() if w is not None]
+    if traced:
+      x, y = zip(*traced)
+      ax.plot(x, y, 'w--o', ms=3, lw=1.2, label='interpolation threshold (train error < 1%)')
+      ax.plot([], [], '--o', color='0.4', ms=3, lw=1.2, label='interpolation threshold (train error < 1%)')
+    found = hurts(g)
+    for w, rises in found.items():
+      for h in rises:
+        ax.add_patch(plt.Rectangle((col[w] - 0.5, row[h.n_to] - 0.5), 1, 1, fill=False, ec='r', lw=1.5))
+    ax.plot([], [], 's', mfc='none', mec='r', label='more data hurt (above the next smaller n' +
+            ('' if found else '; none here') + ')')
+    ax.set_xticks(np.arange(len(widths)), [f'{w:g}' for w in widths])
+    ax.set_yticks(np.arange(len(ns)), [f'{n:g}' for n in ns])
+    ax.grid(False)
+    ax.set(xlabel='width', ylabel='training examples (data.subset)',
+           title=label or 'Sample-wise double descent: test error over width and data')
+    handles, labels = ax.get_legend_handles_labels()  # the white line drawn, its grey stand-in in the legend
+    keep = [i for i, text in enumerate(labels) if labels.index(text) != i or not text.startswith('interp')]
+    ax.legend([handles[i] for i in keep], [labels[i] for i in keep], fontsize=6, loc='upper left',
+              bbox_to_anchor=(0.0, -0.14), ncol=2, frameon=False)
+    fig.colorbar(mesh, ax=ax, label='test error (clean labels), final')
   fig.suptitle(wrapped(f'{run_description(df)}; {_budget(df)}; mean over seeds', fig), fontsize=7)
   return save(fig, path)
 
 
 def curves(df: pd.DataFrame, path: Path) -> Path:
-  widths, ns, mean, sd = grid(df, 'test_error')
-  found = hurts(df)
-  fig, ax = plt.subplots(figsize=(6.2, 4.0))
-  colors = plt.cm.viridis(np.linspace(0, 0.9, len(widths)))
-  for j, (w, c) in enumerate(zip(widths, colors)):
-    ax.plot(ns, mean[:, j], '-o', color=c, ms=3, lw=0.9, label=f'width {w:g}')
-    ax.fill_between(ns, mean[:, j] - sd[:, j], mean[:, j] + sd[:, j], color=c, alpha=0.12, lw=0)
-    for h in found.get(w, []):
-      i = list(ns).index(h.n_from)
-      ax.plot(ns[i:i + 2], mean[i:i + 2, j], '-', color=c, lw=3)
-  ax.plot([], [], 'k-', lw=3, label='more data hurt')
-  ax.set(xlabel='training examples (data.subset)', ylabel='test error (clean labels), final',
-         title='Test error against training-set size (mean, band ± 1 sd over seeds)')
-  ax.legend(fontsize=6, ncol=2)
+  """A panel per group: test error against n, a line per width, the rises where more data hurt drawn bold."""
+  panels = groups(df)
+  fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.0), squeeze=False, sharey=True)
+  for ax, (label, g) in zip(axes[0], panels):
+    widths, ns, mean, sd = grid(g, 'test_error')
+    found = hurts(g)
+    colors = plt.cm.viridis(np.linspace(0, 0.9, len(widths)))
+    for j, (w, c) in enumerate(zip(widths, colors)):
+      ax.plot(ns, mean[:, j], '-o', color=c, ms=3, lw=0.9, label=f'width {w:g}')
+      ax.fill_between(ns, mean[:, j] - sd[:, j], mean[:, j] + sd[:, j], color=c, alpha=0.12, lw=0)
+      for h in found.get(w, []):
+        i = list(ns).index(h.n_from)
+        ax.plot(ns[i:i + 2], mean[i:i + 2, j], '-', color=c, lw=3)
+    ax.plot([], [], 'k-', lw=3, label='more data hurt')
+    ax.set(xlabel='training examples (data.subset)', ylabel='test error (clean labels), final',
+           title=label or 'Test error against training-set size (mean, band ± 1 sd over seeds)')
+    ax.legend(fontsize=6, ncol=2)
   fig.suptitle(wrapped(f'{run_description(df)}; {_budget(df)}', fig), fontsize=7)
   return save(fig, path)
 
 
 def _budget(df: pd.DataFrame) -> str:
-  budget = json.loads(df['config'].iloc[0])['train'].get('budget', 'epochs') if len(df) else 'epochs'
-  return ('every member takes the same steps (train.budget=steps)' if budget == 'steps' else
+  budgets = {json.loads(c)['train'].get('budget', 'epochs') for c in df['config']}
+  if len(budgets) > 1:
+    return 'train.budget swept'
+  return ('every member takes the same steps (train.budget=steps)' if budgets == {'steps'} else
           'every member makes the same passes over its own examples (train.budget=epochs)')
 
 

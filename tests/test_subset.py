@@ -141,6 +141,9 @@ def test_padded_useful_counts_the_steps_members_skip():
     (['data.subset=5000'], 'at most the 4000 training examples'),
     (['data.subset=50'], 'from one batch (100)'),
     (['data.subset=500', 'train.max_steps=100'], 'use train.budget=steps'),
+    (['data.subset=500', 'probes=step_metrics'], 'probe step_metrics counts steps'),
+    (['data.subset=500', 'train.eval_every_steps=10'], 'train.eval_every_steps counts steps'),
+    (['data.subset=500', 'model.name=resnet1d', 'train.batch_size=0'], "BatchNorm's batch statistics"),
 ])
 def test_bad_subsets_are_refused_in_one_line(args, says):
   with pytest.raises(cfglib.ConfigError) as e:
@@ -202,4 +205,47 @@ def test_samplewise_figures_draw_the_grid_threshold_and_rises(tmp_path):
   np.testing.assert_allclose([ln.get_ydata() for ln in curves], mean.T)
   text = samplewise.summary(df)
   assert 'n=500: width 8, n=1000: width 32' in text and 'width 8: more data hurt 1 time(s)' in text
+  # another swept key: a panel each, never averaged together
+  two = pd.concat([df.assign(**{'data.noise': 0.15}),
+                   df.assign(**{'data.noise': 0.3, 'test_error': df['test_error'].map(lambda v: [0.9, 0.5])})])
+  assert [label for label, _ in samplewise.groups(two)] == ['data.noise=0.15', 'data.noise=0.3']
+  np.testing.assert_allclose(samplewise.grid(samplewise.groups(two)[0][1], 'test_error')[2], mean)
+  assert 'data.noise=0.3: more data never raised' in samplewise.summary(two)
   plt.close('all')
+
+
+@pytest.mark.parametrize('budget, steps', [('epochs', {40: [2, 4], 120: [6, 12]}), ('steps', {40: [12, 24],
+                                                                                                120: [12, 24]})])
+def test_a_run_records_each_members_own_steps_and_validates(tmp_path, budget, steps):
+  """Through the runner: under epochs a member of 40 examples (batch 20) takes 2 steps an epoch and its rows say so;
+  under steps every member takes the 12 of a pass over all 240; the store's audit finds nothing wrong."""
+  from ddjax import run as runlib
+  from ddjax.analysis.validate import validate
+  from ddjax.members import expand
+  from plots.common import load
+  cfg, sweep = cfglib.apply_overrides(cfglib.Config(), {}, [
+      'model.name=mlp', 'model.width=4', 'data.num_samples=300', 'data.seed=3', 'data.subset=40,120',
+      'train.batch_size=20', 'train.epochs=2', 'train.eval_every=1', f'train.budget={budget}'])
+  runlib.run(cfg, sweep, expand(cfg, sweep), tmp_path, progress=False, log=lambda *a: None)
+  df = load(tmp_path)
+  assert {int(n): [int(s) for s in st] for n, st in zip(df['data.subset'], df['step'])} == steps
+  assert (validate(tmp_path)['problems'] == '').all()
+
+
+def test_probes_on_the_probe_batch_see_only_the_members_examples(tiny_mnist1d):
+  """The losses probe on a probe batch as large as a member's subset reads exactly its examples: its training loss
+  and error equal those on all of them."""
+  from ddjax.probes import use
+  state, metrics, hp, labels, _ = run(tiny_mnist1d, (40, 100), epochs=1)
+  spec = StepSpec(make_model('mlp', WIDTH, (40,), 10, 'lax'), 'adam', B, 10, eval_batch=64, subset=100,
+                  probes=(use('losses', {'train_examples': 40}),))
+  x = jnp.asarray(tiny_mnist1d.x_train)
+  probed = bucket_fns(spec).evaluate(unstack_first(state), unstack_first(hp), labels[:1], x,
+                                     jnp.asarray(tiny_mnist1d.x_test), jnp.asarray(tiny_mnist1d.y_test),
+                                     jnp.float32(0))
+  np.testing.assert_allclose(float(probed['train_loss'][0]), float(metrics['train_loss'][0]), rtol=1e-5)
+  assert float(probed['train_error'][0]) == pytest.approx(float(metrics['train_error'][0]), abs=1e-6)
+
+
+def unstack_first(tree):
+  return jax.tree.map(lambda a: a[:1], tree)

@@ -33,6 +33,8 @@ def _epochs(cfg: cfglib.Config, steps_per_epoch: int):
   """The run's epochs (loop.epoch_plan), from its training examples (where the config tells them, else those that
   `steps_per_epoch` at its batch size imply)."""
   n_train = cfglib.train_examples(cfg.data) or steps_per_epoch * (cfg.train.batch_size or 1)
+  if cfg.data.subset and cfg.train.budget == 'epochs':  # its own examples make its epochs (ddjax.data.subset)
+    n_train = min(cfg.data.subset, n_train)
   return epoch_plan(cfg, n_train)
 
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from ddjax.config.schema import Config, ConfigError
+from ddjax.config.schema import Config, ConfigError, get, probe_uses
 
 
 def validate_param(cfg: Config, sweep: dict[str, list]) -> None:
@@ -19,7 +19,9 @@ def validate_param(cfg: Config, sweep: dict[str, list]) -> None:
 def validate_subset(cfg: Config, sweep: dict[str, list], n_train: int | None) -> None:
   """data.subset: whole numbers from one batch to the `n_train` training examples (None: known only once loaded),
   on data that is stored (not data.online), with one batch size all run (no batch-size callbacks), for models
-  whose probes read labels through the loss (not the linear ones), and train.max_steps only under budget steps."""
+  whose probes read labels through the loss (not the linear ones), a full batch without BatchNorm (its statistics
+  would see every example), and under budget epochs nothing that counts steps within an epoch (train.max_steps,
+  evaluations or probes every N steps, step probes): members of different n take different numbers of them."""
   sizes = [n for n in sweep.get('data.subset', [cfg.data.subset]) if n is not None]
   if not sizes:  # (train.budget then changes nothing, and stays out of run ids)
     return
@@ -39,9 +41,25 @@ def validate_subset(cfg: Config, sweep: dict[str, list], n_train: int | None) ->
     why.append("a linear model's modes probe reads every training target")
   if any(CALLBACKS[c].kind == 'phases' for c in names(cfg.callbacks) if c in CALLBACKS):
     why.append(f'callbacks={cfg.callbacks} switches the batch size, and with it every member\'s steps per pass')
-  if 'epochs' in sweep.get('train.budget', [cfg.train.budget]) and any(
-      sweep.get('train.max_steps', [cfg.train.max_steps])):
-    why.append('train.max_steps counts steps, which members of different n take different numbers of under '
+  if not all(sweep.get('train.batch_size', [cfg.train.batch_size])) and any(
+      'norm' in MODELS[m].options and n != 'none' for m in sweep.get('model.name', [cfg.model.name])
+      for n in sweep.get('model.norm', [cfg.model.norm])):
+    why.append("a full batch (train.batch_size=0) runs every example through BatchNorm's batch statistics")
+  if 'epochs' in sweep.get('train.budget', [cfg.train.budget]) and (counts := _counts_steps(cfg, sweep)):
+    why.append(f'{counts} counts steps, which members of different n take different numbers of under '
                'train.budget=epochs (use train.budget=steps)')
   if why:
     raise ConfigError(f'bad value {shown} for data.subset: {why[0]} (allowed: none)')
+
+
+def _counts_steps(cfg: Config, sweep: dict[str, list]) -> str:
+  """What in the config counts optimizer steps within an epoch ('' if nothing does)."""
+  from ddjax.probes.registry import PROBES, cadence
+  for key in ('train.max_steps', 'train.eval_every_steps'):
+    if any(sweep.get(key, [get(cfg, key)])):
+      return key
+  for name, given in probe_uses(cfg).items():
+    if PROBES[name].kind == 'step' or cadence(PROBES[name].kind, given.get('every', PROBES[name].every),
+                                              f'probe.{name}.every').kind == 'steps':
+      return f'probe {name}'
+  return ''

@@ -56,9 +56,13 @@ def batch_table(key: jax.Array, keep_N: jax.Array, epoch, steps: int, batch: int
     u = jax.random.uniform(jax.random.fold_in(key, p), (n,))
     return jnp.argsort(jnp.where(keep_N, u, 2.0))  # stable: ties keep index order
 
-  orders = jax.vmap(order)(own[0] + jnp.arange(n_orders))  # (n_orders, n)
   rows = jnp.minimum(own - own[0], n_orders - 1)
-  idx = orders[rows[:, None], jnp.minimum(j * batch, n - batch)[:, None] + jnp.arange(batch)]
+  at = jnp.minimum(j * batch, n - batch)[:, None] + jnp.arange(batch)  # (steps, batch) places in a pass's order
+
+  def fill(k, idx):  # one pass's order at a time: n_orders x n indices are never all held
+    return jnp.where((rows == k)[:, None], order(own[0] + k)[at], idx)
+
+  idx = jax.lax.fori_loop(0, n_orders, fill, jnp.zeros((steps, batch), jnp.int32))
   active = i < s if budget == 'epochs' else jnp.ones(steps, bool)
   return idx, active
 
