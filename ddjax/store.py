@@ -53,8 +53,11 @@ def duplicate_members(jobs: list[Job]) -> str | None:
       rid = run_id(member_config(job, i))
       if rid in seen:
         (j0, m0), swept = seen[rid], sorted(k for k in job.static if k in cfglib.EXECUTION_KEYS)
+        flat = {k: cfglib.get(member_config(job, i), k) for k in cfglib.fields(job.config)}
+        ignored = sorted(k for k in job.static if k in cfglib.ignored_keys(flat))
         why = (f'{", ".join(swept)} only change(s) how a run executes, not its results' if swept else
-               'a value is repeated in a sweep')
+               f'{", ".join(ignored)} change(s) nothing for this member (its other keys ignore it)'
+               if ignored else 'a value is repeated in a sweep')
         return f'jobs {j0 + 1} and {job.index + 1} (members {m0} and {i}) would train the same member: {why}'
       seen[rid] = (job.index, i)
   return None
