@@ -20,7 +20,7 @@ from ddjax import config as cfglib
 from ddjax import memory, parallel
 from ddjax.data import dataset_spec
 from ddjax.data.subset import orders_needed
-from ddjax.members import Job, group_members, plan_buckets, stack_hp, subset_steps
+from ddjax.members import Job, Plan, group_members, plan_buckets, stack_hp, subset_steps
 from ddjax.nn.registry import make_model, model_spec
 from ddjax.probes import PROBES, MemoryQuery, Setting, Use, use
 from ddjax.best import best_columns
@@ -57,12 +57,28 @@ def model_for(cfg: cfglib.Config, width: int, input_shape, num_classes: int, con
                     **model_options(cfg))
 
 
-def job_plan(job: Job, input_shape, num_classes: int) -> tuple[list[list[int]], Callable[[int], float]]:
-  """The job's width buckets (plan_buckets on the model's MAC count) and that cost function."""
+def job_plan(job: Job, input_shape, num_classes: int, n_train: int | None = None
+             ) -> tuple[list[list[int]], Callable[[int], float]]:
+  """The job's width buckets (plan_buckets on the model's MAC count) and that cost function. With `n_train`
+  training examples and members of different steps per epoch (data.subset under train.budget=epochs), members are
+  first grouped by their steps (plan_buckets on the step counts: train-size buckets, so that small members do not
+  pay for the largest n's steps), then each group by width; the plan then carries each bucket's members (Plan)."""
   cfg = job.config
   widths = sorted(m['model.width'] for m in job.members)
   cost = make_model(cfg.model.name, max(widths), input_shape, num_classes, 'lax', **model_options(cfg)).macs
-  return plan_buckets(widths, cost, cfg.train.bucket_ratio, cfg.train.max_buckets), cost
+  own = subset_steps(job.members, n_train, cfg.train.batch_size, cfg.train.budget)[0] if n_train else []
+  if len(set(own)) <= 1:
+    return plan_buckets(widths, cost, cfg.train.bucket_ratio, cfg.train.max_buckets), cost
+  plan = Plan()
+  by_steps = sorted(range(len(job.members)), key=lambda i: own[i])
+  for sized in plan_buckets(sorted(own), float, cfg.train.bucket_ratio, cfg.train.max_buckets):
+    group, by_steps = sorted(by_steps[:len(sized)], key=lambda i: job.members[i]['model.width']), by_steps[len(sized):]
+    for b in plan_buckets([job.members[i]['model.width'] for i in group], cost, cfg.train.bucket_ratio,
+                          cfg.train.max_buckets):
+      plan.append(b)
+      plan.groups.append(group[:len(b)])
+      group = group[len(b):]
+  return plan, cost
 
 
 def job_probes(cfg: cfglib.Config, task: str, modes: int) -> tuple[tuple[Use, ...], tuple[Use, ...]]:
@@ -130,8 +146,10 @@ def subset_fields(cfg: cfglib.Config, ds, members: list[dict], job_steps: int) -
   if all(m['data.subset'] is None for m in members):
     return {}
   own, _ = subset_steps(members, len(ds.y_train), cfg.train.batch_size, 'epochs')
-  return {'subset': job_steps * batch_size(cfg, ds), 'budget': cfg.train.budget,
-          'subset_orders': orders_needed(job_steps, min(own)) if cfg.train.budget == 'steps' else 1}
+  if cfg.train.budget == 'epochs':  # its scan: the steps of its largest member (a train-size bucket's own)
+    return {'subset': min(max(own), job_steps) * batch_size(cfg, ds), 'budget': 'epochs'}
+  return {'subset': job_steps * batch_size(cfg, ds), 'budget': 'steps',
+          'subset_orders': orders_needed(job_steps, min(own))}
 
 
 def shared_by(job: Job, member_ids: list[int], width: int) -> dict[str, bool]:
@@ -168,7 +186,7 @@ class Bucket:
                          strategy(cfg, self.width), cfg.train.map_batch, ds.preprocess, ds.task,
                          cfg.train.keep_best or cfg.train.checkpoint_best > 0, cfg.train.checkpoint_best or 1,
                          best_metric(cfg, ds), cfg.train.best_mode, cfg.optim.schedule,
-                         cfg.train.max_steps or cfg.train.epochs * self.steps_per_epoch,
+                         cfg.train.max_steps or cfg.train.epochs * max(self.own_steps),
                          *job_probes(cfg, ds.task, ds.modes),
                          **shared_by(job, member_ids, self.width), linear=model_spec(cfg.model.name).linear,
                          loss=cfg.train.loss, online=ds.online, lr_factors=callbacks.lr_factors(cfg),

@@ -317,15 +317,17 @@ def _dry_run(jobs, out: Path) -> None:
   for job in jobs:
     cfg = job.config
     shape, classes = dataset_shape(cfg.data)
-    plan, cost = job_plan(job, shape, classes)
     n_train = cfglib.train_examples(cfg.data)
+    plan, cost = job_plan(job, shape, classes, n_train)
     ratio = job_padded_ratio(job, plan, cost, n_train, cfg.train.batch_size) if n_train else padded_ratio(plan, cost)
     if n_train and any(m['data.subset'] for m in job.members):  # data.subset: steps per member
       own, steps = subset_steps(job.members, n_train, cfg.train.batch_size, cfg.train.budget)
       notes.append(f'job {job.index}: data.subset {min(m["data.subset"] or n_train for m in job.members)}..'
                    f'{max(m["data.subset"] or n_train for m in job.members)} of {n_train} examples, '
-                   f'train.budget={cfg.train.budget}: members take {min(own)}..{max(own)} of the epoch\'s {steps} '
-                   'steps (FLOPs of the rest are the padding above)')
+                   f'train.budget={cfg.train.budget}: ' + (
+                       f'every member takes the {steps} steps of a pass over all' if cfg.train.budget == 'steps' else
+                       f'members take {min(own)}..{max(own)} steps an epoch, in buckets by step count (steps a '
+                       'bucket scans past a member\'s own are in padded/useful)'))
     batch = cfg.train.batch_size or n_train or 50_000
     sizes = member_sizes(cfg, plan, shape, classes, batch, dataset_spec(cfg.data.name).task)
     gib = (sum(len(b) * s.resident for b, s in zip(plan, sizes))

@@ -144,7 +144,7 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
   ds = load_dataset(cfg.data)
   if (n := max((m['data.subset'] or 0) for m in job.members)) > len(ds.y_train):  # known only once loaded (cifar10)
     raise cfglib.ConfigError(f'bad value {n!r} for data.subset: more than the {len(ds.y_train)} training examples')
-  plan, cost = job_plan(job, ds.input_shape, ds.num_classes)
+  plan, cost = job_plan(job, ds.input_shape, ds.num_classes, len(ds.y_train))
   widths = [w for b in plan for w in b]
   padded = job_padded_ratio(job, plan, cost, len(ds.y_train), cfg.train.batch_size)  # widths and data.subset steps
   log(f'job {job.index + 1}/{n_jobs} {job.static or ""}: {len(job.members)} members in {len(plan)} buckets '

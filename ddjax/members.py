@@ -106,8 +106,20 @@ def expand(cfg: cfglib.Config, sweep: dict[str, list], zip_groups: Sequence[Sequ
   return jobs
 
 
+class Plan(list):
+  """A job's buckets as lists of widths (what plan_buckets gives) that also says which members each holds, where
+  members are grouped by more than their width (train-size buckets: buckets.job_plan)."""
+
+  def __init__(self, *args):
+    super().__init__(*args)
+    self.groups: list[list[int]] = []
+
+
 def group_members(job: Job, plan: list[list[int]]) -> list[list[int]]:
-  """Member indices of `job` in the buckets of `plan` (lists of widths from plan_buckets), narrowest first."""
+  """Member indices of `job` in the buckets of `plan` (lists of widths from plan_buckets), narrowest first (or as
+  a Plan says)."""
+  if isinstance(plan, Plan):
+    return plan.groups
   order = sorted(range(len(job.members)), key=lambda i: job.members[i]['model.width'])
   groups, start = [], 0
   for b in plan:
@@ -134,12 +146,12 @@ def subset_steps(members: Sequence[dict], n_train: int, batch: int, budget: str)
 
 
 def job_padded_ratio(job: Job, plan: list[list[int]], cost: Callable[[int], float], n_train: int, batch: int) -> float:
-  """Padded/useful FLOPs of a job's buckets over an epoch: each bucket padded to its widest member and to the
-  epoch's steps, each member useful for its own width and steps (fewer for a smaller data.subset under
-  train.budget=epochs)."""
+  """Padded/useful FLOPs of a job's buckets over an epoch: each bucket padded to its widest member and to the steps
+  of its member with the most, each member useful for its own width and steps (fewer for a smaller data.subset
+  under train.budget=epochs)."""
   own, steps = subset_steps(job.members, n_train, batch, job.config.train.budget)
-  groups = group_members(job, plan)
-  padded = sum(len(g) * cost(max(b)) * steps for b, g in zip(plan, groups))
+  groups = group_members(job, plan)  # a bucket scans the steps of its largest member (train-size buckets)
+  padded = sum(len(g) * cost(max(b)) * max(own[i] for i in g) for b, g in zip(plan, groups))
   return padded / sum(cost(job.members[i]['model.width']) * own[i] for g in groups for i in g)
 
 

@@ -137,6 +137,24 @@ def test_padded_useful_counts_the_steps_members_skip():
   assert subset_steps(members, 4000, 100, 'steps') == ([40, 40, 40], 40)
 
 
+def test_train_size_buckets_keep_small_members_off_the_largest_ns_steps():
+  """Under epochs, members of 250 and 4000 examples go to separate buckets (each scanning its own largest steps),
+  widths bucketed within each: padded/useful falls from the masked 1.90 of one step group to 1."""
+  from ddjax.buckets import job_plan
+  from ddjax.members import expand, group_members
+  cfg, sweep = cfglib.apply_overrides(cfglib.Config(), {}, ['model.name=mlp', 'model.width=16,64',
+                                                            'data.subset=250,4000'])
+  job = expand(cfg, sweep)[0]
+  plan, cost = job_plan(job, (40,), 10, 4000)
+  groups = group_members(job, plan)
+  assert sorted(sorted(job.members[i]['data.subset'] for i in g) for g in groups) == [[250], [250], [4000], [4000]]
+  assert [max(b) for b in plan] == [max(job.members[i]['model.width'] for i in g) for g in groups]
+  assert job_padded_ratio(job, plan, cost, 4000, 100) == pytest.approx(1.0)
+  one, _ = job_plan(job, (40,), 10, None)  # no training-set size known: width buckets only, masked steps
+  useful = 2 * (cost(16) + cost(64)) + 40 * (cost(16) + cost(64))
+  assert job_padded_ratio(job, one, cost, 4000, 100) == pytest.approx(40 * 2 * (cost(16) + cost(64)) / useful)
+
+
 @pytest.mark.parametrize('args, says', [
     (['data.subset=5000'], 'at most the 4000 training examples'),
     (['data.subset=50'], 'from one batch (100)'),
