@@ -98,8 +98,9 @@ def test_dry_run_prints_jobs_members_and_compiled_steps(tmp_path, capsys):
   assert '2 job(s), 256 member(s)' in text and 'compiled train step' in text
   lines = [line for line in text.splitlines() if line.strip().startswith(('0 ', '1 '))]
   assert len(lines) == 2 and all(' 128 ' in line for line in lines)  # 32 widths x 2 seeds x 2 zipped (lr, wd)
-  adam, sgd = (float(line.split()[4]) for line in lines)  # est. GiB: Adam keeps two moments, SGD one
+  adam, sgd = (float(line.split()[5]) for line in lines)  # est. GiB: Adam keeps two moments, SGD one
   assert adam > sgd > 0 and 'est. GiB' in text
+  assert all(1.0 <= float(line.split()[4]) < 1.3 for line in lines)  # padded/useful of the width buckets
   assert not (tmp_path / 'x').exists()
 
 
