@@ -71,10 +71,11 @@ def job_plan(job: Job, input_shape, num_classes: int, n_train: int | None = None
     return plan_buckets(widths, cost, cfg.train.bucket_ratio, cfg.train.max_buckets), cost
   plan = Plan()
   by_steps = sorted(range(len(job.members)), key=lambda i: own[i])
-  for sized in plan_buckets(sorted(own), float, cfg.train.bucket_ratio, cfg.train.max_buckets):
+  sizes = plan_buckets(sorted(own), float, cfg.train.bucket_ratio, cfg.train.max_buckets)
+  share = max(1, cfg.train.max_buckets // len(sizes))  # train.max_buckets bounds the programs of both levels
+  for sized in sizes:
     group, by_steps = sorted(by_steps[:len(sized)], key=lambda i: job.members[i]['model.width']), by_steps[len(sized):]
-    for b in plan_buckets([job.members[i]['model.width'] for i in group], cost, cfg.train.bucket_ratio,
-                          cfg.train.max_buckets):
+    for b in plan_buckets([job.members[i]['model.width'] for i in group], cost, cfg.train.bucket_ratio, share):
       plan.append(b)
       plan.groups.append(group[:len(b)])
       group = group[len(b):]
@@ -336,7 +337,9 @@ def make_buckets(job: Job, ds, plan: list[list[int]], cost, log=print,
     buckets = [Bucket(job, g, data, ds, members, replicated, c) for g, c in zip(groups, chunks_of)]
   else:
     widths = [max(job.members[i]['model.width'] for i in g) for g in groups]
-    where = parallel.assign([len(g) * cost(w) for g, w in zip(groups, widths)], len(devices))
+    scans = [max(subset_steps([job.members[i] for i in g], len(ds.y_train), cfg.train.batch_size,
+                              cfg.train.budget)[0]) for g in groups]  # train-size buckets scan fewer steps
+    where = parallel.assign([len(g) * cost(w) * s for g, w, s in zip(groups, widths, scans)], len(devices))
     single = {d: jax.sharding.SingleDeviceSharding(devices[d]) for d in set(where)}
     data = {d: jax.device_put(arrays, sh) for d, sh in single.items()}  # the dataset once per device used
     buckets = [Bucket(job, g, data[w], ds, single[w], single[w], c) for g, w, c in zip(groups, where, chunks_of)]

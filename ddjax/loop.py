@@ -18,7 +18,8 @@ from jax.experimental import multihost_utils
 
 from ddjax import config as cfglib
 from ddjax import parallel, results
-from ddjax.buckets import Bucket, conv_form, epoch_examples, job_plan, make_buckets, placement, strategy_label
+from ddjax.buckets import (Bucket, conv_form, epoch_examples, job_plan, make_buckets, model_for, placement,
+                           strategy_label)
 from ddjax.checkpoint import Checkpoints, relayout
 from ddjax.data import load_dataset
 from ddjax.members import Job, job_padded_ratio, padded_ratio
@@ -145,6 +146,12 @@ def run_job(job: Job, out: Path, n_jobs: int = 1, progress: bool = True, log=pri
   if (n := max((m['data.subset'] or 0) for m in job.members)) > len(ds.y_train):  # known only once loaded (cifar10)
     raise cfglib.ConfigError(f'bad value {n!r} for data.subset: more than the {len(ds.y_train)} training examples')
   plan, cost = job_plan(job, ds.input_shape, ds.num_classes, len(ds.y_train))
+  model = model_for(cfg, plan[0][0], ds.input_shape, ds.num_classes)
+  if n and not cfg.train.batch_size and jax.tree.leaves(jax.eval_shape(  # BatchNorm in a model without model.norm
+      lambda x: model.init({'params': jax.random.key(0)}, ds.preprocess(x), plan[0][0], train=False),
+      ds.x_train[:1]).get('batch_stats', {})):
+    raise cfglib.ConfigError(f'bad value {n!r} for data.subset: a full batch (train.batch_size=0) runs every example '
+                             "through BatchNorm's batch statistics (allowed: none)")
   widths = [w for b in plan for w in b]
   padded = job_padded_ratio(job, plan, cost, len(ds.y_train), cfg.train.batch_size)  # widths and data.subset steps
   log(f'job {job.index + 1}/{n_jobs} {job.static or ""}: {len(job.members)} members in {len(plan)} buckets '

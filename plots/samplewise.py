@@ -104,7 +104,7 @@ def heatmap(df: pd.DataFrame, path: Path) -> Path:
   cells where more data hurt outlined."""
   panels = groups(df)
   means = [grid(g, 'test_error')[2] for _, g in panels]
-  vmin, vmax = np.nanmin([m.min() for m in means]), np.nanmax([m.max() for m in means])
+  vmin, vmax = np.nanmin([np.nanmin(m) for m in means]), np.nanmax([np.nanmax(m) for m in means])
   fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.4), squeeze=False)
   for ax, (label, g) in zip(axes[0], panels):
     widths, ns, mean, _ = grid(g, 'test_error')

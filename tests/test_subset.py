@@ -161,6 +161,7 @@ def test_train_size_buckets_keep_small_members_off_the_largest_ns_steps():
     (['data.subset=500', 'train.max_steps=100'], 'use train.budget=steps'),
     (['data.subset=500', 'probes=step_metrics'], 'probe step_metrics counts steps'),
     (['data.subset=500', 'train.eval_every_steps=10'], 'train.eval_every_steps counts steps'),
+    (['data.subset=500', 'callbacks=lr_decay', 'callback.every=10', 'callback.factor=0.5'], 'callback lr_decay'),
     (['data.subset=500', 'model.name=resnet1d', 'train.batch_size=0'], "BatchNorm's batch statistics"),
 ])
 def test_bad_subsets_are_refused_in_one_line(args, says):
@@ -267,3 +268,14 @@ def test_probes_on_the_probe_batch_see_only_the_members_examples(tiny_mnist1d):
 
 def unstack_first(tree):
   return jax.tree.map(lambda a: a[:1], tree)
+
+
+def test_a_full_batch_through_batchnorm_is_refused_for_models_without_a_norm_option(tmp_path):
+  """cnn1d_bn has BatchNorm and no model.norm: a full batch with data.subset stops before training, in one line."""
+  from ddjax import run as runlib
+  from ddjax.members import expand
+  cfg, sweep = cfglib.apply_overrides(cfglib.Config(), {}, [
+      'model.name=cnn1d_bn', 'model.width=4', 'data.num_samples=300', 'data.subset=40', 'train.batch_size=0',
+      'train.epochs=1'])
+  with pytest.raises(cfglib.ConfigError, match="BatchNorm's batch statistics"):
+    runlib.run(cfg, sweep, expand(cfg, sweep), tmp_path, progress=False, log=lambda *a: None)

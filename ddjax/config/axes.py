@@ -55,9 +55,13 @@ def validate_subset(cfg: Config, sweep: dict[str, list], n_train: int | None) ->
 def _counts_steps(cfg: Config, sweep: dict[str, list]) -> str:
   """What in the config counts optimizer steps within an epoch ('' if nothing does)."""
   from ddjax.probes.registry import PROBES, cadence
+  from ddjax.callbacks import CALLBACKS, names
   for key in ('train.max_steps', 'train.eval_every_steps'):
     if any(sweep.get(key, [get(cfg, key)])):
       return key
+  for name in names(cfg.callbacks):
+    if name in CALLBACKS and CALLBACKS[name].kind == 'lr':
+      return f'callback {name}'
   for name, given in probe_uses(cfg).items():
     if PROBES[name].kind == 'step' or cadence(PROBES[name].kind, given.get('every', PROBES[name].every),
                                               f'probe.{name}.every').kind == 'steps':

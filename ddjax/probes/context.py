@@ -108,15 +108,15 @@ class EvalContext:
       raise KeyError(f'{type(model).__name__} has no tap point {missing[0]!r}; it has {sorted(found)}')
     return out, found
 
-  def probe_batch(self, n: int) -> tuple[jax.Array, jax.Array]:
+  def probe_batch(self, n: int, own: bool = True) -> tuple[jax.Array, jax.Array]:
     """`n` training examples (at most all) evenly spaced through the training set, raw, with the member's own
     labels: the same at every evaluation. Data sets stored in groups (m-height) are sampled across every group.
     With data.subset, evenly spaced through the member's own examples (each about n / its count times where it has
-    fewer than n)."""
+    fewer than n); `own=False`: through the whole training set all the same (inputs every member shares)."""
     n_train = self.x_train.shape[0]
     n = min(n, n_train)
     idx = jnp.arange(n) * n_train // n
-    if self.spec.subset:  # its own examples first (in index order), then those it does not train on
+    if self.spec.subset and own:  # its own examples first (in index order), then those it does not train on
       own = (self.labels_N >= 0) if self.spec.task == 'classify' else ~jnp.isnan(
           self.labels_N.reshape(n_train, -1)[:, 0])
       idx = jnp.argsort(~own, stable=True)[jnp.arange(n) * own.sum() // n]

@@ -38,7 +38,7 @@ def layer_names(layer: str) -> tuple[str, ...]:
 def layer_gram(ctx, layer: str, batch: int):
   """The centred Gram matrix of the features at `layer` of the member's probe batch (ctx.probe_batch); with several
   layers (A/B/...) one per layer, stacked (L, batch, batch)."""
-  x = ctx.probe_batch(batch)[0]
+  x = ctx.probe_batch(batch, own=False)[0]  # the same inputs for every member (CKA compares members on them)
   if names := layer_names(layer):  # one forward pass for every layer
     return jnp.stack([centred_gram(h, batch) for h in ctx.tap_features(x, names).values()])
   return centred_gram(ctx.features(x, layer or None)[1], batch)
