@@ -247,7 +247,7 @@ def train_epoch(spec: StepSpec, state, hp, labels_N, x_train, epoch, start=None,
   order = jax.random.permutation(key, n)[: n_batches * spec.batch_size].reshape(n_batches, spec.batch_size)
   active = jnp.ones(n_batches, bool)
   if spec.subset:  # data.subset: batches of the member's own examples, the job epoch's steps (ddjax.data.subset)
-    keep = member_subset(hp, n)
+    keep = subset.own(labels_N, spec.task)  # (as member_labels marked them: no permutation drawn again)
     table, active = subset.batch_table(member_key(hp, 'batches'), keep, epoch, spec.subset // spec.batch_size,
                                        spec.batch_size, spec.budget, spec.subset_orders)
     if table.shape == order.shape:  # a member without data.subset keeps its order as without any

@@ -32,6 +32,13 @@ def mask_labels(labels: jax.Array, keep_N: jax.Array, task: str) -> jax.Array:
   return jnp.where(keep_N, labels, -1)
 
 
+def own(labels: jax.Array, task: str) -> jax.Array:
+  """(n,) bool: the examples a member trains on, read back from its labels as mask_labels marked them."""
+  if task == 'regress':
+    return ~jnp.isnan(labels.reshape(labels.shape[0], -1)[:, 0])
+  return labels >= 0
+
+
 def own_steps(keep_N: jax.Array, batch: int) -> jax.Array:
   """A member's steps per pass over its own examples (the last partial batch dropped; at least 1)."""
   return jnp.maximum(keep_N.sum() // batch, 1)

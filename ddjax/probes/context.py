@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ddjax.data import subset
 from ddjax.nn.registry import size_args
 
 
@@ -117,9 +118,8 @@ class EvalContext:
     n = min(n, n_train)
     idx = jnp.arange(n) * n_train // n
     if self.spec.subset and own:  # its own examples first (in index order), then those it does not train on
-      own = (self.labels_N >= 0) if self.spec.task == 'classify' else ~jnp.isnan(
-          self.labels_N.reshape(n_train, -1)[:, 0])
-      idx = jnp.argsort(~own, stable=True)[jnp.arange(n) * own.sum() // n]
+      mine = subset.own(self.labels_N, self.spec.task)
+      idx = jnp.argsort(~mine, stable=True)[jnp.arange(n) * mine.sum() // n]
     return self.x_train[idx], self.labels_N[idx]
 
   def monitor_batch(self, n: int) -> tuple[jax.Array, jax.Array]:
